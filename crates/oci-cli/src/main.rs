@@ -1,0 +1,395 @@
+//! vessel-oci: an OCI runtime with runc's command line (runc(8)), so containerd's runc
+//! shim, podman and people who know runc can drive it unchanged.
+
+mod log;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use oci_spec::runtime::{Capability, Process};
+use vessel_runtime::container::{Container, CreateOptions, ExecOptions};
+use vessel_runtime::foreground::{self, Signals};
+use vessel_runtime::state::Status;
+use vessel_runtime::{console, sealed_exe, signal, spec};
+
+#[derive(Parser)]
+#[command(name = "vessel-oci", version, about = "OCI container runtime of vessel, with runc's command line")]
+struct Cli {
+    /// Directory for the state of containers (tmpfs recommended).
+    #[arg(long, global = true, default_value = "/run/vessel-oci")]
+    root: PathBuf,
+    /// Write log lines to this file instead of stderr.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: log::Format,
+    /// More log output.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Use systemd's cgroup driver (not available here: no systemd runs).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility (rootless is detected).
+    #[arg(long = "rootless", id = "global_rootless", num_args = 0..=1, default_missing_value = "auto")]
+    rootless: Option<String>,
+    /// Accepted for runc compatibility (path of criu).
+    #[arg(long, global = true, hide = true)]
+    criu: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Bundle directory (holds config.json).
+    #[arg(long, short = 'b', default_value = ".")]
+    bundle: PathBuf,
+    /// Unix socket that receives the pty master (when process.terminal is true).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Write the init's pid to this file.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Move the root instead of pivot_root (for ramdisk roots).
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass N more fds (3 .. 3+N-1) to the container process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Container id.
+    id: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a default config.json into the bundle.
+    Spec {
+        /// Bundle directory.
+        #[arg(long, short = 'b', default_value = ".")]
+        bundle: PathBuf,
+        /// A config for rootless containers (user namespace mapping your ids).
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Create a container: its init waits for `start`.
+    Create(CreateArgs),
+    /// Start a created container.
+    Start { id: String },
+    /// Create and start a container; in the foreground, exit with its exit code.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once started instead of waiting.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Keep the container after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print the state of a container as JSON.
+    State { id: String },
+    /// Send a signal (default TERM) to a container's init.
+    Kill {
+        /// Send it to every process of the container.
+        #[arg(long, short = 'a')]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container (created or stopped; running with --force).
+    Delete {
+        #[arg(long, short = 'f')]
+        force: bool,
+        id: String,
+    },
+    /// List containers.
+    List {
+        /// table or json.
+        #[arg(long, short = 'f', default_value = "table")]
+        format: String,
+        /// Only ids.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Print the features this runtime supports (JSON).
+    Features,
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
+    /// Freeze all processes of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Working directory in the container.
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Environment variables (K=V).
+    #[arg(long, short = 'e')]
+    env: Vec<String>,
+    /// Allocate a pty.
+    #[arg(long, short = 't')]
+    tty: bool,
+    /// UID[:GID].
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// Additional gids.
+    #[arg(long = "additional-gids", short = 'g')]
+    additional_gids: Vec<u32>,
+    /// process.json to run (instead of COMMAND and these flags).
+    #[arg(long, short = 'p')]
+    process: Option<PathBuf>,
+    /// Return once the process started.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Accepted for runc compatibility.
+    #[arg(long = "process-label")]
+    process_label: Option<String>,
+    /// Accepted for runc compatibility.
+    #[arg(long)]
+    apparmor: Option<String>,
+    /// Set no_new_privs.
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    /// Add a capability (CAP_X).
+    #[arg(long = "cap", short = 'c')]
+    caps: Vec<String>,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Accepted for runc compatibility.
+    #[arg(long = "ignore-paused")]
+    ignore_paused: bool,
+    id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logger = log::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            logger.error(&format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("vessel-tmp");
+    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("write pid file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename pid file to {}", path.display()))
+}
+
+/// A console for a foreground run: the caller's socket, or our own socket pair
+/// whose other end we read the pty master from.
+fn console_for(socket: Option<&Path>, terminal: bool, detach: bool) -> Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
+    if !terminal {
+        if socket.is_some() {
+            bail!("--console-socket is only for a process with terminal: true");
+        }
+        return Ok((None, None));
+    }
+    match socket {
+        Some(p) => Ok((Some(console::connect(p)?), None)),
+        None if detach => bail!("a detached container with terminal: true needs --console-socket"),
+        None => {
+            let (a, b) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )?;
+            Ok((Some(b), Some(a)))
+        }
+    }
+}
+
+fn create(root: &Path, a: &CreateArgs, detach: bool) -> Result<(Container, Option<std::os::fd::OwnedFd>)> {
+    let bundle_spec = spec::load(&a.bundle)?;
+    let terminal = bundle_spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    let (console, ours) = console_for(a.console_socket.as_deref(), terminal, detach)?;
+    let c = Container::create(root, &a.id, &a.bundle, CreateOptions { console, no_pivot: a.no_pivot, preserve_fds: a.preserve_fds })?;
+    let master = match ours {
+        Some(sock) => Some(console::recv_fd(&sock)?),
+        None => None,
+    };
+    write_pid_file(a.pid_file.as_deref(), c.state.pid)?;
+    Ok((c, master))
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let root = cli.root.as_path();
+    let enters = matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec(_));
+    if enters {
+        if cli.systemd_cgroup {
+            bail!("--systemd-cgroup: no systemd runs on this host; drop the flag to use cgroupfs");
+        }
+        sealed_exe::ensure()?;
+    }
+    match &cli.command {
+        Command::Spec { bundle, rootless } => {
+            let path = bundle.join(spec::CONFIG_FILE);
+            if path.exists() {
+                bail!("file {} exists: remove it first", path.display());
+            }
+            let s = spec::default_spec(*rootless);
+            let text = serde_json::to_string_pretty(&s)?;
+            std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        }
+        Command::Create(a) => {
+            create(root, a, true)?;
+        }
+        Command::Start { id } => Container::load(root, id)?.start()?,
+        Command::Run { create: a, detach, keep } => {
+            let signals = if *detach { None } else { Some(Signals::block()?) };
+            let (mut c, master) = create(root, a, *detach)?;
+            if let Err(e) = c.start() {
+                let _ = c.delete(true);
+                return Err(e.into());
+            }
+            if let Some(signals) = signals {
+                let code = foreground::wait(c.state.pid, &signals, master)?;
+                if !keep {
+                    Container::load(root, &a.id)?.delete(true)?;
+                }
+                return Ok(code);
+            }
+        }
+        Command::State { id } => {
+            let c = Container::load(root, id)?;
+            println!("{}", serde_json::to_string_pretty(&c.state.to_json())?);
+        }
+        Command::Kill { all, id, signal: sig } => {
+            let sig = signal::parse(sig)?;
+            Container::load(root, id)?.kill(sig, *all)?;
+        }
+        Command::Delete { force, id } => Container::load(root, id)?.delete(*force)?,
+        Command::List { format, quiet } => list(root, format, *quiet)?,
+        Command::Features => println!("{}", serde_json::to_string_pretty(&vessel_runtime::features::features())?),
+        Command::Exec(a) => return exec(root, a),
+        Command::Pause { id } => Container::load(root, id)?.set_paused(true)?,
+        Command::Resume { id } => Container::load(root, id)?.set_paused(false)?,
+    }
+    Ok(0)
+}
+
+fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
+    let all = Container::list(root)?;
+    if quiet {
+        for c in &all {
+            println!("{}", c.state.id);
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => {
+            let v: Vec<_> = all.iter().map(|c| c.state.to_json()).collect();
+            println!("{}", serde_json::to_string(&v)?);
+        }
+        "table" => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<20} {:<8} {:<10} {:<40} {:<31} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED")?;
+            for c in &all {
+                let s = &c.state;
+                writeln!(out, "{:<20} {:<8} {:<10} {:<40} {:<31} {}", s.id, s.pid, s.status, s.bundle.display(), s.created, s.owner)?;
+            }
+        }
+        other => bail!("unknown --format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+/// The process `exec` runs: `--process FILE`, or config.json's process with the
+/// command line's args and overrides (runc's exec flags).
+fn exec_process(c: &Container, a: &ExecArgs) -> Result<Process> {
+    if let Some(p) = &a.process {
+        return Ok(spec::load_process(p)?);
+    }
+    if a.command.is_empty() {
+        bail!("exec needs a command, or --process FILE");
+    }
+    let bundle_spec = spec::load(&c.state.bundle)?;
+    let mut p = bundle_spec.process().clone().unwrap_or_default();
+    p.set_args(Some(a.command.clone()));
+    p.set_terminal(Some(a.tty));
+    p.set_console_size(None);
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    for kv in &a.env {
+        let key = kv.split('=').next().unwrap_or(kv);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(u) = &a.user {
+        let (uid, gid) = u.split_once(':').unwrap_or((u, ""));
+        p.user_mut().set_uid(uid.parse().with_context(|| format!("--user {u:?}: uid must be a number"))?);
+        if !gid.is_empty() {
+            p.user_mut().set_gid(gid.parse().with_context(|| format!("--user {u:?}: gid must be a number"))?);
+        }
+    }
+    if !a.additional_gids.is_empty() {
+        p.user_mut().set_additional_gids(Some(a.additional_gids.clone()));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.caps.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &a.caps {
+            let short = name.to_ascii_uppercase();
+            let short = short.strip_prefix("CAP_").unwrap_or(&short);
+            let cap: Capability = short.parse().map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
+            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(cap);
+                Some(set)
+            };
+            caps.set_bounding(add(caps.bounding()));
+            caps.set_effective(add(caps.effective()));
+            caps.set_permitted(add(caps.permitted()));
+        }
+        p.set_capabilities(Some(caps));
+    }
+    Ok(p)
+}
+
+fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
+    let c = Container::load(root, &a.id)?;
+    if c.state.status == Status::Stopped {
+        bail!("cannot exec in a stopped container \"{}\": container not running", a.id);
+    }
+    let process = exec_process(&c, a)?;
+    let terminal = process.terminal() == Some(true);
+    let (console, ours) = console_for(a.console_socket.as_deref(), terminal, a.detach)?;
+    let signals = if a.detach { None } else { Some(Signals::block()?) };
+    let pid = vessel_runtime::exec::exec(&c.state, ExecOptions { process, console, preserve_fds: a.preserve_fds })?;
+    let master = match ours {
+        Some(sock) => Some(console::recv_fd(&sock)?),
+        None => None,
+    };
+    write_pid_file(a.pid_file.as_deref(), pid)?;
+    match signals {
+        Some(s) => Ok(foreground::wait(pid, &s, master)?),
+        None => Ok(0),
+    }
+}

@@ -1,0 +1,121 @@
+//! Control groups: where a container's processes are placed, found again and removed
+//! (runtime-spec config-linux.md "Control groups", `linux.cgroupsPath`). One
+//! [`CgroupManager`] trait with a v1 implementation (which also serves hybrid hosts)
+//! and a unified v2 one, chosen from what the host has mounted at /sys/fs/cgroup.
+//! Resource limits are applied through the same trait (next issue).
+
+pub mod v1;
+pub mod v2;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error, Result};
+
+/// The cgroup filesystem root.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// How the host mounts its cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// Only v1 hierarchies.
+    Legacy,
+    /// v1 controllers plus a cgroup2 at /sys/fs/cgroup/unified (systemd's hybrid mode).
+    Hybrid,
+    /// One cgroup2 at /sys/fs/cgroup.
+    Unified,
+}
+
+/// Detects the host's cgroup layout with statfs(2) on /sys/fs/cgroup and
+/// /sys/fs/cgroup/unified.
+pub fn hierarchy() -> Hierarchy {
+    let is_cgroup2 = |p: &str| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC);
+    if is_cgroup2(CGROUP_ROOT) {
+        Hierarchy::Unified
+    } else if is_cgroup2("/sys/fs/cgroup/unified") {
+        Hierarchy::Hybrid
+    } else {
+        Hierarchy::Legacy
+    }
+}
+
+/// One container's cgroup, on whatever hierarchy the host has.
+pub trait CgroupManager {
+    /// Creates the cgroup (in every hierarchy) and moves `pid` into it.
+    fn apply(&self, pid: i32) -> Result<()>;
+    /// Host pids of every process in the cgroup.
+    fn pids(&self) -> Result<Vec<i32>>;
+    /// Freezes (`true`) or thaws the cgroup, waiting until the kernel reports it done.
+    fn freeze(&self, frozen: bool) -> Result<()>;
+    /// Removes the cgroup directories; its processes must have exited.
+    fn remove(&self) -> Result<()>;
+}
+
+/// The absolute cgroup path for a container: `linux.cgroupsPath` if given (relative
+/// paths are taken from the hierarchy root, as runc does on v2), else `/<id>`.
+///
+/// Errors: [`Error::Invalid`] for a path with `..`.
+pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
+    let rel = cgroups_path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(id));
+    if rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Error::Invalid(format!("linux.cgroupsPath {} must not contain \"..\"", rel.display())));
+    }
+    if rel.to_string_lossy().contains(':') {
+        return Err(Error::Invalid(format!(
+            "linux.cgroupsPath {} is in systemd's slice:prefix:name form, but no systemd cgroup driver runs here: use a plain path",
+            rel.display()
+        )));
+    }
+    Ok(Path::new("/").join(rel))
+}
+
+/// The manager for a container's cgroup path on this host.
+pub fn manager(path: &Path) -> Box<dyn CgroupManager> {
+    match hierarchy() {
+        Hierarchy::Unified => Box::new(v2::Manager::new(Path::new(CGROUP_ROOT), path)),
+        h => Box::new(v1::Manager::new(path, h == Hierarchy::Hybrid)),
+    }
+}
+
+/// Whether the cgroup at `path` is frozen (v1 freezer.state FROZEN or v2 cgroup.freeze 1).
+pub fn is_frozen(path: &Path) -> bool {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    match hierarchy() {
+        Hierarchy::Unified => {
+            fs::read_to_string(Path::new(CGROUP_ROOT).join(rel).join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        }
+        _ => fs::read_to_string(Path::new(CGROUP_ROOT).join("freezer").join(rel).join("freezer.state"))
+            .is_ok_and(|s| s.trim() == "FROZEN"),
+    }
+}
+
+/// Reads a cgroup.procs file into pids.
+fn read_pids(file: &Path) -> Result<Vec<i32>> {
+    match fs::read_to_string(file) {
+        Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(Error::sys(format!("read {}", file.display()), e)),
+    }
+}
+
+/// Writes a value into a cgroup file, naming the file on failure.
+fn write(file: &Path, value: &str) -> Result<()> {
+    fs::write(file, value).ctx(|| format!("write {value:?} to {}", file.display()))
+}
+
+/// Removes a cgroup directory, retrying while the kernel still counts exiting tasks
+/// (EBUSY right after they were killed). A directory already gone is fine.
+fn rmdir(dir: &Path) -> Result<()> {
+    for attempt in 0..200 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 199 => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) => return Err(Error::sys(format!("remove cgroup {}", dir.display()), e)),
+        }
+    }
+    Ok(())
+}

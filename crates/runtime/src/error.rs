@@ -1,0 +1,65 @@
+//! Errors of the runtime library: what failed, on which container id or path, and a
+//! hint of the fix. Messages for missing and wrong-state containers use runc's words
+//! ("does not exist", "not running", "not stopped"), which containerd and podman match.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result of every fallible runtime operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error of the runtime library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No state directory for this id under the runtime root.
+    #[error("container \"{0}\" does not exist")]
+    NotExist(String),
+    /// `create` with an id whose state directory already exists.
+    #[error("container with id \"{0}\" already exists: pick another id or delete it first")]
+    AlreadyExists(String),
+    /// An id with characters that cannot name a directory safely.
+    #[error("invalid container id {0:?}: use letters, digits, '_', '+', '-' and '.', not only dots")]
+    InvalidId(String),
+    /// An operation that the container's current status does not allow.
+    #[error("{0}")]
+    WrongState(String),
+    /// config.json (or a process.json) that cannot be read or parsed.
+    #[error("config {path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+    /// A config value that is well-formed JSON but not acceptable.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    /// A system call or file operation that failed, with what was being done.
+    #[error("{context}: {source}")]
+    Sys { context: String, source: io::Error },
+    /// An error reported by the container's init (or exec) process during set-up.
+    #[error("container init: {0}")]
+    Init(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being attempted (a path, a syscall).
+    pub fn sys(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Error::Sys { context: context.into(), source: source.into() }
+    }
+
+    /// The raw errno of a system error, if this is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Sys { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Adds context to io/rustix/nix results: `fs::read(p).ctx(|| format!("read {}", p.display()))?`.
+pub trait Context<T> {
+    /// Turns the error into [`Error::Sys`] with the context the closure gives.
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T, E: Into<io::Error>> Context<T> for std::result::Result<T, E> {
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::sys(f(), e))
+    }
+}

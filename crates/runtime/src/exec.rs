@@ -1,0 +1,100 @@
+//! `exec`: a new process inside a running container (runc's exec). The runtime enters
+//! the container's pid and time namespaces for its children, forks; the child joins
+//! the container's cgroup, then its user, mount and other namespaces (setns(2)), and
+//! becomes the given process with the same identity steps as the init.
+
+use std::os::fd::OwnedFd;
+
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+
+use crate::cgroups;
+use crate::error::{Context, Error, Result};
+use crate::launch::{exit_child, finish_process};
+use crate::namespaces;
+use crate::state::{State, Status};
+use crate::sync::{self, Msg};
+use crate::console;
+
+/// How to run the process.
+pub struct ExecOptions {
+    /// The process (from `--process` or built from the command line and config.json).
+    pub process: Process,
+    /// Connected console socket for the pty master (with `process.terminal`).
+    pub console: Option<OwnedFd>,
+    /// Number of fds after stdio passed on (`--preserve-fds`).
+    pub preserve_fds: u32,
+}
+
+/// Starts the process in the container and returns its host pid once it is about to
+/// execve. The caller waits for it (foreground) or leaves it (detach).
+///
+/// Errors: [`Error::WrongState`] unless the container is created or running;
+/// [`Error::Init`] with what the process reported during set-up.
+pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
+    if !matches!(state.status, Status::Running | Status::Created) {
+        return Err(Error::WrongState(format!("cannot exec in a {} container \"{}\": container not running", state.status, state.id)));
+    }
+    let nss = namespaces::of_process(state.pid);
+    for (t, path) in nss.iter().filter(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)) {
+        namespaces::join(*t, path)?;
+    }
+    // Open every namespace file now, while the init's /proc entry is reachable.
+    let files: Vec<(LinuxNamespaceType, std::fs::File)> = nss
+        .iter()
+        .filter(|(t, _)| !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time))
+        .map(|(t, p)| std::fs::File::open(p).map(|f| (*t, f)).ctx(|| format!("open {}", p.display())))
+        .collect::<Result<_>>()?;
+    let cgroup = cgroups::manager(&state.cgroup_path);
+    let (parent_end, child_end) = sync::pair()?;
+    // SAFETY: fork of this single-threaded process; the child only runs the code below
+    // and leaves through execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::sys("fork", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(parent_end);
+        let res = (|| {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+            cgroup.apply(0)?;
+            for (t, f) in &files {
+                namespaces::setns(*t, f).ctx(|| format!("join the container's {} namespace", namespaces::proc_name(*t)))?;
+            }
+            drop(files);
+            if opts.process.terminal() == Some(true) {
+                nix::unistd::setsid().ctx(|| "setsid")?;
+                let sock = opts.console.ok_or_else(|| Error::Invalid("terminal is true but no console socket was given".into()))?;
+                let size = opts.process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+                console::setup(sock, size, false)?;
+            }
+            crate::security::set_rlimits(opts.process.rlimits().as_deref().unwrap_or(&[]))?;
+            finish_process(&opts.process, opts.preserve_fds)
+        })();
+        match res {
+            Ok(program) => {
+                let _ = sync::send(&child_end, &Msg::Ready);
+                drop(child_end);
+                let err = program.exec();
+                eprintln!("vessel-oci exec: {err}");
+                exit_child(if err.errno() == Some(libc::ENOENT) { 127 } else { 126 })
+            }
+            Err(e) => {
+                let _ = sync::send(&child_end, &Msg::Failed(e.to_string()));
+                exit_child(1)
+            }
+        }
+    }
+    drop(child_end);
+    match sync::recv(&parent_end)? {
+        Some(Msg::Ready) => Ok(pid),
+        other => {
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            Err(Error::Init(match other {
+                Some(Msg::Failed(t)) => t,
+                _ => "the exec process exited during set-up".into(),
+            }))
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The process chain of `create`: the runtime clones the container's init with its new
+//! namespaces, writes the user namespace's id maps and places it in its cgroup, then
+//! lets it go on; the init builds its rootfs, console, names, limits and identity,
+//! reports ready and blocks on the exec fifo until `start` opens it, then execs the
+//! user's program (runtime-spec runtime.md "Lifecycle"). Like crun, one clone and one
+//! sync socket; a second fork only when a user namespace is joined by path.
+
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::cgroups::CgroupManager;
+use crate::error::{Context, Error, Result};
+use crate::namespaces::{self, Plan};
+use crate::process::{self, Program};
+use crate::security::{self, CapSets};
+use crate::sync::{self, Msg};
+use crate::{console, rootfs, spec};
+
+/// What the runtime hands to the container's init.
+pub struct Launch<'a> {
+    /// Absolute bundle path (the init's cwd while it builds the rootfs).
+    pub bundle: &'a Path,
+    /// Absolute rootfs path.
+    pub rootfs: &'a Path,
+    /// The container's config.
+    pub spec: &'a Spec,
+    /// Where the init's pid goes.
+    pub cgroup: &'a dyn CgroupManager,
+    /// O_PATH fd of the exec fifo the init blocks on.
+    pub fifo: BorrowedFd<'a>,
+    /// A connected console socket for the pty master, when `process.terminal` is true.
+    pub console: Option<OwnedFd>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Number of fds after stdio passed to the program (`--preserve-fds`).
+    pub preserve_fds: u32,
+}
+
+/// A raw clone(2) with fork semantics (no new stack: the child continues on a copy of
+/// ours). Returns the child's pid in the parent and 0 in the child.
+fn clone(flags: libc::c_int) -> Result<i32> {
+    // SAFETY: with a NULL stack pointer clone behaves as fork(2); this process is
+    // single-threaded (the library never starts threads), so the child's copy of our
+    // memory, locks included, is consistent.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(Error::sys(format!("clone with namespace flags {flags:#x}"), err));
+    }
+    Ok(rc as i32)
+}
+
+/// Leaves a forked child without running destructors or atexit handlers.
+pub(crate) fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// Enters the pid and time namespaces the children should get (joined by path, or a
+/// new time namespace with its offsets). Affects only children of this process.
+fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<()> {
+    if let Some(p) = &plan.pid_join {
+        namespaces::join(LinuxNamespaceType::Pid, p)?;
+    }
+    if let Some(p) = &plan.time_join {
+        namespaces::join(LinuxNamespaceType::Time, p)?;
+    } else if plan.time_new {
+        namespaces::unshare(libc::CLONE_NEWTIME)?;
+        namespaces::write_time_offsets(spec)?;
+    }
+    Ok(())
+}
+
+/// Starts the container's init and waits until it reports ready (blocked on the exec
+/// fifo). Returns its host pid. On error the init has been killed and reaped.
+///
+/// Errors: what the init reported ([`Error::Init`]), or the parent-side step that
+/// failed (id maps, cgroup).
+pub fn launch(l: Launch<'_>) -> Result<i32> {
+    let plan = Plan::new(l.spec);
+    if !spec::has_namespace(l.spec, LinuxNamespaceType::Mount) {
+        return Err(Error::Invalid("linux.namespaces must include a mount namespace".into()));
+    }
+    if l.spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !spec::has_namespace(l.spec, LinuxNamespaceType::Uts) {
+        return Err(Error::Invalid("hostname is set but there is no uts namespace: add one to linux.namespaces".into()));
+    }
+    enter_for_children(l.spec, &plan)?;
+    let (parent_end, child_end) = sync::pair()?;
+    let first_flags = if plan.user_join.is_some() { 0 } else { plan.clone_flags };
+    let child = clone(first_flags)?;
+    if child == 0 {
+        drop(parent_end);
+        let res = if plan.user_join.is_some() { intermediate(&l, &plan, &child_end) } else { init(l, &plan, child_end) };
+        exit_child(res.map_or(1, |never| match never {}))
+    }
+    drop(child_end);
+    let mut pid = child;
+    let result = (|| {
+        if plan.user_join.is_some() {
+            match sync::recv(&parent_end)? {
+                Some(Msg::Pid(p)) => pid = p,
+                Some(Msg::Failed(text)) => return Err(Error::Init(text)),
+                _ => return Err(Error::Init("the intermediate process exited during set-up".into())),
+            }
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+        }
+        if plan.user_new {
+            namespaces::write_id_maps(pid, l.spec)?;
+        }
+        l.cgroup.apply(pid)?;
+        sync::send(&parent_end, &Msg::Go)?;
+        match sync::recv(&parent_end)? {
+            Some(Msg::Ready) => Ok(()),
+            Some(Msg::Failed(text)) => Err(Error::Init(text)),
+            _ => Err(Error::Init("the container's init exited during set-up".into())),
+        }
+    })();
+    if let Err(e) = result {
+        // SAFETY: kill and waitpid on our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+/// The path for a user namespace joined by path: join it, unshare the rest so they
+/// belong to it, fork the init (as a sibling, CLONE_PARENT, so the runtime can reap
+/// it) and report its pid.
+fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Infallible> {
+    let report = |e: Error| {
+        let _ = sync::send(sync_fd, &Msg::Failed(e.to_string()));
+        e
+    };
+    if let Some(p) = &plan.user_join {
+        namespaces::join(LinuxNamespaceType::User, p).map_err(report)?;
+    }
+    namespaces::unshare(plan.clone_flags & !libc::CLONE_NEWUSER).map_err(report)?;
+    let pid = clone(libc::CLONE_PARENT).map_err(report)?;
+    if pid == 0 {
+        // The init: the same fd continues the conversation.
+        // SAFETY: dup of an fd we own; the copy is owned by the init from here on.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(libc::dup(sync_fd.as_raw_fd())) };
+        let l2 = Launch { console: l.console.as_ref().and_then(|c| c.try_clone().ok()), ..*l };
+        let res = init(l2, plan, fd);
+        exit_child(res.map_or(1, |never| match never {}))
+    }
+    sync::send(sync_fd, &Msg::Pid(pid))?;
+    exit_child(0)
+}
+
+/// The container's init, in its new namespaces. Reports errors over `sync_fd` until
+/// it is ready; after that, to stderr.
+fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
+    let fifo = l.fifo.as_raw_fd();
+    match prepare_init(l, plan, &sync_fd) {
+        Ok(program) => {
+            sync::send(&sync_fd, &Msg::Ready)?;
+            drop(sync_fd);
+            // Blocks until `start` opens the fifo for reading.
+            let fd = rustix::fs::open(format!("/proc/self/fd/{fifo}"), rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty());
+            match fd {
+                Ok(fd) => {
+                    let _ = rustix::io::write(&fd, b"0");
+                }
+                Err(e) => {
+                    eprintln!("vessel-oci: open the exec fifo: {e}");
+                    exit_child(1)
+                }
+            }
+            let err = program.exec();
+            eprintln!("vessel-oci: {err}");
+            exit_child(if err.errno() == Some(libc::ENOENT) { 127 } else { 126 })
+        }
+        Err(e) => {
+            let _ = sync::send(&sync_fd, &Msg::Failed(e.to_string()));
+            Err(e)
+        }
+    }
+}
+
+fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Program> {
+    // Nothing in the container may open /proc/<init>/exe or fds while we are the runtime.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    match sync::recv(sync_fd)? {
+        Some(Msg::Go) => {}
+        _ => exit_child(1),
+    }
+    if plan.user_new || plan.user_join.is_some() {
+        // Become root of the new user namespace (uid 0 must be mapped).
+        // SAFETY: plain id syscalls on this single-threaded process.
+        let ok = unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0 };
+        if !ok {
+            return Err(Error::sys("become root in the user namespace (is 0 mapped?)", std::io::Error::last_os_error()));
+        }
+    }
+    for (t, p) in &plan.join {
+        namespaces::join(*t, p)?;
+    }
+    nix::unistd::setsid().ctx(|| "setsid")?;
+    let process = l.spec.process().as_ref().ok_or_else(|| Error::Invalid("config.json has no process".into()))?;
+    security::set_oom_score_adj(process.oom_score_adj())?;
+    security::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
+    std::env::set_current_dir(l.bundle).ctx(|| format!("chdir to bundle {}", l.bundle.display()))?;
+    rootfs::prepare(l.spec, l.rootfs, l.no_pivot)?;
+    if process.terminal() == Some(true) {
+        let sock = l.console.ok_or_else(|| Error::Invalid("process.terminal is true but no --console-socket was given".into()))?;
+        let size = process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+        console::setup(sock, size, true)?;
+    }
+    rootfs::finalize_root(l.spec)?;
+    security::set_names(l.spec)?;
+    security::set_sysctls(l.spec)?;
+    rootfs::restrict_paths(l.spec)?;
+    finish_process(process, l.preserve_fds)
+}
+
+/// The identity steps shared by the init and `exec`: bounding set, user, cwd (checked
+/// inside the root), program lookup, capabilities, no_new_privs, fd hygiene.
+pub(crate) fn finish_process(process: &oci_spec::runtime::Process, preserve_fds: u32) -> Result<Program> {
+    let caps = CapSets::new(process.capabilities().as_ref());
+    caps.drop_bounding()?;
+    security::set_user(process)?;
+    process::chdir_checked(process.cwd())?;
+    let program = Program::new(process)?;
+    caps.apply()?;
+    security::set_no_new_privs(process)?;
+    process::cloexec_from(3 + preserve_fds)?;
+    Ok(program)
+}

@@ -1,0 +1,215 @@
+//! Process credentials and limits (runtime-spec config.md "Process", "User",
+//! "POSIX process"; config-linux.md "Sysctl"): rlimits (setrlimit(2)), oom_score_adj,
+//! user and groups, capabilities (capabilities(7), all five sets), no_new_privs
+//! (prctl(2) PR_SET_NO_NEW_PRIVS), hostname and domainname, sysctls.
+
+use std::collections::HashSet;
+use std::fs;
+
+use caps::{CapSet, Capability as Cap, CapsHashSet};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimit, Process, Spec};
+
+use crate::error::{Context, Error, Result};
+
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    })
+}
+
+/// Sets each of `process.rlimits` with setrlimit(2).
+///
+/// Errors: [`Error::Invalid`] naming the rlimit, the limits asked and the hint that
+/// raising a hard limit needs CAP_SYS_RESOURCE.
+pub fn set_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
+    for r in rlimits {
+        let name = r.typ().to_string();
+        let res = rlimit_resource(&name).ok_or_else(|| Error::Invalid(format!("unknown rlimit {name}")))?;
+        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        // SAFETY: `lim` is a valid rlimit that outlives the call.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(Error::Invalid(format!(
+                "set rlimit {name} to soft {} hard {}: {err}{}",
+                r.soft(),
+                r.hard(),
+                if err.raw_os_error() == Some(libc::EPERM) {
+                    " (raising a hard limit needs CAP_SYS_RESOURCE; lower the limit in config.json)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `process.oomScoreAdj` to /proc/self/oom_score_adj.
+pub fn set_oom_score_adj(adj: Option<i32>) -> Result<()> {
+    match adj {
+        Some(v) => fs::write("/proc/self/oom_score_adj", v.to_string())
+            .ctx(|| format!("set oom_score_adj to {v} (lowering it needs CAP_SYS_RESOURCE)")),
+        None => Ok(()),
+    }
+}
+
+/// Sets hostname and domainname (needs a new UTS namespace, as the spec requires).
+pub fn set_names(spec: &Spec) -> Result<()> {
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        // SAFETY: the pointer and length describe `d`'s bytes, valid during the call.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(Error::sys(format!("setdomainname {d:?}"), std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `linux.sysctl` through /proc/sys (in the container's namespaces).
+///
+/// Errors: [`Error::Invalid`] for a key with path tricks, [`Error::Sys`] naming the key.
+pub fn set_sysctls(spec: &Spec) -> Result<()> {
+    let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
+        return Ok(());
+    };
+    for (key, value) in sysctls {
+        if key.is_empty() || key.contains("..") || key.starts_with(['.', '/']) {
+            return Err(Error::Invalid(format!("bad sysctl name {key:?}")));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, value).ctx(|| format!("set sysctl {key}={value} ({path})"))?;
+    }
+    Ok(())
+}
+
+fn to_caps(set: Option<&Capabilities>) -> CapsHashSet {
+    set.into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = format!("CAP_{c}");
+            match name.parse::<Cap>() {
+                Ok(cap) if caps::all().contains(&cap) => Some(cap),
+                _ => {
+                    eprintln!("vessel-oci: warning: capability {name} is not known here; skipped");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The capability sets of a process, resolved to what this host knows.
+pub struct CapSets {
+    bounding: CapsHashSet,
+    effective: CapsHashSet,
+    permitted: CapsHashSet,
+    inheritable: CapsHashSet,
+    ambient: CapsHashSet,
+}
+
+impl CapSets {
+    /// Resolves `process.capabilities`; absent sets are empty (the spec's default).
+    pub fn new(c: Option<&LinuxCapabilities>) -> CapSets {
+        let get = |f: fn(&LinuxCapabilities) -> &Option<Capabilities>| to_caps(c.and_then(|c| f(c).as_ref()));
+        CapSets {
+            bounding: get(LinuxCapabilities::bounding),
+            effective: get(LinuxCapabilities::effective),
+            permitted: get(LinuxCapabilities::permitted),
+            inheritable: get(LinuxCapabilities::inheritable),
+            ambient: get(LinuxCapabilities::ambient),
+        }
+    }
+
+    /// Drops from the bounding set what is not in `bounding` (needs CAP_SETPCAP: do it
+    /// before changing user).
+    pub fn drop_bounding(&self) -> Result<()> {
+        let current: HashSet<Cap> = caps::read(None, CapSet::Bounding).map_err(|e| Error::Invalid(format!("read bounding capabilities: {e}")))?;
+        for cap in current.difference(&self.bounding) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| Error::Invalid(format!("drop {cap} from the bounding set: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Sets permitted, inheritable, effective and ambient (after the user change, which
+    /// kept the permitted set through PR_SET_KEEPCAPS).
+    pub fn apply(&self) -> Result<()> {
+        let err = |what: &'static str| move |e: caps::errors::CapsError| Error::Invalid(format!("set {what} capabilities: {e}"));
+        // Effective must stay within permitted: shrink effective first, then set the rest.
+        caps::set(None, CapSet::Effective, &self.effective.intersection(&self.permitted).copied().collect()).map_err(err("effective"))?;
+        caps::set(None, CapSet::Permitted, &self.permitted).map_err(err("permitted"))?;
+        caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(err("inheritable"))?;
+        caps::set(None, CapSet::Effective, &self.effective).map_err(err("effective"))?;
+        caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
+        for cap in &self.ambient {
+            caps::raise(None, CapSet::Ambient, *cap).map_err(err("ambient"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Switches to `process.user`: supplementary groups, gid, uid, umask, keeping the
+/// permitted capabilities across the uid change (PR_SET_KEEPCAPS) so that
+/// [`CapSets::apply`] can set them afterwards.
+///
+/// Errors: [`Error::Sys`] naming the id that could not be taken (in a user namespace
+/// the id must be mapped).
+pub fn set_user(process: &Process) -> Result<()> {
+    let user = process.user();
+    let (uid, gid) = (user.uid(), user.gid());
+    // SAFETY: prctl with PR_SET_KEEPCAPS takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(Error::sys("prctl PR_SET_KEEPCAPS", std::io::Error::last_os_error()));
+    }
+    let groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
+    // setgroups is refused in a user namespace whose setgroups file says "deny".
+    let setgroups_denied = fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if !setgroups_denied {
+        // SAFETY: the pointer and length describe `groups`, valid during the call.
+        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+            return Err(Error::sys(format!("setgroups {groups:?}"), std::io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: setresgid/setresuid take plain ids; the raw syscalls act on this thread,
+    // and this process has only one.
+    if unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) } != 0 {
+        return Err(Error::sys(format!("setgid {gid} (is it mapped in the user namespace?)"), std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) } != 0 {
+        return Err(Error::sys(format!("setuid {uid} (is it mapped in the user namespace?)"), std::io::Error::last_os_error()));
+    }
+    if let Some(mask) = user.umask() {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    Ok(())
+}
+
+/// Sets no_new_privs (prctl(2) PR_SET_NO_NEW_PRIVS) when the process asks for it.
+pub fn set_no_new_privs(process: &Process) -> Result<()> {
+    if process.no_new_privileges() == Some(true) {
+        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Error::sys("prctl PR_SET_NO_NEW_PRIVS", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}

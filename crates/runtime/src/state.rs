@@ -1,0 +1,246 @@
+//! Container state on disk: `<root>/<id>/state.json` (runtime-spec runtime.md "State"),
+//! written atomically (temp file, fsync, rename), and the status derived from the
+//! live process: a state file says what was created, the kernel says whether it runs.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+
+/// File holding the state inside a container's state directory.
+pub const STATE_FILE: &str = "state.json";
+/// The fifo `start` opens to release the container's init (present while "created").
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+/// Container status as the spec names them (runtime.md "State"), plus runc's "paused".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The container is being created.
+    Creating,
+    /// Created: the init waits for `start`.
+    Created,
+    /// The user program runs.
+    Running,
+    /// The cgroup is frozen.
+    Paused,
+    /// The init process has exited.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What the runtime keeps about one container. The first six fields are the spec's
+/// state; the rest is ours (runc's `state` prints `rootfs`, `created`, `owner` too).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// runtime-spec version of this state.
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Status at the time of the query (recomputed by [`State::refresh`]).
+    pub status: Status,
+    /// Host pid of the container's init; 0 once stopped.
+    pub pid: i32,
+    /// Absolute path of the bundle.
+    pub bundle: PathBuf,
+    /// config.json annotations.
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    /// Absolute path of the rootfs.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339 in UTC.
+    pub created: String,
+    /// Owner (user name of the creating uid; runc prints it in `list`).
+    pub owner: String,
+    /// Start time of the init in clock ticks since boot (/proc/PID/stat field 22): tells
+    /// our init from a later process that reuses its pid.
+    pub init_start_time: u64,
+    /// The cgroup path the container's processes were put into (runtime-spec
+    /// `linux.cgroupsPath`, made absolute).
+    pub cgroup_path: PathBuf,
+    /// Whether the init has a new pid namespace (then killing it ends the container).
+    pub own_pid_ns: bool,
+}
+
+/// The state directory of a container.
+pub fn dir(root: &Path, id: &str) -> PathBuf {
+    root.join(id)
+}
+
+/// Checks an id the way runc does: letters, digits, `_ + - .`, not `.` or `..`.
+///
+/// Errors: [`Error::InvalidId`].
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c))
+        && id != "."
+        && id != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.into()))
+    }
+}
+
+impl State {
+    /// Loads `<root>/<id>/state.json` and refreshes its status from the kernel.
+    ///
+    /// Errors: [`Error::NotExist`] when there is no such container, [`Error::Config`]
+    /// for a corrupt state file.
+    pub fn load(root: &Path, id: &str) -> Result<State> {
+        check_id(id)?;
+        let path = dir(root, id).join(STATE_FILE);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotExist(id.into())),
+            Err(e) => return Err(Error::sys(format!("read {}", path.display()), e)),
+        };
+        let mut state: State = serde_json::from_slice(&data).map_err(|e| Error::Config {
+            path: path.clone(),
+            msg: format!("{e}; the state is corrupt: `delete --force {id}` removes it"),
+        })?;
+        state.refresh(root);
+        Ok(state)
+    }
+
+    /// Writes the state atomically: a temp file in the same directory, fsync, rename.
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let d = dir(root, &self.id);
+        let tmp = d.join(".state.json.tmp");
+        let data = serde_json::to_vec(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        f.write_all(&data).ctx(|| format!("write {}", tmp.display()))?;
+        f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+        fs::rename(&tmp, d.join(STATE_FILE)).ctx(|| format!("rename into {}", d.display()))
+    }
+
+    /// Recomputes `status` (and clears `pid` when stopped) from the live process: its
+    /// pid must exist, not be a zombie, and have the start time we recorded.
+    pub fn refresh(&mut self, root: &Path) {
+        let alive = self.pid > 0 && process_start_time(self.pid).is_some_and(|(t, zombie)| t == self.init_start_time && !zombie);
+        self.status = if !alive {
+            Status::Stopped
+        } else if dir(root, &self.id).join(EXEC_FIFO).exists() {
+            Status::Created
+        } else if crate::cgroups::is_frozen(&self.cgroup_path) {
+            Status::Paused
+        } else {
+            Status::Running
+        };
+        if self.status == Status::Stopped {
+            self.pid = 0;
+        }
+    }
+
+    /// The spec's state JSON (runtime.md "State") with runc's extra fields, as `state`
+    /// prints it and hooks receive it on stdin.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "pid": self.pid,
+            "status": self.status,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+            "annotations": self.annotations,
+        })
+    }
+}
+
+/// Start time (clock ticks after boot) of a process and whether it is a zombie, from
+/// /proc/PID/stat (proc(5)); None when there is no such process.
+pub fn process_start_time(pid: i32) -> Option<(u64, bool)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and ')': fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, state == "Z" || state == "X"))
+}
+
+/// The ids of all containers under `root`, sorted (directories holding a state.json).
+pub fn list_ids(root: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::sys(format!("read {}", root.display()), e)),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(STATE_FILE).exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// The current time as RFC 3339 with nanoseconds, in UTC ("2026-11-21T18:00:00.123456789Z").
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(check_id("vessel-abc_1.2+3").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "ä"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn own_start_time_is_found() {
+        let (t, zombie) = process_start_time(std::process::id() as i32).unwrap();
+        assert!(t > 0 && !zombie);
+        assert!(process_start_time(-5).is_none());
+    }
+
+    #[test]
+    fn rfc3339_shape() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 30, "{s}");
+        assert!(s.starts_with("20") && s.ends_with('Z'));
+    }
+}
