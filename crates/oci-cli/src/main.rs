@@ -225,7 +225,7 @@ fn create(root: &Path, a: &CreateArgs, detach: bool) -> Result<(Container, Optio
     let bundle_spec = spec::load(&a.bundle)?;
     let terminal = bundle_spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let (console, ours) = console_for(a.console_socket.as_deref(), terminal, detach)?;
-    let c = Container::create(root, &a.id, &a.bundle, CreateOptions { console, no_pivot: a.no_pivot, preserve_fds: a.preserve_fds })?;
+    let c = Container::create(root, &a.id, &a.bundle, &bundle_spec, CreateOptions { console, no_pivot: a.no_pivot, preserve_fds: a.preserve_fds })?;
     let master = match ours {
         Some(sock) => Some(console::recv_fd(&sock)?),
         None => None,

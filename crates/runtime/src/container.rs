@@ -11,6 +11,8 @@ use crate::cgroups;
 use crate::error::{Context, Error, Result};
 use crate::launch::{self, Launch};
 use crate::state::{self, State, Status, EXEC_FIFO};
+use oci_spec::runtime::Spec;
+
 use crate::{spec, OCI_VERSION};
 
 pub use crate::exec::ExecOptions;
@@ -73,15 +75,15 @@ impl Container {
         Ok(state::list_ids(root)?.iter().filter_map(|id| Container::load(root, id).ok()).collect())
     }
 
-    /// `create`: reads the bundle's config.json, makes the state directory and the exec
-    /// fifo, starts the init in its namespaces and cgroup and leaves it waiting for
-    /// `start`. On any error nothing is left: no state dir, process or cgroup.
+    /// `create`: with the bundle's config.json (as [`spec::load`] read it), makes the
+    /// state directory and the exec fifo, starts the init in its namespaces and cgroup
+    /// and leaves it waiting for `start`. On any error nothing is left: no state dir,
+    /// process or cgroup.
     ///
     /// Errors: [`Error::AlreadyExists`], config errors, or what the init reported.
-    pub fn create(root: &Path, id: &str, bundle: &Path, opts: CreateOptions) -> Result<Container> {
+    pub fn create(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: CreateOptions) -> Result<Container> {
         state::check_id(id)?;
         let bundle = fs::canonicalize(bundle).ctx(|| format!("bundle {}", bundle.display()))?;
-        let spec = spec::load(&bundle)?;
         let rootfs = fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).ctx(|| "rootfs")?;
         let cgroup_path = cgroups::container_path(spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()), id)?;
         fs::create_dir_all(root).ctx(|| format!("create runtime root {}", root.display()))?;
@@ -102,7 +104,7 @@ impl Container {
         let launched = launch::launch(Launch {
             bundle: &bundle,
             rootfs: &rootfs,
-            spec: &spec,
+            spec,
             cgroup: manager.as_ref(),
             fifo: fifo.as_fd(),
             console: opts.console,
@@ -128,7 +130,7 @@ impl Container {
             owner: owner(),
             init_start_time: state::process_start_time(pid).map(|(t, _)| t).unwrap_or(0),
             cgroup_path,
-            own_pid_ns: spec::has_namespace(&spec, oci_spec::runtime::LinuxNamespaceType::Pid)
+            own_pid_ns: spec::has_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Pid)
                 && !spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|n| {
                     n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some())
                 }),

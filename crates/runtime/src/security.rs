@@ -158,7 +158,9 @@ impl CapSets {
         caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(err("inheritable"))?;
         caps::set(None, CapSet::Effective, &self.effective).map_err(err("effective"))?;
         caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
-        for cap in &self.ambient {
+        // The kernel raises an ambient capability only if it is permitted and
+        // inheritable; runc skips the others (with a warning in its log), and so do we.
+        for cap in self.ambient.iter().filter(|c| self.permitted.contains(c) && self.inheritable.contains(c)) {
             caps::raise(None, CapSet::Ambient, *cap).map_err(err("ambient"))?;
         }
         Ok(())
