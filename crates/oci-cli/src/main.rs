@@ -318,14 +318,13 @@ fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
 
 /// The process `exec` runs: `--process FILE`, or config.json's process with the
 /// command line's args and overrides (runc's exec flags).
-fn exec_process(c: &Container, a: &ExecArgs) -> Result<Process> {
+fn exec_process(bundle_spec: &oci_spec::runtime::Spec, a: &ExecArgs) -> Result<Process> {
     if let Some(p) = &a.process {
         return Ok(spec::load_process(p)?);
     }
     if a.command.is_empty() {
         bail!("exec needs a command, or --process FILE");
     }
-    let bundle_spec = spec::load(&c.state.bundle)?;
     let mut p = bundle_spec.process().clone().unwrap_or_default();
     p.set_args(Some(a.command.clone()));
     p.set_terminal(Some(a.tty));
@@ -378,11 +377,12 @@ fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     if c.state.status == Status::Stopped {
         bail!("cannot exec in a stopped container \"{}\": container not running", a.id);
     }
-    let process = exec_process(&c, a)?;
+    let bundle_spec = spec::load(&c.state.bundle)?;
+    let process = exec_process(&bundle_spec, a)?;
     let terminal = process.terminal() == Some(true);
     let (console, ours) = console_for(a.console_socket.as_deref(), terminal, a.detach)?;
     let signals = if a.detach { None } else { Some(Signals::block()?) };
-    let pid = vessel_runtime::exec::exec(&c.state, ExecOptions { process, console, preserve_fds: a.preserve_fds })?;
+    let pid = vessel_runtime::exec::exec(&c.state, ExecOptions { process, console, preserve_fds: a.preserve_fds, spec: bundle_spec })?;
     let master = match ours {
         Some(sock) => Some(console::recv_fd(&sock)?),
         None => None,

@@ -25,8 +25,8 @@ pub fn connect(path: &Path) -> Result<OwnedFd> {
     Ok(sock)
 }
 
-/// Sends `fd` over the unix socket with SCM_RIGHTS; the payload is `name`, as runc
-/// sends the pty's name.
+/// Sends `fd` over the unix socket with SCM_RIGHTS; the payload is `name` (runc sends
+/// the pty's name; a seccomp agent gets the container process state JSON).
 pub fn send_fd(sock: impl AsFd, fd: impl AsFd, name: &str) -> Result<()> {
     let fds = [fd.as_fd()];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];

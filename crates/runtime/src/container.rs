@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cgroups;
+use crate::hooks::{self, Phase};
 use crate::error::{Context, Error, Result};
 use crate::launch::{self, Launch};
 use crate::state::{self, State, Status, EXEC_FIFO};
@@ -102,6 +103,7 @@ impl Container {
             .ctx(|| format!("open {}", fifo_path.display()))?;
         let manager = cgroups::manager(&cgroup_path);
         let launched = launch::launch(Launch {
+            id,
             bundle: &bundle,
             rootfs: &rootfs,
             spec,
@@ -178,6 +180,9 @@ impl Container {
         }
         fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
         self.state.status = Status::Running;
+        if let Ok(spec) = spec::load(&self.state.bundle) {
+            hooks::run_warn(&spec, Phase::Poststart, &self.state.to_json().to_string());
+        }
         Ok(())
     }
 
@@ -242,7 +247,12 @@ impl Container {
         }
         manager.remove()?;
         let dir = state::dir(&self.root, &self.state.id);
-        fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))
+        fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        if let Ok(spec) = spec::load(&self.state.bundle) {
+            self.state.status = Status::Stopped;
+            hooks::run_warn(&spec, Phase::Poststop, &self.state.to_json().to_string());
+        }
+        Ok(())
     }
 
     /// Polls until the init is gone (or a zombie), at most `limit`.

@@ -13,6 +13,8 @@ use crate::launch::{exit_child, finish_process};
 use crate::namespaces;
 use crate::state::{State, Status};
 use crate::sync::{self, Msg};
+#[allow(unused_imports)]
+use crate::error::Context as _;
 use crate::console;
 
 /// How to run the process.
@@ -23,6 +25,8 @@ pub struct ExecOptions {
     pub console: Option<OwnedFd>,
     /// Number of fds after stdio passed on (`--preserve-fds`).
     pub preserve_fds: u32,
+    /// The container's config (its seccomp filter applies to exec'd processes too).
+    pub spec: oci_spec::runtime::Spec,
 }
 
 /// Starts the process in the container and returns its host pid once it is about to
@@ -69,7 +73,8 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                 console::setup(sock, size, false)?;
             }
             crate::security::set_rlimits(opts.process.rlimits().as_deref().unwrap_or(&[]))?;
-            finish_process(&opts.process, opts.preserve_fds)
+            let seccomp = opts.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+            finish_process(&opts.process, opts.preserve_fds, seccomp, &child_end)
         })();
         match res {
             Ok(program) => {
@@ -86,15 +91,16 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
         }
     }
     drop(child_end);
-    match sync::recv(&parent_end)? {
-        Some(Msg::Ready) => Ok(pid),
-        other => {
-            // SAFETY: waitpid on our own child.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-            Err(Error::Init(match other {
-                Some(Msg::Failed(t)) => t,
-                _ => "the exec process exited during set-up".into(),
-            }))
+    let state_json = state.to_json().to_string();
+    match crate::launch::await_ready(&parent_end, &opts.spec, pid, &state_json) {
+        Ok(()) => Ok(pid),
+        Err(e) => {
+            // SAFETY: kill and waitpid on our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            Err(e)
         }
     }
 }

@@ -17,10 +17,15 @@ use crate::namespaces::{self, Plan};
 use crate::process::{self, Program};
 use crate::security::{self, CapSets};
 use crate::sync::{self, Msg};
+use crate::hooks::{self, Phase};
+use crate::seccomp::{self, Filter};
+use crate::state::{self, Status};
 use crate::{console, rootfs, spec};
 
 /// What the runtime hands to the container's init.
 pub struct Launch<'a> {
+    /// Container id (for the state JSON hooks and seccomp listeners receive).
+    pub id: &'a str,
     /// Absolute bundle path (the init's cwd while it builds the rootfs).
     pub bundle: &'a Path,
     /// Absolute rootfs path.
@@ -111,12 +116,11 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
             namespaces::write_id_maps(pid, l.spec)?;
         }
         l.cgroup.apply(pid)?;
-        sync::send(&parent_end, &Msg::Go)?;
-        match sync::recv(&parent_end)? {
-            Some(Msg::Ready) => Ok(()),
-            Some(Msg::Failed(text)) => Err(Error::Init(text)),
-            _ => Err(Error::Init("the container's init exited during set-up".into())),
-        }
+        let state = state::oci_state(l.id, Status::Creating, pid, l.bundle, l.spec).to_string();
+        hooks::run(l.spec, Phase::Prestart, &state)?;
+        hooks::run(l.spec, Phase::CreateRuntime, &state)?;
+        sync::send(&parent_end, &Msg::Go(state.clone()))?;
+        await_ready(&parent_end, l.spec, pid, &state)
     })();
     if let Err(e) = result {
         // SAFETY: kill and waitpid on our own child.
@@ -127,6 +131,23 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
         return Err(e);
     }
     Ok(pid)
+}
+
+/// Waits for the child's Ready, passing a seccomp notify fd on to the listener.
+pub(crate) fn await_ready(sync_fd: &OwnedFd, spec: &Spec, pid: i32, state: &str) -> Result<()> {
+    loop {
+        match sync::recv(sync_fd)? {
+            Some(Msg::Ready) => return Ok(()),
+            Some(Msg::SeccompFd(fd)) => {
+                let s = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+                if let Some(s) = s {
+                    seccomp::send_to_listener(s, fd, pid, state)?;
+                }
+            }
+            Some(Msg::Failed(text)) => return Err(Error::Init(text)),
+            _ => return Err(Error::Init("the container process exited during set-up".into())),
+        }
+    }
 }
 
 /// The path for a user namespace joined by path: join it, unshare the rest so they
@@ -158,8 +179,9 @@ fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Infall
 /// it is ready; after that, to stderr.
 fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
     let fifo = l.fifo.as_raw_fd();
+    let spec = l.spec;
     match prepare_init(l, plan, &sync_fd) {
-        Ok(program) => {
+        Ok((program, state)) => {
             sync::send(&sync_fd, &Msg::Ready)?;
             drop(sync_fd);
             // Blocks until `start` opens the fifo for reading.
@@ -173,6 +195,10 @@ fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
                     exit_child(1)
                 }
             }
+            if let Err(e) = hooks::run(spec, Phase::StartContainer, &state) {
+                eprintln!("vessel-oci: {e}");
+                exit_child(1)
+            }
             let err = program.exec();
             eprintln!("vessel-oci: {err}");
             exit_child(if err.errno() == Some(libc::ENOENT) { 127 } else { 126 })
@@ -184,14 +210,14 @@ fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
     }
 }
 
-fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Program> {
+fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Program, String)> {
     // Nothing in the container may open /proc/<init>/exe or fds while we are the runtime.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    match sync::recv(sync_fd)? {
-        Some(Msg::Go) => {}
+    let state = match sync::recv(sync_fd)? {
+        Some(Msg::Go(state)) => state,
         _ => exit_child(1),
-    }
+    };
     if plan.user_new || plan.user_join.is_some() {
         // Become root of the new user namespace (uid 0 must be mapped).
         // SAFETY: plain id syscalls on this single-threaded process.
@@ -208,6 +234,7 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Program
     security::set_oom_score_adj(process.oom_score_adj())?;
     security::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
     std::env::set_current_dir(l.bundle).ctx(|| format!("chdir to bundle {}", l.bundle.display()))?;
+    hooks::run(l.spec, Phase::CreateContainer, &state)?;
     rootfs::prepare(l.spec, l.rootfs, l.no_pivot)?;
     if process.terminal() == Some(true) {
         let sock = l.console.ok_or_else(|| Error::Invalid("process.terminal is true but no --console-socket was given".into()))?;
@@ -218,19 +245,43 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Program
     security::set_names(l.spec)?;
     security::set_sysctls(l.spec)?;
     rootfs::restrict_paths(l.spec)?;
-    finish_process(process, l.preserve_fds)
+    let seccomp = l.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    Ok((finish_process(process, l.preserve_fds, seccomp, sync_fd)?, state))
 }
 
 /// The identity steps shared by the init and `exec`: bounding set, user, cwd (checked
-/// inside the root), program lookup, capabilities, no_new_privs, fd hygiene.
-pub(crate) fn finish_process(process: &oci_spec::runtime::Process, preserve_fds: u32) -> Result<Program> {
+/// inside the root), program lookup, capabilities, no_new_privs, fd hygiene, signal
+/// dispositions, and the seccomp filter: with no_new_privs as the very last step (as
+/// close to execve as possible); without it, before the user change, while the process
+/// still has CAP_SYS_ADMIN to load it (as runc does). A notify fd goes to the parent.
+pub(crate) fn finish_process(
+    process: &oci_spec::runtime::Process,
+    preserve_fds: u32,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    sync_fd: &OwnedFd,
+) -> Result<Program> {
+    let filter = seccomp.map(Filter::new).transpose()?;
+    let load = |f: &Filter| -> Result<()> {
+        if let Some(fd) = f.load()? {
+            sync::send(sync_fd, &Msg::SeccompFd(fd))?;
+        }
+        Ok(())
+    };
+    let nnp = process.no_new_privileges() == Some(true);
     let caps = CapSets::new(process.capabilities().as_ref());
     caps.drop_bounding()?;
+    if let Some(f) = filter.as_ref().filter(|_| !nnp) {
+        load(f)?;
+    }
     security::set_user(process)?;
     process::chdir_checked(process.cwd())?;
     let program = Program::new(process)?;
     caps.apply()?;
     security::set_no_new_privs(process)?;
     process::cloexec_from(3 + preserve_fds)?;
+    process::reset_signals();
+    if let Some(f) = filter.as_ref().filter(|_| nnp) {
+        load(f)?;
+    }
     Ok(program)
 }

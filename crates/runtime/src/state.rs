@@ -166,6 +166,19 @@ impl State {
     }
 }
 
+/// The spec's state (runtime.md "State") for hooks and seccomp agents, before a
+/// [`State`] exists: ociVersion, id, status, pid, bundle, annotations.
+pub fn oci_state(id: &str, status: Status, pid: i32, bundle: &Path, spec: &oci_spec::runtime::Spec) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": crate::OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": spec.annotations().clone().unwrap_or_default(),
+    })
+}
+
 /// Start time (clock ticks after boot) of a process and whether it is a zombie, from
 /// /proc/PID/stat (proc(5)); None when there is no such process.
 pub fn process_start_time(pid: i32) -> Option<(u64, bool)> {
