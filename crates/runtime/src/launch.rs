@@ -66,7 +66,16 @@ pub(crate) fn exit_child(code: i32) -> ! {
 
 /// Enters the pid and time namespaces the children should get (joined by path, or a
 /// new time namespace with its offsets). Affects only children of this process.
-fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<()> {
+/// Returns the namespaces to go back to once the init is cloned, so that later
+/// children of the runtime (hooks) stay in the runtime's own.
+fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<Vec<(LinuxNamespaceType, std::fs::File)>> {
+    let mut saved = Vec::new();
+    if plan.pid_join.is_some() {
+        saved.push((LinuxNamespaceType::Pid, std::fs::File::open("/proc/self/ns/pid_for_children").ctx(|| "open pid_for_children")?));
+    }
+    if plan.time_join.is_some() || plan.time_new {
+        saved.push((LinuxNamespaceType::Time, std::fs::File::open("/proc/self/ns/time_for_children").ctx(|| "open time_for_children")?));
+    }
     if let Some(p) = &plan.pid_join {
         namespaces::join(LinuxNamespaceType::Pid, p)?;
     }
@@ -76,7 +85,7 @@ fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<()> {
         namespaces::unshare(libc::CLONE_NEWTIME)?;
         namespaces::write_time_offsets(spec)?;
     }
-    Ok(())
+    Ok(saved)
 }
 
 /// Starts the container's init and waits until it reports ready (blocked on the exec
@@ -92,10 +101,15 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
     if l.spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !spec::has_namespace(l.spec, LinuxNamespaceType::Uts) {
         return Err(Error::Invalid("hostname is set but there is no uts namespace: add one to linux.namespaces".into()));
     }
-    enter_for_children(l.spec, &plan)?;
+    let saved = enter_for_children(l.spec, &plan)?;
     let (parent_end, child_end) = sync::pair()?;
     let first_flags = if plan.user_join.is_some() { 0 } else { plan.clone_flags };
     let child = clone(first_flags)?;
+    if child != 0 {
+        for (t, f) in &saved {
+            namespaces::setns(*t, f).ctx(|| format!("return to the runtime's {} namespace", namespaces::proc_name(*t)))?;
+        }
+    }
     if child == 0 {
         drop(parent_end);
         let res = if plan.user_join.is_some() { intermediate(&l, &plan, &child_end) } else { init(l, &plan, child_end) };
