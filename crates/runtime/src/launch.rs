@@ -243,6 +243,9 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Progra
     for (t, p) in &plan.join {
         namespaces::join(*t, p)?;
     }
+    if plan.cgroup_new {
+        namespaces::unshare(libc::CLONE_NEWCGROUP)?;
+    }
     nix::unistd::setsid().ctx(|| "setsid")?;
     let process = l.spec.process().as_ref().ok_or_else(|| Error::Invalid("config.json has no process".into()))?;
     security::set_oom_score_adj(process.oom_score_adj())?;

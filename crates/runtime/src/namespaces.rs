@@ -58,6 +58,9 @@ pub struct Plan {
     pub time_join: Option<PathBuf>,
     /// The other namespaces to join by path, in the child, after the user namespace.
     pub join: Vec<(LinuxNamespaceType, PathBuf)>,
+    /// A new cgroup namespace: the init unshares it once it is in its cgroup, since a
+    /// cgroup namespace's root is the cgroup its creator was in at that moment.
+    pub cgroup_new: bool,
 }
 
 impl Plan {
@@ -74,6 +77,7 @@ impl Plan {
                 (LinuxNamespaceType::Time, Some(p)) => plan.time_join = Some(p.clone()),
                 (LinuxNamespaceType::Time, None) => plan.time_new = true,
                 (t, Some(p)) => plan.join.push((t, p.clone())),
+                (LinuxNamespaceType::Cgroup, None) => plan.cgroup_new = true,
                 (t, None) => plan.clone_flags |= flag(t),
             }
         }
