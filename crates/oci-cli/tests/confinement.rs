@@ -1,0 +1,204 @@
+//! Confinement: seccomp filters (errno, argument conditions, unknown names, the notify
+//! listener) and lifecycle hooks (every phase, in order, with the state on stdin, and
+//! the spec's failure semantics).
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Deny mkdir/mkdirat with EACCES; everything else allowed.
+fn deny_mkdir() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    })
+}
+
+#[test]
+fn seccomp_denied_syscall_returns_its_errno() {
+    let mut c = TestContainer::new("seccomp-errno");
+    c.spec["linux"]["seccomp"] = deny_mkdir();
+    c.add_mount(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    c.sh("mkdir /tmp/x 2>&1; echo mkdir=$?; touch /tmp/y && echo touch-ok; grep '^Seccomp:' /proc/self/status");
+    let out = c.run();
+    out.assert_ok("run");
+    assert!(out.stdout.contains("Permission denied"), "EACCES from the filter: {out}");
+    assert!(out.stdout.contains("mkdir=1"), "mkdir failed: {out}");
+    assert!(out.stdout.contains("touch-ok"), "other syscalls allowed: {out}");
+    assert!(out.stdout.contains("Seccomp:\t2"), "filter mode 2: {out}");
+}
+
+#[test]
+fn seccomp_argument_conditions() {
+    let mut c = TestContainer::new("seccomp-args");
+    // kill(pid, SIGUSR1) is refused; kill(pid, 0) is not.
+    c.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                      "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]}]
+    });
+    c.sh("kill -0 $$; echo zero=$?; kill -USR1 $$ 2>/dev/null; echo usr1=$?");
+    let out = c.run();
+    out.assert_ok("run");
+    assert!(out.stdout.contains("zero=0"), "kill -0 allowed: {out}");
+    assert!(out.stdout.contains("usr1=1"), "kill -USR1 denied: {out}");
+}
+
+#[test]
+fn seccomp_unknown_syscall_is_a_clear_error() {
+    let mut c = TestContainer::new("seccomp-unknown");
+    c.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["no_such_syscall_vessel"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    c.args(&["true"]);
+    let out = c.create();
+    out.assert_fail("create with an unknown syscall name");
+    assert!(out.stderr.contains("no_such_syscall_vessel"), "error names the syscall: {out}");
+    c.assert_no_leftovers("after a refused seccomp config");
+}
+
+/// Receives one message with an fd over a unix stream: (payload, fd).
+fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (String, OwnedFd) {
+    let mut buf = [0u8; 8192];
+    let mut cmsg = [0u8; 64];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; every pointer in it points into locals that outlive
+    // the recvmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg.len();
+    // SAFETY: a valid socket and msghdr.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel filled the control buffer; CMSG_FIRSTHDR/CMSG_DATA walk it.
+    let fd = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!c.is_null(), "no control message");
+        assert_eq!((*c).cmsg_type, libc::SCM_RIGHTS);
+        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)
+    };
+    // SAFETY: SCM_RIGHTS gave us a new fd that we own.
+    (String::from_utf8_lossy(&buf[..n as usize]).into_owned(), unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[test]
+fn seccomp_notify_listener_receives_the_request() {
+    let mut c = TestContainer::new("seccomp-notify");
+    let sock_path = c.dir.join("agent.sock");
+    let listener = UnixListener::bind(&sock_path).expect("bind agent socket");
+    c.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock_path,
+        "listenerMetadata": "vessel-test-metadata",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    c.add_mount(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    c.sh("mkdir /tmp/x; echo mkdir=$?");
+    let agent = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().expect("accept");
+        recv_with_fd(&conn)
+    });
+    c.create().assert_ok("create");
+    let (payload, fd) = agent.join().expect("agent thread");
+    let msg: Value = serde_json::from_str(&payload).expect("container process state JSON");
+    assert_eq!(msg["fds"], json!(["seccompFd"]), "{msg}");
+    assert_eq!(msg["metadata"], "vessel-test-metadata", "{msg}");
+    assert_eq!(msg["state"]["id"], c.id.as_str(), "{msg}");
+    assert!(msg["pid"].as_i64().unwrap_or(0) > 0, "{msg}");
+    c.start().assert_ok("start");
+    // The container's mkdir waits for the agent: the notify fd becomes readable.
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(n, 1, "a notification arrived on the listener's fd");
+    // Closing the fd answers every pending request with ENOSYS; the container goes on.
+    drop(fd);
+    c.wait_status("stopped", Duration::from_secs(10));
+    assert!(c.container_output().contains("mkdir=1"), "mkdir failed once the agent left: {}", c.container_output());
+}
+
+fn hook(script: &str) -> Value {
+    json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+}
+
+#[test]
+fn hooks_run_in_their_phases_in_order() {
+    let mut c = TestContainer::new("hooks-order");
+    let log = c.dir.join("hooks.log");
+    let state = c.dir.join("create-runtime-state.json");
+    let l = log.display().to_string();
+    // The container sees the test dir at /hostdir (startContainer runs inside it).
+    c.add_mount(json!({"destination": "/hostdir", "type": "bind", "source": c.dir, "options": ["rbind", "rw"]}));
+    c.spec["hooks"] = json!({
+        "createRuntime": [hook(&format!("cat > {}; echo createRuntime >> {l}", state.display()))],
+        "createContainer": [hook(&format!("echo createContainer >> {l}"))],
+        "startContainer": [hook("echo startContainer >> /hostdir/hooks.log")],
+        "poststart": [hook(&format!("echo poststart >> {l}"))],
+        "poststop": [hook(&format!("cat | grep -q '\"stopped\"' && echo poststop >> {l}"))]
+    });
+    c.sh("echo program >> /hostdir/hooks.log");
+    c.create().assert_ok("create");
+    c.start().assert_ok("start");
+    c.wait_status("stopped", Duration::from_secs(10));
+    c.delete().assert_ok("delete");
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    let phases: Vec<&str> = got.lines().collect();
+    // poststart may run before or after the program's own line.
+    let without_program: Vec<&str> = phases.iter().copied().filter(|p| *p != "program").collect();
+    assert_eq!(
+        without_program,
+        ["createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "hook order: {got}"
+    );
+    assert!(phases.contains(&"program"), "the program ran: {got}");
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap_or_default()).expect("state on stdin");
+    assert_eq!(st["id"], c.id.as_str(), "{st}");
+    assert_eq!(st["status"], "creating", "{st}");
+    assert!(st["pid"].as_i64().unwrap_or(0) > 0, "{st}");
+}
+
+#[test]
+fn failing_create_runtime_hook_fails_create_and_leaves_nothing() {
+    let mut c = TestContainer::new("hooks-fail");
+    c.spec["hooks"] = json!({"createRuntime": [hook("echo broken-hook >&2; exit 3")]});
+    c.args(&["true"]);
+    let out = c.create();
+    out.assert_fail("create with a failing createRuntime hook");
+    assert!(out.stderr.contains("createRuntime"), "error names the phase: {out}");
+    assert!(out.stderr.contains("broken-hook"), "error carries the hook's stderr: {out}");
+    c.assert_no_leftovers("after a failed hook");
+}
+
+#[test]
+fn hook_timeout_is_enforced() {
+    let mut c = TestContainer::new("hooks-timeout");
+    let mut h = hook("sleep 30");
+    h["timeout"] = json!(1);
+    c.spec["hooks"] = json!({"createRuntime": [h]});
+    c.args(&["true"]);
+    let t = Instant::now();
+    let out = c.create();
+    out.assert_fail("create with a hook that times out");
+    assert!(t.elapsed() < Duration::from_secs(15), "the timeout cut the hook short");
+    assert!(out.stderr.contains("timed out"), "{out}");
+    c.assert_no_leftovers("after a timed-out hook");
+}
+
+#[test]
+fn failing_poststop_hook_only_warns() {
+    let mut c = TestContainer::new("hooks-poststop");
+    c.spec["hooks"] = json!({"poststop": [hook("exit 1")]});
+    c.args(&["true"]);
+    let out = c.run();
+    out.assert_ok("run with a failing poststop hook");
+    assert!(out.stderr.contains("poststop"), "a warning names the hook: {out}");
+}
