@@ -258,6 +258,13 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Progra
         let size = process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
         console::setup(sock, size, true)?;
     }
+    // A missing cwd is made inside the new root (as runc does), before "/" may become
+    // read-only; where it really leads is checked after the user change.
+    if let Err(e) = std::fs::create_dir_all(process.cwd()) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(Error::sys(format!("create cwd {}", process.cwd().display()), e));
+        }
+    }
     rootfs::finalize_root(l.spec)?;
     security::set_names(l.spec)?;
     security::set_sysctls(l.spec)?;
