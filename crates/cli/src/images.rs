@@ -1,0 +1,368 @@
+//! Image commands: pull, images, image inspect/rm/import/export/prune, rmi, login, logout.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use vessel_image::auth::{self, Credentials};
+use vessel_image::pull::{LayerOutcome, Progress, PullOptions, Registry};
+use vessel_image::{layout, records, Digest, ImageRecord, Platform, Reference, Store};
+
+/// Output format.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Image reference: registry[:port]/repo[:tag][@digest] (short names mean docker.io).
+    pub reference: String,
+    /// Platform to take from a multi-arch index, os/arch[/variant] (default: this machine's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Require https and valid certificates (--tls-verify=false: plain http; default: https
+    /// except for registries on localhost/127.0.0.1).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub tls_verify: Option<bool>,
+    /// Credentials USER:PASSWORD (default: from `vessel login` and auth.json files).
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// Print only the image id.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Names or ids of images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host[:port].
+    pub registry: String,
+    /// User name.
+    #[arg(short, long)]
+    pub username: String,
+    /// Password (prefer --password-stdin).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// As for pull.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub tls_verify: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host[:port].
+    pub registry: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Pull an image (as `vessel pull`).
+    Pull(PullArgs),
+    /// List images (as `vessel images`).
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show an image's record, manifest and config as JSON.
+    Inspect {
+        /// Name or id.
+        image: String,
+    },
+    /// Remove images (as `vessel rmi`).
+    Rm(RmiArgs),
+    /// Import from oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE.
+    Import {
+        /// Source.
+        source: String,
+        /// Name to give the image (default: from the source).
+        name: Option<String>,
+        /// Platform to take from a multi-arch layout.
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Export an image to oci:DIR[:TAG] or oci-archive:FILE[:TAG].
+    Export {
+        /// Name or id.
+        image: String,
+        /// Destination.
+        dest: String,
+    },
+    /// Remove blobs and layer snapshots that no image uses.
+    Prune {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("start the async runtime")
+}
+
+/// Progress on a terminal: one bar per layer; otherwise one line per layer event.
+struct Bars {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn resolved(&self, reference: &str, manifest: &Digest, layers: usize) {
+        let line = format!("Resolved {reference} to {manifest} ({layers} layers)");
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+    fn layer_start(&self, digest: &Digest, size: u64) {
+        if let Some(m) = &self.multi {
+            let pb = m.add(ProgressBar::new(size));
+            pb.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            pb.set_prefix(format!("blob {}", digest.short()));
+            if let Ok(mut b) = self.bars.lock() {
+                b.insert(digest.clone(), pb);
+            }
+        }
+    }
+    fn layer_bytes(&self, digest: &Digest, n: u64) {
+        if let Ok(b) = self.bars.lock() {
+            if let Some(pb) = b.get(digest) {
+                pb.inc(n);
+            }
+        }
+    }
+    fn layer_done(&self, digest: &Digest, outcome: LayerOutcome) {
+        let what = match outcome {
+            LayerOutcome::AlreadyPresent => "already present",
+            LayerOutcome::UnpackedFromStore => "unpacked from the store",
+            LayerOutcome::Downloaded => "done",
+        };
+        match self.bars.lock().ok().and_then(|mut b| b.remove(digest)) {
+            Some(pb) => pb.finish_with_message(what),
+            None => eprintln!("Copying blob {digest} {what}"),
+        }
+    }
+}
+
+fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {
+    match p {
+        Some(s) => Ok(Some(Platform::parse(s).map_err(anyhow::Error::msg)?)),
+        None => Ok(None),
+    }
+}
+
+fn parse_creds(c: &Option<String>) -> Result<Option<Credentials>> {
+    match c {
+        Some(s) => {
+            let Some((u, p)) = s.split_once(':') else { bail!("--creds must be USER:PASSWORD") };
+            Ok(Some(Credentials { username: u.into(), password: p.into() }))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `vessel pull`.
+pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
+    let store = Store::open(root)?;
+    let reference = Reference::parse(&a.reference)?;
+    let opts = PullOptions { platform: parse_platform(&a.platform)?, tls_verify: a.tls_verify, credentials: parse_creds(&a.creds)?, ..Default::default() };
+    let quiet = a.quiet;
+    let multi = (!quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
+    let progress: Arc<dyn Progress> = if quiet {
+        Arc::new(vessel_image::pull::NoProgress)
+    } else {
+        Arc::new(Bars { multi, bars: Mutex::new(HashMap::new()) })
+    };
+    let rec = runtime()?.block_on(vessel_image::pull::pull(&store, &reference, &opts, progress))?;
+    if !quiet {
+        eprintln!("Writing manifest to image destination");
+    }
+    println!("{}", rec.id.hex());
+    Ok(())
+}
+
+fn ago(secs: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let d = now.saturating_sub(secs);
+    match d {
+        0..=59 => format!("{d} seconds ago"),
+        60..=3599 => format!("{} minutes ago", d / 60),
+        3600..=86399 => format!("{} hours ago", d / 3600),
+        _ => format!("{} days ago", d / 86400),
+    }
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 { format!("{bytes} B") } else { format!("{v:.3} {}", units[i]) }
+}
+
+fn split_name(n: &str) -> (String, String) {
+    match Reference::parse(n) {
+        Ok(r) => (r.name(), r.tag.unwrap_or_else(|| "<none>".into())),
+        Err(_) => (n.to_string(), "<none>".into()),
+    }
+}
+
+/// `vessel images`.
+pub fn list(root: &Path, a: ListArgs) -> Result<()> {
+    let store = Store::open(root)?;
+    let images = store.images()?;
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(());
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    for rec in &images {
+        let names: Vec<String> = if rec.names.is_empty() { vec!["<none>".into()] } else { rec.names.clone() };
+        for n in names {
+            let (repo, tag) = if n == "<none>" { ("<none>".to_string(), "<none>".to_string()) } else { split_name(&n) };
+            t.add_row(vec![repo, tag, rec.id.short().to_string(), ago(rec.added), human(rec.size)]);
+        }
+    }
+    println!("{t}");
+    Ok(())
+}
+
+fn inspect_json(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value> {
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.manifest)?)?;
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.id)?)?;
+    Ok(serde_json::json!({
+        "Id": rec.id.hex(),
+        "Digest": rec.manifest.to_string(),
+        "RepoTags": rec.names,
+        "Platform": rec.platform,
+        "Size": rec.size,
+        "Created": rec.created,
+        "Record": rec,
+        "Manifest": manifest,
+        "Config": config,
+    }))
+}
+
+/// `vessel rmi` / `vessel image rm`.
+pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
+    let store = Store::open(root)?;
+    let mut failed = None;
+    for name in &a.images {
+        match records::remove_image(&store, name) {
+            Ok(rec) => println!("Untagged/removed: {name} ({})", rec.id.short()),
+            Err(e) => {
+                eprintln!("vessel: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    records::prune(&store)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// `vessel image ...`.
+pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
+    match c {
+        ImageCommand::Pull(a) => pull(root, a),
+        ImageCommand::Ls(a) => list(root, a),
+        ImageCommand::Rm(a) => rmi(root, a),
+        ImageCommand::Inspect { image } => {
+            let store = Store::open(root)?;
+            let rec = records::find_image(&store, &image)?;
+            println!("{}", serde_json::to_string_pretty(&vec![inspect_json(&store, &rec)?])?);
+            Ok(())
+        }
+        ImageCommand::Import { source, name, platform } => {
+            let store = Store::open(root)?;
+            let src = layout::Location::parse(&source)?;
+            let rec = layout::import(&store, &src, name.as_deref(), parse_platform(&platform)?.as_ref())?;
+            println!("{}", rec.id.hex());
+            Ok(())
+        }
+        ImageCommand::Export { image, dest } => {
+            let store = Store::open(root)?;
+            let rec = records::find_image(&store, &image)?;
+            let dst = layout::Location::parse(&dest)?;
+            layout::export(&store, &rec, &dst)?;
+            Ok(())
+        }
+        ImageCommand::Prune { format } => {
+            let store = Store::open(root)?;
+            let r = records::prune(&store)?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("Removed {} blobs and {} snapshots, {} freed", r.blobs.len(), r.snapshots.len(), human(r.bytes));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `vessel login`.
+pub fn login(root: &Path, a: LoginArgs) -> Result<()> {
+    let password = match (a.password, a.password_stdin) {
+        (Some(p), false) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("read the password from standard input")?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        _ => bail!("give exactly one of --password and --password-stdin"),
+    };
+    let creds = Credentials { username: a.username, password };
+    let reference = Reference::parse(&format!("{}/vessel/login-check", a.registry))?;
+    let opts = PullOptions { tls_verify: a.tls_verify, credentials: Some(creds.clone()), ..Default::default() };
+    let store = Store::open(root)?;
+    let reg = Registry::connect(&store, &reference, &opts)?;
+    runtime()?.block_on(reg.check_login())?;
+    auth::save(root, &reference.registry, &creds)?;
+    println!("Login Succeeded!");
+    Ok(())
+}
+
+/// `vessel logout`.
+pub fn logout(root: &Path, a: LogoutArgs) -> Result<()> {
+    let registry = Reference::parse(&format!("{}/x", a.registry))?.registry;
+    if auth::remove(root, &registry)? {
+        println!("Removed login credentials for {registry}");
+        Ok(())
+    } else {
+        bail!("not logged in to {registry}")
+    }
+}

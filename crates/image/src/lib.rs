@@ -1,0 +1,33 @@
+//! vessel-image: OCI images for vessel.
+//!
+//! - [`reference`]: `registry[:port]/repo[:tag][@digest]` with Docker's normalisation.
+//! - [`store`]: the content store (`ROOT/content/blobs/sha256/<hex>`), verified on write,
+//!   published by rename; image records in `ROOT/images.json`.
+//! - [`pull`]: the registry client (OCI distribution spec, auth, multi-arch indexes).
+//! - [`layout`]: OCI layout and archive import/export, docker-archive import.
+//! - [`unpack`] and [`layer`]: safe layer unpacking with overlay whiteouts.
+//! - [`snapshot`]: copy-on-write snapshots by chain id, overlay mounts for containers.
+//! - [`records`]: look-up, removal and garbage collection.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod digest;
+pub mod error;
+pub mod layer;
+pub mod layout;
+pub mod manifest;
+pub mod pull;
+pub mod records;
+pub mod reference;
+pub mod snapshot;
+pub mod store;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use error::{ImageError, Result};
+pub use manifest::Platform;
+pub use records::{ImageRecord, LayerRecord};
+pub use reference::Reference;
+pub use snapshot::{ActiveSnapshot, Snapshotter};
+pub use store::Store;

@@ -1,0 +1,225 @@
+//! Image records (what `vessel images` lists), name and id look-up, removal and garbage
+//! collection of unreferenced blobs and snapshots.
+
+use std::collections::HashSet;
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{ImageError, Result};
+use crate::reference::Reference;
+use crate::store::{tmp_is_stale, Store};
+
+/// One layer of an image, as recorded after a pull or import.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRecord {
+    /// The (usually compressed) blob digest from the manifest.
+    pub digest: Digest,
+    /// The blob's media type.
+    pub media_type: String,
+    /// Blob size, bytes.
+    pub size: u64,
+    /// sha256 of the uncompressed tar (config `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// Chain id of the stack up to and including this layer: its snapshot's name.
+    pub chain_id: Digest,
+}
+
+/// A local image: names pointing at one platform manifest, its config and layers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The image id: the config blob digest (as Docker and podman show it).
+    pub id: Digest,
+    /// Fully qualified names (`docker.io/library/busybox:latest`); empty names a dangling image.
+    pub names: Vec<String>,
+    /// The platform manifest digest.
+    pub manifest: Digest,
+    /// The manifest's media type (OCI or Docker schema2).
+    pub manifest_media_type: String,
+    /// The index (manifest list) the manifest was chosen from, when there was one.
+    pub index: Option<Digest>,
+    /// `os/arch[/variant]` from the config.
+    pub platform: String,
+    /// Layers, bottom first.
+    pub layers: Vec<LayerRecord>,
+    /// Config plus layer blob sizes, bytes (what was downloaded).
+    pub size: u64,
+    /// The config's `created` time (RFC 3339), when it has one.
+    pub created: Option<String>,
+    /// When it was pulled or imported, seconds since the Unix epoch.
+    pub added: u64,
+}
+
+impl ImageRecord {
+    /// The chain id of the top layer: the parent for a container snapshot (None for an image
+    /// without layers).
+    pub fn top_chain_id(&self) -> Option<&Digest> {
+        self.layers.last().map(|l| &l.chain_id)
+    }
+}
+
+/// What [`prune`] removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Blobs removed.
+    pub blobs: Vec<Digest>,
+    /// Layer snapshots removed (chain ids).
+    pub snapshots: Vec<Digest>,
+    /// Bytes of blobs freed.
+    pub bytes: u64,
+}
+
+fn matches_name(rec: &ImageRecord, r: &Reference) -> bool {
+    if let Some(d) = &r.digest {
+        let same_repo = rec.names.iter().any(|n| Reference::parse(n).is_ok_and(|nr| nr.name() == r.name()));
+        return (rec.manifest == *d || rec.index.as_ref() == Some(d)) && (same_repo || r.tag.is_none());
+    }
+    rec.names.iter().any(|n| *n == r.to_string())
+}
+
+/// Finds the image that `name` means: a name (`busybox`, `host:5000/x:tag`, `x@sha256:..`),
+/// a full id (`sha256:<hex>`) or a prefix of at least 3 hex digits of the id.
+///
+/// # Errors
+/// [`ImageError::ImageNotFound`], [`ImageError::AmbiguousImage`], or store read errors.
+pub fn find_image(store: &Store, name: &str) -> Result<ImageRecord> {
+    find_in(&store.images()?, name).cloned()
+}
+
+fn find_in<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a ImageRecord> {
+    if let Ok(r) = Reference::parse(name) {
+        if let Some(rec) = images.iter().find(|rec| matches_name(rec, &r)) {
+            return Ok(rec);
+        }
+    }
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    if hex.len() >= 3 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let hex = hex.to_ascii_lowercase();
+        let found: Vec<&ImageRecord> = images
+            .iter()
+            .filter(|rec| rec.id.hex().starts_with(&hex) || rec.manifest.hex().starts_with(&hex))
+            .collect();
+        match found.len() {
+            0 => {}
+            1 => return Ok(found[0]),
+            _ => {
+                // Several names of one id are one image.
+                if found.iter().all(|f| f.id == found[0].id) {
+                    return Ok(found[0]);
+                }
+                return Err(ImageError::AmbiguousImage {
+                    name: name.into(),
+                    candidates: found.iter().map(|f| f.id.short().to_string()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+    }
+    Err(ImageError::ImageNotFound { name: name.into() })
+}
+
+/// Adds `rec` to the records: an existing record of the same manifest gains its names, and
+/// those names are taken away from any other record (a re-pulled tag moves to the new image).
+///
+/// # Errors
+/// Store write errors.
+pub fn add_image(store: &Store, rec: ImageRecord) -> Result<ImageRecord> {
+    store.update_images(|images| {
+        for other in images.iter_mut() {
+            if other.manifest != rec.manifest {
+                other.names.retain(|n| !rec.names.contains(n));
+            }
+        }
+        if let Some(existing) = images.iter_mut().find(|i| i.manifest == rec.manifest) {
+            for n in &rec.names {
+                if !existing.names.contains(n) {
+                    existing.names.push(n.clone());
+                }
+            }
+            if existing.index.is_none() {
+                existing.index = rec.index.clone();
+            }
+            return Ok(existing.clone());
+        }
+        images.push(rec.clone());
+        Ok(rec)
+    })
+}
+
+/// Removes what `name` means: given a name, only that name goes (the record goes with its last
+/// name); given an id, the whole record goes. Blobs and snapshots are freed by [`prune`].
+///
+/// # Errors
+/// [`ImageError::ImageNotFound`], [`ImageError::AmbiguousImage`], store errors.
+pub fn remove_image(store: &Store, name: &str) -> Result<ImageRecord> {
+    store.update_images(|images| {
+        let rec = find_in(images, name)?.clone();
+        let by_name = Reference::parse(name).ok().filter(|r| r.digest.is_none() && rec.names.contains(&r.to_string()));
+        match by_name {
+            Some(r) => {
+                let full = r.to_string();
+                if let Some(i) = images.iter_mut().find(|i| i.manifest == rec.manifest) {
+                    i.names.retain(|n| *n != full);
+                }
+                images.retain(|i| i.manifest != rec.manifest || !i.names.is_empty());
+            }
+            None => images.retain(|i| i.manifest != rec.manifest),
+        }
+        Ok(rec)
+    })
+}
+
+/// Removes every blob and layer snapshot that no image record, and no active or committed
+/// container snapshot, references; and temporary files of processes that are gone. Takes the
+/// exclusive garbage-collection lock, so it waits for running pulls.
+///
+/// # Errors
+/// Store read errors, [`ImageError::Io`] when removal fails.
+pub fn prune(store: &Store) -> Result<PruneReport> {
+    let _gc = store.gc_lock(true)?;
+    let images = store.images()?;
+    let mut blobs: HashSet<Digest> = HashSet::new();
+    let mut snaps: HashSet<Digest> = HashSet::new();
+    for rec in &images {
+        blobs.insert(rec.id.clone());
+        blobs.insert(rec.manifest.clone());
+        if let Some(i) = &rec.index {
+            blobs.insert(i.clone());
+        }
+        for l in &rec.layers {
+            blobs.insert(l.digest.clone());
+            snaps.insert(l.chain_id.clone());
+        }
+    }
+    let snapshotter = store.snapshots();
+    snaps.extend(snapshotter.referenced_by_containers()?);
+    let mut report = PruneReport::default();
+    let blob_dir = store.root().join("content/blobs/sha256");
+    for entry in fs::read_dir(&blob_dir).map_err(|e| ImageError::io("list", &blob_dir, e))? {
+        let entry = entry.map_err(|e| ImageError::io("list", &blob_dir, e))?;
+        let name = entry.file_name();
+        let Some(d) = name.to_str().and_then(|n| Digest::from_hex(n).ok()) else { continue };
+        if !blobs.contains(&d) {
+            report.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            store.remove_blob(&d)?;
+            report.blobs.push(d);
+        }
+    }
+    for id in snapshotter.layer_snapshots()? {
+        if !snaps.contains(&id) {
+            snapshotter.remove_committed(&id)?;
+            report.snapshots.push(id);
+        }
+    }
+    for dir in [store.root().join("content/tmp"), store.root().join("snapshots/tmp")] {
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_str().is_some_and(tmp_is_stale) {
+                    let p = e.path();
+                    let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                }
+            }
+        }
+    }
+    Ok(report)
+}
