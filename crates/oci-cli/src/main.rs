@@ -1,7 +1,10 @@
 //! vessel-oci: an OCI runtime with runc's command line (runc(8)), so containerd's runc
 //! shim, podman and people who know runc can drive it unchanged.
 
+mod events;
 mod log;
+mod ps;
+mod update;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,6 +130,12 @@ enum Command {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// Change the resource limits of a running container.
+    Update(update::UpdateArgs),
+    /// List the processes of a container.
+    Ps(ps::PsArgs),
+    /// Print a container's stats and OOM events as JSON lines.
+    Events(events::EventsArgs),
 }
 
 #[derive(Args)]
@@ -286,6 +295,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Exec(a) => return exec(root, a),
         Command::Pause { id } => Container::load(root, id)?.set_paused(true)?,
         Command::Resume { id } => Container::load(root, id)?.set_paused(false)?,
+        Command::Update(a) => update::run(root, a)?,
+        Command::Ps(a) => ps::run(root, a)?,
+        Command::Events(a) => events::run(root, a)?,
     }
     Ok(0)
 }

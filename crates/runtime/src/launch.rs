@@ -130,6 +130,7 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
             namespaces::write_id_maps(pid, l.spec)?;
         }
         l.cgroup.apply(pid)?;
+        l.cgroup.set(&crate::cgroups::devices::effective_resources(l.spec))?;
         let state = state::oci_state(l.id, Status::Creating, pid, l.bundle, l.spec).to_string();
         hooks::run(l.spec, Phase::Prestart, &state)?;
         hooks::run(l.spec, Phase::CreateRuntime, &state)?;

@@ -2,13 +2,29 @@
 //! (runtime-spec config-linux.md "Control groups", `linux.cgroupsPath`). One
 //! [`CgroupManager`] trait with a v1 implementation (which also serves hybrid hosts)
 //! and a unified v2 one, chosen from what the host has mounted at /sys/fs/cgroup.
-//! Resource limits are applied through the same trait (next issue).
+//! Resource limits (`linux.resources`), usage statistics and OOM notifications go
+//! through the same trait: [`resources_v1`] and [`resources_v2`] turn the config into
+//! file writes, [`devices`] and [`bpf`] handle device rules, [`stats`] reads usage and
+//! [`events`] watches for OOM kills.
 
+pub mod bpf;
+pub mod devices;
+pub mod events;
+pub mod limits;
+mod plan;
+pub mod resources_v1;
+pub mod resources_v2;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 
+pub use events::{OomEvent, OomWatcher};
+pub use stats::Stats;
+
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
 
 use crate::error::{Context, Error, Result};
 
@@ -50,6 +66,20 @@ pub trait CgroupManager {
     fn freeze(&self, frozen: bool) -> Result<()>;
     /// Removes the cgroup directories; its processes must have exited.
     fn remove(&self) -> Result<()>;
+    /// Applies `linux.resources` to the existing cgroup (at create, after `apply`, and
+    /// by `update`). Every value is checked before the first write, and when the kernel
+    /// refuses a write the earlier ones are undone: on error nothing has changed (device
+    /// rules excepted, which only create sets). Absent and zero fields are left alone.
+    ///
+    /// Errors: [`Error::Invalid`] naming the field (and the host's cgroup version when
+    /// it cannot honour it), [`Error::Sys`] naming the refused file.
+    fn set(&self, r: &LinuxResources) -> Result<()>;
+    /// Current usage, in runc's `types.Stats` shape.
+    fn stats(&self) -> Result<Stats>;
+    /// A watcher for OOM kills in the cgroup.
+    ///
+    /// Errors: [`Error::Invalid`] when no memory controller serves the cgroup.
+    fn oom_watcher(&self) -> Result<OomWatcher>;
 }
 
 /// The absolute cgroup path for a container: `linux.cgroupsPath` if given (relative
@@ -105,17 +135,20 @@ fn write(file: &Path, value: &str) -> Result<()> {
 }
 
 /// Removes a cgroup directory, retrying while the kernel still counts exiting tasks
-/// (EBUSY right after they were killed). A directory already gone is fine.
+/// (EBUSY until a dead init is reaped): first after 0.1 ms, doubling up to 10 ms, for at
+/// most about 2 s. A directory already gone is fine.
 fn rmdir(dir: &Path) -> Result<()> {
-    for attempt in 0..200 {
+    let mut wait = std::time::Duration::from_micros(100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 199 => {
-                std::thread::sleep(std::time::Duration::from_millis(5))
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_millis(10));
             }
-            Err(e) => return Err(Error::sys(format!("remove cgroup {}", dir.display()), e)),
+            Err(e) => return Err(Error::sys(format!("remove cgroup {} (processes left in it?)", dir.display()), e)),
         }
     }
-    Ok(())
 }

@@ -5,8 +5,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{read_pids, rmdir, write, CgroupManager};
-use crate::error::{Context, Result};
+use oci_spec::runtime::LinuxResources;
+
+use super::stats::{self, Stats, V1Dirs};
+use super::{read_pids, resources_v1, rmdir, write, CgroupManager, OomWatcher};
+use crate::error::{Context, Error, Result};
 
 /// A container cgroup across the v1 hierarchies.
 pub struct Manager {
@@ -44,8 +47,17 @@ impl Manager {
         self.mounts.iter().map(move |(m, c)| (m.join(&rel), c.as_str()))
     }
 
-    fn controller_dir(&self, name: &str) -> Option<PathBuf> {
+    /// The container's directory in the hierarchy that carries controller `name`.
+    pub(crate) fn controller_dir(&self, name: &str) -> Option<PathBuf> {
+        if name.is_empty() {
+            return None;
+        }
         self.dirs().find(|(_, c)| c.split(',').any(|x| x == name)).map(|(d, _)| d)
+    }
+
+    /// The container's directory in the hybrid host's cgroup2 (/sys/fs/cgroup/unified).
+    pub(crate) fn unified_dir(&self) -> Option<PathBuf> {
+        self.dirs().find(|(_, c)| c.is_empty()).map(|(d, _)| d)
     }
 }
 
@@ -120,5 +132,21 @@ impl CgroupManager for Manager {
             rmdir(&dir)?;
         }
         Ok(())
+    }
+
+    fn set(&self, r: &LinuxResources) -> Result<()> {
+        resources_v1::plan(self, r)?.apply()
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let find = |c: &str| self.controller_dir(c).filter(|d| d.is_dir());
+        Ok(stats::v1(&V1Dirs { dir: &find, unified: self.unified_dir() }))
+    }
+
+    fn oom_watcher(&self) -> Result<OomWatcher> {
+        let dir = self
+            .controller_dir("memory")
+            .ok_or_else(|| Error::Invalid("no memory cgroup hierarchy is mounted on this cgroup v1 host: OOM events need one".into()))?;
+        OomWatcher::v1(&dir)
     }
 }

@@ -4,7 +4,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{read_pids, rmdir, write, CgroupManager};
+use oci_spec::runtime::LinuxResources;
+
+use super::plan::{read, Plan, Restore};
+use super::stats::{self, Stats};
+use super::{bpf, read_pids, resources_v2, rmdir, write, CgroupManager, OomWatcher};
 use crate::error::{Context, Result};
 
 /// A container cgroup on a unified v2 host.
@@ -19,10 +23,67 @@ impl Manager {
     }
 }
 
+/// Adds to `plan` the writes that enable `controllers` in the cgroup.subtree_control
+/// of every ancestor of `dir` from `root` down, where they are available and not yet
+/// enabled (so that `dir` gets their interface files).
+pub(crate) fn enable_controllers(root: &Path, dir: &Path, controllers: &[&str], plan: &mut Plan) {
+    let Ok(rel) = dir.strip_prefix(root) else { return };
+    let mut cur = root.to_path_buf();
+    let mut parents = vec![cur.clone()];
+    for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+        cur.push(c);
+        parents.push(cur.clone());
+    }
+    for p in parents {
+        let have = read(&p.join("cgroup.controllers")).unwrap_or_default();
+        let on = read(&p.join("cgroup.subtree_control")).unwrap_or_default();
+        for c in controllers {
+            if have.split(' ').any(|x| x == *c) && !on.split(' ').any(|x| x == *c) {
+                plan.write_with("cgroup.subtree_control", p.join("cgroup.subtree_control"), format!("+{c}"), Restore::No);
+            }
+        }
+    }
+}
+
 impl CgroupManager for Manager {
     fn apply(&self, pid: i32) -> Result<()> {
+        // Enable every controller the root offers down to our parent (as runc does), so
+        // that the container's cgroup has the files `set` writes.
+        let root = Path::new(super::CGROUP_ROOT);
+        let offered = read(&root.join("cgroup.controllers")).unwrap_or_default();
+        let wanted: Vec<&str> = offered.split(' ').filter(|c| !c.is_empty()).collect();
+        if let Some(parent) = self.dir.parent() {
+            fs::create_dir_all(parent).ctx(|| format!("create cgroup {}", parent.display()))?;
+        }
+        let mut plan = Plan::default();
+        enable_controllers(root, &self.dir, &wanted, &mut plan);
+        for w in plan.writes {
+            // A controller refused here (threaded subtree, busy parent) only makes its
+            // fields fail later, with their own message.
+            let _ = fs::write(&w.path, &w.value);
+        }
         fs::create_dir_all(&self.dir).ctx(|| format!("create cgroup {}", self.dir.display()))?;
         write(&self.dir.join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn set(&self, r: &LinuxResources) -> Result<()> {
+        let (plan, program) = resources_v2::plan(&self.dir, r)?;
+        // The eBPF program is generated before any write so that a bad rule changes nothing.
+        let insns = program.as_ref().map(bpf::generate).transpose()?;
+        plan.apply()?;
+        if let Some(insns) = insns {
+            let prog = bpf::load(&insns)?;
+            bpf::attach(&self.dir, &prog)?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        Ok(stats::v2(&self.dir))
+    }
+
+    fn oom_watcher(&self) -> Result<OomWatcher> {
+        OomWatcher::v2(&self.dir)
     }
 
     fn pids(&self) -> Result<Vec<i32>> {
