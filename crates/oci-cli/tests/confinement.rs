@@ -202,3 +202,35 @@ fn failing_poststop_hook_only_warns() {
     out.assert_ok("run with a failing poststop hook");
     assert!(out.stderr.contains("poststop"), "a warning names the hook: {out}");
 }
+
+#[test]
+fn lsm_labels_without_the_lsm_are_ignored_as_runc_does() {
+    // These hosts have neither AppArmor nor SELinux; where they do, the label is applied
+    // and this test does not apply.
+    if std::path::Path::new("/sys/module/apparmor/parameters/enabled").exists()
+        || std::path::Path::new("/sys/fs/selinux/enforce").exists()
+    {
+        eprintln!("note: an LSM is enabled here; the no-LSM behaviour is not tested");
+        return;
+    }
+    let mut c = TestContainer::new("lsm-none");
+    c.spec["process"]["apparmorProfile"] = json!("vessel-test-profile");
+    c.spec["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
+    c.sh("echo ran");
+    let out = c.run();
+    out.assert_ok("run with LSM fields on a host without an LSM");
+    assert!(out.stdout.contains("ran"), "{out}");
+}
+
+#[test]
+fn features_reports_seccomp_support() {
+    let c = TestContainer::new("features-seccomp");
+    let out = c.oci(&["features"]);
+    out.assert_ok("features");
+    let f: Value = serde_json::from_str(&out.stdout).expect("features JSON");
+    if is_runc() {
+        return;
+    }
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true, "{f}");
+    assert!(f["linux"]["seccomp"]["actions"].as_array().is_some_and(|a| a.contains(&json!("SCMP_ACT_NOTIFY"))), "{f}");
+}

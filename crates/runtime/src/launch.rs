@@ -302,6 +302,7 @@ pub(crate) fn finish_process(
     process::chdir_checked(process.cwd())?;
     let program = Program::new(process)?;
     caps.apply()?;
+    security::set_lsm_labels(process)?;
     security::set_no_new_privs(process)?;
     process::cloexec_from(3 + preserve_fds)?;
     process::reset_signals();

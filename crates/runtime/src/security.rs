@@ -215,3 +215,39 @@ pub fn set_no_new_privs(process: &Process) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether AppArmor is enabled on the host (/sys/module/apparmor/parameters/enabled).
+pub fn apparmor_enabled() -> bool {
+    fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
+}
+
+/// Whether SELinux is enabled on the host (selinuxfs mounted at /sys/fs/selinux).
+pub fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// Sets `process.apparmorProfile` and `process.selinuxLabel` for the coming execve
+/// (config.md "Linux Process"): AppArmor through /proc/self/attr/apparmor/exec
+/// ("exec PROFILE"), SELinux through /proc/self/attr/exec. A host without that LSM
+/// ignores the field, as runc does (its apparmor and selinux packages do nothing when
+/// the LSM is disabled).
+///
+/// Errors: [`Error::Sys`] when the LSM is enabled and refuses the profile or label.
+pub fn set_lsm_labels(process: &Process) -> Result<()> {
+    if let Some(profile) = process.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
+        if apparmor_enabled() {
+            let attr = if std::path::Path::new("/proc/self/attr/apparmor/exec").exists() {
+                "/proc/self/attr/apparmor/exec"
+            } else {
+                "/proc/self/attr/exec"
+            };
+            fs::write(attr, format!("exec {profile}")).ctx(|| format!("set AppArmor profile {profile:?} (is it loaded?)"))?;
+        }
+    }
+    if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+        if selinux_enabled() {
+            fs::write("/proc/self/attr/exec", label).ctx(|| format!("set SELinux label {label:?}"))?;
+        }
+    }
+    Ok(())
+}
