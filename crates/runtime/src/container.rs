@@ -132,6 +132,7 @@ impl Container {
             owner: owner(),
             init_start_time: state::process_start_time(pid).map(|(t, _)| t).unwrap_or(0),
             cgroup_path,
+            post_hooks: !hooks::of(spec, Phase::Poststart).is_empty() || !hooks::of(spec, Phase::Poststop).is_empty(),
             own_pid_ns: spec::has_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Pid)
                 && !spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|n| {
                     n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some())
@@ -160,15 +161,22 @@ impl Container {
         let path = state::dir(&self.root, &self.state.id).join(EXEC_FIFO);
         let fifo = rustix::fs::open(&path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
             .ctx(|| format!("open {}", path.display()))?;
-        let mut buf = [0u8; 1];
+        // The init writes one byte once released, and holds the write end (close-on-exec)
+        // until execve: EOF means the program runs (or the init died), so poststart hooks
+        // run after the program started, as the spec says.
+        let mut buf = [0u8; 16];
+        let mut released = false;
         loop {
             match rustix::io::read(&fifo, &mut buf) {
-                Ok(n) if n > 0 => break,
+                Ok(0) if released => break,
+                Ok(n) if n > 0 => released = true,
                 Ok(_) | Err(rustix::io::Errno::AGAIN) => {
-                    self.state.refresh(&self.root);
-                    if self.state.status == Status::Stopped {
-                        let _ = fs::remove_file(&path);
-                        return Err(Error::Init(format!("the init of container \"{}\" exited before start", self.state.id)));
+                    if !released {
+                        self.state.refresh(&self.root);
+                        if self.state.status == Status::Stopped {
+                            let _ = fs::remove_file(&path);
+                            return Err(Error::Init(format!("the init of container \"{}\" exited before start", self.state.id)));
+                        }
                     }
                     let mut fds = [rustix::event::PollFd::new(&fifo, rustix::event::PollFlags::IN)];
                     let timeout = rustix::time::Timespec { tv_sec: 0, tv_nsec: 20_000_000 };
@@ -180,7 +188,7 @@ impl Container {
         }
         fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
         self.state.status = Status::Running;
-        if let Ok(spec) = spec::load(&self.state.bundle) {
+        if let Some(spec) = self.post_hooks_spec() {
             hooks::run_warn(&spec, Phase::Poststart, &self.state.to_json().to_string());
         }
         Ok(())
@@ -248,11 +256,25 @@ impl Container {
         manager.remove()?;
         let dir = state::dir(&self.root, &self.state.id);
         fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
-        if let Ok(spec) = spec::load(&self.state.bundle) {
+        if let Some(spec) = self.post_hooks_spec() {
             self.state.status = Status::Stopped;
             hooks::run_warn(&spec, Phase::Poststop, &self.state.to_json().to_string());
         }
         Ok(())
+    }
+
+    /// The config, when it has poststart or poststop hooks to run.
+    fn post_hooks_spec(&self) -> Option<Spec> {
+        if !self.state.post_hooks {
+            return None;
+        }
+        match spec::load(&self.state.bundle) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                eprintln!("vessel-oci: warning: cannot run poststart/poststop hooks: {e}");
+                None
+            }
+        }
     }
 
     /// Polls until the init is gone (or a zombie), at most `limit`.

@@ -199,22 +199,22 @@ fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
         Ok((program, state)) => {
             sync::send(&sync_fd, &Msg::Ready)?;
             drop(sync_fd);
-            // Blocks until `start` opens the fifo for reading.
-            let fd = rustix::fs::open(format!("/proc/self/fd/{fifo}"), rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty());
-            match fd {
-                Ok(fd) => {
-                    let _ = rustix::io::write(&fd, b"0");
-                }
+            // Blocks until `start` opens the fifo for reading. The write end stays open
+            // (close-on-exec) until execve, so `start` sees EOF once the program runs.
+            let fifo_w = match rustix::fs::open(format!("/proc/self/fd/{fifo}"), rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()) {
+                Ok(fd) => fd,
                 Err(e) => {
                     eprintln!("vessel-oci: open the exec fifo: {e}");
                     exit_child(1)
                 }
-            }
+            };
+            let _ = rustix::io::write(&fifo_w, b"0");
             if let Err(e) = hooks::run(spec, Phase::StartContainer, &state) {
                 eprintln!("vessel-oci: {e}");
                 exit_child(1)
             }
             let err = program.exec();
+            drop(fifo_w);
             eprintln!("vessel-oci: {err}");
             exit_child(if err.errno() == Some(libc::ENOENT) { 127 } else { 126 })
         }

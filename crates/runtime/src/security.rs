@@ -141,8 +141,11 @@ impl CapSets {
     /// Drops from the bounding set what is not in `bounding` (needs CAP_SETPCAP: do it
     /// before changing user).
     pub fn drop_bounding(&self) -> Result<()> {
-        let current: HashSet<Cap> = caps::read(None, CapSet::Bounding).map_err(|e| Error::Invalid(format!("read bounding capabilities: {e}")))?;
-        for cap in current.difference(&self.bounding) {
+        // Dropping a capability that is already out of the set is a no-op, so there is no
+        // need to read the set first.
+        let supported: HashSet<Cap> =
+            caps::runtime::thread_all_supported();
+        for cap in supported.difference(&self.bounding) {
             caps::drop(None, CapSet::Bounding, *cap).map_err(|e| Error::Invalid(format!("drop {cap} from the bounding set: {e}")))?;
         }
         Ok(())

@@ -76,6 +76,10 @@ pub struct State {
     pub cgroup_path: PathBuf,
     /// Whether the init has a new pid namespace (then killing it ends the container).
     pub own_pid_ns: bool,
+    /// Whether config.json has poststart or poststop hooks (`start` and `delete` read
+    /// the config again only then).
+    #[serde(default)]
+    pub post_hooks: bool,
 }
 
 /// The state directory of a container.
