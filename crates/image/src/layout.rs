@@ -158,6 +158,7 @@ fn read_limited(path: &Path, loc: &str) -> Result<Vec<u8>> {
 /// [`ImageError::Layout`], [`ImageError::MissingBlob`], verification and unpack errors.
 pub fn import(store: &Store, loc: &Location, name: Option<&str>, platform: Option<&Platform>) -> Result<ImageRecord> {
     let _gc = store.gc_lock(false)?;
+    store.remove_stale_tmp();
     let want = platform.cloned().unwrap_or_else(Platform::host);
     let opts = UnpackOptions { allow_devices: false, keep_setuid: true, keep_ownership: true };
     let name = name.map(|n| Reference::parse(n).map(|r| r.to_string())).transpose()?;

@@ -272,13 +272,21 @@ struct Resolved {
 /// digest concerned.
 pub async fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: Arc<dyn Progress>) -> Result<ImageRecord> {
     let _gc = store.gc_lock(false)?;
+    // A pull killed part way left its partial blob and snapshot under tmp/: this one restarts
+    // the download and unpack from scratch, so those are garbage.
+    store.remove_stale_tmp();
     let reg = Registry::connect(store, reference, opts)?;
     let want = opts.platform.clone().unwrap_or_else(Platform::host);
     let (top, top_digest) = reg.manifest(reference).await?;
     let (index, manifest_bytes, manifest_digest) = match parse_manifestish(&top, &top_digest)? {
         Manifestish::Index(i) => {
             let (d, _mt, size) = choose_platform(&i, &top_digest, &reference.to_string(), &want)?;
-            let (m, md) = reg.manifest(&reference.with_digest(d.clone())).await?;
+            // The platform manifest is named by digest: a stored copy (verified) is the same.
+            let local = size <= MAX_MANIFEST_SIZE && store.blob_size(&d) == Some(size);
+            let (m, md) = match local.then(|| store.read_blob(&d)) {
+                Some(Ok(b)) => (b, d.clone()),
+                _ => reg.manifest(&reference.with_digest(d.clone())).await?,
+            };
             if m.len() as u64 != size {
                 return Err(ImageError::SizeMismatch { what: "manifest".into(), digest: d, expected: size, actual: m.len() as u64 });
             }
@@ -290,7 +298,14 @@ pub async fn pull(store: &Store, reference: &Reference, opts: &PullOptions, prog
         return Err(ImageError::BadManifest { what: "manifest", digest: manifest_digest, reason: "an index names another index; nested indexes are not supported".into() });
     };
     let config_digest = Digest::parse(m.config().digest().as_ref())?;
-    let config_bytes = reg.small_blob(reference, &config_digest, m.config().size(), &manifest_digest).await?;
+    // A config already in the store (verified when written, and again by read_blob) saves a
+    // round trip: the usual case of a warm pull.
+    let config_size = m.config().size();
+    let config_local = config_size <= MAX_MANIFEST_SIZE && store.blob_size(&config_digest) == Some(config_size);
+    let config_bytes = match config_local.then(|| store.read_blob(&config_digest)) {
+        Some(Ok(b)) => b,
+        _ => reg.small_blob(reference, &config_digest, m.config().size(), &manifest_digest).await?,
+    };
     let resolved = resolve(
         manifest_bytes,
         manifest_digest,

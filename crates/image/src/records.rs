@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::error::{ImageError, Result};
 use crate::reference::Reference;
-use crate::store::{tmp_is_stale, Store};
+use crate::store::Store;
 
 /// One layer of an image, as recorded after a pull or import.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -211,15 +211,6 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
             report.snapshots.push(id);
         }
     }
-    for dir in [store.root().join("content/tmp"), store.root().join("snapshots/tmp")] {
-        if let Ok(rd) = fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                if e.file_name().to_str().is_some_and(tmp_is_stale) {
-                    let p = e.path();
-                    let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-                }
-            }
-        }
-    }
+    store.remove_stale_tmp();
     Ok(report)
 }

@@ -186,6 +186,25 @@ impl Store {
         }
     }
 
+    /// Removes what processes that are gone left in `content/tmp` and `snapshots/tmp` (a
+    /// killed pull's partial blobs and half-unpacked snapshots); entries of live processes,
+    /// ours included, stay. Cheap: two small directory listings. Best effort: errors are
+    /// ignored, the leftovers are never used as content.
+    pub fn remove_stale_tmp(&self) {
+        for dir in [self.root.join("content/tmp"), self.root.join("snapshots/tmp")] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                if e.file_name().to_str().is_some_and(tmp_is_stale) {
+                    let p = e.path();
+                    let _ = match e.file_type() {
+                        Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                        _ => fs::remove_file(&p),
+                    };
+                }
+            }
+        }
+    }
+
     /// The snapshotter over `ROOT/snapshots`.
     pub fn snapshots(&self) -> Snapshotter {
         Snapshotter::new(self.root.join("snapshots"))
@@ -221,14 +240,19 @@ impl Store {
         }
     }
 
-    /// Changes the image records under the records lock and writes them back atomically.
+    /// Changes the image records under the records lock and writes them back atomically
+    /// (not at all when `f` changed nothing: a warm pull does no write and no fsync).
     ///
     /// # Errors
     /// What `f` returns, or [`ImageError::Io`] / [`ImageError::Json`] for the file.
     pub fn update_images<T>(&self, f: impl FnOnce(&mut Vec<ImageRecord>) -> Result<T>) -> Result<T> {
         let _l = lock(&self.root.join("images.lock"), true)?;
         let mut images = self.read_images()?;
+        let before = images.clone();
         let out = f(&mut images)?;
+        if images == before && self.images_path().exists() {
+            return Ok(out);
+        }
         let p = self.images_path();
         let data = serde_json::to_vec_pretty(&images).map_err(|source| ImageError::Json { what: p.display().to_string(), source })?;
         write_atomic(&p, &data)?;

@@ -1,0 +1,116 @@
+//! `vessel pull` of a multi-arch image index pushed by `skopeo copy --all` to a real registry
+//! on 127.0.0.1 (linux/amd64: the busybox image built by umoci; linux/arm64: a second image
+//! with its own layer), `--platform` choosing, and `vessel image import docker-archive:FILE`
+//! of what `skopeo copy` wrote; unpacked images are compared with `umoci unpack`.
+
+#[path = "../../image/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{add_index, assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, sh, skopeo_push, Registry};
+use vessel_image::{records, Store};
+
+fn vessel(root: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel")).arg("--root").arg(root).args(args).output().unwrap();
+    eprintln!("vessel {args:?}: {}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn inspect(root: &Path, image: &str) -> serde_json::Value {
+    let out = vessel(root, &["image", "inspect", image]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+fn pulled_id(out: &Output) -> String {
+    assert!(out.status.success());
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    id
+}
+
+#[test]
+fn pull_platform_from_index() {
+    if !have(&["docker-registry", "skopeo", "umoci", "busybox"]) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    build_image(t.path());
+    // The arm64 image: its own config (architecture arm64) and one layer with a marker file.
+    sh(
+        "umoci new --image img:arm && umoci config --image img:arm --os linux --architecture arm64 --config.cmd sh \
+         && umoci unpack --image img:arm a >/dev/null && mkdir a/rootfs/etc && echo arm64 > a/rootfs/only-arm64 \
+         && echo arm > a/rootfs/etc/motd && umoci repack --image img:arm a && rm -rf a",
+        t.path(),
+    );
+    let index = add_index(&t.path().join("img"), "multi", &[("v2", "linux", "amd64"), ("arm", "linux", "arm64")]);
+    let reg = Registry::start(&t.path().join("reg"), None);
+    let name = skopeo_push(t.path(), "oci:img:multi", &reg, "multi/bb:1", "--all");
+    let root = t.path().join("root");
+
+    // The host's platform (amd64) by default.
+    let amd = pulled_id(&vessel(&root, &["pull", &name]));
+    let v = inspect(&root, &name);
+    assert_eq!(v["Id"], amd.as_str());
+    assert_eq!(v["Config"]["architecture"], "amd64");
+    assert_eq!(v["Platform"], "linux/amd64");
+    assert_eq!(v["Record"]["index"], index.to_string().as_str());
+    let store = Store::open(&root).unwrap();
+    let rec = records::find_image(&store, &amd).unwrap();
+    assert_v2_shape(&compare_mounted(&store, &rec, &t.path().join("expected/rootfs"), "amd"));
+
+    // --platform picks the other manifest; the name moves to it (as docker and podman do).
+    let arm = pulled_id(&vessel(&root, &["pull", "--platform", "linux/arm64", &name]));
+    assert_ne!(arm, amd);
+    let v = inspect(&root, &arm);
+    assert_eq!(v["Config"]["architecture"], "arm64");
+    assert_eq!(v["Platform"], "linux/arm64");
+    assert_eq!(inspect(&root, &name)["Id"], arm.as_str());
+    let rec = records::find_image(&store, &arm).unwrap();
+    assert_eq!(rec.layers.len(), 1);
+    let lowers = store.snapshots().lowers(rec.top_chain_id().unwrap()).unwrap();
+    assert_eq!(std::fs::read_to_string(lowers[0].join("only-arm64")).unwrap(), "arm64\n");
+    sh("umoci unpack --image img:arm arm-expected >/dev/null", t.path());
+    compare_mounted(&store, &rec, &t.path().join("arm-expected/rootfs"), "arm");
+    // The amd64 image stays, nameless.
+    assert!(records::find_image(&store, &amd).unwrap().names.is_empty());
+    assert!(store.has_blob(&vessel_image::Digest::from_hex(&amd).unwrap()));
+
+    // A platform the index does not have: a clear error naming what it has.
+    let out = vessel(&root, &["pull", "--platform", "linux/s390x", &name]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("linux/s390x") && err.contains("available: linux/amd64, linux/arm64") && err.contains(&index.to_string()), "{err}");
+    assert!(err.contains("--platform"), "{err}");
+    assert_eq!(store.images().unwrap().len(), 2);
+    assert_blobs_verified(&root);
+}
+
+#[test]
+fn import_docker_archive_written_by_skopeo() {
+    if !have(&["skopeo", "umoci", "busybox"]) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    build_image(t.path());
+    sh("skopeo copy -q oci:img:v2 docker-archive:bb.tar:localhost/dockerbb:v2", t.path());
+    let root = t.path().join("root");
+    let src = format!("docker-archive:{}", t.path().join("bb.tar").display());
+    let id = pulled_id(&vessel(&root, &["image", "import", &src]));
+    let v = inspect(&root, "localhost/dockerbb:v2");
+    assert_eq!(v["Id"], id.as_str());
+    assert_eq!(v["Config"]["architecture"], "amd64");
+    let store = Store::open(&root).unwrap();
+    let rec = records::find_image(&store, &id).unwrap();
+    // No runtime here: the image "runs" as far as its mounted root file system is umoci's.
+    assert_v2_shape(&compare_mounted(&store, &rec, &t.path().join("expected/rootfs"), "c"));
+    assert_blobs_verified(&root);
+    // Exported as OCI and read back by umoci, it is still the same file system.
+    let out = t.path().join("out");
+    assert!(vessel(&root, &["image", "export", &id[..12], &format!("oci:{}:x", out.display())]).status.success());
+    sh("umoci unpack --image out:x fromexport >/dev/null", t.path());
+    assert_eq!(common::tree(&t.path().join("fromexport/rootfs")), common::tree(&t.path().join("expected/rootfs")));
+}
