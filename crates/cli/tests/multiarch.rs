@@ -32,55 +32,94 @@ fn pulled_id(out: &Output) -> String {
     id
 }
 
+/// Builds (in `dir`) `img:v2` ([`build_image`]), `img:arm` (linux/arm64, one layer with a
+/// marker file) and the OCI index `img:multi` listing both; returns the index digest.
+fn build_multi(dir: &Path) -> vessel_image::Digest {
+    build_image(dir);
+    // The arm64 image: its own config (architecture arm64) and one layer with a marker file.
+    sh(
+        "umoci new --image img:arm && umoci config --image img:arm --os linux --architecture arm64 --config.cmd sh \
+         && umoci unpack --image img:arm a >/dev/null && mkdir a/rootfs/etc && echo arm64 > a/rootfs/only-arm64 \
+         && echo arm > a/rootfs/etc/motd && umoci repack --image img:arm a && rm -rf a",
+        dir,
+    );
+    add_index(&dir.join("img"), "multi", &[("v2", "linux", "amd64"), ("arm", "linux", "arm64")])
+}
+
 #[test]
 fn pull_platform_from_index() {
     if !have(&["docker-registry", "skopeo", "umoci", "busybox"]) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    build_image(t.path());
-    // The arm64 image: its own config (architecture arm64) and one layer with a marker file.
-    sh(
-        "umoci new --image img:arm && umoci config --image img:arm --os linux --architecture arm64 --config.cmd sh \
-         && umoci unpack --image img:arm a >/dev/null && mkdir a/rootfs/etc && echo arm64 > a/rootfs/only-arm64 \
-         && echo arm > a/rootfs/etc/motd && umoci repack --image img:arm a && rm -rf a",
-        t.path(),
-    );
-    let index = add_index(&t.path().join("img"), "multi", &[("v2", "linux", "amd64"), ("arm", "linux", "arm64")]);
+    let index = build_multi(t.path());
     let reg = Registry::start(&t.path().join("reg"), None);
     let name = skopeo_push(t.path(), "oci:img:multi", &reg, "multi/bb:1", "--all");
-    let root = t.path().join("root");
+    check_platform_choice(t.path(), &name, &index, "application/vnd.oci.image.manifest.v1+json");
+}
+
+/// The same multi-arch image pushed as a Docker schema2 manifest list (skopeo 1.9 converts the
+/// OCI index and its manifests with `--all --format v2s2`): the same platform choice.
+#[test]
+fn pull_platform_from_docker_manifest_list() {
+    if !have(&["docker-registry", "skopeo", "umoci", "busybox", "curl"]) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    build_multi(t.path());
+    let reg = Registry::start(&t.path().join("reg"), None);
+    let name = skopeo_push(t.path(), "oci:img:multi", &reg, "dockerlist/bb:1", "--all --format v2s2");
+    // What the registry serves is a Docker list of Docker manifests.
+    let list = common::sh_out(
+        &format!("curl -sSf -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' http://{}/v2/dockerlist/bb/manifests/1", reg.addr),
+        t.path(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json", "{list}");
+    assert_eq!(v["manifests"][0]["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{list}");
+    let list_digest = vessel_image::Digest::of_bytes(list.as_bytes());
+    check_platform_choice(t.path(), &name, &list_digest, "application/vnd.docker.distribution.manifest.v2+json");
+}
+
+/// Pulls `name` (an index or list of [`build_multi`]'s two images, digest `index`) for the host
+/// platform, then with `--platform linux/arm64`, then for a platform it lacks; compares the
+/// unpacked images with umoci's.
+fn check_platform_choice(dir: &Path, name: &str, index: &vessel_image::Digest, manifest_type: &str) {
+    let t = dir;
+    let root = t.join("root");
 
     // The host's platform (amd64) by default.
-    let amd = pulled_id(&vessel(&root, &["pull", &name]));
-    let v = inspect(&root, &name);
+    let amd = pulled_id(&vessel(&root, &["pull", name]));
+    let v = inspect(&root, name);
     assert_eq!(v["Id"], amd.as_str());
     assert_eq!(v["Config"]["architecture"], "amd64");
     assert_eq!(v["Platform"], "linux/amd64");
     assert_eq!(v["Record"]["index"], index.to_string().as_str());
+    assert_eq!(v["Record"]["manifest_media_type"], manifest_type);
     let store = Store::open(&root).unwrap();
     let rec = records::find_image(&store, &amd).unwrap();
-    assert_v2_shape(&compare_mounted(&store, &rec, &t.path().join("expected/rootfs"), "amd"));
+    assert_v2_shape(&compare_mounted(&store, &rec, &t.join("expected/rootfs"), "amd"));
 
     // --platform picks the other manifest; the name moves to it (as docker and podman do).
-    let arm = pulled_id(&vessel(&root, &["pull", "--platform", "linux/arm64", &name]));
+    let arm = pulled_id(&vessel(&root, &["pull", "--platform", "linux/arm64", name]));
     assert_ne!(arm, amd);
     let v = inspect(&root, &arm);
     assert_eq!(v["Config"]["architecture"], "arm64");
     assert_eq!(v["Platform"], "linux/arm64");
-    assert_eq!(inspect(&root, &name)["Id"], arm.as_str());
+    assert_eq!(v["Record"]["manifest_media_type"], manifest_type);
+    assert_eq!(inspect(&root, name)["Id"], arm.as_str());
     let rec = records::find_image(&store, &arm).unwrap();
     assert_eq!(rec.layers.len(), 1);
     let lowers = store.snapshots().lowers(rec.top_chain_id().unwrap()).unwrap();
     assert_eq!(std::fs::read_to_string(lowers[0].join("only-arm64")).unwrap(), "arm64\n");
-    sh("umoci unpack --image img:arm arm-expected >/dev/null", t.path());
-    compare_mounted(&store, &rec, &t.path().join("arm-expected/rootfs"), "arm");
+    sh("umoci unpack --image img:arm arm-expected >/dev/null", t);
+    compare_mounted(&store, &rec, &t.join("arm-expected/rootfs"), "arm");
     // The amd64 image stays, nameless.
     assert!(records::find_image(&store, &amd).unwrap().names.is_empty());
     assert!(store.has_blob(&vessel_image::Digest::from_hex(&amd).unwrap()));
 
     // A platform the index does not have: a clear error naming what it has.
-    let out = vessel(&root, &["pull", "--platform", "linux/s390x", &name]);
+    let out = vessel(&root, &["pull", "--platform", "linux/s390x", name]);
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("linux/s390x") && err.contains("available: linux/amd64, linux/arm64") && err.contains(&index.to_string()), "{err}");

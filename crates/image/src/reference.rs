@@ -103,9 +103,6 @@ impl Reference {
                 return Err(bad(input, format!("tag {t:?} must be [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")));
             }
         }
-        if repo.is_empty() || repo.len() > 255 {
-            return Err(bad(input, "repository is empty or longer than 255 bytes"));
-        }
         if let Some(c) = repo.split('/').find(|c| !valid_component(c)) {
             return Err(bad(input, format!("repository component {c:?} must be lowercase letters, digits and . _ - between them")));
         }
@@ -114,6 +111,11 @@ impl Reference {
         } else {
             repo.to_string()
         };
+        // Checked after the `library/` default, so that what parses prints back to a
+        // reference that parses too (found by the `reference` fuzz target).
+        if repository.is_empty() || repository.len() > 255 {
+            return Err(bad(input, "repository is empty or longer than 255 bytes"));
+        }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
@@ -169,6 +171,16 @@ mod tests {
 
     fn p(s: &str) -> String {
         Reference::parse(s).unwrap().to_string()
+    }
+
+    #[test]
+    fn length_limit_counts_the_library_default() {
+        // 250 bytes: fits alone, but not as `library/` + 250.
+        let name = "a".repeat(250);
+        assert!(Reference::parse(&name).is_err());
+        assert!(Reference::parse(&format!("127.0.0.1:5000/{name}")).is_ok());
+        let printed = Reference::parse(&format!("docker.io/x/{}", "a".repeat(240))).unwrap().to_string();
+        assert!(Reference::parse(&printed).is_ok());
     }
 
     #[test]

@@ -51,12 +51,30 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry keeping its files under `dir`, with htpasswd basic auth when given.
     pub fn start(dir: &Path, htpasswd: Option<&Path>) -> Registry {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let storage = dir.join("storage");
-        fs::create_dir_all(&storage).unwrap();
         let auth = htpasswd
             .map(|p| format!("auth:\n  htpasswd:\n    realm: vessel-test\n    path: {}\n", p.display()))
             .unwrap_or_default();
+        Registry::start_with_auth(dir, &auth)
+    }
+
+    /// Starts a registry with bearer-token auth: tokens from `tokens` (its realm, service,
+    /// issuer and signing certificate).
+    pub fn start_with_tokens(dir: &Path, tokens: &TokenServer) -> Registry {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            tokens.realm(),
+            TokenServer::SERVICE,
+            TokenServer::ISSUER,
+            tokens.cert.display()
+        );
+        Registry::start_with_auth(dir, &auth)
+    }
+
+    /// Starts a registry with the `auth:` section `auth` (YAML, may be empty).
+    pub fn start_with_auth(dir: &Path, auth: &str) -> Registry {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let storage = dir.join("storage");
+        fs::create_dir_all(&storage).unwrap();
         let cfg = dir.join("config.yml");
         fs::write(
             &cfg,
@@ -74,6 +92,11 @@ impl Registry {
         reg
     }
 
+    /// Whether a vessel store under `root` holds no blob (or does not exist).
+    pub fn nothing_stored(root: &Path) -> bool {
+        fs::read_dir(root.join("content/blobs/sha256")).map(|mut d| d.next().is_none()).unwrap_or(true)
+    }
+
     /// The file holding a blob in the registry's storage.
     pub fn blob_file(&self, digest: &Digest) -> PathBuf {
         self.storage.join("docker/registry/v2/blobs/sha256").join(&digest.hex()[..2]).join(digest.hex()).join("data")
@@ -81,6 +104,136 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The token server of a registry's bearer-token auth (`auth: token:`), a small python3
+/// `http.server` on 127.0.0.1 killed (by pid) on drop. It makes a self-signed RSA certificate
+/// (`cert.pem`, the registry's `rootcertbundle`) and answers `GET /token?service=&scope=` with
+/// an RS256 JWT carrying that certificate in its `x5c` header: the requested actions for
+/// `user`/`password` (basic auth), a token granting nothing for anonymous requests (as
+/// Docker Hub does), 401 for wrong credentials. Every request is logged to `requests.log`.
+pub struct TokenServer {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The signing certificate (PEM).
+    pub cert: PathBuf,
+    /// One line per token request: `anonymous|USER|refused SCOPES`.
+    pub log: PathBuf,
+}
+
+const TOKEN_SERVER_PY: &str = r#"
+import base64, datetime, http.server, json, sys, time, uuid, urllib.parse
+import jwt
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+d, port, user, password, service, issuer = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vessel test token signer")])
+now = datetime.datetime.utcnow()
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+open(d + "/cert.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+log = open(d + "/requests.log", "a", buffering=1)
+
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        u = urllib.parse.urlparse(self.path)
+        if u.path != "/token":
+            self.send_response(404); self.end_headers(); return
+        q = urllib.parse.parse_qs(u.query)
+        scopes = [s for v in q.get("scope", []) for s in v.split(" ") if s]
+        who = "anonymous"
+        h = self.headers.get("Authorization", "")
+        if h.startswith("Basic "):
+            u_, _, p_ = base64.b64decode(h[6:]).decode().partition(":")
+            if (u_, p_) != (user, password):
+                log.write("refused %s\n" % " ".join(scopes))
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"details":"incorrect username or password"}')
+                return
+            who = u_
+        log.write("%s %s\n" % (who, " ".join(scopes)))
+        access = []
+        if who != "anonymous":
+            for s in scopes:
+                typ, _, rest = s.partition(":")
+                nm, _, actions = rest.rpartition(":")
+                access.append({"type": typ, "name": nm, "actions": [a for a in actions.split(",") if a]})
+        t = int(time.time())
+        claims = {"iss": issuer, "sub": "" if who == "anonymous" else who, "aud": q.get("service", [service])[0],
+                  "exp": t + 300, "nbf": t - 10, "iat": t, "jti": uuid.uuid4().hex, "access": access}
+        tok = jwt.encode(claims, pem, algorithm="RS256", headers={"x5c": [x5c]})
+        body = json.dumps({"token": tok, "access_token": tok, "expires_in": 300,
+                           "issued_at": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+impl TokenServer {
+    /// The registry's `service` (the tokens' audience).
+    pub const SERVICE: &'static str = "vessel-test-registry";
+    /// The tokens' issuer.
+    pub const ISSUER: &'static str = "vessel-test-issuer";
+
+    /// Starts a token server under `dir` that accepts `user`:`password`.
+    pub fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
+        fs::create_dir_all(dir).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = dir.join("token_server.py");
+        fs::write(&script, TOKEN_SERVER_PY).unwrap();
+        let child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(dir)
+            .arg(port.to_string())
+            .args([user, password, Self::SERVICE, Self::ISSUER])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut ts = TokenServer { child, addr: format!("127.0.0.1:{port}"), cert: dir.join("cert.pem"), log: dir.join("requests.log") };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&ts.addr).is_err() {
+            if let Ok(Some(st)) = ts.child.try_wait() {
+                panic!("token server exited ({st}): {}", fs::read_to_string(dir.join("stderr")).unwrap_or_default());
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "token server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ts
+    }
+
+    /// The `realm` the registry sends clients to.
+    pub fn realm(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
+    /// The requests logged so far.
+    pub fn requests(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TokenServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
