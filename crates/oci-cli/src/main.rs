@@ -289,7 +289,13 @@ fn run(cli: Cli) -> Result<i32> {
             let sig = signal::parse(sig)?;
             Container::load(root, id)?.kill(sig, *all)?;
         }
-        Command::Delete { force, id } => Container::load(root, id)?.delete(*force)?,
+        Command::Delete { force, id } => match Container::load(root, id) {
+            Ok(c) => c.delete(*force)?,
+            // runc: `delete --force` of a missing container succeeds, so podman's and
+            // containerd's clean-up after a failed create is quiet.
+            Err(vessel_runtime::Error::NotExist(_)) if *force => {}
+            Err(e) => return Err(e.into()),
+        },
         Command::List { format, quiet } => list(root, format, *quiet)?,
         Command::Features => println!("{}", serde_json::to_string_pretty(&vessel_runtime::features::features())?),
         Command::Exec(a) => return exec(root, a),

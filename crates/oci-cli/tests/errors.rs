@@ -77,6 +77,16 @@ fn unknown_container_id() {
 }
 
 #[test]
+fn delete_force_of_missing_container_succeeds() {
+    // runc: `delete --force` of an id that does not exist is not an error, so podman's
+    // and containerd's clean-up after a failed create stays quiet.
+    let c = TestContainer::new("err-delforce");
+    fs::create_dir_all(&c.root).unwrap();
+    c.oci(&["delete", "--force", &c.id]).assert_ok("delete --force of a missing container");
+    c.assert_no_leftovers("delete --force of a missing container");
+}
+
+#[test]
 fn duplicate_id_on_create() {
     let mut c = TestContainer::new("err-dup");
     c.args(&["sleep", "1000"]);

@@ -54,7 +54,14 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
     // and leaves through execve or _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(Error::sys("fork", std::io::Error::last_os_error()));
+        let err = std::io::Error::last_os_error();
+        // fork into a pid namespace whose init has exited fails with ENOMEM: the
+        // container stopped between the state check and here. Say so in runc's words.
+        let init_gone = crate::state::process_start_time(state.pid).map_or(true, |(t, zombie)| zombie || t != state.init_start_time);
+        if err.raw_os_error() == Some(libc::ENOMEM) && init_gone {
+            return Err(Error::WrongState(format!("cannot exec in container \"{}\": container not running", state.id)));
+        }
+        return Err(Error::sys("fork", err));
     }
     if pid == 0 {
         drop(parent_end);
@@ -79,7 +86,8 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
         match res {
             Ok(program) => {
                 let _ = sync::send(&child_end, &Msg::Ready);
-                drop(child_end);
+                // child_end stays open until execve closes it (close-on-exec): the
+                // parent's EOF means the program runs.
                 let err = program.exec();
                 eprintln!("vessel-oci exec: {err}");
                 exit_child(if err.errno() == Some(libc::ENOENT) { 127 } else { 126 })
@@ -93,7 +101,17 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
     drop(child_end);
     let state_json = state.to_json().to_string();
     match crate::launch::await_ready(&parent_end, &opts.spec, pid, &state_json) {
-        Ok(()) => Ok(pid),
+        Ok(()) => {
+            // Like runc, return once the program runs (EOF at its execve), so a pid file
+            // read right away names the program, not vessel-oci. Bounded, in case the
+            // socket is not closed at execve (an fd below 3 + --preserve-fds).
+            let mut fds = [rustix::event::PollFd::new(&parent_end, rustix::event::PollFlags::IN)];
+            let timeout = rustix::time::Timespec { tv_sec: 2, tv_nsec: 0 };
+            if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+                let _ = sync::recv(&parent_end);
+            }
+            Ok(pid)
+        }
         Err(e) => {
             // SAFETY: kill and waitpid on our own child.
             unsafe {
