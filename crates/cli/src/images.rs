@@ -1,9 +1,9 @@
 //! Image commands: pull, images, image inspect/rm/import/export/prune, rmi, login, logout.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -118,7 +118,11 @@ pub enum ImageCommand {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")
 }
 
 /// Progress on a terminal: one bar per layer; otherwise one line per layer event.
@@ -181,8 +185,13 @@ fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {
 fn parse_creds(c: &Option<String>) -> Result<Option<Credentials>> {
     match c {
         Some(s) => {
-            let Some((u, p)) = s.split_once(':') else { bail!("--creds must be USER:PASSWORD") };
-            Ok(Some(Credentials { username: u.into(), password: p.into() }))
+            let Some((u, p)) = s.split_once(':') else {
+                bail!("--creds must be USER:PASSWORD")
+            };
+            Ok(Some(Credentials {
+                username: u.into(),
+                password: p.into(),
+            }))
         }
         None => Ok(None),
     }
@@ -192,13 +201,21 @@ fn parse_creds(c: &Option<String>) -> Result<Option<Credentials>> {
 pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     let store = Store::open(root)?;
     let reference = Reference::parse(&a.reference)?;
-    let opts = PullOptions { platform: parse_platform(&a.platform)?, tls_verify: a.tls_verify, credentials: parse_creds(&a.creds)?, ..Default::default() };
+    let opts = PullOptions {
+        platform: parse_platform(&a.platform)?,
+        tls_verify: a.tls_verify,
+        credentials: parse_creds(&a.creds)?,
+        ..Default::default()
+    };
     let quiet = a.quiet;
     let multi = (!quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
     let progress: Arc<dyn Progress> = if quiet {
         Arc::new(vessel_image::pull::NoProgress)
     } else {
-        Arc::new(Bars { multi, bars: Mutex::new(HashMap::new()) })
+        Arc::new(Bars {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+        })
     };
     let rec = runtime()?.block_on(vessel_image::pull::pull(&store, &reference, &opts, progress))?;
     if !quiet {
@@ -209,7 +226,10 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
 }
 
 fn ago(secs: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let d = now.saturating_sub(secs);
     match d {
         0..=59 => format!("{d} seconds ago"),
@@ -227,7 +247,11 @@ fn human(bytes: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 { format!("{bytes} B") } else { format!("{v:.3} {}", units[i]) }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.3} {}", units[i])
+    }
 }
 
 fn split_name(n: &str) -> (String, String) {
@@ -249,10 +273,24 @@ pub fn list(root: &Path, a: ListArgs) -> Result<()> {
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header(vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     for rec in &images {
-        let names: Vec<String> = if rec.names.is_empty() { vec!["<none>".into()] } else { rec.names.clone() };
+        let names: Vec<String> = if rec.names.is_empty() {
+            vec!["<none>".into()]
+        } else {
+            rec.names.clone()
+        };
         for n in names {
-            let (repo, tag) = if n == "<none>" { ("<none>".to_string(), "<none>".to_string()) } else { split_name(&n) };
-            t.add_row(vec![repo, tag, rec.id.short().to_string(), ago(rec.added), human(rec.size)]);
+            let (repo, tag) = if n == "<none>" {
+                ("<none>".to_string(), "<none>".to_string())
+            } else {
+                split_name(&n)
+            };
+            t.add_row(vec![
+                repo,
+                tag,
+                rec.id.short().to_string(),
+                ago(rec.added),
+                human(rec.size),
+            ]);
         }
     }
     println!("{t}");
@@ -327,7 +365,12 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
             if format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("Removed {} blobs and {} snapshots, {} freed", r.blobs.len(), r.snapshots.len(), human(r.bytes));
+                println!(
+                    "Removed {} blobs and {} snapshots, {} freed",
+                    r.blobs.len(),
+                    r.snapshots.len(),
+                    human(r.bytes)
+                );
             }
             Ok(())
         }
@@ -340,14 +383,23 @@ pub fn login(root: &Path, a: LoginArgs) -> Result<()> {
         (Some(p), false) => p,
         (None, true) => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("read the password from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("read the password from standard input")?;
             s.trim_end_matches(['\n', '\r']).to_string()
         }
         _ => bail!("give exactly one of --password and --password-stdin"),
     };
-    let creds = Credentials { username: a.username, password };
+    let creds = Credentials {
+        username: a.username,
+        password,
+    };
     let reference = Reference::parse(&format!("{}/vessel/login-check", a.registry))?;
-    let opts = PullOptions { tls_verify: a.tls_verify, credentials: Some(creds.clone()), ..Default::default() };
+    let opts = PullOptions {
+        tls_verify: a.tls_verify,
+        credentials: Some(creds.clone()),
+        ..Default::default()
+    };
     let store = Store::open(root)?;
     let reg = Registry::connect(&store, &reference, &opts)?;
     runtime()?.block_on(reg.check_login())?;

@@ -23,7 +23,12 @@ fn pull(root: &Path, home: &Path, reference: &str, env: &[(&str, &Path)]) -> Out
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run vessel");
-    eprintln!("vessel pull {reference} {env:?}: {}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "vessel pull {reference} {env:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -46,7 +51,10 @@ fn credentials_from_podman_and_docker_files() {
     let t = tempfile::tempdir().unwrap();
     build_image(t.path());
     let htp = t.path().join("htpasswd");
-    sh(&format!("htpasswd -Bbc {} alice s3cret 2>/dev/null", htp.display()), t.path());
+    sh(
+        &format!("htpasswd -Bbc {} alice s3cret 2>/dev/null", htp.display()),
+        t.path(),
+    );
     let reg = Registry::start(&t.path().join("reg"), Some(&htp));
     let name = push(t.path(), &reg, "private/bb:v3", Some("alice:s3cret"));
     let home = t.path().join("home");
@@ -59,7 +67,12 @@ fn credentials_from_podman_and_docker_files() {
     // podman's auth.json named by REGISTRY_AUTH_FILE.
     let podman_file = t.path().join("podman-auth.json");
     std::fs::write(&podman_file, auth_json(&reg.addr, "alice:s3cret")).unwrap();
-    let out = pull(&t.path().join("root-podman"), &home, &name, &[("REGISTRY_AUTH_FILE", &podman_file)]);
+    let out = pull(
+        &t.path().join("root-podman"),
+        &home,
+        &name,
+        &[("REGISTRY_AUTH_FILE", &podman_file)],
+    );
     assert!(out.status.success(), "pull with podman's REGISTRY_AUTH_FILE");
 
     // podman's default place under XDG_RUNTIME_DIR.
@@ -73,11 +86,21 @@ fn credentials_from_podman_and_docker_files() {
     let docker = t.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
     std::fs::write(docker.join("config.json"), auth_json(&reg.addr, "alice:s3cret")).unwrap();
-    let out = pull(&t.path().join("root-docker"), &home, &name, &[("DOCKER_CONFIG", &docker)]);
+    let out = pull(
+        &t.path().join("root-docker"),
+        &home,
+        &name,
+        &[("DOCKER_CONFIG", &docker)],
+    );
     assert!(out.status.success(), "pull with Docker's config.json");
 
     // A wrong password in the file is refused, not silently replaced by anonymous access.
     std::fs::write(&podman_file, auth_json(&reg.addr, "alice:wrong")).unwrap();
-    let out = pull(&t.path().join("root-wrong"), &home, &name, &[("REGISTRY_AUTH_FILE", &podman_file)]);
+    let out = pull(
+        &t.path().join("root-wrong"),
+        &home,
+        &name,
+        &[("REGISTRY_AUTH_FILE", &podman_file)],
+    );
     assert!(!out.status.success(), "a wrong password from auth.json must fail");
 }

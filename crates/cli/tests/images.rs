@@ -16,19 +16,40 @@ impl Drop for Registry {
 }
 
 fn sh(script: &str, dir: &Path) {
-    let out = Command::new("bash").args(["-euo", "pipefail", "-c", script]).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn vessel(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vessel")).arg("--root").arg(root).args(args).output().unwrap();
-    eprintln!("vessel {args:?}: {}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "vessel {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 #[test]
 fn pull_list_inspect_export_import_rmi() {
-    let missing: Vec<_> = ["docker-registry", "skopeo", "umoci", "busybox"].into_iter().filter(|t| !Path::new(&format!("/usr/bin/{t}")).exists()).collect();
+    let missing: Vec<_> = ["docker-registry", "skopeo", "umoci", "busybox"]
+        .into_iter()
+        .filter(|t| !Path::new(&format!("/usr/bin/{t}")).exists())
+        .collect();
     if !missing.is_empty() {
         eprintln!("\n!!!!! SKIPPED: missing {missing:?} (apt-get install docker-registry skopeo umoci busybox-static) !!!!!\n");
         return;
@@ -37,7 +58,15 @@ fn pull_list_inspect_export_import_rmi() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = t.path().join("reg.yml");
     fs::write(&cfg, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\nhttp:\n  addr: 127.0.0.1:{port}\n", t.path().display())).unwrap();
-    let _reg = Registry(Command::new("/usr/bin/docker-registry").arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let _reg = Registry(
+        Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -65,16 +94,32 @@ fn pull_list_inspect_export_import_rmi() {
     assert_eq!(v[0]["Id"], id.as_str());
     assert_eq!(v[0]["Config"]["architecture"], "amd64");
     let arch = t.path().join("x.tar");
-    assert!(vessel(&root, &["image", "export", &name, &format!("oci-archive:{}", arch.display())]).status.success());
+    assert!(vessel(
+        &root,
+        &["image", "export", &name, &format!("oci-archive:{}", arch.display())]
+    )
+    .status
+    .success());
     assert!(vessel(&root, &["rmi", &name]).status.success());
     assert!(!vessel(&root, &["image", "inspect", &name]).status.success());
-    let out = vessel(&root, &["image", "import", &format!("oci-archive:{}", arch.display()), "localhost/again:1"]);
+    let out = vessel(
+        &root,
+        &[
+            "image",
+            "import",
+            &format!("oci-archive:{}", arch.display()),
+            "localhost/again:1",
+        ],
+    );
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
     assert!(vessel(&root, &["rmi", &id[..12]]).status.success());
     let out = vessel(&root, &["images", "--format", "json"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
     assert_eq!(fs::read_dir(root.join("content/blobs/sha256")).unwrap().count(), 0);
-    let out = vessel(&root, &["pull", "--tls-verify=false", &format!("127.0.0.1:{port}/cli/nothere:1")]);
+    let out = vessel(
+        &root,
+        &["pull", "--tls-verify=false", &format!("127.0.0.1:{port}/cli/nothere:1")],
+    );
     assert_eq!(out.status.code(), Some(125));
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, sh, skopeo_push, tree, Registry, Tree};
+use common::{
+    assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, sh, skopeo_push, tree, Registry, Tree,
+};
 use vessel_image::{records, Store};
 
 /// Size of the random (incompressible) file in the top layer, MiB.
@@ -29,7 +31,16 @@ impl Drop for KillOnDrop {
 
 fn entries(dir: &Path) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0))).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map(|m| m.len()).unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -80,7 +91,10 @@ fn killed_pull_leaves_no_half_content_and_the_next_pull_completes() {
     let mut child = KillOnDrop(child);
     let start = Instant::now();
     loop {
-        if entries(&root.join("content/tmp")).iter().any(|(_, size)| *size >= 8 << 20) {
+        if entries(&root.join("content/tmp"))
+            .iter()
+            .any(|(_, size)| *size >= 8 << 20)
+        {
             break;
         }
         if let Some(status) = child.0.try_wait().unwrap() {
@@ -100,25 +114,44 @@ fn killed_pull_leaves_no_half_content_and_the_next_pull_completes() {
     assert_blobs_verified(&root);
     let blobs_before = entries(&root.join("content/blobs/sha256"));
     let snaps_before = committed_snapshots(&root);
-    eprintln!("after the kill: {} blobs, {} committed snapshots", blobs_before.len(), snaps_before.len());
+    eprintln!(
+        "after the kill: {} blobs, {} committed snapshots",
+        blobs_before.len(),
+        snaps_before.len()
+    );
     let store = Store::open(&root).unwrap();
     assert!(store.images().unwrap().is_empty(), "a killed pull recorded an image");
 
     // The next pull completes.
-    let out = Command::new(vessel).arg("--root").arg(&root).args(["pull", &name]).output().unwrap();
+    let out = Command::new(vessel)
+        .arg("--root")
+        .arg(&root)
+        .args(["pull", &name])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("second pull: {}\n{stderr}", out.status);
     assert!(out.status.success());
     let rec = records::find_image(&store, &name).unwrap();
     assert_eq!(rec.layers.len(), 3);
     let big = &rec.layers[2];
-    assert!(!blobs_before.iter().any(|(n, _)| n == big.digest.hex()), "the big layer's blob was published by the killed pull");
+    assert!(
+        !blobs_before.iter().any(|(n, _)| n == big.digest.hex()),
+        "the big layer's blob was published by the killed pull"
+    );
     // Snapshots committed before the kill were whole: they are the image's and unchanged.
     for (id, before) in &snaps_before {
-        assert!(rec.layers.iter().any(|l| l.chain_id.hex() == id), "snapshot {id} is not one of the image's");
+        assert!(
+            rec.layers.iter().any(|l| l.chain_id.hex() == id),
+            "snapshot {id} is not one of the image's"
+        );
         assert_eq!(&tree(&root.join("snapshots").join(id).join("fs")), before);
     }
-    assert_eq!(stderr.matches("already present").count(), snaps_before.len(), "layers with a committed snapshot are reused");
+    assert_eq!(
+        stderr.matches("already present").count(),
+        snaps_before.len(),
+        "layers with a committed snapshot are reused"
+    );
     // The dead pull's leftovers are gone; the store holds only verified blobs.
     assert_eq!(entries(&root.join("content/tmp")), vec![]);
     assert_eq!(entries(&root.join("snapshots/tmp")), vec![]);

@@ -9,12 +9,24 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{add_index, assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, sh, skopeo_push, Registry};
+use common::{
+    add_index, assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, sh, skopeo_push, Registry,
+};
 use vessel_image::{records, Store};
 
 fn vessel(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vessel")).arg("--root").arg(root).args(args).output().unwrap();
-    eprintln!("vessel {args:?}: {}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "vessel {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -43,7 +55,11 @@ fn build_multi(dir: &Path) -> vessel_image::Digest {
          && echo arm > a/rootfs/etc/motd && umoci repack --image img:arm a && rm -rf a",
         dir,
     );
-    add_index(&dir.join("img"), "multi", &[("v2", "linux", "amd64"), ("arm", "linux", "arm64")])
+    add_index(
+        &dir.join("img"),
+        "multi",
+        &[("v2", "linux", "amd64"), ("arm", "linux", "arm64")],
+    )
 }
 
 #[test]
@@ -68,17 +84,34 @@ fn pull_platform_from_docker_manifest_list() {
     let t = tempfile::tempdir().unwrap();
     build_multi(t.path());
     let reg = Registry::start(&t.path().join("reg"), None);
-    let name = skopeo_push(t.path(), "oci:img:multi", &reg, "dockerlist/bb:1", "--all --format v2s2");
+    let name = skopeo_push(
+        t.path(),
+        "oci:img:multi",
+        &reg,
+        "dockerlist/bb:1",
+        "--all --format v2s2",
+    );
     // What the registry serves is a Docker list of Docker manifests.
     let list = common::sh_out(
         &format!("curl -sSf -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' http://{}/v2/dockerlist/bb/manifests/1", reg.addr),
         t.path(),
     );
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    assert_eq!(v["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json", "{list}");
-    assert_eq!(v["manifests"][0]["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{list}");
+    assert_eq!(
+        v["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json",
+        "{list}"
+    );
+    assert_eq!(
+        v["manifests"][0]["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
+        "{list}"
+    );
     let list_digest = vessel_image::Digest::of_bytes(list.as_bytes());
-    check_platform_choice(t.path(), &name, &list_digest, "application/vnd.docker.distribution.manifest.v2+json");
+    check_platform_choice(
+        t.path(),
+        &name,
+        &list_digest,
+        "application/vnd.docker.distribution.manifest.v2+json",
+    );
 }
 
 /// Pulls `name` (an index or list of [`build_multi`]'s two images, digest `index`) for the host
@@ -111,7 +144,10 @@ fn check_platform_choice(dir: &Path, name: &str, index: &vessel_image::Digest, m
     let rec = records::find_image(&store, &arm).unwrap();
     assert_eq!(rec.layers.len(), 1);
     let lowers = store.snapshots().lowers(rec.top_chain_id().unwrap()).unwrap();
-    assert_eq!(std::fs::read_to_string(lowers[0].join("only-arm64")).unwrap(), "arm64\n");
+    assert_eq!(
+        std::fs::read_to_string(lowers[0].join("only-arm64")).unwrap(),
+        "arm64\n"
+    );
     sh("umoci unpack --image img:arm arm-expected >/dev/null", t);
     compare_mounted(&store, &rec, &t.join("arm-expected/rootfs"), "arm");
     // The amd64 image stays, nameless.
@@ -122,7 +158,12 @@ fn check_platform_choice(dir: &Path, name: &str, index: &vessel_image::Digest, m
     let out = vessel(&root, &["pull", "--platform", "linux/s390x", name]);
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("linux/s390x") && err.contains("available: linux/amd64, linux/arm64") && err.contains(&index.to_string()), "{err}");
+    assert!(
+        err.contains("linux/s390x")
+            && err.contains("available: linux/amd64, linux/arm64")
+            && err.contains(&index.to_string()),
+        "{err}"
+    );
     assert!(err.contains("--platform"), "{err}");
     assert_eq!(store.images().unwrap().len(), 2);
     assert_blobs_verified(&root);
@@ -135,7 +176,10 @@ fn import_docker_archive_written_by_skopeo() {
     }
     let t = tempfile::tempdir().unwrap();
     build_image(t.path());
-    sh("skopeo copy -q oci:img:v2 docker-archive:bb.tar:localhost/dockerbb:v2", t.path());
+    sh(
+        "skopeo copy -q oci:img:v2 docker-archive:bb.tar:localhost/dockerbb:v2",
+        t.path(),
+    );
     let root = t.path().join("root");
     let src = format!("docker-archive:{}", t.path().join("bb.tar").display());
     let id = pulled_id(&vessel(&root, &["image", "import", &src]));
@@ -149,7 +193,15 @@ fn import_docker_archive_written_by_skopeo() {
     assert_blobs_verified(&root);
     // Exported as OCI and read back by umoci, it is still the same file system.
     let out = t.path().join("out");
-    assert!(vessel(&root, &["image", "export", &id[..12], &format!("oci:{}:x", out.display())]).status.success());
+    assert!(vessel(
+        &root,
+        &["image", "export", &id[..12], &format!("oci:{}:x", out.display())]
+    )
+    .status
+    .success());
     sh("umoci unpack --image out:x fromexport >/dev/null", t.path());
-    assert_eq!(common::tree(&t.path().join("fromexport/rootfs")), common::tree(&t.path().join("expected/rootfs")));
+    assert_eq!(
+        common::tree(&t.path().join("fromexport/rootfs")),
+        common::tree(&t.path().join("expected/rootfs"))
+    );
 }

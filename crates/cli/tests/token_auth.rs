@@ -14,13 +14,27 @@ use std::process::{Command, Output};
 use common::{assert_blobs_verified, have, sh, skopeo_push, Registry, TokenServer};
 
 fn vessel(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vessel")).arg("--root").arg(root).args(args).output().unwrap();
-    eprintln!("vessel {args:?}: {}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "vessel {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn python_jwt() -> bool {
-    let ok = Command::new("/usr/bin/python3").args(["-c", "import jwt, cryptography"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("\n!!!!! SKIPPED: python3 jwt/cryptography missing (apt-get install python3-jwt python3-cryptography) !!!!!\n");
     }
@@ -44,7 +58,11 @@ fn pull_with_bearer_token_auth() {
     );
     // skopeo pushes through the same token flow.
     let name = skopeo_push(t.path(), "oci:img:1", &reg, "private/bb:1", "--dest-creds alice:s3cret");
-    assert!(tokens.requests().contains("alice repository:private/bb:"), "{}", tokens.requests());
+    assert!(
+        tokens.requests().contains("alice repository:private/bb:"),
+        "{}",
+        tokens.requests()
+    );
     let root = t.path().join("root");
 
     // Anonymous: the token server hands out a token granting nothing; the registry refuses.
@@ -53,7 +71,11 @@ fn pull_with_bearer_token_auth() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("vessel login"), "no login hint: {err}");
     assert!(err.contains(&reg.addr), "{err}");
-    assert!(tokens.requests().contains("anonymous repository:private/bb:pull"), "{}", tokens.requests());
+    assert!(
+        tokens.requests().contains("anonymous repository:private/bb:pull"),
+        "{}",
+        tokens.requests()
+    );
     assert!(Registry::nothing_stored(&root), "anonymous refused pull kept something");
 
     // A wrong password: refused by the token server, nothing saved.
@@ -62,7 +84,12 @@ fn pull_with_bearer_token_auth() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&reg.addr), "{err}");
     assert!(tokens.requests().contains("refused"), "{}", tokens.requests());
-    assert!(!root.join("auth.json").exists() || !std::fs::read_to_string(root.join("auth.json")).unwrap().contains(&reg.addr));
+    assert!(
+        !root.join("auth.json").exists()
+            || !std::fs::read_to_string(root.join("auth.json"))
+                .unwrap()
+                .contains(&reg.addr)
+    );
     let out = vessel(&root, &["pull", &name]);
     assert_eq!(out.status.code(), Some(125));
 

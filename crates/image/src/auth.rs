@@ -53,21 +53,40 @@ fn auth_files(root: &Path) -> Vec<PathBuf> {
 
 fn from_file(path: &Path, registry: &str) -> Result<Option<Credentials>> {
     let Ok(data) = std::fs::read(path) else { return Ok(None) };
-    let v: serde_json::Value = serde_json::from_slice(&data).map_err(|source| ImageError::Json { what: path.display().to_string(), source })?;
-    let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else { return Ok(None) };
+    let v: serde_json::Value = serde_json::from_slice(&data).map_err(|source| ImageError::Json {
+        what: path.display().to_string(),
+        source,
+    })?;
+    let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
+        return Ok(None);
+    };
     for (k, entry) in auths {
         if key_registry(k) != registry {
             continue;
         }
-        let Some(b64) = entry.get("auth").and_then(|a| a.as_str()) else { continue };
+        let Some(b64) = entry.get("auth").and_then(|a| a.as_str()) else {
+            continue;
+        };
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|e| ImageError::Auth { registry: registry.into(), reason: format!("{}: bad base64 in \"auth\": {e}", path.display()) })?;
-        let s = String::from_utf8(decoded).map_err(|_| ImageError::Auth { registry: registry.into(), reason: format!("{}: \"auth\" is not UTF-8", path.display()) })?;
+            .map_err(|e| ImageError::Auth {
+                registry: registry.into(),
+                reason: format!("{}: bad base64 in \"auth\": {e}", path.display()),
+            })?;
+        let s = String::from_utf8(decoded).map_err(|_| ImageError::Auth {
+            registry: registry.into(),
+            reason: format!("{}: \"auth\" is not UTF-8", path.display()),
+        })?;
         let Some((u, p)) = s.split_once(':') else {
-            return Err(ImageError::Auth { registry: registry.into(), reason: format!("{}: \"auth\" is not user:password", path.display()) });
+            return Err(ImageError::Auth {
+                registry: registry.into(),
+                reason: format!("{}: \"auth\" is not user:password", path.display()),
+            });
         };
-        return Ok(Some(Credentials { username: u.into(), password: p.into() }));
+        return Ok(Some(Credentials {
+            username: u.into(),
+            password: p.into(),
+        }));
     }
     Ok(None)
 }
@@ -83,9 +102,16 @@ pub fn lookup(root: &Path, registry: &str) -> Result<Option<Credentials>> {
             return Ok(Some(c));
         }
     }
-    let docker_key = if registry == "docker.io" { "https://index.docker.io/v1/" } else { registry };
+    let docker_key = if registry == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
     match docker_credential::get_credential(docker_key) {
-        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => Ok(Some(Credentials { username: u, password: p })),
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => Ok(Some(Credentials {
+            username: u,
+            password: p,
+        })),
         _ => Ok(None),
     }
 }
@@ -121,7 +147,10 @@ fn edit(root: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Val
     let path = root.join("auth.json");
     std::fs::create_dir_all(root).map_err(|e| ImageError::io("create", root, e))?;
     let mut v: serde_json::Value = match std::fs::read(&path) {
-        Ok(d) => serde_json::from_slice(&d).map_err(|source| ImageError::Json { what: path.display().to_string(), source })?,
+        Ok(d) => serde_json::from_slice(&d).map_err(|source| ImageError::Json {
+            what: path.display().to_string(),
+            source,
+        })?,
         Err(_) => serde_json::json!({ "auths": {} }),
     };
     if !v.get("auths").is_some_and(|a| a.is_object()) {
@@ -130,6 +159,9 @@ fn edit(root: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Val
     if let Some(auths) = v.get_mut("auths").and_then(|a| a.as_object_mut()) {
         f(auths);
     }
-    let data = serde_json::to_vec_pretty(&v).map_err(|source| ImageError::Json { what: path.display().to_string(), source })?;
+    let data = serde_json::to_vec_pretty(&v).map_err(|source| ImageError::Json {
+        what: path.display().to_string(),
+        source,
+    })?;
     write_atomic(&path, &data)
 }

@@ -48,7 +48,9 @@ impl Digest {
     }
 
     pub(crate) fn from_hasher(h: Sha256) -> Self {
-        Digest { hex: to_hex(&h.finalize()) }
+        Digest {
+            hex: to_hex(&h.finalize()),
+        }
     }
 
     /// The 64 hex digits.
@@ -129,7 +131,12 @@ pub(crate) struct HashingReader<R, W> {
 
 impl<R: Read, W: Write> HashingReader<R, W> {
     pub(crate) fn new(inner: R, sink: Option<W>) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0, sink }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            sink,
+        }
     }
 
     /// Reads the rest of the stream (tar padding after the end marker) so the hash covers it all.

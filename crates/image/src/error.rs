@@ -13,7 +13,9 @@ pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum ImageError {
     /// An image reference that does not follow `registry[:port]/repo[:tag][@digest]`.
-    #[error("invalid image reference {input:?}: {reason} (expected registry[:port]/repository[:tag][@sha256:<64 hex>])")]
+    #[error(
+        "invalid image reference {input:?}: {reason} (expected registry[:port]/repository[:tag][@sha256:<64 hex>])"
+    )]
     InvalidReference {
         /// The text given.
         input: String,
@@ -219,7 +221,11 @@ pub enum ImageError {
 impl ImageError {
     /// An [`ImageError::Io`] for `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ImageError::Io { op, path: path.into(), source }
+        ImageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -104,7 +104,13 @@ impl<R: Read> Decoder<R> {
 /// # Errors
 /// [`ImageError::SizeMismatch`], [`ImageError::DigestMismatch`], [`ImageError::DiffIdMismatch`],
 /// [`ImageError::LayerStream`], [`ImageError::UnsafeEntry`], [`ImageError::Io`].
-pub fn ingest_layer<R: Read>(store: &Store, src: R, spec: &LayerSpec, write_blob: bool, opts: &UnpackOptions) -> Result<UnpackStats> {
+pub fn ingest_layer<R: Read>(
+    store: &Store,
+    src: R,
+    spec: &LayerSpec,
+    write_blob: bool,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats> {
     let snaps = store.snapshots();
     let pending = snaps.begin()?;
     let writer: Option<BlobWriter> = if write_blob { Some(store.blob_writer()?) } else { None };
@@ -113,9 +119,13 @@ pub fn ingest_layer<R: Read>(store: &Store, src: R, spec: &LayerSpec, write_blob
     let decoder = match spec.compression {
         Compression::None => Decoder::Plain(outer),
         Compression::Gzip => Decoder::Gzip(flate2::read::MultiGzDecoder::new(outer)),
-        Compression::Zstd => Decoder::Zstd(Box::new(
-            zstd::stream::read::Decoder::new(outer).map_err(|source| ImageError::LayerStream { layer: layer.clone(), compression: "zstd", source })?,
-        )),
+        Compression::Zstd => Decoder::Zstd(Box::new(zstd::stream::read::Decoder::new(outer).map_err(|source| {
+            ImageError::LayerStream {
+                layer: layer.clone(),
+                compression: "zstd",
+                source,
+            }
+        })?)),
     };
     let inner = HashingReader::<_, io::Sink>::new(decoder, None);
     let mut archive_src = Some(inner);
@@ -129,12 +139,26 @@ pub fn ingest_layer<R: Read>(store: &Store, src: R, spec: &LayerSpec, write_blob
             }
         }
     }
-    let unpacked = unpack_tar(Shared(&mut archive_src), &pending.fs_dir(), opts, &layer, spec.compression.name());
+    let unpacked = unpack_tar(
+        Shared(&mut archive_src),
+        &pending.fs_dir(),
+        opts,
+        &layer,
+        spec.compression.name(),
+    );
     let Some(mut inner) = archive_src.take() else {
-        return Err(ImageError::io("unpack", pending.fs_dir(), io::Error::other("layer reader lost")));
+        return Err(ImageError::io(
+            "unpack",
+            pending.fs_dir(),
+            io::Error::other("layer reader lost"),
+        ));
     };
     let stream_result = unpacked.and_then(|stats| {
-        inner.drain().map_err(|source| ImageError::LayerStream { layer: layer.clone(), compression: spec.compression.name(), source })?;
+        inner.drain().map_err(|source| ImageError::LayerStream {
+            layer: layer.clone(),
+            compression: spec.compression.name(),
+            source,
+        })?;
         Ok(stats)
     });
     let (diff_id, _, decoder, _) = inner.finish();
@@ -144,16 +168,33 @@ pub fn ingest_layer<R: Read>(store: &Store, src: R, spec: &LayerSpec, write_blob
     let (digest, size, _, writer) = outer.finish();
     if drained.is_ok() {
         if size != spec.size {
-            return Err(ImageError::SizeMismatch { what: "layer blob".into(), digest: spec.digest.clone(), expected: spec.size, actual: size });
+            return Err(ImageError::SizeMismatch {
+                what: "layer blob".into(),
+                digest: spec.digest.clone(),
+                expected: spec.size,
+                actual: size,
+            });
         }
         if digest != spec.digest {
-            return Err(ImageError::DigestMismatch { what: "layer blob".into(), expected: spec.digest.clone(), actual: digest });
+            return Err(ImageError::DigestMismatch {
+                what: "layer blob".into(),
+                expected: spec.digest.clone(),
+                actual: digest,
+            });
         }
     }
     let stats = stream_result?;
-    drained.map_err(|source| ImageError::LayerStream { layer: layer.clone(), compression: spec.compression.name(), source })?;
+    drained.map_err(|source| ImageError::LayerStream {
+        layer: layer.clone(),
+        compression: spec.compression.name(),
+        source,
+    })?;
     if diff_id != spec.diff_id {
-        return Err(ImageError::DiffIdMismatch { layer: spec.digest.clone(), expected: spec.diff_id.clone(), actual: diff_id });
+        return Err(ImageError::DiffIdMismatch {
+            layer: spec.digest.clone(),
+            expected: spec.diff_id.clone(),
+            actual: diff_id,
+        });
     }
     if let Some(w) = writer {
         w.commit("layer blob", &spec.digest, Some(spec.size))?;

@@ -38,8 +38,13 @@ impl Location {
     /// # Errors
     /// [`ImageError::Layout`] for an unknown transport.
     pub fn parse(s: &str) -> Result<Location> {
-        let bad = |reason: &str| ImageError::Layout { location: s.into(), reason: reason.into() };
-        let (transport, rest) = s.split_once(':').ok_or_else(|| bad("expected oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE"))?;
+        let bad = |reason: &str| ImageError::Layout {
+            location: s.into(),
+            reason: reason.into(),
+        };
+        let (transport, rest) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE"))?;
         let split = |rest: &str| -> (PathBuf, Option<String>) {
             match rest.rsplit_once(':') {
                 Some((p, t)) if !t.is_empty() && !t.contains('/') => (PathBuf::from(p), Some(t.to_string())),
@@ -67,8 +72,18 @@ impl Location {
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Location::OciDir(p, t) => write!(f, "oci:{}{}", p.display(), t.as_ref().map(|t| format!(":{t}")).unwrap_or_default()),
-            Location::OciArchive(p, t) => write!(f, "oci-archive:{}{}", p.display(), t.as_ref().map(|t| format!(":{t}")).unwrap_or_default()),
+            Location::OciDir(p, t) => write!(
+                f,
+                "oci:{}{}",
+                p.display(),
+                t.as_ref().map(|t| format!(":{t}")).unwrap_or_default()
+            ),
+            Location::OciArchive(p, t) => write!(
+                f,
+                "oci-archive:{}{}",
+                p.display(),
+                t.as_ref().map(|t| format!(":{t}")).unwrap_or_default()
+            ),
             Location::DockerArchive(p) => write!(f, "docker-archive:{}", p.display()),
         }
     }
@@ -88,7 +103,10 @@ fn extract_files(archive: &Path, dir: &Path, loc: &str) -> Result<HashMap<PathBu
     let f = File::open(archive).ctx("open", archive)?;
     let mut a = tar::Archive::new(BufReader::new(f));
     let mut links = HashMap::new();
-    let bad = |e: io::Error| ImageError::Layout { location: loc.into(), reason: format!("not a readable tar: {e}") };
+    let bad = |e: io::Error| ImageError::Layout {
+        location: loc.into(),
+        reason: format!("not a readable tar: {e}"),
+    };
     for e in a.entries().map_err(bad)? {
         let mut e = e.map_err(bad)?;
         let raw = e.path_bytes().into_owned();
@@ -103,7 +121,11 @@ fn extract_files(archive: &Path, dir: &Path, loc: &str) -> Result<HashMap<PathBu
                 if let Some(p) = dest.parent() {
                     fs::create_dir_all(p).ctx("create", p)?;
                 }
-                let mut out = fs::OpenOptions::new().create_new(true).write(true).open(&dest).ctx("create", &dest)?;
+                let mut out = fs::OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&dest)
+                    .ctx("create", &dest)?;
                 io::copy(&mut e, &mut out).map_err(bad)?;
             }
             tar::EntryType::Symlink => {
@@ -128,7 +150,10 @@ fn resolve_in(dir: &Path, links: &HashMap<PathBuf, PathBuf>, p: &Path, loc: &str
                 std::path::Component::Normal(n) => norm.push(n),
                 std::path::Component::ParentDir => {
                     if !norm.pop() {
-                        return Err(ImageError::Layout { location: loc.into(), reason: format!("{} leads outside the archive", p.display()) });
+                        return Err(ImageError::Layout {
+                            location: loc.into(),
+                            reason: format!("{} leads outside the archive", p.display()),
+                        });
                     }
                 }
                 _ => {}
@@ -139,15 +164,24 @@ fn resolve_in(dir: &Path, links: &HashMap<PathBuf, PathBuf>, p: &Path, loc: &str
             None => return Ok(dir.join(norm)),
         }
     }
-    Err(ImageError::Layout { location: loc.into(), reason: format!("{}: too many symlinks", p.display()) })
+    Err(ImageError::Layout {
+        location: loc.into(),
+        reason: format!("{}: too many symlinks", p.display()),
+    })
 }
 
 fn read_limited(path: &Path, loc: &str) -> Result<Vec<u8>> {
-    let f = File::open(path).map_err(|e| ImageError::Layout { location: loc.into(), reason: format!("{}: {e}", path.display()) })?;
+    let f = File::open(path).map_err(|e| ImageError::Layout {
+        location: loc.into(),
+        reason: format!("{}: {e}", path.display()),
+    })?;
     let mut v = Vec::new();
     f.take(MAX_MANIFEST_SIZE + 1).read_to_end(&mut v).ctx("read", path)?;
     if v.len() as u64 > MAX_MANIFEST_SIZE {
-        return Err(ImageError::Layout { location: loc.into(), reason: format!("{} is larger than 8 MiB", path.display()) });
+        return Err(ImageError::Layout {
+            location: loc.into(),
+            reason: format!("{} is larger than 8 MiB", path.display()),
+        });
     }
     Ok(v)
 }
@@ -160,7 +194,11 @@ pub fn import(store: &Store, loc: &Location, name: Option<&str>, platform: Optio
     let _gc = store.gc_lock(false)?;
     store.remove_stale_tmp();
     let want = platform.cloned().unwrap_or_else(Platform::host);
-    let opts = UnpackOptions { allow_devices: false, keep_setuid: true, keep_ownership: true };
+    let opts = UnpackOptions {
+        allow_devices: false,
+        keep_setuid: true,
+        keep_ownership: true,
+    };
     let name = name.map(|n| Reference::parse(n).map(|r| r.to_string())).transpose()?;
     match loc {
         Location::OciDir(dir, tag) => import_oci_dir(store, dir, tag.as_deref(), name, &want, &opts, &loc.to_string()),
@@ -177,42 +215,89 @@ pub fn import(store: &Store, loc: &Location, name: Option<&str>, platform: Optio
 
 fn default_name(path: &Path, tag: Option<&str>) -> Option<String> {
     let base = path.file_stem()?.to_str()?.to_ascii_lowercase();
-    let base: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' }).collect();
-    Reference::parse(&format!("localhost/{}:{}", base.trim_matches(|c: char| !c.is_ascii_alphanumeric()), tag.unwrap_or("latest")))
-        .ok()
-        .map(|r| r.to_string())
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Reference::parse(&format!(
+        "localhost/{}:{}",
+        base.trim_matches(|c: char| !c.is_ascii_alphanumeric()),
+        tag.unwrap_or("latest")
+    ))
+    .ok()
+    .map(|r| r.to_string())
 }
 
-fn import_oci_dir(store: &Store, dir: &Path, tag: Option<&str>, name: Option<String>, want: &Platform, opts: &UnpackOptions, loc: &str) -> Result<ImageRecord> {
-    let layout_err = |reason: String| ImageError::Layout { location: loc.into(), reason };
+fn import_oci_dir(
+    store: &Store,
+    dir: &Path,
+    tag: Option<&str>,
+    name: Option<String>,
+    want: &Platform,
+    opts: &UnpackOptions,
+    loc: &str,
+) -> Result<ImageRecord> {
+    let layout_err = |reason: String| ImageError::Layout {
+        location: loc.into(),
+        reason,
+    };
     let index_bytes = read_limited(&dir.join("index.json"), loc)?;
-    let index: oci_spec::image::ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| layout_err(format!("index.json: {e}")))?;
+    let index: oci_spec::image::ImageIndex =
+        serde_json::from_slice(&index_bytes).map_err(|e| layout_err(format!("index.json: {e}")))?;
     let candidates: Vec<&oci_spec::image::Descriptor> = index
         .manifests()
         .iter()
         .filter(|d| match tag {
-            Some(t) => d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).is_some_and(|r| r == t || r.ends_with(&format!(":{t}"))),
+            Some(t) => d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .is_some_and(|r| r == t || r.ends_with(&format!(":{t}"))),
             None => true,
         })
         .collect();
     let desc = match candidates.as_slice() {
         [d] => *d,
-        [] => return Err(layout_err(format!("no image named {:?} in index.json", tag.unwrap_or("")))),
+        [] => {
+            return Err(layout_err(format!(
+                "no image named {:?} in index.json",
+                tag.unwrap_or("")
+            )))
+        }
         _ => return Err(layout_err("index.json lists several images: name one with :TAG".into())),
     };
     let blob = |d: &Digest| dir.join("blobs/sha256").join(d.hex());
     let read_verified = |d: &Digest, size: u64, what: &str| -> Result<Vec<u8>> {
         let p = blob(d);
         if !p.is_file() {
-            return Err(ImageError::MissingBlob { digest: d.clone(), referrer: what.into(), source_name: loc.into() });
+            return Err(ImageError::MissingBlob {
+                digest: d.clone(),
+                referrer: what.into(),
+                source_name: loc.into(),
+            });
         }
         let data = read_limited(&p, loc)?;
         if data.len() as u64 != size {
-            return Err(ImageError::SizeMismatch { what: what.into(), digest: d.clone(), expected: size, actual: data.len() as u64 });
+            return Err(ImageError::SizeMismatch {
+                what: what.into(),
+                digest: d.clone(),
+                expected: size,
+                actual: data.len() as u64,
+            });
         }
         let actual = Digest::of_bytes(&data);
         if &actual != d {
-            return Err(ImageError::DigestMismatch { what: what.into(), expected: d.clone(), actual });
+            return Err(ImageError::DigestMismatch {
+                what: what.into(),
+                expected: d.clone(),
+                actual,
+            });
         }
         Ok(data)
     };
@@ -230,29 +315,74 @@ fn import_oci_dir(store: &Store, dir: &Path, tag: Option<&str>, name: Option<Str
     let config = read_verified(&config_digest, m.config().size(), "image config")?;
     let ref_name = desc.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
     let name = name
-        .or_else(|| ref_name.as_deref().filter(|r| r.contains('/')).and_then(|r| Reference::parse(r).ok()).map(|r| r.to_string()))
-        .or_else(|| default_name(&dir.canonicalize().unwrap_or(dir.to_path_buf()), tag.or(ref_name.as_deref())));
+        .or_else(|| {
+            ref_name
+                .as_deref()
+                .filter(|r| r.contains('/'))
+                .and_then(|r| Reference::parse(r).ok())
+                .map(|r| r.to_string())
+        })
+        .or_else(|| {
+            default_name(
+                &dir.canonicalize().unwrap_or(dir.to_path_buf()),
+                tag.or(ref_name.as_deref()),
+            )
+        });
     let referrer = digest.to_string();
-    import_manifest(store, bytes, digest, config, name.into_iter().collect(), want, opts, |spec| {
-        let p = blob(&spec.digest);
-        let f = File::open(&p).map_err(|_| ImageError::MissingBlob { digest: spec.digest.clone(), referrer: format!("manifest {referrer}"), source_name: loc.into() })?;
-        Ok(Some(Box::new(BufReader::with_capacity(256 * 1024, f))))
-    })
+    import_manifest(
+        store,
+        bytes,
+        digest,
+        config,
+        name.into_iter().collect(),
+        want,
+        opts,
+        |spec| {
+            let p = blob(&spec.digest);
+            let f = File::open(&p).map_err(|_| ImageError::MissingBlob {
+                digest: spec.digest.clone(),
+                referrer: format!("manifest {referrer}"),
+                source_name: loc.into(),
+            })?;
+            Ok(Some(Box::new(BufReader::with_capacity(256 * 1024, f))))
+        },
+    )
 }
 
-fn import_docker_archive(store: &Store, file: &Path, name: Option<String>, want: &Platform, opts: &UnpackOptions, loc: &str) -> Result<ImageRecord> {
-    let layout_err = |reason: String| ImageError::Layout { location: loc.into(), reason };
+fn import_docker_archive(
+    store: &Store,
+    file: &Path,
+    name: Option<String>,
+    want: &Platform,
+    opts: &UnpackOptions,
+    loc: &str,
+) -> Result<ImageRecord> {
+    let layout_err = |reason: String| ImageError::Layout {
+        location: loc.into(),
+        reason,
+    };
     let tmp = TmpDir(store.root().join("content/tmp").join(tmp_name()));
     fs::create_dir_all(&tmp.0).ctx("create", &tmp.0)?;
     let links = extract_files(file, &tmp.0, loc)?;
-    let mj: serde_json::Value = serde_json::from_slice(&read_limited(&tmp.0.join("manifest.json"), loc)?).map_err(|e| layout_err(format!("manifest.json: {e}")))?;
-    let first = mj.as_array().and_then(|a| a.first()).ok_or_else(|| layout_err("manifest.json lists no image".into()))?;
-    let config_path = first.get("Config").and_then(|c| c.as_str()).ok_or_else(|| layout_err("manifest.json: no Config".into()))?;
+    let mj: serde_json::Value = serde_json::from_slice(&read_limited(&tmp.0.join("manifest.json"), loc)?)
+        .map_err(|e| layout_err(format!("manifest.json: {e}")))?;
+    let first = mj
+        .as_array()
+        .and_then(|a| a.first())
+        .ok_or_else(|| layout_err("manifest.json lists no image".into()))?;
+    let config_path = first
+        .get("Config")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| layout_err("manifest.json: no Config".into()))?;
     let config = read_limited(&resolve_in(&tmp.0, &links, Path::new(config_path), loc)?, loc)?;
     let config_digest = Digest::of_bytes(&config);
     let mut layers = Vec::new();
     let mut paths = HashMap::new();
-    for l in first.get("Layers").and_then(|l| l.as_array()).ok_or_else(|| layout_err("manifest.json: no Layers".into()))? {
+    for l in first
+        .get("Layers")
+        .and_then(|l| l.as_array())
+        .ok_or_else(|| layout_err("manifest.json: no Layers".into()))?
+    {
         let p = resolve_in(&tmp.0, &links, Path::new(l.as_str().unwrap_or("")), loc)?;
         let mut f = File::open(&p).map_err(|e| layout_err(format!("layer {}: {e}", p.display())))?;
         let mut head = [0u8; 4];
@@ -275,19 +405,33 @@ fn import_docker_archive(store: &Store, file: &Path, name: Option<String>, want:
         "config": { "mediaType": manifest::OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len() },
         "layers": layers,
     });
-    let bytes = serde_json::to_vec(&manifest).map_err(|source| ImageError::Json { what: loc.into(), source })?;
+    let bytes = serde_json::to_vec(&manifest).map_err(|source| ImageError::Json {
+        what: loc.into(),
+        source,
+    })?;
     let digest = Digest::of_bytes(&bytes);
     let names: Vec<String> = match name {
         Some(n) => vec![n],
         None => first
             .get("RepoTags")
             .and_then(|t| t.as_array())
-            .map(|a| a.iter().filter_map(|t| t.as_str()).filter_map(|t| Reference::parse(t).ok()).map(|r| r.to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str())
+                    .filter_map(|t| Reference::parse(t).ok())
+                    .map(|r| r.to_string())
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     import_manifest(store, bytes, digest, config, names, want, opts, |spec| {
-        let p = paths.get(&spec.digest).ok_or_else(|| layout_err(format!("layer {} vanished", spec.digest)))?;
-        Ok(Some(Box::new(BufReader::with_capacity(256 * 1024, File::open(p).ctx("open", p)?))))
+        let p = paths
+            .get(&spec.digest)
+            .ok_or_else(|| layout_err(format!("layer {} vanished", spec.digest)))?;
+        Ok(Some(Box::new(BufReader::with_capacity(
+            256 * 1024,
+            File::open(p).ctx("open", p)?,
+        ))))
     })
 }
 
@@ -299,7 +443,12 @@ fn blobs_of(rec: &ImageRecord) -> Vec<Digest> {
 
 fn tag_for(rec: &ImageRecord, tag: Option<&str>) -> String {
     tag.map(str::to_string)
-        .or_else(|| rec.names.first().and_then(|n| Reference::parse(n).ok()).and_then(|r| r.tag))
+        .or_else(|| {
+            rec.names
+                .first()
+                .and_then(|n| Reference::parse(n).ok())
+                .and_then(|r| r.tag)
+        })
         .unwrap_or_else(|| "latest".into())
 }
 
@@ -342,20 +491,33 @@ pub fn export(store: &Store, rec: &ImageRecord, loc: &Location) -> Result<()> {
             write_atomic(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
             let ipath = dir.join("index.json");
             let mut index: serde_json::Value = match fs::read(&ipath) {
-                Ok(b) => serde_json::from_slice(&b).map_err(|source| ImageError::Json { what: ipath.display().to_string(), source })?,
+                Ok(b) => serde_json::from_slice(&b).map_err(|source| ImageError::Json {
+                    what: ipath.display().to_string(),
+                    source,
+                })?,
                 Err(_) => serde_json::json!({ "schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": [] }),
             };
             let entry = index_entry(store, rec, &tag)?;
             if let Some(ms) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) {
-                ms.retain(|m| m.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1"))).and_then(|v| v.as_str()) != Some(tag.as_str()));
+                ms.retain(|m| {
+                    m.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
+                        .and_then(|v| v.as_str())
+                        != Some(tag.as_str())
+                });
                 ms.push(entry);
             }
-            let data = serde_json::to_vec_pretty(&index).map_err(|source| ImageError::Json { what: ipath.display().to_string(), source })?;
+            let data = serde_json::to_vec_pretty(&index).map_err(|source| ImageError::Json {
+                what: ipath.display().to_string(),
+                source,
+            })?;
             write_atomic(&ipath, &data)
         }
         Location::OciArchive(file, tag) => {
             let tag = tag_for(rec, tag.as_deref());
-            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let tmp = dir.join(format!(".{}.tmp", tmp_name()));
             let r = (|| -> io::Result<()> {
                 let out = File::create(&tmp)?;
@@ -391,6 +553,9 @@ pub fn export(store: &Store, rec: &ImageRecord, loc: &Location) -> Result<()> {
                 }
             }
         }
-        Location::DockerArchive(_) => Err(ImageError::Layout { location: loc.to_string(), reason: "export to docker-archive is not supported; use oci-archive".into() }),
+        Location::DockerArchive(_) => Err(ImageError::Layout {
+            location: loc.to_string(),
+            reason: "export to docker-archive is not supported; use oci-archive".into(),
+        }),
     }
 }

@@ -47,7 +47,11 @@ impl Platform {
             "loongarch64" => ("loong64", None),
             other => (other, None),
         };
-        Platform { os: "linux".into(), arch: arch.into(), variant: variant.map(String::from) }
+        Platform {
+            os: "linux".into(),
+            arch: arch.into(),
+            variant: variant.map(String::from),
+        }
     }
 
     /// Parses `os/arch[/variant]` (or `arch` alone, meaning linux).
@@ -61,9 +65,21 @@ impl Platform {
             return Err(format!("platform {s:?} is not os/arch[/variant]"));
         }
         Ok(match parts.as_slice() {
-            [arch] => Platform { os: "linux".into(), arch: arch.to_string(), variant: None },
-            [os, arch] => Platform { os: os.to_string(), arch: arch.to_string(), variant: None },
-            [os, arch, v] => Platform { os: os.to_string(), arch: arch.to_string(), variant: Some(v.to_string()) },
+            [arch] => Platform {
+                os: "linux".into(),
+                arch: arch.to_string(),
+                variant: None,
+            },
+            [os, arch] => Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: None,
+            },
+            [os, arch, v] => Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: Some(v.to_string()),
+            },
             _ => return Err(format!("platform {s:?} is not os/arch[/variant]")),
         })
     }
@@ -110,17 +126,28 @@ pub enum Manifestish {
 /// [`ImageError::BadManifest`] for invalid JSON or a schema1 manifest,
 /// [`ImageError::UnsupportedMediaType`] for other types.
 pub fn parse_manifestish(data: &[u8], digest: &Digest) -> Result<Manifestish> {
-    let bad = |reason: String| ImageError::BadManifest { what: "manifest", digest: digest.clone(), reason };
+    let bad = |reason: String| ImageError::BadManifest {
+        what: "manifest",
+        digest: digest.clone(),
+        reason,
+    };
     let v: serde_json::Value = serde_json::from_slice(data).map_err(|e| bad(format!("not JSON: {e}")))?;
     if v.get("schemaVersion").and_then(|s| s.as_i64()) != Some(2) {
-        return Err(bad("schemaVersion is not 2 (Docker schema1 images are not supported)".into()));
+        return Err(bad(
+            "schemaVersion is not 2 (Docker schema1 images are not supported)".into()
+        ));
     }
     let mt = v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string);
     let is_index = match mt.as_deref() {
         Some(OCI_INDEX) | Some(DOCKER_MANIFEST_LIST) => true,
         Some(OCI_MANIFEST) | Some(DOCKER_MANIFEST) => false,
         None => v.get("manifests").is_some(),
-        Some(other) => return Err(ImageError::UnsupportedMediaType { digest: digest.clone(), media_type: other.to_string() }),
+        Some(other) => {
+            return Err(ImageError::UnsupportedMediaType {
+                digest: digest.clone(),
+                media_type: other.to_string(),
+            })
+        }
     };
     if is_index {
         let i: ImageIndex = serde_json::from_value(v).map_err(|e| bad(format!("invalid index: {e}")))?;
@@ -130,7 +157,10 @@ pub fn parse_manifestish(data: &[u8], digest: &Digest) -> Result<Manifestish> {
         for l in m.layers() {
             let mt = l.media_type().to_string();
             if Compression::from_media_type(&mt).is_none() {
-                return Err(ImageError::UnsupportedMediaType { digest: Digest::parse(l.digest().as_ref()).unwrap_or_else(|_| digest.clone()), media_type: mt });
+                return Err(ImageError::UnsupportedMediaType {
+                    digest: Digest::parse(l.digest().as_ref()).unwrap_or_else(|_| digest.clone()),
+                    media_type: mt,
+                });
             }
         }
         Ok(Manifestish::Manifest(m))
@@ -141,7 +171,12 @@ pub fn parse_manifestish(data: &[u8], digest: &Digest) -> Result<Manifestish> {
 ///
 /// # Errors
 /// [`ImageError::NoMatchingPlatform`] naming what the index offers.
-pub fn choose_platform(index: &ImageIndex, digest: &Digest, reference: &str, want: &Platform) -> Result<(Digest, String, u64)> {
+pub fn choose_platform(
+    index: &ImageIndex,
+    digest: &Digest,
+    reference: &str,
+    want: &Platform,
+) -> Result<(Digest, String, u64)> {
     let mut available = Vec::new();
     let mut best: Option<(&oci_spec::image::Descriptor, bool)> = None;
     for d in index.manifests() {
@@ -170,7 +205,11 @@ pub fn choose_platform(index: &ImageIndex, digest: &Digest, reference: &str, wan
             reference: reference.into(),
             digest: digest.clone(),
             wanted: want.to_string(),
-            available: if available.is_empty() { "none".into() } else { available.join(", ") },
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
         }),
     }
 }
@@ -180,7 +219,11 @@ pub fn choose_platform(index: &ImageIndex, digest: &Digest, reference: &str, wan
 /// # Errors
 /// [`ImageError::BadManifest`].
 pub fn parse_config(data: &[u8], digest: &Digest, layers: usize) -> Result<(ImageConfiguration, Vec<Digest>)> {
-    let bad = |reason: String| ImageError::BadManifest { what: "image config", digest: digest.clone(), reason };
+    let bad = |reason: String| ImageError::BadManifest {
+        what: "image config",
+        digest: digest.clone(),
+        reason,
+    };
     let c: ImageConfiguration = serde_json::from_slice(data).map_err(|e| bad(format!("invalid image config: {e}")))?;
     let diff_ids = c
         .rootfs()
@@ -190,7 +233,10 @@ pub fn parse_config(data: &[u8], digest: &Digest, layers: usize) -> Result<(Imag
         .collect::<Result<Vec<_>>>()
         .map_err(|e| bad(e.to_string()))?;
     if diff_ids.len() != layers {
-        return Err(bad(format!("rootfs.diff_ids has {} entries but the manifest has {layers} layers", diff_ids.len())));
+        return Err(bad(format!(
+            "rootfs.diff_ids has {} entries but the manifest has {layers} layers",
+            diff_ids.len()
+        )));
     }
     Ok((c, diff_ids))
 }

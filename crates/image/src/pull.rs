@@ -49,7 +49,11 @@ impl Default for PullOptions {
             tls_verify: None,
             credentials: None,
             max_concurrent: 3,
-            unpack: UnpackOptions { allow_devices: false, keep_setuid: true, keep_ownership: true },
+            unpack: UnpackOptions {
+                allow_devices: false,
+                keep_setuid: true,
+                keep_ownership: true,
+            },
         }
     }
 }
@@ -87,20 +91,25 @@ fn registry_err(registry: &str, what: String, e: OciDistributionError) -> ImageE
         OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
             " (log in with `vessel login REGISTRY`, or check the credentials in auth.json)"
         }
-        OciDistributionError::RequestError(r) if r.is_connect() => " (is the registry running? for a plain-http registry pass --tls-verify=false)",
+        OciDistributionError::RequestError(r) if r.is_connect() => {
+            " (is the registry running? for a plain-http registry pass --tls-verify=false)"
+        }
         OciDistributionError::RequestError(_) => " (for a plain-http registry pass --tls-verify=false)",
         _ => "",
     };
-    ImageError::Registry { registry: registry.into(), what, message, hint }
+    ImageError::Registry {
+        registry: registry.into(),
+        what,
+        message,
+        hint,
+    }
 }
 
 fn is_not_found(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ServerError { code, .. } => *code == 404,
         OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            format!("{envelope:?}").contains("Unknown")
-        }
+        OciDistributionError::RegistryError { envelope, .. } => format!("{envelope:?}").contains("Unknown"),
         other => other.to_string().contains("404"),
     }
 }
@@ -126,7 +135,11 @@ impl Registry {
             None => reference.is_local_registry(),
         };
         let config = ClientConfig {
-            protocol: if insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            protocol: if insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
             accept_invalid_certificates: opts.tls_verify == Some(false),
             max_concurrent_download: opts.max_concurrent.max(1),
             ..Default::default()
@@ -139,14 +152,28 @@ impl Registry {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
             None => RegistryAuth::Anonymous,
         };
-        Ok(Registry { client: Client::new(config), auth, registry: reference.registry.clone() })
+        Ok(Registry {
+            client: Client::new(config),
+            auth,
+            registry: reference.registry.clone(),
+        })
     }
 
     fn oref(reference: &Reference) -> oci_client::Reference {
         match (&reference.tag, &reference.digest) {
-            (_, Some(d)) => oci_client::Reference::with_digest(reference.registry.clone(), reference.repository.clone(), d.to_string()),
-            (Some(t), None) => oci_client::Reference::with_tag(reference.registry.clone(), reference.repository.clone(), t.clone()),
-            (None, None) => oci_client::Reference::with_tag(reference.registry.clone(), reference.repository.clone(), "latest".into()),
+            (_, Some(d)) => oci_client::Reference::with_digest(
+                reference.registry.clone(),
+                reference.repository.clone(),
+                d.to_string(),
+            ),
+            (Some(t), None) => {
+                oci_client::Reference::with_tag(reference.registry.clone(), reference.repository.clone(), t.clone())
+            }
+            (None, None) => oci_client::Reference::with_tag(
+                reference.registry.clone(),
+                reference.repository.clone(),
+                "latest".into(),
+            ),
         }
     }
 
@@ -155,12 +182,13 @@ impl Registry {
     /// # Errors
     /// [`ImageError::Registry`] when the registry refuses them or cannot be reached.
     pub async fn check_login(&self) -> Result<()> {
-        let probe = oci_client::Reference::with_tag(self.registry.clone(), "vessel/login-check".into(), "latest".into());
+        let probe =
+            oci_client::Reference::with_tag(self.registry.clone(), "vessel/login-check".into(), "latest".into());
         match self.client.list_tags(&probe, &self.auth, Some(1), None).await {
             Ok(_) => Ok(()),
-            Err(e @ (OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_))) => {
-                Err(registry_err(&self.registry, "log in".into(), e))
-            }
+            Err(
+                e @ (OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_)),
+            ) => Err(registry_err(&self.registry, "log in".into(), e)),
             Err(e @ OciDistributionError::RequestError(_)) => Err(registry_err(&self.registry, "log in".into(), e)),
             Err(e) if e.to_string().contains("401") || e.to_string().to_lowercase().contains("unauthorized") => {
                 Err(registry_err(&self.registry, "log in".into(), e))
@@ -177,52 +205,98 @@ impl Registry {
             .await
             .map_err(|e| registry_err(&self.registry, format!("pull manifest {reference}"), e))?;
         if data.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(ImageError::BadManifest { what: "manifest", digest: Digest::of_bytes(&data), reason: "larger than 8 MiB".into() });
+            return Err(ImageError::BadManifest {
+                what: "manifest",
+                digest: Digest::of_bytes(&data),
+                reason: "larger than 8 MiB".into(),
+            });
         }
         let actual = Digest::of_bytes(&data);
         if let Some(d) = &reference.digest {
             if *d != actual {
-                return Err(ImageError::DigestMismatch { what: "manifest".into(), expected: d.clone(), actual });
+                return Err(ImageError::DigestMismatch {
+                    what: "manifest".into(),
+                    expected: d.clone(),
+                    actual,
+                });
             }
         } else if let Ok(claimed) = Digest::parse(&digest) {
             if claimed != actual {
-                return Err(ImageError::DigestMismatch { what: "manifest".into(), expected: claimed, actual });
+                return Err(ImageError::DigestMismatch {
+                    what: "manifest".into(),
+                    expected: claimed,
+                    actual,
+                });
             }
         }
         Ok((data.to_vec(), actual))
     }
 
     /// Fetches a small blob (config) into memory, verified.
-    async fn small_blob(&self, reference: &Reference, digest: &Digest, size: u64, referrer: &Digest) -> Result<Vec<u8>> {
+    async fn small_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+        referrer: &Digest,
+    ) -> Result<Vec<u8>> {
         if size > MAX_MANIFEST_SIZE {
-            return Err(ImageError::BadManifest { what: "image config", digest: digest.clone(), reason: format!("{size} bytes is larger than 8 MiB") });
+            return Err(ImageError::BadManifest {
+                what: "image config",
+                digest: digest.clone(),
+                reason: format!("{size} bytes is larger than 8 MiB"),
+            });
         }
         let d = digest.to_string();
-        let mut s = self.client.pull_blob_stream(&Self::oref(reference), d.as_str()).await.map_err(|e| self.blob_err(e, digest, referrer))?;
+        let mut s = self
+            .client
+            .pull_blob_stream(&Self::oref(reference), d.as_str())
+            .await
+            .map_err(|e| self.blob_err(e, digest, referrer))?;
         let mut out = Vec::with_capacity(size as usize);
         while let Some(chunk) = s.stream.next().await {
             match chunk {
                 Ok(c) => out.extend_from_slice(&c),
                 Err(_) if out.len() as u64 >= size => break,
-                Err(e) => return Err(ImageError::Registry { registry: self.registry.clone(), what: format!("pull blob {digest}"), message: e.to_string(), hint: "" }),
+                Err(e) => {
+                    return Err(ImageError::Registry {
+                        registry: self.registry.clone(),
+                        what: format!("pull blob {digest}"),
+                        message: e.to_string(),
+                        hint: "",
+                    })
+                }
             }
             if out.len() as u64 > size {
                 break;
             }
         }
         if out.len() as u64 != size {
-            return Err(ImageError::SizeMismatch { what: "image config".into(), digest: digest.clone(), expected: size, actual: out.len() as u64 });
+            return Err(ImageError::SizeMismatch {
+                what: "image config".into(),
+                digest: digest.clone(),
+                expected: size,
+                actual: out.len() as u64,
+            });
         }
         let actual = Digest::of_bytes(&out);
         if actual != *digest {
-            return Err(ImageError::DigestMismatch { what: "image config".into(), expected: digest.clone(), actual });
+            return Err(ImageError::DigestMismatch {
+                what: "image config".into(),
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(out)
     }
 
     fn blob_err(&self, e: OciDistributionError, digest: &Digest, referrer: &Digest) -> ImageError {
         if is_not_found(&e) {
-            ImageError::MissingBlob { digest: digest.clone(), referrer: format!("manifest {referrer}"), source_name: format!("registry {}", self.registry) }
+            ImageError::MissingBlob {
+                digest: digest.clone(),
+                referrer: format!("manifest {referrer}"),
+                source_name: format!("registry {}", self.registry),
+            }
         } else {
             registry_err(&self.registry, format!("pull blob {digest}"), e)
         }
@@ -270,7 +344,12 @@ struct Resolved {
 /// # Errors
 /// Registry, verification, platform and unpack errors (see [`ImageError`]), each naming the
 /// digest concerned.
-pub async fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: Arc<dyn Progress>) -> Result<ImageRecord> {
+pub async fn pull(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ImageRecord> {
     let _gc = store.gc_lock(false)?;
     // A pull killed part way left its partial blob and snapshot under tmp/: this one restarts
     // the download and unpack from scratch, so those are garbage.
@@ -288,14 +367,23 @@ pub async fn pull(store: &Store, reference: &Reference, opts: &PullOptions, prog
                 _ => reg.manifest(&reference.with_digest(d.clone())).await?,
             };
             if m.len() as u64 != size {
-                return Err(ImageError::SizeMismatch { what: "manifest".into(), digest: d, expected: size, actual: m.len() as u64 });
+                return Err(ImageError::SizeMismatch {
+                    what: "manifest".into(),
+                    digest: d,
+                    expected: size,
+                    actual: m.len() as u64,
+                });
             }
             (Some((top, top_digest)), m, md)
         }
         Manifestish::Manifest(_) => (None, top, top_digest),
     };
     let Manifestish::Manifest(m) = parse_manifestish(&manifest_bytes, &manifest_digest)? else {
-        return Err(ImageError::BadManifest { what: "manifest", digest: manifest_digest, reason: "an index names another index; nested indexes are not supported".into() });
+        return Err(ImageError::BadManifest {
+            what: "manifest",
+            digest: manifest_digest,
+            reason: "an index names another index; nested indexes are not supported".into(),
+        });
     };
     let config_digest = Digest::parse(m.config().digest().as_ref())?;
     // A config already in the store (verified when written, and again by read_blob) saves a
@@ -304,7 +392,10 @@ pub async fn pull(store: &Store, reference: &Reference, opts: &PullOptions, prog
     let config_local = config_size <= MAX_MANIFEST_SIZE && store.blob_size(&config_digest) == Some(config_size);
     let config_bytes = match config_local.then(|| store.read_blob(&config_digest)) {
         Some(Ok(b)) => b,
-        _ => reg.small_blob(reference, &config_digest, m.config().size(), &manifest_digest).await?,
+        _ => {
+            reg.small_blob(reference, &config_digest, m.config().size(), &manifest_digest)
+                .await?
+        }
     };
     let resolved = resolve(
         manifest_bytes,
@@ -345,12 +436,25 @@ pub async fn pull(store: &Store, reference: &Reference, opts: &PullOptions, prog
                     LayerOutcome::UnpackedFromStore
                 } else {
                     let d = spec.digest.to_string();
-                    let mut s = reg.client.pull_blob_stream(&oref, d.as_str()).await.map_err(|e| reg.blob_err(e, &spec.digest, &referrer))?;
+                    let mut s = reg
+                        .client
+                        .pull_blob_stream(&oref, d.as_str())
+                        .await
+                        .map_err(|e| reg.blob_err(e, &spec.digest, &referrer))?;
                     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(32);
                     let st = store.clone();
                     let sp = spec.clone();
                     let task = tokio::task::spawn_blocking(move || {
-                        ingest_layer(&st, ChannelReader { rx, cur: bytes::Bytes::new() }, &sp, true, &unpack)
+                        ingest_layer(
+                            &st,
+                            ChannelReader {
+                                rx,
+                                cur: bytes::Bytes::new(),
+                            },
+                            &sp,
+                            true,
+                            &unpack,
+                        )
                     });
                     let mut received: u64 = 0;
                     while let Some(item) = s.stream.next().await {
@@ -372,7 +476,8 @@ pub async fn pull(store: &Store, reference: &Reference, opts: &PullOptions, prog
                         }
                     }
                     drop(tx);
-                    task.await.map_err(|e| ImageError::io("unpack", store.blob_path(&spec.digest), io::Error::other(e)))??;
+                    task.await
+                        .map_err(|e| ImageError::io("unpack", store.blob_path(&spec.digest), io::Error::other(e)))??;
                     LayerOutcome::Downloaded
                 };
                 progress.layer_done(&spec.digest, outcome);
@@ -403,9 +508,24 @@ fn resolve(
     let arch = config.architecture().to_string();
     let found = manifest::config_platform(&config);
     if !os.is_empty() && !arch.is_empty() && !want.matches(&os, &arch, config.variant().as_deref()) {
-        return Err(ImageError::PlatformMismatch { reference: reference.to_string(), digest: manifest_digest, wanted: want.to_string(), found });
+        return Err(ImageError::PlatformMismatch {
+            reference: reference.to_string(),
+            digest: manifest_digest,
+            wanted: want.to_string(),
+            found,
+        });
     }
-    build_resolved(manifest_bytes, manifest_digest, m, index, config_bytes, config_digest, found, config.created().clone(), &diff_ids)
+    build_resolved(
+        manifest_bytes,
+        manifest_digest,
+        m,
+        index,
+        config_bytes,
+        config_digest,
+        found,
+        config.created().clone(),
+        &diff_ids,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -425,7 +545,10 @@ fn build_resolved(
     for (i, l) in m.layers().iter().enumerate() {
         let digest = Digest::parse(l.digest().as_ref())?;
         let mt = l.media_type().to_string();
-        let compression = Compression::from_media_type(&mt).ok_or_else(|| ImageError::UnsupportedMediaType { digest: digest.clone(), media_type: mt.clone() })?;
+        let compression = Compression::from_media_type(&mt).ok_or_else(|| ImageError::UnsupportedMediaType {
+            digest: digest.clone(),
+            media_type: mt.clone(),
+        })?;
         layers.push((
             LayerSpec {
                 digest,
@@ -438,8 +561,22 @@ fn build_resolved(
             mt,
         ));
     }
-    let manifest_media_type = m.media_type().as_ref().map(|t| t.to_string()).unwrap_or_else(|| manifest::OCI_MANIFEST.to_string());
-    Ok(Resolved { manifest_bytes, manifest_digest, manifest_media_type, index, config_bytes, config_digest, platform, created, layers })
+    let manifest_media_type = m
+        .media_type()
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| manifest::OCI_MANIFEST.to_string());
+    Ok(Resolved {
+        manifest_bytes,
+        manifest_digest,
+        manifest_media_type,
+        index,
+        config_bytes,
+        config_digest,
+        platform,
+        created,
+        layers,
+    })
 }
 
 /// Stores manifest, index and config blobs and writes the image record.
@@ -460,11 +597,20 @@ fn finish(store: &Store, r: Resolved, names: Vec<String>) -> Result<ImageRecord>
         layers: r
             .layers
             .into_iter()
-            .map(|(l, mt)| LayerRecord { digest: l.digest, media_type: mt, size: l.size, diff_id: l.diff_id, chain_id: l.chain_id })
+            .map(|(l, mt)| LayerRecord {
+                digest: l.digest,
+                media_type: mt,
+                size: l.size,
+                diff_id: l.diff_id,
+                chain_id: l.chain_id,
+            })
             .collect(),
         size,
         created: r.created,
-        added: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        added: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
     add_image(store, rec)
 }
@@ -483,23 +629,51 @@ pub(crate) fn import_manifest(
     mut open_layer: impl FnMut(&LayerSpec) -> Result<Option<Box<dyn Read>>>,
 ) -> Result<ImageRecord> {
     let Manifestish::Manifest(m) = parse_manifestish(&manifest_bytes, &manifest_digest)? else {
-        return Err(ImageError::BadManifest { what: "manifest", digest: manifest_digest, reason: "expected a manifest, found an index".into() });
+        return Err(ImageError::BadManifest {
+            what: "manifest",
+            digest: manifest_digest,
+            reason: "expected a manifest, found an index".into(),
+        });
     };
     let config_digest = Digest::parse(m.config().digest().as_ref())?;
     let actual = Digest::of_bytes(&config_bytes);
     if actual != config_digest {
-        return Err(ImageError::DigestMismatch { what: "image config".into(), expected: config_digest, actual });
+        return Err(ImageError::DigestMismatch {
+            what: "image config".into(),
+            expected: config_digest,
+            actual,
+        });
     }
-    let placeholder = Reference { registry: "localhost".into(), repository: "import".into(), tag: None, digest: Some(manifest_digest.clone()) };
-    let reference = names.first().and_then(|n| Reference::parse(n).ok()).unwrap_or(placeholder);
-    let resolved = resolve(manifest_bytes, manifest_digest, &m, None, config_bytes, config_digest, want, &reference)?;
+    let placeholder = Reference {
+        registry: "localhost".into(),
+        repository: "import".into(),
+        tag: None,
+        digest: Some(manifest_digest.clone()),
+    };
+    let reference = names
+        .first()
+        .and_then(|n| Reference::parse(n).ok())
+        .unwrap_or(placeholder);
+    let resolved = resolve(
+        manifest_bytes,
+        manifest_digest,
+        &m,
+        None,
+        config_bytes,
+        config_digest,
+        want,
+        &reference,
+    )?;
     for (spec, _) in &resolved.layers {
         if store.snapshots().has(&spec.chain_id) && store.has_blob(&spec.digest) {
             continue;
         }
         let (reader, write) = match open_layer(spec)? {
             Some(r) => (r, true),
-            None => (Box::new(io::BufReader::new(store.open_blob(&spec.digest)?)) as Box<dyn Read>, false),
+            None => (
+                Box::new(io::BufReader::new(store.open_blob(&spec.digest)?)) as Box<dyn Read>,
+                false,
+            ),
         };
         ingest_layer(store, reader, spec, write, opts)?;
     }

@@ -72,7 +72,10 @@ pub struct PruneReport {
 
 fn matches_name(rec: &ImageRecord, r: &Reference) -> bool {
     if let Some(d) = &r.digest {
-        let same_repo = rec.names.iter().any(|n| Reference::parse(n).is_ok_and(|nr| nr.name() == r.name()));
+        let same_repo = rec
+            .names
+            .iter()
+            .any(|n| Reference::parse(n).is_ok_and(|nr| nr.name() == r.name()));
         return (rec.manifest == *d || rec.index.as_ref() == Some(d)) && (same_repo || r.tag.is_none());
     }
     rec.names.iter().any(|n| *n == r.to_string())
@@ -110,7 +113,11 @@ fn find_in<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a ImageRecord>
                 }
                 return Err(ImageError::AmbiguousImage {
                     name: name.into(),
-                    candidates: found.iter().map(|f| f.id.short().to_string()).collect::<Vec<_>>().join(", "),
+                    candidates: found
+                        .iter()
+                        .map(|f| f.id.short().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -154,7 +161,9 @@ pub fn add_image(store: &Store, rec: ImageRecord) -> Result<ImageRecord> {
 pub fn remove_image(store: &Store, name: &str) -> Result<ImageRecord> {
     store.update_images(|images| {
         let rec = find_in(images, name)?.clone();
-        let by_name = Reference::parse(name).ok().filter(|r| r.digest.is_none() && rec.names.contains(&r.to_string()));
+        let by_name = Reference::parse(name)
+            .ok()
+            .filter(|r| r.digest.is_none() && rec.names.contains(&r.to_string()));
         match by_name {
             Some(r) => {
                 let full = r.to_string();
@@ -198,7 +207,9 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
     for entry in fs::read_dir(&blob_dir).map_err(|e| ImageError::io("list", &blob_dir, e))? {
         let entry = entry.map_err(|e| ImageError::io("list", &blob_dir, e))?;
         let name = entry.file_name();
-        let Some(d) = name.to_str().and_then(|n| Digest::from_hex(n).ok()) else { continue };
+        let Some(d) = name.to_str().and_then(|n| Digest::from_hex(n).ok()) else {
+            continue;
+        };
         if !blobs.contains(&d) {
             report.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
             store.remove_blob(&d)?;

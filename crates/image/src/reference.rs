@@ -27,13 +27,17 @@ pub struct Reference {
 }
 
 fn bad(input: &str, reason: impl Into<String>) -> ImageError {
-    ImageError::InvalidReference { input: input.to_string(), reason: reason.into() }
+    ImageError::InvalidReference {
+        input: input.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn valid_component(c: &str) -> bool {
     // [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*, simplified: alnum at both ends, separators between.
     !c.is_empty()
-        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
         && c.as_bytes()[0].is_ascii_alphanumeric()
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
         && !c.contains("..")
@@ -43,7 +47,8 @@ fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 fn valid_registry(r: &str) -> bool {
@@ -52,7 +57,10 @@ fn valid_registry(r: &str) -> bool {
         _ => (r, None),
     };
     let host_ok = if host.starts_with('[') && host.ends_with(']') {
-        host.len() > 2 && host[1..host.len() - 1].bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+        host.len() > 2
+            && host[1..host.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':')
     } else {
         !host.is_empty()
             && host.split('.').all(|l| {
@@ -76,11 +84,16 @@ impl Reference {
             return Err(bad(input, "empty or longer than 4096 bytes"));
         }
         let (name, digest) = match input.split_once('@') {
-            Some((n, d)) => (n, Some(Digest::parse(d).map_err(|_| bad(input, "digest is not sha256:<64 lowercase hex>"))?)),
+            Some((n, d)) => (
+                n,
+                Some(Digest::parse(d).map_err(|_| bad(input, "digest is not sha256:<64 lowercase hex>"))?),
+            ),
             None => (input, None),
         };
         let (registry, rest) = match name.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') => {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
+            {
                 (first.to_string(), rest)
             }
             _ => (DOCKER_HUB.to_string(), name),
@@ -100,11 +113,17 @@ impl Reference {
         };
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(bad(input, format!("tag {t:?} must be [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")));
+                return Err(bad(
+                    input,
+                    format!("tag {t:?} must be [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"),
+                ));
             }
         }
         if let Some(c) = repo.split('/').find(|c| !valid_component(c)) {
-            return Err(bad(input, format!("repository component {c:?} must be lowercase letters, digits and . _ - between them")));
+            return Err(bad(
+                input,
+                format!("repository component {c:?} must be lowercase letters, digits and . _ - between them"),
+            ));
         }
         let repository = if registry == DOCKER_HUB && !repo.contains('/') {
             format!("library/{repo}")
@@ -121,7 +140,12 @@ impl Reference {
             (None, Some(_)) => None,
             (None, None) => Some("latest".to_string()),
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// `registry/repository`, without tag or digest.
@@ -131,7 +155,12 @@ impl Reference {
 
     /// The same reference pinned to `digest` (tag dropped): what a manifest fetch by digest uses.
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { registry: self.registry.clone(), repository: self.repository.clone(), tag: None, digest: Some(digest) }
+        Reference {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: Some(digest),
+        }
     }
 
     /// Whether the registry is on this machine (`localhost`, `127.0.0.0/8`, `[::1]`):
@@ -179,7 +208,9 @@ mod tests {
         let name = "a".repeat(250);
         assert!(Reference::parse(&name).is_err());
         assert!(Reference::parse(&format!("127.0.0.1:5000/{name}")).is_ok());
-        let printed = Reference::parse(&format!("docker.io/x/{}", "a".repeat(240))).unwrap().to_string();
+        let printed = Reference::parse(&format!("docker.io/x/{}", "a".repeat(240)))
+            .unwrap()
+            .to_string();
         assert!(Reference::parse(&printed).is_ok());
     }
 
@@ -204,7 +235,17 @@ mod tests {
 
     #[test]
     fn bad_references_are_refused() {
-        for s in ["", "UPPER", "a/../b", "x:", "x@sha256:abc", "host:99999999/x", "a//b", "x:-tag", "/abs"] {
+        for s in [
+            "",
+            "UPPER",
+            "a/../b",
+            "x:",
+            "x@sha256:abc",
+            "host:99999999/x",
+            "a//b",
+            "x:-tag",
+            "/abs",
+        ] {
             assert!(Reference::parse(s).is_err(), "{s} accepted");
         }
     }

@@ -60,7 +60,9 @@ fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 128
         && !key.starts_with('.')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 impl Snapshotter {
@@ -97,7 +99,10 @@ impl Snapshotter {
         let mut cur = Some(id.clone());
         while let Some(c) = cur {
             if !self.has(&c) || out.len() > 500 {
-                return Err(ImageError::SnapshotNotFound { key: c.to_string(), root: self.root.clone() });
+                return Err(ImageError::SnapshotNotFound {
+                    key: c.to_string(),
+                    root: self.root.clone(),
+                });
             }
             let dir = self.dir(&c);
             out.push(dir.join("fs"));
@@ -120,7 +125,12 @@ impl Snapshotter {
             let f = p.dir.join("parent");
             fs::write(&f, parent.hex()).ctx("write", &f)?;
         }
-        let fd = rustix::fs::open(&p.dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ctx("open", &p.dir)?;
+        let fd = rustix::fs::open(
+            &p.dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open", &p.dir)?;
         rustix::fs::syncfs(&fd).ctx("syncfs", &p.dir)?;
         let dest = self.dir(id);
         match fs::rename(&p.dir, &dest) {
@@ -174,7 +184,10 @@ impl Snapshotter {
 
     fn active_dir(&self, key: &str) -> Result<PathBuf> {
         if !valid_key(key) {
-            return Err(ImageError::SnapshotConflict { key: key.into(), reason: "keys are 1-128 of [A-Za-z0-9_.-], not starting with '.'".into() });
+            return Err(ImageError::SnapshotConflict {
+                key: key.into(),
+                reason: "keys are 1-128 of [A-Za-z0-9_.-], not starting with '.'".into(),
+            });
         }
         Ok(self.root.join("active").join(key))
     }
@@ -193,7 +206,10 @@ impl Snapshotter {
         };
         if let Err(e) = fs::create_dir(&dir) {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                return Err(ImageError::SnapshotConflict { key: key.into(), reason: "an active snapshot with this key exists".into() });
+                return Err(ImageError::SnapshotConflict {
+                    key: key.into(),
+                    reason: "an active snapshot with this key exists".into(),
+                });
             }
             return Err(ImageError::io("create", dir, e));
         }
@@ -201,7 +217,8 @@ impl Snapshotter {
             for d in ["upper", "work"] {
                 fs::create_dir(dir.join(d)).ctx("create", dir.join(d))?;
             }
-            fs::set_permissions(dir.join("upper"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).ctx("chmod", dir.join("upper"))?;
+            fs::set_permissions(dir.join("upper"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .ctx("chmod", dir.join("upper"))?;
             if let Some(p) = parent {
                 fs::write(dir.join("parent"), p.hex()).ctx("write", dir.join("parent"))?;
             }
@@ -211,7 +228,12 @@ impl Snapshotter {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
-        Ok(ActiveSnapshot { key: key.into(), upper: dir.join("upper"), work: dir.join("work"), lowers })
+        Ok(ActiveSnapshot {
+            key: key.into(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            lowers,
+        })
     }
 
     /// The active snapshot `key`.
@@ -221,13 +243,21 @@ impl Snapshotter {
     pub fn active(&self, key: &str) -> Result<ActiveSnapshot> {
         let dir = self.active_dir(key)?;
         if !dir.is_dir() {
-            return Err(ImageError::SnapshotNotFound { key: key.into(), root: self.root.join("active") });
+            return Err(ImageError::SnapshotNotFound {
+                key: key.into(),
+                root: self.root.join("active"),
+            });
         }
         let lowers = match self.parent_of(&dir)? {
             Some(p) => self.lowers(&p)?,
             None => Vec::new(),
         };
-        Ok(ActiveSnapshot { key: key.into(), upper: dir.join("upper"), work: dir.join("work"), lowers })
+        Ok(ActiveSnapshot {
+            key: key.into(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            lowers,
+        })
     }
 
     /// Mounts active snapshot `key` on `target` (an existing directory): overlayfs with the
@@ -256,7 +286,10 @@ impl Snapshotter {
     pub fn commit(&self, key: &str) -> Result<Digest> {
         let dir = self.active_dir(key)?;
         if !dir.is_dir() {
-            return Err(ImageError::SnapshotNotFound { key: key.into(), root: self.root.join("active") });
+            return Err(ImageError::SnapshotNotFound {
+                key: key.into(),
+                root: self.root.join("active"),
+            });
         }
         let parent = self.parent_of(&dir)?;
         let id = Digest::of_bytes(format!("commit {key} {parent:?} {}", tmp_name()).as_bytes());
@@ -275,7 +308,10 @@ impl Snapshotter {
     pub fn remove(&self, key: &str) -> Result<()> {
         let dir = self.active_dir(key)?;
         if !dir.is_dir() {
-            return Err(ImageError::SnapshotNotFound { key: key.into(), root: self.root.join("active") });
+            return Err(ImageError::SnapshotNotFound {
+                key: key.into(),
+                root: self.root.join("active"),
+            });
         }
         fs::remove_dir_all(&dir).ctx("remove snapshot", &dir)
     }
@@ -288,8 +324,16 @@ impl Snapshotter {
 /// # Errors
 /// [`ImageError::Mount`] with the kernel's error.
 pub fn mount_overlay(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> Result<()> {
-    let joined = lowers.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(":");
-    let err = |e: std::io::Error| ImageError::Mount { target: target.to_path_buf(), lowers: joined.clone(), source: e };
+    let joined = lowers
+        .iter()
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let err = |e: std::io::Error| ImageError::Mount {
+        target: target.to_path_buf(),
+        lowers: joined.clone(),
+        source: e,
+    };
     let new_api = (|| -> rustix::io::Result<()> {
         let fsfd = rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)?;
         for l in lowers {
@@ -301,8 +345,18 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, target: 
         }
         let _ = rustix::mount::fsconfig_set_string(&fsfd, "index", "off");
         rustix::mount::fsconfig_create(&fsfd)?;
-        let mfd = rustix::mount::fsmount(&fsfd, rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC, rustix::mount::MountAttrFlags::empty())?;
-        rustix::mount::move_mount(&mfd, "", rustix::fs::CWD, target, rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        let mfd = rustix::mount::fsmount(
+            &fsfd,
+            rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC,
+            rustix::mount::MountAttrFlags::empty(),
+        )?;
+        rustix::mount::move_mount(
+            &mfd,
+            "",
+            rustix::fs::CWD,
+            target,
+            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
     })();
     match new_api {
         Ok(()) => Ok(()),
@@ -312,8 +366,14 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, target: 
                 data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
             }
             let data = std::ffi::CString::new(data).map_err(|e| err(std::io::Error::other(e)))?;
-            rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), Some(data.as_c_str()))
-                .map_err(|e| err(e.into()))
+            rustix::mount::mount(
+                "overlay",
+                target,
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                Some(data.as_c_str()),
+            )
+            .map_err(|e| err(e.into()))
         }
         Err(e) => Err(err(e.into())),
     }

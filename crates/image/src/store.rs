@@ -24,7 +24,11 @@ pub(crate) fn tmp_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}-{}-{nanos}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Whether a temporary name made by [`tmp_name`] belongs to a process that is gone.
@@ -60,7 +64,11 @@ fn lock(path: &Path, exclusive: bool) -> Result<LockGuard> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .ctx("open lock file", path)?;
-    let op = if exclusive { rustix::fs::FlockOperation::LockExclusive } else { rustix::fs::FlockOperation::LockShared };
+    let op = if exclusive {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::LockShared
+    };
     rustix::fs::flock(&file, op).ctx("lock", path)?;
     Ok(LockGuard { _file: file })
 }
@@ -72,7 +80,12 @@ impl Store {
     /// [`ImageError::Io`] when the directories cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        for d in ["content/blobs/sha256", "content/tmp", "snapshots/tmp", "snapshots/active"] {
+        for d in [
+            "content/blobs/sha256",
+            "content/tmp",
+            "snapshots/tmp",
+            "snapshots/active",
+        ] {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx("create directory", &p)?;
         }
@@ -105,7 +118,11 @@ impl Store {
         let data = fs::read(&p).ctx("read blob", &p)?;
         let actual = Digest::of_bytes(&data);
         if &actual != digest {
-            return Err(ImageError::DigestMismatch { what: "stored blob".into(), expected: digest.clone(), actual });
+            return Err(ImageError::DigestMismatch {
+                what: "stored blob".into(),
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(data)
     }
@@ -137,7 +154,13 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
             .ctx("create temporary blob", &tmp)?;
-        Ok(BlobWriter { file: Some(file), tmp, hasher: Sha256::new(), count: 0, store: self.clone() })
+        Ok(BlobWriter {
+            file: Some(file),
+            tmp,
+            hasher: Sha256::new(),
+            count: 0,
+            store: self.clone(),
+        })
     }
 
     /// Writes `data` as the blob `expected` (and `size`, when known), verified.
@@ -149,7 +172,11 @@ impl Store {
             // Still verify what we were given: a caller must not learn "ok" for bad bytes.
             let actual = Digest::of_bytes(data);
             if &actual != expected {
-                return Err(ImageError::DigestMismatch { what: what.into(), expected: expected.clone(), actual });
+                return Err(ImageError::DigestMismatch {
+                    what: what.into(),
+                    expected: expected.clone(),
+                    actual,
+                });
             }
             return Ok(());
         }
@@ -162,7 +189,14 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::put_blob`]; read errors as [`ImageError::Io`] on `source`.
-    pub fn copy_blob(&self, what: &str, reader: &mut dyn Read, source: &Path, expected: &Digest, size: Option<u64>) -> Result<()> {
+    pub fn copy_blob(
+        &self,
+        what: &str,
+        reader: &mut dyn Read,
+        source: &Path,
+        expected: &Digest,
+        size: Option<u64>,
+    ) -> Result<()> {
         let mut w = self.blob_writer()?;
         let limit = size.map_or(u64::MAX, |s| s.saturating_add(1));
         let mut r = reader.take(limit);
@@ -234,7 +268,10 @@ impl Store {
     fn read_images(&self) -> Result<Vec<ImageRecord>> {
         let p = self.images_path();
         match fs::read(&p) {
-            Ok(data) => serde_json::from_slice(&data).map_err(|source| ImageError::Json { what: p.display().to_string(), source }),
+            Ok(data) => serde_json::from_slice(&data).map_err(|source| ImageError::Json {
+                what: p.display().to_string(),
+                source,
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(ImageError::io("read", p, e)),
         }
@@ -254,7 +291,10 @@ impl Store {
             return Ok(out);
         }
         let p = self.images_path();
-        let data = serde_json::to_vec_pretty(&images).map_err(|source| ImageError::Json { what: p.display().to_string(), source })?;
+        let data = serde_json::to_vec_pretty(&images).map_err(|source| ImageError::Json {
+            what: p.display().to_string(),
+            source,
+        })?;
         write_atomic(&p, &data)?;
         Ok(out)
     }
@@ -263,9 +303,21 @@ impl Store {
 /// Writes `data` to `path` through a temporary sibling, fsync and rename.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), tmp_name()));
-    let mut f = OpenOptions::new().create_new(true).write(true).mode(0o600).open(&tmp).ctx("create", &tmp)?;
-    let r = f.write_all(data).and_then(|_| f.sync_all()).and_then(|_| fs::rename(&tmp, path));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        tmp_name()
+    ));
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .ctx("create", &tmp)?;
+    let r = f
+        .write_all(data)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| fs::rename(&tmp, path));
     if let Err(e) = r {
         let _ = fs::remove_file(&tmp);
         return Err(ImageError::io("write", path, e));
@@ -288,7 +340,10 @@ pub struct BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let f = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already committed"))?;
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already committed"))?;
         let n = f.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
@@ -319,14 +374,27 @@ impl BlobWriter {
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if let Some(s) = size {
             if s != self.count {
-                return Err(ImageError::SizeMismatch { what: what.into(), digest: expected.clone(), expected: s, actual: self.count });
+                return Err(ImageError::SizeMismatch {
+                    what: what.into(),
+                    digest: expected.clone(),
+                    expected: s,
+                    actual: self.count,
+                });
             }
         }
         if &actual != expected {
-            return Err(ImageError::DigestMismatch { what: what.into(), expected: expected.clone(), actual });
+            return Err(ImageError::DigestMismatch {
+                what: what.into(),
+                expected: expected.clone(),
+                actual,
+            });
         }
         let Some(file) = self.file.take() else {
-            return Err(ImageError::io("commit", &self.tmp, io::Error::other("already committed")));
+            return Err(ImageError::io(
+                "commit",
+                &self.tmp,
+                io::Error::other("already committed"),
+            ));
         };
         file.sync_all().ctx("fsync", &self.tmp)?;
         drop(file);

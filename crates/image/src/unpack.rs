@@ -34,7 +34,11 @@ pub struct UnpackOptions {
 impl Default for UnpackOptions {
     /// The cautious default: no devices, no setuid/setgid, ownership kept.
     fn default() -> Self {
-        UnpackOptions { allow_devices: false, keep_setuid: false, keep_ownership: true }
+        UnpackOptions {
+            allow_devices: false,
+            keep_setuid: false,
+            keep_ownership: true,
+        }
     }
 }
 
@@ -57,7 +61,10 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 fn unsafe_entry(entry: &[u8], reason: impl Into<String>) -> ImageError {
-    ImageError::UnsafeEntry { entry: String::from_utf8_lossy(entry).into_owned(), reason: reason.into() }
+    ImageError::UnsafeEntry {
+        entry: String::from_utf8_lossy(entry).into_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Splits an entry name into its components, refusing absolute names and `..`; `.` and empty
@@ -94,9 +101,28 @@ fn join(comps: &[&[u8]]) -> PathBuf {
 /// # Errors
 /// [`ImageError::UnsafeEntry`] for a refused entry, [`ImageError::LayerStream`] for a bad
 /// stream, [`ImageError::Io`] for file system failures.
-pub fn unpack_tar<R: Read>(reader: R, dest: &Path, opts: &UnpackOptions, layer: &str, compression: &'static str) -> Result<UnpackStats> {
-    let root = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ctx("open layer directory", dest)?;
-    let mut u = Unpacker { root, dest, opts, stats: UnpackStats::default(), dir_times: Vec::new(), layer, compression };
+pub fn unpack_tar<R: Read>(
+    reader: R,
+    dest: &Path,
+    opts: &UnpackOptions,
+    layer: &str,
+    compression: &'static str,
+) -> Result<UnpackStats> {
+    let root = rustix::fs::open(
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open layer directory", dest)?;
+    let mut u = Unpacker {
+        root,
+        dest,
+        opts,
+        stats: UnpackStats::default(),
+        dir_times: Vec::new(),
+        layer,
+        compression,
+    };
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| u.stream_err(e))?;
     for entry in entries {
@@ -113,8 +139,14 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path, opts: &UnpackOptions, layer: 
 }
 
 fn timestamps(mtime: u64) -> Timestamps {
-    let t = rustix::fs::Timespec { tv_sec: mtime.min(i64::MAX as u64) as i64, tv_nsec: 0 };
-    Timestamps { last_access: t, last_modification: t }
+    let t = rustix::fs::Timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
 }
 
 struct Unpacker<'a> {
@@ -138,7 +170,11 @@ enum Kind {
 
 impl Unpacker<'_> {
     fn stream_err(&self, source: io::Error) -> ImageError {
-        ImageError::LayerStream { layer: self.layer.to_string(), compression: self.compression, source }
+        ImageError::LayerStream {
+            layer: self.layer.to_string(),
+            compression: self.compression,
+            source,
+        }
     }
 
     fn fs_err(&self, op: &'static str, rel: &Path, e: impl Into<io::Error>) -> ImageError {
@@ -177,7 +213,13 @@ impl Unpacker<'_> {
 
     fn resolve_err(&self, entry: &[u8], path: &Path, e: Errno) -> ImageError {
         match e {
-            Errno::XDEV | Errno::LOOP => unsafe_entry(entry, format!("{} resolves through a symlink that leads outside the layer", path.display())),
+            Errno::XDEV | Errno::LOOP => unsafe_entry(
+                entry,
+                format!(
+                    "{} resolves through a symlink that leads outside the layer",
+                    path.display()
+                ),
+            ),
             Errno::NOTDIR => unsafe_entry(entry, format!("{} is not a directory", path.display())),
             e => self.fs_err("open directory", path, e),
         }
@@ -189,8 +231,13 @@ impl Unpacker<'_> {
             Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(self.fs_err("stat", rel, e)),
             Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => {
-                let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| self.fs_err("open", rel, e))?;
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.fs_err("open", rel, e))?;
                 remove_dir_contents(fd).map_err(|e| self.fs_err("remove", rel, e))?;
                 rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(|e| self.fs_err("remove", rel, e))
             }
@@ -221,17 +268,34 @@ impl Unpacker<'_> {
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File,
             tar::EntryType::Symlink => Kind::Symlink(
-                entry.link_name_bytes().map(|l| l.into_owned()).ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?,
+                entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?,
             ),
             tar::EntryType::Link => Kind::Hardlink(
-                entry.link_name_bytes().map(|l| l.into_owned()).ok_or_else(|| unsafe_entry(&raw, "hardlink without a target"))?,
+                entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .ok_or_else(|| unsafe_entry(&raw, "hardlink without a target"))?,
             ),
             tar::EntryType::Char | tar::EntryType::Block => {
                 if !self.opts.allow_devices {
-                    return Err(unsafe_entry(&raw, "device node (devices are not allowed in this unpack)"));
+                    return Err(unsafe_entry(
+                        &raw,
+                        "device node (devices are not allowed in this unpack)",
+                    ));
                 }
-                let ft = if etype == tar::EntryType::Char { rustix::fs::FileType::CharacterDevice } else { rustix::fs::FileType::BlockDevice };
-                Kind::Device(ft, header.device_major().ok().flatten().unwrap_or(0), header.device_minor().ok().flatten().unwrap_or(0))
+                let ft = if etype == tar::EntryType::Char {
+                    rustix::fs::FileType::CharacterDevice
+                } else {
+                    rustix::fs::FileType::BlockDevice
+                };
+                Kind::Device(
+                    ft,
+                    header.device_major().ok().flatten().unwrap_or(0),
+                    header.device_minor().ok().flatten().unwrap_or(0),
+                )
             }
             tar::EntryType::Fifo => Kind::Fifo,
             // Global PAX headers and anything unknown carry no file.
@@ -255,22 +319,34 @@ impl Unpacker<'_> {
         if let Some(target) = last.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             let dir = self.open_dir(&raw, parent)?;
             if *last == OPAQUE_MARKER.as_bytes() {
-                let d = rustix::fs::openat(&dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| self.fs_err("open", &join(parent), e))?;
+                let d = rustix::fs::openat(
+                    &dir,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.fs_err("open", &join(parent), e))?;
                 rustix::fs::fsetxattr(&d, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
                     .map_err(|e| self.fs_err("set trusted.overlay.opaque on", &join(parent), e))?;
                 self.stats.opaque_dirs += 1;
                 return Ok(());
             }
-            if target.starts_with(WHITEOUT_PREFIX.as_bytes()) || target.is_empty() || target == b"." || target == b".." {
+            if target.starts_with(WHITEOUT_PREFIX.as_bytes()) || target.is_empty() || target == b"." || target == b".."
+            {
                 // Other AUFS metadata (.wh..wh.plnk, ...): nothing for overlayfs.
                 return Ok(());
             }
             let tname = OsStr::from_bytes(target);
             let trel = join(parent).join(tname);
             self.remove_existing(dir.as_fd(), tname, &trel)?;
-            rustix::fs::mknodat(&dir, tname, rustix::fs::FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-                .map_err(|e| self.fs_err("create whiteout", &trel, e))?;
+            rustix::fs::mknodat(
+                &dir,
+                tname,
+                rustix::fs::FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            )
+            .map_err(|e| self.fs_err("create whiteout", &trel, e))?;
             self.stats.whiteouts += 1;
             return Ok(());
         }
@@ -278,13 +354,21 @@ impl Unpacker<'_> {
         match kind {
             Kind::Dir => {
                 let existing = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
-                let is_dir = existing.is_some_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory);
+                let is_dir = existing.is_some_and(|st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+                });
                 if !is_dir {
                     self.remove_existing(dir.as_fd(), name, &rel)?;
-                    rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)).map_err(|e| self.fs_err("create directory", &rel, e))?;
+                    rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700))
+                        .map_err(|e| self.fs_err("create directory", &rel, e))?;
                 }
-                let fd = rustix::fs::openat(&dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| self.fs_err("open directory", &rel, e))?;
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.fs_err("open directory", &rel, e))?;
                 self.set_meta(fd.as_fd(), uid, gid, mode, true, &xattrs, &rel)?;
                 self.dir_times.push((rel, mtime));
             }
@@ -312,24 +396,47 @@ impl Unpacker<'_> {
             }
             Kind::Symlink(target) => {
                 self.remove_existing(dir.as_fd(), name, &rel)?;
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, name).map_err(|e| self.fs_err("create symlink", &rel, e))?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, name)
+                    .map_err(|e| self.fs_err("create symlink", &rel, e))?;
                 if self.opts.keep_ownership {
-                    rustix::fs::chownat(&dir, name, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| self.fs_err("chown", &rel, e))?;
+                    rustix::fs::chownat(
+                        &dir,
+                        name,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.fs_err("chown", &rel, e))?;
                 }
                 let _ = rustix::fs::utimensat(&dir, name, &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
             Kind::Hardlink(target) => {
-                let tcomps = entry_components(&target).map_err(|_| unsafe_entry(&raw, format!("hardlink target {:?} is outside the layer", String::from_utf8_lossy(&target))))?;
+                let tcomps = entry_components(&target).map_err(|_| {
+                    unsafe_entry(
+                        &raw,
+                        format!(
+                            "hardlink target {:?} is outside the layer",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    )
+                })?;
                 let Some((tlast, tparent)) = tcomps.split_last() else {
                     return Err(unsafe_entry(&raw, "hardlink to the layer root"));
                 };
                 if tcomps == comps {
                     return Ok(());
                 }
-                let tdir = match rustix::fs::openat2(&self.root, join(tparent), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS) {
+                let tdir = match rustix::fs::openat2(
+                    &self.root,
+                    join(tparent),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+                ) {
                     Ok(fd) => fd,
-                    Err(Errno::NOENT) => return Err(unsafe_entry(&raw, "hardlink target does not exist in this layer")),
+                    Err(Errno::NOENT) => {
+                        return Err(unsafe_entry(&raw, "hardlink target does not exist in this layer"))
+                    }
                     Err(e) => return Err(self.resolve_err(&raw, &join(tparent), e)),
                 };
                 let tname = OsStr::from_bytes(tlast);
@@ -341,12 +448,19 @@ impl Unpacker<'_> {
                     Err(_) => return Err(unsafe_entry(&raw, "hardlink target does not exist in this layer")),
                 }
                 self.remove_existing(dir.as_fd(), name, &rel)?;
-                rustix::fs::linkat(&tdir, tname, &dir, name, AtFlags::empty()).map_err(|e| self.fs_err("create hardlink", &rel, e))?;
+                rustix::fs::linkat(&tdir, tname, &dir, name, AtFlags::empty())
+                    .map_err(|e| self.fs_err("create hardlink", &rel, e))?;
             }
             Kind::Device(ft, major, minor) => {
                 self.remove_existing(dir.as_fd(), name, &rel)?;
-                rustix::fs::mknodat(&dir, name, ft, Mode::from_raw_mode(0o600), rustix::fs::makedev(major, minor))
-                    .map_err(|e| self.fs_err("create device node", &rel, e))?;
+                rustix::fs::mknodat(
+                    &dir,
+                    name,
+                    ft,
+                    Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(major, minor),
+                )
+                .map_err(|e| self.fs_err("create device node", &rel, e))?;
                 self.node_meta(dir.as_fd(), name, &rel, uid, gid, mode, mtime)?;
             }
             Kind::Fifo => {
@@ -361,23 +475,54 @@ impl Unpacker<'_> {
 
     /// Ownership and mode of a device node or fifo, through an O_PATH fd (never opening it).
     #[allow(clippy::too_many_arguments)]
-    fn node_meta(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path, uid: u32, gid: u32, mode: u32, mtime: u64) -> Result<()> {
+    fn node_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        mtime: u64,
+    ) -> Result<()> {
         if self.opts.keep_ownership {
-            rustix::fs::chownat(dir, name, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| self.fs_err("chown", rel, e))?;
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fs_err("chown", rel, e))?;
         }
-        rustix::fs::chmodat(dir, name, self.mode_of(mode, false), AtFlags::empty()).map_err(|e| self.fs_err("chmod", rel, e))?;
+        rustix::fs::chmodat(dir, name, self.mode_of(mode, false), AtFlags::empty())
+            .map_err(|e| self.fs_err("chmod", rel, e))?;
         let _ = rustix::fs::utimensat(dir, name, &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW);
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn set_meta(&self, fd: BorrowedFd<'_>, uid: u32, gid: u32, mode: u32, is_dir: bool, xattrs: &[(String, Vec<u8>)], rel: &Path) -> Result<()> {
+    fn set_meta(
+        &self,
+        fd: BorrowedFd<'_>,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        is_dir: bool,
+        xattrs: &[(String, Vec<u8>)],
+        rel: &Path,
+    ) -> Result<()> {
         if self.opts.keep_ownership {
-            rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid))).map_err(|e| self.fs_err("chown", rel, e))?;
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| self.fs_err("chown", rel, e))?;
         }
         for (k, v) in xattrs {
-            rustix::fs::fsetxattr(fd, k.as_str(), v, rustix::fs::XattrFlags::empty()).map_err(|e| self.fs_err("set xattr on", rel, e))?;
+            rustix::fs::fsetxattr(fd, k.as_str(), v, rustix::fs::XattrFlags::empty())
+                .map_err(|e| self.fs_err("set xattr on", rel, e))?;
         }
         // chmod after chown: chown clears setuid bits.
         rustix::fs::fchmod(fd, self.mode_of(mode, is_dir)).map_err(|e| self.fs_err("chmod", rel, e))
@@ -425,7 +570,12 @@ fn remove_dir_contents(dir: OwnedFd) -> rustix::io::Result<()> {
             _ => false,
         };
         if is_dir {
-            let sub = rustix::fs::openat(&dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+            let sub = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
             remove_dir_contents(sub)?;
             rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR)?;
         } else {

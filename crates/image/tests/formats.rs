@@ -8,14 +8,19 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
-use common::{assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, push, push_dir_raw, rt, sh, skopeo_push, Registry};
+use common::{
+    assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, push, push_dir_raw, rt, sh,
+    skopeo_push, Registry,
+};
 use vessel_image::pull::{pull, NoProgress, PullOptions};
 use vessel_image::{layout, ImageRecord, Reference, Store};
 
 fn pull_into(root: &std::path::Path, name: &str) -> (Store, ImageRecord) {
     let store = Store::open(root).unwrap();
     let r = Reference::parse(name).unwrap();
-    let rec = rt().block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap();
+    let rec = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
     (store, rec)
 }
 
@@ -32,7 +37,13 @@ fn zstd_and_uncompressed_layers_unpack_like_gzip() {
     // skopeo 1.9 reuses a blob the registry has in another compression instead of recompressing
     // (its blob-info cache maps the diff ids to the gzip blobs): zstd gets its own registry.
     let zreg = Registry::start(&t.path().join("zreg"), None);
-    let zst_name = skopeo_push(t.path(), "oci:img:v2", &zreg, "fmt/bb:zstd", "--dest-compress-format zstd");
+    let zst_name = skopeo_push(
+        t.path(),
+        "oci:img:v2",
+        &zreg,
+        "fmt/bb:zstd",
+        "--dest-compress-format zstd",
+    );
     // skopeo recompresses uncompressed layers on the way to a registry: write them to a
     // dir: copy decompressed and push those bytes as they are.
     sh("skopeo copy -q --dest-decompress oci:img:v2 dir:raw", t.path());
@@ -44,7 +55,10 @@ fn zstd_and_uncompressed_layers_unpack_like_gzip() {
 
     let (zst_store, zst) = pull_into(&t.path().join("root-zstd"), &zst_name);
     let (raw_store, raw) = pull_into(&t.path().join("root-raw"), &raw_name);
-    for (rec, store, suffix, magic) in [(&zst, &zst_store, "+zstd", &[0x28u8, 0xb5, 0x2f, 0xfd][..]), (&raw, &raw_store, "layer.v1.tar", &b""[..])] {
+    for (rec, store, suffix, magic) in [
+        (&zst, &zst_store, "+zstd", &[0x28u8, 0xb5, 0x2f, 0xfd][..]),
+        (&raw, &raw_store, "layer.v1.tar", &b""[..]),
+    ] {
         assert_eq!(rec.layers.len(), 2);
         // Same config (diff ids are of the uncompressed tars), other blobs, same snapshots.
         assert_eq!(rec.id, gz.id);
@@ -75,7 +89,10 @@ fn docker_archive_import_matches_umoci_unpack() {
     }
     let t = tempfile::tempdir().unwrap();
     build_image(t.path());
-    sh("skopeo copy -q oci:img:v2 docker-archive:bb.tar:localhost/dockerbb:v2", t.path());
+    sh(
+        "skopeo copy -q oci:img:v2 docker-archive:bb.tar:localhost/dockerbb:v2",
+        t.path(),
+    );
     let store = Store::open(t.path().join("root")).unwrap();
     let loc = layout::Location::parse(&format!("docker-archive:{}", t.path().join("bb.tar").display())).unwrap();
     let rec = layout::import(&store, &loc, None, None).unwrap();
@@ -87,5 +104,8 @@ fn docker_archive_import_matches_umoci_unpack() {
     // A second import of the same archive finds everything present and changes nothing.
     let again = layout::import(&store, &loc, Some("localhost/other:1"), None).unwrap();
     assert_eq!(again.id, rec.id);
-    assert_eq!(again.names, vec!["localhost/dockerbb:v2".to_string(), "localhost/other:1".to_string()]);
+    assert_eq!(
+        again.names,
+        vec!["localhost/dockerbb:v2".to_string(), "localhost/other:1".to_string()]
+    );
 }

@@ -23,7 +23,9 @@ fn pull_anonymous_matches_umoci_unpack_and_is_idempotent() {
     let name = push(t.path(), &reg, "test/bb:v2", None);
     let store = Store::open(t.path().join("root")).unwrap();
     let r = Reference::parse(&name).unwrap();
-    let rec = rt().block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap();
+    let rec = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
     assert_eq!(rec.layers.len(), 2);
     assert_eq!(rec.names, vec![name.clone()]);
     for l in &rec.layers {
@@ -32,7 +34,9 @@ fn pull_anonymous_matches_umoci_unpack_and_is_idempotent() {
     assert_v2_shape(&compare_mounted(&store, &rec, &t.path().join("expected/rootfs"), "c1"));
     // Warm pull: nothing downloaded, same record.
     let start = Instant::now();
-    let again = rt().block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap();
+    let again = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
     eprintln!("warm pull: {:?}", start.elapsed());
     assert_eq!(again, rec);
     // Look-ups, export/import round trip, removal and prune.
@@ -40,20 +44,48 @@ fn pull_anonymous_matches_umoci_unpack_and_is_idempotent() {
     assert_eq!(records::find_image(&store, &name).unwrap().id, rec.id);
     let archive = t.path().join("bb.tar");
     layout::export(&store, &rec, &layout::Location::OciArchive(archive.clone(), None)).unwrap();
-    layout::export(&store, &rec, &layout::Location::OciDir(t.path().join("out"), Some("v2".into()))).unwrap();
+    layout::export(
+        &store,
+        &rec,
+        &layout::Location::OciDir(t.path().join("out"), Some("v2".into())),
+    )
+    .unwrap();
     sh("umoci unpack --image out:v2 fromexport >/dev/null", t.path());
-    assert_eq!(tree(&t.path().join("fromexport/rootfs")), tree(&t.path().join("expected/rootfs")));
+    assert_eq!(
+        tree(&t.path().join("fromexport/rootfs")),
+        tree(&t.path().join("expected/rootfs"))
+    );
     let store2 = Store::open(t.path().join("root2")).unwrap();
-    let imported = layout::import(&store2, &layout::Location::OciArchive(archive, None), Some("localhost/bb:imp"), None).unwrap();
+    let imported = layout::import(
+        &store2,
+        &layout::Location::OciArchive(archive, None),
+        Some("localhost/bb:imp"),
+        None,
+    )
+    .unwrap();
     assert_eq!(imported.id, rec.id);
-    assert_v2_shape(&compare_mounted(&store2, &imported, &t.path().join("expected/rootfs"), "c2"));
-    let from_dir = layout::import(&store2, &layout::Location::OciDir(t.path().join("img"), Some("v2".into())), None, None).unwrap();
+    assert_v2_shape(&compare_mounted(
+        &store2,
+        &imported,
+        &t.path().join("expected/rootfs"),
+        "c2",
+    ));
+    let from_dir = layout::import(
+        &store2,
+        &layout::Location::OciDir(t.path().join("img"), Some("v2".into())),
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(from_dir.manifest, imported.manifest);
     records::remove_image(&store, &name).unwrap();
     let report = records::prune(&store).unwrap();
     assert_eq!(report.snapshots.len(), 2);
     assert!(store.images().unwrap().is_empty());
-    assert_eq!(fs::read_dir(store.root().join("content/blobs/sha256")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(store.root().join("content/blobs/sha256")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -70,12 +102,19 @@ fn tampered_missing_and_foreign_content_is_refused() {
     let _ = index;
     // Find the layers from a pull into a scratch store.
     let scratch = Store::open(t.path().join("scratch")).unwrap();
-    let rec = rt().block_on(pull(&scratch, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap();
+    let rec = rt()
+        .block_on(pull(&scratch, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
 
     // Another platform than the image's.
     let store = Store::open(t.path().join("root")).unwrap();
-    let opts = PullOptions { platform: Some(Platform::parse("linux/s390x").unwrap()), ..Default::default() };
-    let err = rt().block_on(pull(&store, &r, &opts, Arc::new(NoProgress))).unwrap_err();
+    let opts = PullOptions {
+        platform: Some(Platform::parse("linux/s390x").unwrap()),
+        ..Default::default()
+    };
+    let err = rt()
+        .block_on(pull(&store, &r, &opts, Arc::new(NoProgress)))
+        .unwrap_err();
     assert!(matches!(err, ImageError::PlatformMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&rec.manifest.to_string()), "{err}");
 
@@ -87,10 +126,15 @@ fn tampered_missing_and_foreign_content_is_refused() {
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
     fs::write(&blob, &bad).unwrap();
-    let err = rt().block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap_err();
+    let err = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap_err();
     eprintln!("tampered: {err}");
     assert!(err.to_string().contains(&layer.digest.to_string()), "{err}");
-    assert!(matches!(err, ImageError::DigestMismatch { .. } | ImageError::LayerStream { .. }), "{err:?}");
+    assert!(
+        matches!(err, ImageError::DigestMismatch { .. } | ImageError::LayerStream { .. }),
+        "{err:?}"
+    );
     assert!(!store.has_blob(&layer.digest));
     assert!(!store.snapshots().has(&layer.chain_id));
     assert!(store.images().unwrap().is_empty());
@@ -99,7 +143,9 @@ fn tampered_missing_and_foreign_content_is_refused() {
 
     // A missing blob.
     fs::remove_file(&blob).unwrap();
-    let err = rt().block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap_err();
+    let err = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap_err();
     eprintln!("missing: {err}");
     assert!(err.to_string().contains(&layer.digest.to_string()), "{err}");
     assert!(store.images().unwrap().is_empty());
@@ -113,23 +159,47 @@ fn pull_with_basic_auth() {
     let t = tempfile::tempdir().unwrap();
     build_image(t.path());
     let htp = t.path().join("htpasswd");
-    sh(&format!("htpasswd -Bbc {} alice s3cret 2>/dev/null", htp.display()), t.path());
+    sh(
+        &format!("htpasswd -Bbc {} alice s3cret 2>/dev/null", htp.display()),
+        t.path(),
+    );
     let reg = Registry::start(&t.path().join("reg"), Some(&htp));
     let name = push(t.path(), &reg, "private/bb:v2", Some("alice:s3cret"));
     let r = Reference::parse(&name).unwrap();
     let store = Store::open(t.path().join("root")).unwrap();
-    let err = rt().block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap_err();
+    let err = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap_err();
     assert!(matches!(err, ImageError::Registry { .. }), "{err:?}");
     assert!(err.to_string().contains("vessel login"), "{err}");
     // Wrong password refused by login's check, right one saved and used by pull.
-    let bad = vessel_image::auth::Credentials { username: "alice".into(), password: "nope".into() };
-    let opts = PullOptions { credentials: Some(bad), ..Default::default() };
+    let bad = vessel_image::auth::Credentials {
+        username: "alice".into(),
+        password: "nope".into(),
+    };
+    let opts = PullOptions {
+        credentials: Some(bad),
+        ..Default::default()
+    };
     let reg_client = vessel_image::pull::Registry::connect(&store, &r, &opts).unwrap();
     assert!(rt().block_on(reg_client.check_login()).is_err());
-    let good = vessel_image::auth::Credentials { username: "alice".into(), password: "s3cret".into() };
-    let opts = PullOptions { credentials: Some(good.clone()), ..Default::default() };
-    rt().block_on(vessel_image::pull::Registry::connect(&store, &r, &opts).unwrap().check_login()).unwrap();
+    let good = vessel_image::auth::Credentials {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    };
+    let opts = PullOptions {
+        credentials: Some(good.clone()),
+        ..Default::default()
+    };
+    rt().block_on(
+        vessel_image::pull::Registry::connect(&store, &r, &opts)
+            .unwrap()
+            .check_login(),
+    )
+    .unwrap();
     vessel_image::auth::save(store.root(), &reg.addr, &good).unwrap();
-    let rec = rt().block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress))).unwrap();
+    let rec = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
     assert_eq!(rec.layers.len(), 2);
 }

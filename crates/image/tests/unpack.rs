@@ -35,7 +35,11 @@ fn tar(entries: &[E]) -> Vec<u8> {
                 (n, b"")
             }
             E::Symlink(n, t) | E::Hardlink(n, t) => {
-                h.set_entry_type(if matches!(e, E::Symlink(..)) { tar::EntryType::Symlink } else { tar::EntryType::Link });
+                h.set_entry_type(if matches!(e, E::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
                 h.set_mode(0o777);
                 let lb = &mut h.as_old_mut().linkname;
                 lb[..t.len()].copy_from_slice(t.as_bytes());
@@ -88,8 +92,15 @@ impl Scene {
                     continue;
                 }
                 let md = fs::symlink_metadata(&path).unwrap();
-                let data = if md.is_file() { fs::read(&path).unwrap() } else { Vec::new() };
-                m.insert(path.strip_prefix(base).unwrap().display().to_string(), (md.mode(), md.mtime() as u64, data));
+                let data = if md.is_file() {
+                    fs::read(&path).unwrap()
+                } else {
+                    Vec::new()
+                };
+                m.insert(
+                    path.strip_prefix(base).unwrap().display().to_string(),
+                    (md.mode(), md.mtime() as u64, data),
+                );
                 if md.is_dir() {
                     walk(&path, base, skip, m);
                 }
@@ -135,12 +146,25 @@ fn write_through_symlink_leading_out_is_refused() {
     let s = Scene::new();
     let outside = format!("{}/outside", s.dir.path().display());
     let before = s.outside_state();
-    let r = s.unpack(&[E::Symlink("link", &outside), E::File("link/file", b"pwned", 0o644)], &UnpackOptions::default());
+    let r = s.unpack(
+        &[E::Symlink("link", &outside), E::File("link/file", b"pwned", 0o644)],
+        &UnpackOptions::default(),
+    );
     assert!(matches!(r, Err(ImageError::UnsafeEntry { .. })), "{r:?}");
     assert_eq!(s.outside_state(), before);
     // Relative escapes too.
-    assert_refused(&[E::Symlink("up", "../outside"), E::File("up/new", b"pwned", 0o644)], "relative symlink out");
-    assert_refused(&[E::Dir("d"), E::Symlink("d/up", "../../../../../"), E::File("d/up/tmp/x", b"p", 0o644)], "deep");
+    assert_refused(
+        &[E::Symlink("up", "../outside"), E::File("up/new", b"pwned", 0o644)],
+        "relative symlink out",
+    );
+    assert_refused(
+        &[
+            E::Dir("d"),
+            E::Symlink("d/up", "../../../../../"),
+            E::File("d/up/tmp/x", b"p", 0o644),
+        ],
+        "deep",
+    );
 }
 
 #[test]
@@ -148,7 +172,11 @@ fn file_replacing_an_outward_symlink_does_not_write_through_it() {
     let s = Scene::new();
     let target = format!("{}/outside/file", s.dir.path().display());
     let before = s.outside_state();
-    s.unpack(&[E::Symlink("f", &target), E::File("f", b"new", 0o644)], &UnpackOptions::default()).unwrap();
+    s.unpack(
+        &[E::Symlink("f", &target), E::File("f", b"new", 0o644)],
+        &UnpackOptions::default(),
+    )
+    .unwrap();
     assert_eq!(s.outside_state(), before);
     let md = fs::symlink_metadata(s.layer().join("f")).unwrap();
     assert!(md.is_file());
@@ -161,18 +189,34 @@ fn hardlink_to_outside_is_refused() {
     let s = Scene::new();
     let abs = format!("{}/outside/file", s.dir.path().display());
     drop(s);
-    assert_refused(&[E::Hardlink("hl", Box::leak(abs.into_boxed_str()))], "hardlink absolute");
+    assert_refused(
+        &[E::Hardlink("hl", Box::leak(abs.into_boxed_str()))],
+        "hardlink absolute",
+    );
     let s = Scene::new();
     let outside = format!("{}/outside", s.dir.path().display());
     drop(s);
-    assert_refused(&[E::Symlink("l", Box::leak(outside.into_boxed_str())), E::Hardlink("hl", "l/file")], "hardlink through symlink");
+    assert_refused(
+        &[
+            E::Symlink("l", Box::leak(outside.into_boxed_str())),
+            E::Hardlink("hl", "l/file"),
+        ],
+        "hardlink through symlink",
+    );
 }
 
 #[test]
 fn hardlink_inside_works() {
     let s = Scene::new();
-    s.unpack(&[E::File("a", b"data", 0o644), E::Hardlink("b", "a")], &UnpackOptions::default()).unwrap();
-    let (a, b) = (fs::metadata(s.layer().join("a")).unwrap(), fs::metadata(s.layer().join("b")).unwrap());
+    s.unpack(
+        &[E::File("a", b"data", 0o644), E::Hardlink("b", "a")],
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    let (a, b) = (
+        fs::metadata(s.layer().join("a")).unwrap(),
+        fs::metadata(s.layer().join("b")).unwrap(),
+    );
     assert_eq!(a.ino(), b.ino());
 }
 
@@ -180,19 +224,39 @@ fn hardlink_inside_works() {
 fn device_nodes_only_when_allowed() {
     assert_refused(&[E::Char("dev/evil")], "char device");
     let s = Scene::new();
-    let opts = UnpackOptions { allow_devices: true, ..Default::default() };
+    let opts = UnpackOptions {
+        allow_devices: true,
+        ..Default::default()
+    };
     s.unpack(&[E::Char("null")], &opts).unwrap();
-    assert!(fs::symlink_metadata(s.layer().join("null")).unwrap().file_type().is_char_device());
+    assert!(fs::symlink_metadata(s.layer().join("null"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
 }
 
 #[test]
 fn setuid_kept_only_when_asked() {
     let s = Scene::new();
-    s.unpack(&[E::File("su", b"x", 0o4755)], &UnpackOptions::default()).unwrap();
-    assert_eq!(fs::metadata(s.layer().join("su")).unwrap().permissions().mode() & 0o7777, 0o755);
+    s.unpack(&[E::File("su", b"x", 0o4755)], &UnpackOptions::default())
+        .unwrap();
+    assert_eq!(
+        fs::metadata(s.layer().join("su")).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
     let s = Scene::new();
-    s.unpack(&[E::File("su", b"x", 0o4755)], &UnpackOptions { keep_setuid: true, ..Default::default() }).unwrap();
-    assert_eq!(fs::metadata(s.layer().join("su")).unwrap().permissions().mode() & 0o7777, 0o4755);
+    s.unpack(
+        &[E::File("su", b"x", 0o4755)],
+        &UnpackOptions {
+            keep_setuid: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        fs::metadata(s.layer().join("su")).unwrap().permissions().mode() & 0o7777,
+        0o4755
+    );
 }
 
 #[test]
@@ -220,9 +284,15 @@ fn whiteouts_become_overlay_whiteouts_and_metadata_is_kept() {
     let n = rustix::fs::getxattr(s.layer().join("opq"), "trusted.overlay.opaque", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"y");
     let md = fs::metadata(s.layer().join("opq/new")).unwrap();
-    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777, md.mtime()), (1234, 4321, 0o640, 1_600_000_000));
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777, md.mtime()),
+        (1234, 4321, 0o640, 1_600_000_000)
+    );
     assert_eq!(fs::metadata(s.layer().join("opq")).unwrap().mtime(), 1_600_000_000);
-    assert_eq!(fs::read_link(s.layer().join("etc/sh")).unwrap(), Path::new("/bin/busybox"));
+    assert_eq!(
+        fs::read_link(s.layer().join("etc/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
 }
 
 #[test]
@@ -255,7 +325,11 @@ fn truncated_gzip_is_a_stream_error() {
     let mut bad = gz.clone();
     let n = bad.len();
     bad[n - 5] ^= 0xff;
-    let spec2 = LayerSpec { digest: vessel_image::Digest::of_bytes(&gz), size: gz.len() as u64, ..spec };
+    let spec2 = LayerSpec {
+        digest: vessel_image::Digest::of_bytes(&gz),
+        size: gz.len() as u64,
+        ..spec
+    };
     let err = ingest_layer(&store, &bad[..], &spec2, true, &UnpackOptions::default()).unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err:?}");
     assert!(!store.has_blob(&spec2.digest));

@@ -40,7 +40,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
         rest = &rest[n_end..];
-        let u_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let secs = match &rest[..u_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -74,7 +76,8 @@ pub fn run(root: &Path, a: &EventsArgs) -> Result<()> {
         bail!("container \"{}\" is not running", a.id);
     }
     let manager = cgroups::manager(&c.state.cgroup_path);
-    let stats_event = || -> Result<serde_json::Value> { Ok(json!({"type": "stats", "id": a.id, "data": manager.stats()?})) };
+    let stats_event =
+        || -> Result<serde_json::Value> { Ok(json!({"type": "stats", "id": a.id, "data": manager.stats()?})) };
     if a.stats {
         return emit(stats_event()?);
     }
@@ -96,7 +99,9 @@ pub fn run(root: &Path, a: &EventsArgs) -> Result<()> {
             next_stats = now + interval;
         }
         // Wake at least every 200 ms to notice the container stopping.
-        let wait = next_stats.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+        let wait = next_stats
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(200));
         match oom.as_mut().map(|w| w.wait(wait)).transpose()? {
             Some(OomEvent::Oom(n)) => {
                 for _ in 0..n {

@@ -23,7 +23,10 @@ pub struct Logger {
 impl Logger {
     /// A logger for the global flags.
     pub fn new(file: Option<&Path>, format: Format, _debug: bool) -> Logger {
-        Logger { file: file.map(Path::to_path_buf), format }
+        Logger {
+            file: file.map(Path::to_path_buf),
+            format,
+        }
     }
 
     /// Reports an error: to the log file when set, and always to stderr.

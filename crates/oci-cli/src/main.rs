@@ -19,7 +19,11 @@ use vessel_runtime::state::Status;
 use vessel_runtime::{console, sealed_exe, signal, spec};
 
 #[derive(Parser)]
-#[command(name = "vessel-oci", version, about = "OCI container runtime of vessel, with runc's command line")]
+#[command(
+    name = "vessel-oci",
+    version,
+    about = "OCI container runtime of vessel, with runc's command line"
+)]
 struct Cli {
     /// Directory for the state of containers (tmpfs recommended).
     #[arg(long, global = true, default_value = "/run/vessel-oci")]
@@ -208,7 +212,11 @@ fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
 
 /// A console for a foreground run: the caller's socket, or our own socket pair
 /// whose other end we read the pty master from.
-fn console_for(socket: Option<&Path>, terminal: bool, detach: bool) -> Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
+fn console_for(
+    socket: Option<&Path>,
+    terminal: bool,
+    detach: bool,
+) -> Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
     if !terminal {
         if socket.is_some() {
             bail!("--console-socket is only for a process with terminal: true");
@@ -234,7 +242,17 @@ fn create(root: &Path, a: &CreateArgs, detach: bool) -> Result<(Container, Optio
     let bundle_spec = spec::load(&a.bundle)?;
     let terminal = bundle_spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let (console, ours) = console_for(a.console_socket.as_deref(), terminal, detach)?;
-    let c = Container::create(root, &a.id, &a.bundle, &bundle_spec, CreateOptions { console, no_pivot: a.no_pivot, preserve_fds: a.preserve_fds })?;
+    let c = Container::create(
+        root,
+        &a.id,
+        &a.bundle,
+        &bundle_spec,
+        CreateOptions {
+            console,
+            no_pivot: a.no_pivot,
+            preserve_fds: a.preserve_fds,
+        },
+    )?;
     let master = match ours {
         Some(sock) => Some(console::recv_fd(&sock)?),
         None => None,
@@ -266,7 +284,11 @@ fn run(cli: Cli) -> Result<i32> {
             create(root, a, true)?;
         }
         Command::Start { id } => Container::load(root, id)?.start()?,
-        Command::Run { create: a, detach, keep } => {
+        Command::Run {
+            create: a,
+            detach,
+            keep,
+        } => {
             let signals = if *detach { None } else { Some(Signals::block()?) };
             let (mut c, master) = create(root, a, *detach)?;
             if let Err(e) = c.start() {
@@ -297,7 +319,10 @@ fn run(cli: Cli) -> Result<i32> {
             Err(e) => return Err(e.into()),
         },
         Command::List { format, quiet } => list(root, format, *quiet)?,
-        Command::Features => println!("{}", serde_json::to_string_pretty(&vessel_runtime::features::features())?),
+        Command::Features => println!(
+            "{}",
+            serde_json::to_string_pretty(&vessel_runtime::features::features())?
+        ),
         Command::Exec(a) => return exec(root, a),
         Command::Pause { id } => Container::load(root, id)?.set_paused(true)?,
         Command::Resume { id } => Container::load(root, id)?.set_paused(false)?,
@@ -323,10 +348,23 @@ fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
         }
         "table" => {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{:<20} {:<8} {:<10} {:<40} {:<31} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED")?;
+            writeln!(
+                out,
+                "{:<20} {:<8} {:<10} {:<40} {:<31} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            )?;
             for c in &all {
                 let s = &c.state;
-                writeln!(out, "{:<20} {:<8} {:<10} {:<40} {:<31} {}", s.id, s.pid, s.status, s.bundle.display(), s.created, s.owner)?;
+                writeln!(
+                    out,
+                    "{:<20} {:<8} {:<10} {:<40} {:<31} {}",
+                    s.id,
+                    s.pid,
+                    s.status,
+                    s.bundle.display(),
+                    s.created,
+                    s.owner
+                )?;
             }
         }
         other => bail!("unknown --format {other:?}: use table or json"),
@@ -359,9 +397,15 @@ fn exec_process(bundle_spec: &oci_spec::runtime::Spec, a: &ExecArgs) -> Result<P
     p.set_env(Some(env));
     if let Some(u) = &a.user {
         let (uid, gid) = u.split_once(':').unwrap_or((u, ""));
-        p.user_mut().set_uid(uid.parse().with_context(|| format!("--user {u:?}: uid must be a number"))?);
+        p.user_mut().set_uid(
+            uid.parse()
+                .with_context(|| format!("--user {u:?}: uid must be a number"))?,
+        );
         if !gid.is_empty() {
-            p.user_mut().set_gid(gid.parse().with_context(|| format!("--user {u:?}: gid must be a number"))?);
+            p.user_mut().set_gid(
+                gid.parse()
+                    .with_context(|| format!("--user {u:?}: gid must be a number"))?,
+            );
         }
     }
     if !a.additional_gids.is_empty() {
@@ -375,7 +419,9 @@ fn exec_process(bundle_spec: &oci_spec::runtime::Spec, a: &ExecArgs) -> Result<P
         for name in &a.caps {
             let short = name.to_ascii_uppercase();
             let short = short.strip_prefix("CAP_").unwrap_or(&short);
-            let cap: Capability = short.parse().map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
+            let cap: Capability = short
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
             let add = |set: &Option<oci_spec::runtime::Capabilities>| {
                 let mut set = set.clone().unwrap_or_default();
                 set.insert(cap);
@@ -400,7 +446,15 @@ fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     let terminal = process.terminal() == Some(true);
     let (console, ours) = console_for(a.console_socket.as_deref(), terminal, a.detach)?;
     let signals = if a.detach { None } else { Some(Signals::block()?) };
-    let pid = vessel_runtime::exec::exec(&c.state, ExecOptions { process, console, preserve_fds: a.preserve_fds, spec: bundle_spec })?;
+    let pid = vessel_runtime::exec::exec(
+        &c.state,
+        ExecOptions {
+            process,
+            console,
+            preserve_fds: a.preserve_fds,
+            spec: bundle_spec,
+        },
+    )?;
     let master = match ours {
         Some(sock) => Some(console::recv_fd(&sock)?),
         None => None,

@@ -30,10 +30,17 @@ pub struct PsArgs {
 pub fn filter_table(out: &str, pids: &HashSet<i32>) -> Result<String> {
     let mut lines = out.lines();
     let header = lines.next().unwrap_or_default();
-    let col = header.split_whitespace().position(|h| h == "PID").context("ps output has no PID column: pass options that print one")?;
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .context("ps output has no PID column: pass options that print one")?;
     let mut kept = vec![header.to_string()];
     for l in lines {
-        if l.split_whitespace().nth(col).and_then(|p| p.parse().ok()).is_some_and(|p| pids.contains(&p)) {
+        if l.split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse().ok())
+            .is_some_and(|p| pids.contains(&p))
+        {
             kept.push(l.to_string());
         }
     }
@@ -50,8 +57,15 @@ pub fn run(root: &Path, a: &PsArgs) -> Result<()> {
     match a.format.as_str() {
         "json" => println!("{}", serde_json::to_string(&pids)?),
         "table" => {
-            let args = if a.ps_args.is_empty() { vec!["-ef".to_string()] } else { a.ps_args.clone() };
-            let out = std::process::Command::new("ps").args(&args).output().context("run ps")?;
+            let args = if a.ps_args.is_empty() {
+                vec!["-ef".to_string()]
+            } else {
+                a.ps_args.clone()
+            };
+            let out = std::process::Command::new("ps")
+                .args(&args)
+                .output()
+                .context("run ps")?;
             if !out.status.success() {
                 bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
             }

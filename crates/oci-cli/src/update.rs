@@ -85,7 +85,10 @@ pub fn parse_size(flag: &str, s: &str) -> Result<i64> {
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty())).unwrap_or(unit);
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty()))
+        .unwrap_or(unit);
     let mult: f64 = match unit {
         "" | "b" => 1.0,
         "k" => 1024.0,
@@ -95,7 +98,9 @@ pub fn parse_size(flag: &str, s: &str) -> Result<i64> {
         "p" => 1024f64.powi(5),
         _ => bail!("--{flag} {s:?}: unknown unit (use a number of bytes or k, m, g, t, p)"),
     };
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("--{flag} {s:?} is not a size like 512m or 1073741824"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--{flag} {s:?} is not a size like 512m or 1073741824"))?;
     let v = n * mult;
     if !(v.is_finite() && v < i64::MAX as f64) {
         bail!("--{flag} {s:?} is too large");
@@ -107,11 +112,18 @@ pub fn parse_size(flag: &str, s: &str) -> Result<i64> {
 fn read_resources(path: &Path) -> Result<LinuxResources> {
     let mut text = String::new();
     if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text).context("read resources from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("read resources from stdin")?;
     } else {
         text = std::fs::read_to_string(path).with_context(|| format!("read resources file {}", path.display()))?;
     }
-    serde_json::from_str(&text).with_context(|| format!("resources file {} is not a valid linux.resources JSON object", path.display()))
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "resources file {} is not a valid linux.resources JSON object",
+            path.display()
+        )
+    })
 }
 
 impl UpdateArgs {
@@ -180,7 +192,9 @@ impl UpdateArgs {
 /// Runs `update`.
 pub fn run(root: &Path, a: &UpdateArgs) -> Result<()> {
     let mut r = match &a.resources {
-        Some(_) if a.any_flag() => bail!("--resources and the individual limit flags are exclusive: put every value in the file"),
+        Some(_) if a.any_flag() => {
+            bail!("--resources and the individual limit flags are exclusive: put every value in the file")
+        }
         Some(path) => read_resources(path)?,
         None if !a.any_flag() => bail!("update needs --resources FILE or at least one limit flag (see --help)"),
         None => a.to_resources()?,

@@ -28,7 +28,10 @@ fn seccomp_denied_syscall_returns_its_errno() {
     c.sh("mkdir /tmp/x 2>&1; echo mkdir=$?; touch /tmp/y && echo touch-ok; grep '^Seccomp:' /proc/self/status");
     let out = c.run();
     out.assert_ok("run");
-    assert!(out.stdout.contains("Permission denied"), "EACCES from the filter: {out}");
+    assert!(
+        out.stdout.contains("Permission denied"),
+        "EACCES from the filter: {out}"
+    );
     assert!(out.stdout.contains("mkdir=1"), "mkdir failed: {out}");
     assert!(out.stdout.contains("touch-ok"), "other syscalls allowed: {out}");
     assert!(out.stdout.contains("Seccomp:\t2"), "filter mode 2: {out}");
@@ -60,7 +63,10 @@ fn seccomp_unknown_syscall_is_a_clear_error() {
     c.args(&["true"]);
     let out = c.create();
     out.assert_fail("create with an unknown syscall name");
-    assert!(out.stderr.contains("no_such_syscall_vessel"), "error names the syscall: {out}");
+    assert!(
+        out.stderr.contains("no_such_syscall_vessel"),
+        "error names the syscall: {out}"
+    );
     c.assert_no_leftovers("after a refused seccomp config");
 }
 
@@ -68,7 +74,10 @@ fn seccomp_unknown_syscall_is_a_clear_error() {
 fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (String, OwnedFd) {
     let mut buf = [0u8; 8192];
     let mut cmsg = [0u8; 64];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: msghdr is plain data; every pointer in it points into locals that outlive
     // the recvmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -87,7 +96,9 @@ fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (String, OwnedFd) {
         std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)
     };
     // SAFETY: SCM_RIGHTS gave us a new fd that we own.
-    (String::from_utf8_lossy(&buf[..n as usize]).into_owned(), unsafe { OwnedFd::from_raw_fd(fd) })
+    (String::from_utf8_lossy(&buf[..n as usize]).into_owned(), unsafe {
+        OwnedFd::from_raw_fd(fd)
+    })
 }
 
 #[test]
@@ -116,14 +127,22 @@ fn seccomp_notify_listener_receives_the_request() {
     assert!(msg["pid"].as_i64().unwrap_or(0) > 0, "{msg}");
     c.start().assert_ok("start");
     // The container's mkdir waits for the agent: the notify fd becomes readable.
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
     assert_eq!(n, 1, "a notification arrived on the listener's fd");
     // Closing the fd answers every pending request with ENOSYS; the container goes on.
     drop(fd);
     c.wait_status("stopped", Duration::from_secs(10));
-    assert!(c.container_output().contains("mkdir=1"), "mkdir failed once the agent left: {}", c.container_output());
+    assert!(
+        c.container_output().contains("mkdir=1"),
+        "mkdir failed once the agent left: {}",
+        c.container_output()
+    );
 }
 
 fn hook(script: &str) -> Value {
@@ -156,7 +175,13 @@ fn hooks_run_in_their_phases_in_order() {
     let without_program: Vec<&str> = phases.iter().copied().filter(|p| *p != "program").collect();
     assert_eq!(
         without_program,
-        ["createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        [
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ],
         "hook order: {got}"
     );
     assert!(phases.contains(&"program"), "the program ran: {got}");
@@ -174,7 +199,10 @@ fn failing_create_runtime_hook_fails_create_and_leaves_nothing() {
     let out = c.create();
     out.assert_fail("create with a failing createRuntime hook");
     assert!(out.stderr.contains("createRuntime"), "error names the phase: {out}");
-    assert!(out.stderr.contains("broken-hook"), "error carries the hook's stderr: {out}");
+    assert!(
+        out.stderr.contains("broken-hook"),
+        "error carries the hook's stderr: {out}"
+    );
     c.assert_no_leftovers("after a failed hook");
 }
 
@@ -232,5 +260,10 @@ fn features_reports_seccomp_support() {
         return;
     }
     assert_eq!(f["linux"]["seccomp"]["enabled"], true, "{f}");
-    assert!(f["linux"]["seccomp"]["actions"].as_array().is_some_and(|a| a.contains(&json!("SCMP_ACT_NOTIFY"))), "{f}");
+    assert!(
+        f["linux"]["seccomp"]["actions"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("SCMP_ACT_NOTIFY"))),
+        "{f}"
+    );
 }

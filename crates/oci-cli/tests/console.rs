@@ -5,7 +5,7 @@ mod common;
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::mpsc;
@@ -30,7 +30,10 @@ fn console_listener(path: &Path) -> mpsc::Receiver<Result<OwnedFd, String>> {
 
 fn recv_fd(sock: i32) -> Result<OwnedFd, String> {
     let mut name = [0u8; 4096];
-    let mut iov = libc::iovec { iov_base: name.as_mut_ptr().cast(), iov_len: name.len() };
+    let mut iov = libc::iovec {
+        iov_base: name.as_mut_ptr().cast(),
+        iov_len: name.len(),
+    };
     // Room for one fd's control message, aligned as cmsghdr needs.
     let mut cbuf = [0u64; 8];
     // SAFETY: msghdr is plain data; zeroed is a valid empty value.
@@ -48,10 +51,7 @@ fn recv_fd(sock: i32) -> Result<OwnedFd, String> {
     // SAFETY: msg was filled by recvmsg; CMSG_* walk the control buffer it describes.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
+        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
             return Err(format!("no SCM_RIGHTS in message ({n} bytes)"));
         }
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32);
@@ -69,7 +69,11 @@ fn read_master(master: &OwnedFd, timeout: Duration) -> String {
         if left.is_zero() {
             break;
         }
-        let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as i32) };
         if r <= 0 {
@@ -91,7 +95,8 @@ fn create_with_console_socket() {
     c.sh("tty; test -t 0 && echo stdin-is-tty; test -t 1 && echo stdout-is-tty; echo hi");
     let sock = c.dir.join("console.sock");
     let rx = console_listener(&sock);
-    c.create_with(&["--console-socket", sock.to_str().unwrap()]).assert_ok("create");
+    c.create_with(&["--console-socket", sock.to_str().unwrap()])
+        .assert_ok("create");
     let master = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("console fd sent")

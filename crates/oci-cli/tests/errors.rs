@@ -12,8 +12,14 @@ use common::*;
 fn create_fails_cleanly(c: &TestContainer, what: &str) -> Out {
     let out = c.create_id(&c.id, &c.bundle, &[]);
     out.assert_fail(what);
-    assert!(!out.stderr.trim().is_empty(), "{what}: an error message on stderr: {out}");
-    assert!(c.state_of(&c.id).is_none(), "{what}: no container after a failed create");
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "{what}: an error message on stderr: {out}"
+    );
+    assert!(
+        c.state_of(&c.id).is_none(),
+        "{what}: no container after a failed create"
+    );
     c.assert_no_leftovers(what);
     out
 }
@@ -29,7 +35,11 @@ fn missing_config_json() {
 #[test]
 fn malformed_config_json() {
     let c = TestContainer::new("err-badjson");
-    fs::write(c.bundle.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": {").unwrap();
+    fs::write(
+        c.bundle.join("config.json"),
+        "{\"ociVersion\": \"1.0.2\", \"process\": {",
+    )
+    .unwrap();
     create_fails_cleanly(&c, "create with malformed config.json");
 }
 
@@ -82,7 +92,8 @@ fn delete_force_of_missing_container_succeeds() {
     // and containerd's clean-up after a failed create stays quiet.
     let c = TestContainer::new("err-delforce");
     fs::create_dir_all(&c.root).unwrap();
-    c.oci(&["delete", "--force", &c.id]).assert_ok("delete --force of a missing container");
+    c.oci(&["delete", "--force", &c.id])
+        .assert_ok("delete --force of a missing container");
     c.assert_no_leftovers("delete --force of a missing container");
 }
 

@@ -18,7 +18,14 @@ fn sleeper(test: &str) -> TestContainer {
 #[test]
 fn exec_joins_pid_and_uts_namespaces() {
     let c = sleeper("exec-ns");
-    let out = c.exec(&[], &["sh", "-c", "ps -o pid,comm; hostname; readlink /proc/1/ns/pid; readlink /proc/self/ns/pid"]);
+    let out = c.exec(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "ps -o pid,comm; hostname; readlink /proc/1/ns/pid; readlink /proc/self/ns/pid",
+        ],
+    );
     out.assert_ok("exec");
     let init = out
         .stdout
@@ -87,7 +94,11 @@ fn exec_process_json() {
     );
     let out = c.exec(&["--process", p.to_str().unwrap()], &[]);
     out.assert_ok("exec --process");
-    assert_eq!(out.lines(), vec!["from-process-json", "y", "/home/user", "1000"], "{out}");
+    assert_eq!(
+        out.lines(),
+        vec!["from-process-json", "y", "/home/user", "1000"],
+        "{out}"
+    );
 }
 
 #[test]
@@ -120,7 +131,10 @@ fn exec_detach_with_pid_file() {
     c.record_pid(pid);
     assert!(pid_alive(pid), "detached exec process {pid} runs");
     let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    assert!(cmdline.starts_with("sleep\0999"), "pid file names the exec'd process: {cmdline:?}");
+    assert!(
+        cmdline.starts_with("sleep\0999"),
+        "pid file names the exec'd process: {cmdline:?}"
+    );
     let init = c.pid();
     let ns = |p: i32| fs::read_link(format!("/proc/{p}/ns/pid")).unwrap();
     assert_eq!(ns(pid), ns(init), "detached exec is in the container's pid namespace");

@@ -66,11 +66,15 @@ fn kill_default_signal_is_term() {
 #[test]
 fn kill_signal_spellings() {
     let mut c = TestContainer::new("kill-names");
-    c.sh("trap 'echo got-usr1' USR1; trap 'echo got-hup' HUP; trap 'exit 0' TERM; \
-          echo ready; while :; do sleep 0.1; done");
+    c.sh(
+        "trap 'echo got-usr1' USR1; trap 'echo got-hup' HUP; trap 'exit 0' TERM; \
+          echo ready; while :; do sleep 0.1; done",
+    );
     c.create().assert_ok("create");
     c.start().assert_ok("start");
-    assert!(wait_until(Duration::from_secs(10), || c.container_output().contains("ready")));
+    assert!(wait_until(Duration::from_secs(10), || c
+        .container_output()
+        .contains("ready")));
     c.kill("USR1").assert_ok("kill USR1");
     assert!(
         wait_until(Duration::from_secs(10), || c.container_output().contains("got-usr1")),
@@ -172,7 +176,8 @@ fn create_pid_file() {
     let mut c = TestContainer::new("pidfile");
     c.args(&["sleep", "1000"]);
     let pid_file = c.dir.join("create.pid");
-    c.create_with(&["--pid-file", pid_file.to_str().unwrap()]).assert_ok("create");
+    c.create_with(&["--pid-file", pid_file.to_str().unwrap()])
+        .assert_ok("create");
     let from_file: i64 = fs::read_to_string(&pid_file)
         .expect("pid file written")
         .trim()
@@ -190,7 +195,10 @@ fn list_table_json_quiet() {
     let table = c.oci(&["list"]);
     table.assert_ok("list");
     let header = table.stdout.lines().next().unwrap_or_default();
-    assert!(header.contains("ID") && header.contains("STATUS"), "table header: {table}");
+    assert!(
+        header.contains("ID") && header.contains("STATUS"),
+        "table header: {table}"
+    );
     let row = table
         .stdout
         .lines()
@@ -232,9 +240,8 @@ fn spec_writes_config() {
     let dir = c.dir.join("specdir");
     fs::create_dir(&dir).unwrap();
     c.oci(&["spec", "--bundle", dir.to_str().unwrap()]).assert_ok("spec");
-    let v: Value =
-        serde_json::from_slice(&fs::read(dir.join("config.json")).expect("config.json written"))
-            .expect("config.json is JSON");
+    let v: Value = serde_json::from_slice(&fs::read(dir.join("config.json")).expect("config.json written"))
+        .expect("config.json is JSON");
     assert!(v["ociVersion"].as_str().is_some_and(|s| s.starts_with("1.")), "{v}");
     assert_eq!(v["root"]["path"], "rootfs");
     assert!(v["process"]["args"].as_array().is_some_and(|a| !a.is_empty()));

@@ -77,7 +77,13 @@ fn host_tmpfs(at: &Path) {
             data.as_ptr().cast(),
         )
     };
-    assert_eq!(rc, 0, "mount tmpfs on {}: {}", at.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "mount tmpfs on {}: {}",
+        at.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 #[test]
@@ -95,7 +101,11 @@ fn rbind_carries_submounts_bind_does_not() {
     c.sh("cat /r/sub/inner; ls -A /b/sub | wc -l");
     let out = c.run();
     out.assert_ok("run");
-    assert_eq!(out.lines(), vec!["submount", "0"], "rbind shows the submount, bind not: {out}");
+    assert_eq!(
+        out.lines(),
+        vec!["submount", "0"],
+        "rbind shows the submount, bind not: {out}"
+    );
 }
 
 #[test]
@@ -149,12 +159,22 @@ fn masked_paths() {
     fs::write(c.rootfs.join("secretfile"), "hidden").unwrap();
     // /proc/kcore when the kernel has it (this one does not), else another masked
     // proc file that is never empty on the host.
-    let proc_file = if Path::new("/proc/kcore").exists() { "/proc/kcore" } else { "/proc/timer_list" };
+    let proc_file = if Path::new("/proc/kcore").exists() {
+        "/proc/kcore"
+    } else {
+        "/proc/timer_list"
+    };
     c.masked_paths(&[proc_file, "/secret", "/secretfile", "/does/not/exist"]);
-    c.sh(&format!("wc -c < {proc_file}; ls -A /secret | wc -l; wc -c < /secretfile"));
+    c.sh(&format!(
+        "wc -c < {proc_file}; ls -A /secret | wc -l; wc -c < /secretfile"
+    ));
     let out = c.run();
     out.assert_ok("run");
-    assert_eq!(out.lines(), vec!["0", "0", "0"], "masked file, dir and proc file are empty: {out}");
+    assert_eq!(
+        out.lines(),
+        vec!["0", "0", "0"],
+        "masked file, dir and proc file are empty: {out}"
+    );
     assert_eq!(fs::read_to_string(c.rootfs.join("secret/key")).unwrap(), "hidden");
 }
 
@@ -284,13 +304,10 @@ fn no_pivot() {
     let mut c = TestContainer::new("mnt-nopivot");
     c.sh("ls /bin/busybox && cat /etc/hostname >/dev/null; echo pid=$$");
     c.write_spec();
-    let out = c.oci(&[
-        "run",
-        "--no-pivot",
-        "--bundle",
-        c.bundle.to_str().unwrap(),
-        &c.id,
-    ]);
+    let out = c.oci(&["run", "--no-pivot", "--bundle", c.bundle.to_str().unwrap(), &c.id]);
     out.assert_ok("run --no-pivot");
-    assert!(out.stdout.contains("/bin/busybox") && out.stdout.contains("pid=1"), "{out}");
+    assert!(
+        out.stdout.contains("/bin/busybox") && out.stdout.contains("pid=1"),
+        "{out}"
+    );
 }

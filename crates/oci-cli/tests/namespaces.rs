@@ -32,7 +32,11 @@ fn uts_namespace_hostname() {
     out.assert_ok("run");
     assert_eq!(out.lines()[0], "vessel-uts-test", "{out}");
     assert_ne!(out.lines()[1], host_ns("uts"));
-    assert_eq!(fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), before, "host name unchanged");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        before,
+        "host name unchanged"
+    );
 }
 
 #[test]

@@ -11,7 +11,16 @@ use serde_json::json;
 #[test]
 fn args_are_passed_verbatim() {
     let mut c = TestContainer::new("proc-args");
-    c.args(&["sh", "-c", "for a in \"$@\"; do echo \"[$a]\"; done", "zero", "one", "two words", "", "$HOME"]);
+    c.args(&[
+        "sh",
+        "-c",
+        "for a in \"$@\"; do echo \"[$a]\"; done",
+        "zero",
+        "one",
+        "two words",
+        "",
+        "$HOME",
+    ]);
     let out = c.run();
     out.assert_ok("run");
     assert_eq!(out.lines(), vec!["[one]", "[two words]", "[]", "[$HOME]"], "{out}");
@@ -33,7 +42,10 @@ fn env_is_exactly_the_configured_one() {
     assert_eq!(out.lines()[0], "FOO=bar baz", "{out}");
     assert!(out.stdout.lines().any(|l| l == "EMPTY="), "{out}");
     assert!(out.stdout.lines().any(|l| l == "TERM=xterm"), "{out}");
-    assert!(!out.stdout.contains("VESSEL_TEST_HOST_ONLY"), "host env must not leak: {out}");
+    assert!(
+        !out.stdout.contains("VESSEL_TEST_HOST_ONLY"),
+        "host env must not leak: {out}"
+    );
 }
 
 #[test]
@@ -188,7 +200,11 @@ fn capabilities_non_root_with_ambient() {
     let out = c.run();
     out.assert_ok("run");
     let s = &out.stdout;
-    assert_eq!(cap_field(s, "CapBnd"), mask(&[CAP_CHOWN, CAP_KILL, CAP_NET_BIND_SERVICE]), "{out}");
+    assert_eq!(
+        cap_field(s, "CapBnd"),
+        mask(&[CAP_CHOWN, CAP_KILL, CAP_NET_BIND_SERVICE]),
+        "{out}"
+    );
     assert_eq!(cap_field(s, "CapInh"), mask(&[CAP_KILL]), "{out}");
     assert_eq!(cap_field(s, "CapAmb"), mask(&[CAP_KILL]), "{out}");
     assert_eq!(cap_field(s, "CapPrm"), mask(&[CAP_KILL]), "{out}");

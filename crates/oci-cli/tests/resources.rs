@@ -33,7 +33,10 @@ fn cg_file(c: &TestContainer, controller: &str, file: &str) -> PathBuf {
 #[track_caller]
 fn read_cg(c: &TestContainer, controller: &str, file: &str) -> String {
     let p = cg_file(c, controller, file);
-    fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())).trim().to_string()
+    fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
 }
 
 /// A `key value` counter of a flat-keyed cgroup file (memory.events, oom_control...).
@@ -71,7 +74,8 @@ fn pids_max(c: &TestContainer) -> String {
 fn stats(c: &TestContainer) -> Value {
     let out = c.oci(&["events", "--stats", &c.id]);
     out.assert_ok("events --stats");
-    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("events --stats is not one JSON object ({e}): {out}"));
+    let v: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("events --stats is not one JSON object ({e}): {out}"));
     assert_eq!(v["type"], "stats", "{v}");
     assert_eq!(v["id"], c.id.as_str(), "{v}");
     v["data"].clone()
@@ -99,12 +103,25 @@ impl EventsStream {
     fn start(c: &TestContainer, interval: &str) -> EventsStream {
         let out = c.dir.join("events.out");
         let f = fs::File::create(&out).unwrap();
-        let child = c.cmd().args(["events", "--interval", interval, &c.id]).stdout(f).stderr(Stdio::inherit()).spawn().expect("spawn events");
-        EventsStream { child: ChildGuard(child), out }
+        let child = c
+            .cmd()
+            .args(["events", "--interval", interval, &c.id])
+            .stdout(f)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn events");
+        EventsStream {
+            child: ChildGuard(child),
+            out,
+        }
     }
 
     fn events(&self) -> Vec<Value> {
-        fs::read_to_string(&self.out).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 
@@ -114,16 +131,26 @@ fn memory_hog_is_oom_killed_and_events_report_it() {
     assert_eq!(memory_limit(&c), (32u64 << 20).to_string());
     let events = EventsStream::start(&c, "1s");
     // Let the stream register its notifier and print its first stats event.
-    assert!(wait_until(Duration::from_secs(10), || !events.events().is_empty()), "events printed nothing");
+    assert!(
+        wait_until(Duration::from_secs(10), || !events.events().is_empty()),
+        "events printed nothing"
+    );
     // dd allocates (and fills from /dev/zero) a 64 MiB buffer: twice the limit.
     let out = c.exec(&[], &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]);
     assert_eq!(out.code, 137, "dd must die by SIGKILL (OOM): {out}");
-    let kills = if is_v2() { counter(&c, "memory", "memory.events", "oom_kill") } else { counter(&c, "memory", "memory.oom_control", "oom_kill") };
+    let kills = if is_v2() {
+        counter(&c, "memory", "memory.events", "oom_kill")
+    } else {
+        counter(&c, "memory", "memory.oom_control", "oom_kill")
+    };
     assert!(kills >= 1, "the container's cgroup counts an OOM kill");
     // Only the hog died: the container and this test live on.
     assert_eq!(c.status(), "running");
     assert!(
-        wait_until(Duration::from_secs(10), || events.events().iter().any(|e| e["type"] == "oom")),
+        wait_until(Duration::from_secs(10), || events
+            .events()
+            .iter()
+            .any(|e| e["type"] == "oom")),
         "events reported no oom: {:?}",
         events.events()
     );
@@ -131,7 +158,10 @@ fn memory_hog_is_oom_killed_and_events_report_it() {
     assert_eq!(oom["id"], c.id.as_str(), "{oom}");
     let first = &events.events()[0];
     assert_eq!(first["type"], "stats");
-    assert!(first["data"]["memory"]["usage"]["limit"].as_u64().unwrap_or(0) > 0, "{first}");
+    assert!(
+        first["data"]["memory"]["usage"]["limit"].as_u64().unwrap_or(0) > 0,
+        "{first}"
+    );
     drop(events);
 }
 
@@ -142,14 +172,24 @@ fn fork_bomb_stops_at_pids_limit() {
     // Forks until the kernel refuses (busybox sh then gives up with "can't fork").
     let out = c.exec(&[], &["sh", "-c", "while :; do sleep 1000 & done"]);
     out.assert_fail("the fork bomb ends in a refused fork");
-    assert!(out.stderr.to_lowercase().contains("fork"), "sh reports the failed fork: {out}");
+    assert!(
+        out.stderr.to_lowercase().contains("fork"),
+        "sh reports the failed fork: {out}"
+    );
     assert_eq!(c.status(), "running");
-let out = c.oci(&["ps", "--format", "json", &c.id]);
+    let out = c.oci(&["ps", "--format", "json", &c.id]);
     out.assert_ok("ps --format json");
     let pids: Vec<i64> = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("ps json ({e}): {out}"));
     assert!(pids.len() <= 16, "{} tasks in a cgroup limited to 16", pids.len());
-    assert!(pids.len() >= 10, "the bomb should have filled most of the limit: {}", pids.len());
-    assert!(counter(&c, "pids", "pids.events", "max") > 0, "pids.events counts refused forks");
+    assert!(
+        pids.len() >= 10,
+        "the bomb should have filled most of the limit: {}",
+        pids.len()
+    );
+    assert!(
+        counter(&c, "pids", "pids.events", "max") > 0,
+        "pids.events counts refused forks"
+    );
     let d = stats(&c);
     assert_eq!(d["pids"]["limit"], 16, "{d}");
     assert!(d["pids"]["current"].as_u64().unwrap_or(0) <= 16);
@@ -170,9 +210,17 @@ fn cpu_quota_holds_a_busy_loop() {
     std::thread::sleep(Duration::from_secs(3));
     let u1 = stats(&c)["cpu"]["usage"]["total"].as_u64().unwrap_or(0);
     let share = (u1 - u0) as f64 / t0.elapsed().as_nanos() as f64;
-    assert!((0.08..=0.35).contains(&share), "a busy loop under a 20% quota used {:.0}% of a cpu", share * 100.0);
+    assert!(
+        (0.08..=0.35).contains(&share),
+        "a busy loop under a 20% quota used {:.0}% of a cpu",
+        share * 100.0
+    );
     let d = stats(&c);
-    assert!(d["cpu"]["throttling"]["throttledPeriods"].as_u64().unwrap_or(0) > 0, "throttled periods counted: {}", d["cpu"]);
+    assert!(
+        d["cpu"]["throttling"]["throttledPeriods"].as_u64().unwrap_or(0) > 0,
+        "throttled periods counted: {}",
+        d["cpu"]
+    );
     if is_v2() {
         assert_eq!(read_cg(&c, "cpu", "cpu.max"), "20000 100000");
     } else {
@@ -184,16 +232,33 @@ fn cpu_quota_holds_a_busy_loop() {
 fn update_changes_a_running_container() {
     let c = sleeper("update", json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 100}}));
     assert_eq!(memory_limit(&c), (64u64 << 20).to_string());
-    c.oci(&["update", "--memory", "128m", &c.id]).assert_ok("update --memory 128m (raise)");
+    c.oci(&["update", "--memory", "128m", &c.id])
+        .assert_ok("update --memory 128m (raise)");
     assert_eq!(memory_limit(&c), (128u64 << 20).to_string());
-    c.oci(&["update", "--memory", "48m", &c.id]).assert_ok("update --memory 48m (lower)");
+    c.oci(&["update", "--memory", "48m", &c.id])
+        .assert_ok("update --memory 48m (lower)");
     assert_eq!(memory_limit(&c), (48u64 << 20).to_string());
-    c.oci(&["update", "--pids-limit", "50", "--cpu-quota", "30000", "--cpu-period", "100000", "--cpu-share", "512", &c.id])
-        .assert_ok("update pids and cpu flags");
+    c.oci(&[
+        "update",
+        "--pids-limit",
+        "50",
+        "--cpu-quota",
+        "30000",
+        "--cpu-period",
+        "100000",
+        "--cpu-share",
+        "512",
+        &c.id,
+    ])
+    .assert_ok("update pids and cpu flags");
     assert_eq!(pids_max(&c), "50");
     if is_v2() {
         assert_eq!(read_cg(&c, "cpu", "cpu.max"), "30000 100000");
-        assert_eq!(read_cg(&c, "cpu", "cpu.weight"), "20", "512 shares -> weight 1+(510*9999)/262142");
+        assert_eq!(
+            read_cg(&c, "cpu", "cpu.weight"),
+            "20",
+            "512 shares -> weight 1+(510*9999)/262142"
+        );
     } else {
         assert_eq!(read_cg(&c, "cpu", "cpu.cfs_quota_us"), "30000");
         assert_eq!(read_cg(&c, "cpu", "cpu.shares"), "512");
@@ -201,14 +266,28 @@ fn update_changes_a_running_container() {
     // From a resources file, and from stdin.
     let f = c.dir.join("res.json");
     fs::write(&f, r#"{"memory":{"limit":100663296},"pids":{"limit":40}}"#).unwrap();
-    c.oci(&[OsArg::s("update"), OsArg::s("--resources"), OsArg::p(&f), OsArg::s(&c.id)].map(OsArg::into_os)).assert_ok("update -r FILE");
+    c.oci(
+        &[
+            OsArg::s("update"),
+            OsArg::s("--resources"),
+            OsArg::p(&f),
+            OsArg::s(&c.id),
+        ]
+        .map(OsArg::into_os),
+    )
+    .assert_ok("update -r FILE");
     assert_eq!(memory_limit(&c), "100663296");
     assert_eq!(pids_max(&c), "40");
     let mut cmd = c.cmd();
     cmd.args(["update", "-r", "-", &c.id]).stdin(Stdio::piped());
     let mut child = cmd.stdout(Stdio::null()).spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(br#"{"pids":{"limit":-1}}"#).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"pids":{"limit":-1}}"#)
+        .unwrap();
     assert!(child.wait().unwrap().success(), "update -r - (stdin)");
     assert_eq!(pids_max(&c), "max");
     // Stats see the new limit.
@@ -238,15 +317,29 @@ impl<'a> OsArg<'a> {
 
 #[test]
 fn update_bad_input_changes_nothing() {
-    let c = sleeper("update-bad", json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 100}}));
+    let c = sleeper(
+        "update-bad",
+        json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 100}}),
+    );
     let before = (memory_limit(&c), pids_max(&c));
     let check = |what: &str, out: Out, needle: &str| {
         out.assert_fail(what);
-        assert!(out.stderr.contains(needle), "{what}: the error should mention {needle:?}: {out}");
+        assert!(
+            out.stderr.contains(needle),
+            "{what}: the error should mention {needle:?}: {out}"
+        );
         assert_eq!((memory_limit(&c), pids_max(&c)), before, "{what}: limits changed");
     };
-    check("negative --memory", c.oci(&["update", "--memory", "-5", &c.id]), "negative");
-    check("negative --pids-limit", c.oci(&["update", "--pids-limit", "-3", &c.id]), "pids-limit");
+    check(
+        "negative --memory",
+        c.oci(&["update", "--memory", "-5", &c.id]),
+        "negative",
+    );
+    check(
+        "negative --pids-limit",
+        c.oci(&["update", "--pids-limit", "-3", &c.id]),
+        "pids-limit",
+    );
     check("bad size", c.oci(&["update", "--memory", "lots", &c.id]), "memory");
     let file = |name: &str, text: &str| {
         let p = c.dir.join(name);
@@ -256,16 +349,43 @@ fn update_bad_input_changes_nothing() {
     let f = file("malformed.json", "{\"memory\": {\"limit\": 1");
     check("malformed file", c.oci(&["update", "-r", &f, &c.id]), "malformed.json");
     let f = file("badtype.json", r#"{"memory":{"limit":"lots"}}"#);
-    check("unknown field value", c.oci(&["update", "-r", &f, &c.id]), "badtype.json");
+    check(
+        "unknown field value",
+        c.oci(&["update", "-r", &f, &c.id]),
+        "badtype.json",
+    );
     let f = file("neg.json", r#"{"pids":{"limit":50},"memory":{"limit":-5}}"#);
-    check("negative limit in a file", c.oci(&["update", "-r", &f, &c.id]), "memory.limit");
+    check(
+        "negative limit in a file",
+        c.oci(&["update", "-r", &f, &c.id]),
+        "memory.limit",
+    );
     let f = file("badcpus.json", r#"{"pids":{"limit":50},"cpu":{"cpus":"two"}}"#);
-    check("bad cpuset syntax after a good field", c.oci(&["update", "-r", &f, &c.id]), "cpu.cpus");
+    check(
+        "bad cpuset syntax after a good field",
+        c.oci(&["update", "-r", &f, &c.id]),
+        "cpu.cpus",
+    );
     // Valid syntax the kernel refuses (no cpu 4000): the pids write before it is undone.
-    let f = file("nocpu.json", r#"{"memory":{"limit":80000000},"pids":{"limit":50},"cpu":{"cpus":"4000"}}"#);
-    check("kernel refusal after good fields", c.oci(&["update", "-r", &f, &c.id]), "nothing was changed");
-    check("flags and file together", c.oci(&["update", "-r", &f, "--memory", "1g", &c.id]), "exclusive");
-    check("unknown container", c.oci(&["update", "--memory", "1g", "vessel-no-such-container"]), "does not exist");
+    let f = file(
+        "nocpu.json",
+        r#"{"memory":{"limit":80000000},"pids":{"limit":50},"cpu":{"cpus":"4000"}}"#,
+    );
+    check(
+        "kernel refusal after good fields",
+        c.oci(&["update", "-r", &f, &c.id]),
+        "nothing was changed",
+    );
+    check(
+        "flags and file together",
+        c.oci(&["update", "-r", &f, "--memory", "1g", &c.id]),
+        "exclusive",
+    );
+    check(
+        "unknown container",
+        c.oci(&["update", "--memory", "1g", "vessel-no-such-container"]),
+        "does not exist",
+    );
 }
 
 #[test]
@@ -275,10 +395,17 @@ fn pause_stops_a_counter_and_resume_restarts_it() {
     c.create().assert_ok("create");
     c.start().assert_ok("start");
     let ticks = |c: &TestContainer| c.container_output().lines().count();
-    assert!(wait_until(Duration::from_secs(10), || ticks(&c) >= 3), "counter never ran");
+    assert!(
+        wait_until(Duration::from_secs(10), || ticks(&c) >= 3),
+        "counter never ran"
+    );
     c.oci(&["pause", &c.id]).assert_ok("pause");
     assert_eq!(c.status(), "paused");
-    let frozen = if is_v2() { read_cg(&c, "freezer", "cgroup.freeze") == "1" } else { read_cg(&c, "freezer", "freezer.state") == "FROZEN" };
+    let frozen = if is_v2() {
+        read_cg(&c, "freezer", "cgroup.freeze") == "1"
+    } else {
+        read_cg(&c, "freezer", "freezer.state") == "FROZEN"
+    };
     assert!(frozen, "the cgroup is frozen");
     std::thread::sleep(Duration::from_millis(100));
     let n = ticks(&c);
@@ -287,7 +414,10 @@ fn pause_stops_a_counter_and_resume_restarts_it() {
     c.oci(&["pause", &c.id]).assert_fail("pause a paused container");
     c.oci(&["resume", &c.id]).assert_ok("resume");
     assert_eq!(c.status(), "running");
-    assert!(wait_until(Duration::from_secs(10), || ticks(&c) >= n + 3), "the counter did not restart");
+    assert!(
+        wait_until(Duration::from_secs(10), || ticks(&c) >= n + 3),
+        "the counter did not restart"
+    );
     c.oci(&["resume", &c.id]).assert_fail("resume a running container");
 }
 
@@ -312,7 +442,8 @@ fn devnode_container(test: &str, allow: bool) -> (TestContainer, bool) {
         rules.push(json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}));
     }
     c.start_sleeper();
-    c.exec(&[], &["mknod", "/dev/xdev", "c", "1", "12"]).assert_ok("mknod (allowed by the default c *:* m rule)");
+    c.exec(&[], &["mknod", "/dev/xdev", "c", "1", "12"])
+        .assert_ok("mknod (allowed by the default c *:* m rule)");
     (c, fuse)
 }
 
@@ -338,7 +469,10 @@ fn devices_denied_and_allowed() {
     assert_eq!(out.stdout.trim(), "1");
     if !is_v2() {
         let list = read_cg(&c, "devices", "devices.list");
-        assert!(list.contains("c 1:3 rwm") && !list.contains("a *:*"), "devices.list: {list}");
+        assert!(
+            list.contains("c 1:3 rwm") && !list.contains("a *:*"),
+            "devices.list: {list}"
+        );
     }
     drop(c);
     let (c, fuse) = devnode_container("dev-allow", true);
@@ -371,8 +505,16 @@ fn bad_and_unsupported_resources_fail_create_cleanly() {
         (json!({"pids": {"limit": -7}}), "pids.limit"),
         (json!({"cpu": {"cpus": "0-"}}), "cpu.cpus"),
         // Fields this layout cannot honour.
-        if is_v2() { (json!({"memory": {"swappiness": 10}}), "v2") } else { (json!({"unified": {"memory.high": "100000"}}), "v1") },
-        if is_v2() { (json!({"network": {"classID": 1048577}}), "v2") } else { (json!({"network": {"classID": 1048577}}), "net_cls") },
+        if is_v2() {
+            (json!({"memory": {"swappiness": 10}}), "v2")
+        } else {
+            (json!({"unified": {"memory.high": "100000"}}), "v1")
+        },
+        if is_v2() {
+            (json!({"network": {"classID": 1048577}}), "v2")
+        } else {
+            (json!({"network": {"classID": 1048577}}), "net_cls")
+        },
     ];
     for (res, needle) in cases {
         let mut c = TestContainer::new("res-bad");
@@ -383,7 +525,10 @@ fn bad_and_unsupported_resources_fail_create_cleanly() {
         }
         let out = c.create();
         out.assert_fail(&format!("create with {res}"));
-        assert!(out.stderr.contains(needle), "{res}: the error should mention {needle:?}: {out}");
+        assert!(
+            out.stderr.contains(needle),
+            "{res}: the error should mention {needle:?}: {out}"
+        );
         c.assert_no_leftovers(&format!("after {res}"));
     }
 }
@@ -413,22 +558,42 @@ fn every_memory_and_cpu_field_reaches_its_file() {
     if is_v2() {
         assert_eq!(read_cg(&c, "memory", "memory.max"), limit.to_string());
         if cg_file(&c, "memory", "memory.swap.max").exists() {
-            assert_eq!(read_cg(&c, "memory", "memory.swap.max"), limit.to_string(), "swap.max = swap - limit");
+            assert_eq!(
+                read_cg(&c, "memory", "memory.swap.max"),
+                limit.to_string(),
+                "swap.max = swap - limit"
+            );
         }
         assert_eq!(read_cg(&c, "memory", "memory.low"), (50u64 << 20).to_string());
         assert_eq!(read_cg(&c, "cpu", "cpu.max"), "50000 200000");
-        assert_eq!(read_cg(&c, "cpu", "cpu.weight"), "79", "2048 shares -> 1+(2046*9999)/262142");
+        assert_eq!(
+            read_cg(&c, "cpu", "cpu.weight"),
+            "79",
+            "2048 shares -> 1+(2046*9999)/262142"
+        );
         assert_eq!(read_cg(&c, "cpuset", "cpuset.cpus"), "0");
         if let Some(d) = &block_dev {
-            assert!(read_cg(&c, "io", "io.max").contains(&format!("{d} rbps=10485760")), "io.max");
+            assert!(
+                read_cg(&c, "io", "io.max").contains(&format!("{d} rbps=10485760")),
+                "io.max"
+            );
         }
     } else {
         assert_eq!(read_cg(&c, "memory", "memory.limit_in_bytes"), limit.to_string());
-        assert_eq!(read_cg(&c, "memory", "memory.memsw.limit_in_bytes"), (limit * 2).to_string());
-        assert_eq!(read_cg(&c, "memory", "memory.soft_limit_in_bytes"), (50u64 << 20).to_string());
+        assert_eq!(
+            read_cg(&c, "memory", "memory.memsw.limit_in_bytes"),
+            (limit * 2).to_string()
+        );
+        assert_eq!(
+            read_cg(&c, "memory", "memory.soft_limit_in_bytes"),
+            (50u64 << 20).to_string()
+        );
         assert_eq!(read_cg(&c, "memory", "memory.swappiness"), "17");
         assert!(read_cg(&c, "memory", "memory.oom_control").contains("oom_kill_disable 1"));
-        assert_eq!(read_cg(&c, "memory", "memory.kmem.tcp.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(
+            read_cg(&c, "memory", "memory.kmem.tcp.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
         assert_eq!(read_cg(&c, "cpu", "cpu.shares"), "2048");
         assert_eq!(read_cg(&c, "cpu", "cpu.cfs_period_us"), "200000");
         assert_eq!(read_cg(&c, "cpu", "cpu.cfs_quota_us"), "50000");
@@ -443,9 +608,17 @@ fn every_memory_and_cpu_field_reaches_its_file() {
 fn events_stats_and_ps() {
     let c = sleeper("stats", json!({"memory": {"limit": 64 << 20}}));
     let d = stats(&c);
-    assert!(d["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0, "memory usage: {}", d["memory"]);
+    assert!(
+        d["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "memory usage: {}",
+        d["memory"]
+    );
     assert_eq!(d["memory"]["usage"]["limit"], 64u64 << 20);
-    assert!(d["memory"]["swap"].is_object() && d["memory"]["raw"].is_object(), "{}", d["memory"]);
+    assert!(
+        d["memory"]["swap"].is_object() && d["memory"]["raw"].is_object(),
+        "{}",
+        d["memory"]
+    );
     assert!(d["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{}", d["pids"]);
     assert!(d["cpu"]["usage"]["total"].as_u64().unwrap_or(0) > 0, "{}", d["cpu"]);
     for key in ["cpu", "memory", "pids", "blkio", "hugetlb"] {
@@ -461,7 +634,10 @@ fn events_stats_and_ps() {
     let lines = out.lines();
     assert!(lines[0].contains("PID"), "{out}");
     assert_eq!(lines.len(), 2, "header and the sleeper: {out}");
-    assert!(lines[1].contains("sleep 1000") && lines[1].contains(&pid.to_string()), "{out}");
+    assert!(
+        lines[1].contains("sleep 1000") && lines[1].contains(&pid.to_string()),
+        "{out}"
+    );
     let out = c.oci(&["ps", &c.id, "-o", "pid,comm"]);
     out.assert_ok("ps with options");
     assert!(out.stdout.contains("sleep"), "{out}");
@@ -469,7 +645,10 @@ fn events_stats_and_ps() {
     out.assert_fail("bad --interval");
     // The stream ends by itself when the container stops.
     let events = EventsStream::start(&c, "100ms");
-    assert!(wait_until(Duration::from_secs(10), || events.events().len() >= 2), "periodic stats");
+    assert!(
+        wait_until(Duration::from_secs(10), || events.events().len() >= 2),
+        "periodic stats"
+    );
     c.kill("KILL").assert_ok("kill");
     let mut child = events.child;
     let ended = wait_until(Duration::from_secs(10), || child.0.try_wait().ok().flatten().is_some());
@@ -485,6 +664,7 @@ fn unified_keys_reach_the_cgroup2_directory() {
     // cgroup.max.descendants exists in every cgroup2 directory, hybrid ones included.
     let c = sleeper("unified", json!({"unified": {"cgroup.max.descendants": "7"}}));
     assert_eq!(read_cg(&c, "unified", "cgroup.max.descendants"), "7");
-    c.oci(&["update", "-r", "-", &c.id]).assert_fail("update -r - with empty stdin is malformed");
+    c.oci(&["update", "-r", "-", &c.id])
+        .assert_fail("update -r - with empty stdin is malformed");
     assert_eq!(read_cg(&c, "unified", "cgroup.max.descendants"), "7");
 }

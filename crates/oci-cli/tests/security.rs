@@ -41,7 +41,11 @@ fn no_fds_leak_into_the_container() {
     with_inherited_fds(&mut cmd, vec![(f5, 5), (f9, 9)]);
     let out = run_cmd(&mut cmd, TIMEOUT);
     out.assert_ok("run");
-    assert_eq!(fd_numbers(&out.stdout), vec![0, 1, 2], "only stdio in the container: {out}");
+    assert_eq!(
+        fd_numbers(&out.stdout),
+        vec![0, 1, 2],
+        "only stdio in the container: {out}"
+    );
 }
 
 #[test]
@@ -54,7 +58,9 @@ fn preserve_fds() {
     fs::write(&p3, "content-three\n").unwrap();
     fs::write(&p4, "content-four\n").unwrap();
     let mut cmd = c.cmd();
-    cmd.args(["run", "--preserve-fds", "2", "--bundle"]).arg(&c.bundle).arg(&c.id);
+    cmd.args(["run", "--preserve-fds", "2", "--bundle"])
+        .arg(&c.bundle)
+        .arg(&c.id);
     with_inherited_fds(
         &mut cmd,
         vec![
@@ -66,7 +72,10 @@ fn preserve_fds() {
     let out = run_cmd(&mut cmd, TIMEOUT);
     out.assert_ok("run --preserve-fds 2");
     assert_eq!(fd_numbers(&out.stdout), vec![0, 1, 2, 3, 4], "fds 3 and 4 only: {out}");
-    assert!(out.stdout.contains("content-three") && out.stdout.contains("content-four"), "{out}");
+    assert!(
+        out.stdout.contains("content-three") && out.stdout.contains("content-four"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -86,7 +95,10 @@ fn exec_leaks_no_fds() {
 #[track_caller]
 fn assert_cwd_contained(out: &Out, what: &str) {
     if !out.ok() {
-        assert!(!out.stdout.contains("cwd="), "{what}: failed, but the process ran: {out}");
+        assert!(
+            !out.stdout.contains("cwd="),
+            "{what}: failed, but the process ran: {out}"
+        );
         return;
     }
     let cwd = out
@@ -95,8 +107,14 @@ fn assert_cwd_contained(out: &Out, what: &str) {
         .find_map(|l| l.strip_prefix("cwd="))
         .unwrap_or_else(|| panic!("{what}: {out}"));
     assert!(cwd.starts_with('/'), "{what}: cwd outside the container root: {out}");
-    assert!(!cwd.contains("unreachable"), "{what}: cwd outside the container root: {out}");
-    assert!(!out.stdout.contains("ESCAPED"), "{what}: host filesystem reachable: {out}");
+    assert!(
+        !cwd.contains("unreachable"),
+        "{what}: cwd outside the container root: {out}"
+    );
+    assert!(
+        !out.stdout.contains("ESCAPED"),
+        "{what}: host filesystem reachable: {out}"
+    );
 }
 
 #[test]
@@ -179,7 +197,10 @@ fn runtime_binary_not_writable_from_created_container() {
     c.write_spec();
     let run = |args: &[&str]| {
         let mut cmd = std::process::Command::new(&copy);
-        cmd.arg("--root").arg(&c.root).args(args).stdin(std::process::Stdio::null());
+        cmd.arg("--root")
+            .arg(&c.root)
+            .args(args)
+            .stdin(std::process::Stdio::null());
         run_cmd(&mut cmd, TIMEOUT)
     };
     run(&["create", "--bundle", c.bundle.to_str().unwrap(), &c.id]).assert_ok("create");
@@ -192,7 +213,10 @@ fn runtime_binary_not_writable_from_created_container() {
     let out = run(&["exec", &c.id, "sh", "-c", attack]);
     // exec into a `created` container may be refused; either way nothing is written.
     eprintln!("attack in created container: {out}");
-    assert!(!out.stdout.contains("WROTE"), "write through /proc/1/exe succeeded: {out}");
+    assert!(
+        !out.stdout.contains("WROTE"),
+        "write through /proc/1/exe succeeded: {out}"
+    );
     run(&["start", &c.id]).assert_ok("start");
     c.wait_status("running", Duration::from_secs(10));
     assert_eq!(sha256(&copy), before, "runtime binary changed: {out}");
@@ -215,11 +239,17 @@ fn runtime_binary_not_writable_with_ptrace_and_held_fd() {
     c.write_spec();
     let cmd = |args: &[&str]| {
         let mut cmd = std::process::Command::new(&copy);
-        cmd.arg("--root").arg(&c.root).args(args).stdin(std::process::Stdio::null());
+        cmd.arg("--root")
+            .arg(&c.root)
+            .args(args)
+            .stdin(std::process::Stdio::null());
         cmd
     };
-    run_cmd(&mut cmd(&["create", "--bundle", c.bundle.to_str().unwrap(), &c.id]), TIMEOUT)
-        .assert_ok("create");
+    run_cmd(
+        &mut cmd(&["create", "--bundle", c.bundle.to_str().unwrap(), &c.id]),
+        TIMEOUT,
+    )
+    .assert_ok("create");
     c.record_pid(c.pid());
     let attacker = "exec 5</proc/1/exe || { echo OPEN-FAILED > /tmp/result; exit 0; }; \
         echo opened > /tmp/result; \
@@ -258,6 +288,13 @@ fn runtime_binary_not_writable_with_ptrace_and_held_fd() {
     });
     let log = fs::read_to_string(&result).unwrap_or_default();
     eprintln!("attacker log: {log}\nexec: {out}");
-    assert_eq!(sha256(&copy), before, "runtime binary changed; attacker log: {log}; exec: {out}");
-    assert!(!log.contains("WROTE"), "write through a held /proc/1/exe fd succeeded: {log}");
+    assert_eq!(
+        sha256(&copy),
+        before,
+        "runtime binary changed; attacker log: {log}; exec: {out}"
+    );
+    assert!(
+        !log.contains("WROTE"),
+        "write through a held /proc/1/exe fd succeeded: {log}"
+    );
 }

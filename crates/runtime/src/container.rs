@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cgroups;
-use crate::hooks::{self, Phase};
 use crate::error::{Context, Error, Result};
+use crate::hooks::{self, Phase};
 use crate::launch::{self, Launch};
 use crate::state::{self, State, Status, EXEC_FIFO};
 use oci_spec::runtime::Spec;
@@ -56,10 +56,12 @@ fn owner() -> String {
     let uid = unsafe { libc::getuid() };
     fs::read_to_string("/etc/passwd")
         .ok()
-        .and_then(|p| p.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
-        }))
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
+            })
+        })
         .unwrap_or_else(|| format!("#{uid}"))
 }
 
@@ -68,12 +70,18 @@ impl Container {
     ///
     /// Errors: [`Error::NotExist`], [`Error::InvalidId`].
     pub fn load(root: &Path, id: &str) -> Result<Container> {
-        Ok(Container { root: root.to_path_buf(), state: State::load(root, id)? })
+        Ok(Container {
+            root: root.to_path_buf(),
+            state: State::load(root, id)?,
+        })
     }
 
     /// Every container under `root`, sorted by id. Unreadable entries are skipped.
     pub fn list(root: &Path) -> Result<Vec<Container>> {
-        Ok(state::list_ids(root)?.iter().filter_map(|id| Container::load(root, id).ok()).collect())
+        Ok(state::list_ids(root)?
+            .iter()
+            .filter_map(|id| Container::load(root, id).ok())
+            .collect())
     }
 
     /// `create`: with the bundle's config.json (as [`spec::load`] read it), makes the
@@ -96,11 +104,17 @@ impl Container {
         }
         let mut undo = Undo { dir: &dir, armed: true };
         let fifo_path = dir.join(EXEC_FIFO);
-        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622)).ctx(|| format!("mkfifo {}", fifo_path.display()))?;
+        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
+            .ctx(|| format!("mkfifo {}", fifo_path.display()))?;
         // mkfifo applies the umask; the init may run as any user.
-        fs::set_permissions(&fifo_path, std::os::unix::fs::PermissionsExt::from_mode(0o622)).ctx(|| "chmod exec fifo")?;
-        let fifo = rustix::fs::open(&fifo_path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-            .ctx(|| format!("open {}", fifo_path.display()))?;
+        fs::set_permissions(&fifo_path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .ctx(|| "chmod exec fifo")?;
+        let fifo = rustix::fs::open(
+            &fifo_path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ctx(|| format!("open {}", fifo_path.display()))?;
         let manager = cgroups::manager(&cgroup_path);
         let launched = launch::launch(Launch {
             id,
@@ -134,9 +148,14 @@ impl Container {
             cgroup_path,
             post_hooks: !hooks::of(spec, Phase::Poststart).is_empty() || !hooks::of(spec, Phase::Poststop).is_empty(),
             own_pid_ns: spec::has_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Pid)
-                && !spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|n| {
-                    n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some())
-                }),
+                && !spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.namespaces().as_ref())
+                    .is_some_and(|n| {
+                        n.iter()
+                            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some())
+                    }),
         };
         if let Err(e) = state.save(root) {
             // SAFETY: kill our own child's pid, just created.
@@ -145,7 +164,10 @@ impl Container {
             return Err(e);
         }
         undo.armed = false;
-        Ok(Container { root: root.to_path_buf(), state })
+        Ok(Container {
+            root: root.to_path_buf(),
+            state,
+        })
     }
 
     /// `start`: releases the init blocked on the exec fifo; it then execs the program.
@@ -159,8 +181,12 @@ impl Container {
             )));
         }
         let path = state::dir(&self.root, &self.state.id).join(EXEC_FIFO);
-        let fifo = rustix::fs::open(&path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-            .ctx(|| format!("open {}", path.display()))?;
+        let fifo = rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ctx(|| format!("open {}", path.display()))?;
         // The init writes one byte once released, and holds the write end (close-on-exec)
         // until execve: EOF means the program runs (or the init died), so poststart hooks
         // run after the program started, as the spec says.
@@ -175,11 +201,17 @@ impl Container {
                         self.state.refresh(&self.root);
                         if self.state.status == Status::Stopped {
                             let _ = fs::remove_file(&path);
-                            return Err(Error::Init(format!("the init of container \"{}\" exited before start", self.state.id)));
+                            return Err(Error::Init(format!(
+                                "the init of container \"{}\" exited before start",
+                                self.state.id
+                            )));
                         }
                     }
                     let mut fds = [rustix::event::PollFd::new(&fifo, rustix::event::PollFlags::IN)];
-                    let timeout = rustix::time::Timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+                    let timeout = rustix::time::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 20_000_000,
+                    };
                     let _ = rustix::event::poll(&mut fds, Some(&timeout));
                 }
                 Err(rustix::io::Errno::INTR) => {}
@@ -200,7 +232,10 @@ impl Container {
     /// Errors: [`Error::WrongState`] ("container not running") when stopped.
     pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
         if self.state.status == Status::Stopped && !all {
-            return Err(Error::WrongState(format!("cannot kill container \"{}\": container not running", self.state.id)));
+            return Err(Error::WrongState(format!(
+                "cannot kill container \"{}\": container not running",
+                self.state.id
+            )));
         }
         if all {
             let manager = cgroups::manager(&self.state.cgroup_path);
@@ -215,7 +250,10 @@ impl Container {
         }
         // SAFETY: kill takes plain integers; the pid's start time was checked by refresh.
         if unsafe { libc::kill(self.state.pid, signal) } != 0 {
-            return Err(Error::sys(format!("kill container \"{}\" (pid {})", self.state.id, self.state.pid), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("kill container \"{}\" (pid {})", self.state.id, self.state.pid),
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }

@@ -40,7 +40,10 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with what was being attempted (a path, a syscall).
     pub fn sys(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
-        Error::Sys { context: context.into(), source: source.into() }
+        Error::Sys {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 
     /// The raw errno of a system error, if this is one.

@@ -8,14 +8,14 @@ use std::os::fd::OwnedFd;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use crate::cgroups;
+use crate::console;
+#[allow(unused_imports)]
+use crate::error::Context as _;
 use crate::error::{Context, Error, Result};
 use crate::launch::{exit_child, finish_process};
 use crate::namespaces;
 use crate::state::{State, Status};
 use crate::sync::{self, Msg};
-#[allow(unused_imports)]
-use crate::error::Context as _;
-use crate::console;
 
 /// How to run the process.
 pub struct ExecOptions {
@@ -36,17 +36,27 @@ pub struct ExecOptions {
 /// [`Error::Init`] with what the process reported during set-up.
 pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
     if !matches!(state.status, Status::Running | Status::Created) {
-        return Err(Error::WrongState(format!("cannot exec in a {} container \"{}\": container not running", state.status, state.id)));
+        return Err(Error::WrongState(format!(
+            "cannot exec in a {} container \"{}\": container not running",
+            state.status, state.id
+        )));
     }
     let nss = namespaces::of_process(state.pid);
-    for (t, path) in nss.iter().filter(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)) {
+    for (t, path) in nss
+        .iter()
+        .filter(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time))
+    {
         namespaces::join(*t, path)?;
     }
     // Open every namespace file now, while the init's /proc entry is reachable.
     let files: Vec<(LinuxNamespaceType, std::fs::File)> = nss
         .iter()
         .filter(|(t, _)| !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time))
-        .map(|(t, p)| std::fs::File::open(p).map(|f| (*t, f)).ctx(|| format!("open {}", p.display())))
+        .map(|(t, p)| {
+            std::fs::File::open(p)
+                .map(|f| (*t, f))
+                .ctx(|| format!("open {}", p.display()))
+        })
         .collect::<Result<_>>()?;
     let cgroup = cgroups::manager(&state.cgroup_path);
     let (parent_end, child_end) = sync::pair()?;
@@ -57,9 +67,13 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
         let err = std::io::Error::last_os_error();
         // fork into a pid namespace whose init has exited fails with ENOMEM: the
         // container stopped between the state check and here. Say so in runc's words.
-        let init_gone = crate::state::process_start_time(state.pid).map_or(true, |(t, zombie)| zombie || t != state.init_start_time);
+        let init_gone = crate::state::process_start_time(state.pid)
+            .map_or(true, |(t, zombie)| zombie || t != state.init_start_time);
         if err.raw_os_error() == Some(libc::ENOMEM) && init_gone {
-            return Err(Error::WrongState(format!("cannot exec in container \"{}\": container not running", state.id)));
+            return Err(Error::WrongState(format!(
+                "cannot exec in container \"{}\": container not running",
+                state.id
+            )));
         }
         return Err(Error::sys("fork", err));
     }
@@ -70,13 +84,20 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
             unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
             cgroup.apply(0)?;
             for (t, f) in &files {
-                namespaces::setns(*t, f).ctx(|| format!("join the container's {} namespace", namespaces::proc_name(*t)))?;
+                namespaces::setns(*t, f)
+                    .ctx(|| format!("join the container's {} namespace", namespaces::proc_name(*t)))?;
             }
             drop(files);
             if opts.process.terminal() == Some(true) {
                 nix::unistd::setsid().ctx(|| "setsid")?;
-                let sock = opts.console.ok_or_else(|| Error::Invalid("terminal is true but no console socket was given".into()))?;
-                let size = opts.process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+                let sock = opts
+                    .console
+                    .ok_or_else(|| Error::Invalid("terminal is true but no console socket was given".into()))?;
+                let size = opts
+                    .process
+                    .console_size()
+                    .as_ref()
+                    .map(|b| (b.height() as u16, b.width() as u16));
                 console::setup(sock, size, false)?;
             }
             crate::security::set_rlimits(opts.process.rlimits().as_deref().unwrap_or(&[]))?;

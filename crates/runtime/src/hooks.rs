@@ -63,7 +63,8 @@ pub fn of(spec: &Spec, phase: Phase) -> &[Hook] {
 /// its exit status, stderr text or timeout.
 pub fn run(spec: &Spec, phase: Phase, state: &str) -> Result<()> {
     for hook in of(spec, phase) {
-        run_one(hook, state).map_err(|msg| Error::Invalid(format!("{} hook {}: {msg}", phase.name(), hook.path().display())))?;
+        run_one(hook, state)
+            .map_err(|msg| Error::Invalid(format!("{} hook {}: {msg}", phase.name(), hook.path().display())))?;
     }
     Ok(())
 }
@@ -81,7 +82,11 @@ fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
     if let Some(argv0) = args.first() {
         std::os::unix::process::CommandExt::arg0(&mut cmd, argv0);
     }
-    cmd.args(args.iter().skip(1)).env_clear().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args.iter().skip(1))
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for kv in hook.env().iter().flatten() {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
@@ -92,7 +97,10 @@ fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
         // A hook that does not read its stdin is fine (EPIPE is ignored).
         let _ = stdin.write_all(state.as_bytes());
     }
-    let deadline = hook.timeout().filter(|t| *t > 0).map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let deadline = hook
+        .timeout()
+        .filter(|t| *t > 0)
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) if status.success() => return Ok(()),
@@ -100,11 +108,21 @@ fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
                 // Output is captured (as runc does) and reported on failure; a hook that
                 // writes more than a pipe holds (64 KiB) before exiting would block.
                 let mut err = String::new();
-                for out in [child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read>), child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read>)].into_iter().flatten() {
+                for out in [
+                    child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read>),
+                    child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read>),
+                ]
+                .into_iter()
+                .flatten()
+                {
                     let mut out = out;
                     let _ = out.read_to_string(&mut err);
                 }
-                return Err(format!("{status}{}{}", if err.is_empty() { "" } else { ": " }, err.trim()));
+                return Err(format!(
+                    "{status}{}{}",
+                    if err.is_empty() { "" } else { ": " },
+                    err.trim()
+                ));
             }
             None if deadline.is_some_and(|d| Instant::now() >= d) => {
                 let _ = child.kill();

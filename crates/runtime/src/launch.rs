@@ -13,13 +13,13 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::cgroups::CgroupManager;
 use crate::error::{Context, Error, Result};
+use crate::hooks::{self, Phase};
 use crate::namespaces::{self, Plan};
 use crate::process::{self, Program};
-use crate::security::{self, CapSets};
-use crate::sync::{self, Msg};
-use crate::hooks::{self, Phase};
 use crate::seccomp::{self, Filter};
+use crate::security::{self, CapSets};
 use crate::state::{self, Status};
+use crate::sync::{self, Msg};
 use crate::{console, rootfs, spec};
 
 /// What the runtime hands to the container's init.
@@ -50,7 +50,16 @@ fn clone(flags: libc::c_int) -> Result<i32> {
     // SAFETY: with a NULL stack pointer clone behaves as fork(2); this process is
     // single-threaded (the library never starts threads), so the child's copy of our
     // memory, locks included, is consistent.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
     if rc < 0 {
         let err = std::io::Error::last_os_error();
         return Err(Error::sys(format!("clone with namespace flags {flags:#x}"), err));
@@ -71,10 +80,16 @@ pub(crate) fn exit_child(code: i32) -> ! {
 fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<Vec<(LinuxNamespaceType, std::fs::File)>> {
     let mut saved = Vec::new();
     if plan.pid_join.is_some() {
-        saved.push((LinuxNamespaceType::Pid, std::fs::File::open("/proc/self/ns/pid_for_children").ctx(|| "open pid_for_children")?));
+        saved.push((
+            LinuxNamespaceType::Pid,
+            std::fs::File::open("/proc/self/ns/pid_for_children").ctx(|| "open pid_for_children")?,
+        ));
     }
     if plan.time_join.is_some() || plan.time_new {
-        saved.push((LinuxNamespaceType::Time, std::fs::File::open("/proc/self/ns/time_for_children").ctx(|| "open time_for_children")?));
+        saved.push((
+            LinuxNamespaceType::Time,
+            std::fs::File::open("/proc/self/ns/time_for_children").ctx(|| "open time_for_children")?,
+        ));
     }
     if let Some(p) = &plan.pid_join {
         namespaces::join(LinuxNamespaceType::Pid, p)?;
@@ -98,8 +113,12 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
     if !spec::has_namespace(l.spec, LinuxNamespaceType::Mount) {
         return Err(Error::Invalid("linux.namespaces must include a mount namespace".into()));
     }
-    if l.spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !spec::has_namespace(l.spec, LinuxNamespaceType::Uts) {
-        return Err(Error::Invalid("hostname is set but there is no uts namespace: add one to linux.namespaces".into()));
+    if l.spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
+        && !spec::has_namespace(l.spec, LinuxNamespaceType::Uts)
+    {
+        return Err(Error::Invalid(
+            "hostname is set but there is no uts namespace: add one to linux.namespaces".into(),
+        ));
     }
     let saved = enter_for_children(l.spec, &plan)?;
     let (parent_end, child_end) = sync::pair()?;
@@ -107,12 +126,17 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
     let child = clone(first_flags)?;
     if child != 0 {
         for (t, f) in &saved {
-            namespaces::setns(*t, f).ctx(|| format!("return to the runtime's {} namespace", namespaces::proc_name(*t)))?;
+            namespaces::setns(*t, f)
+                .ctx(|| format!("return to the runtime's {} namespace", namespaces::proc_name(*t)))?;
         }
     }
     if child == 0 {
         drop(parent_end);
-        let res = if plan.user_join.is_some() { intermediate(&l, &plan, &child_end) } else { init(l, &plan, child_end) };
+        let res = if plan.user_join.is_some() {
+            intermediate(&l, &plan, &child_end)
+        } else {
+            init(l, &plan, child_end)
+        };
         exit_child(res.map_or(1, |never| match never {}))
     }
     drop(child_end);
@@ -182,7 +206,10 @@ fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Infall
         // The init: the same fd continues the conversation.
         // SAFETY: dup of an fd we own; the copy is owned by the init from here on.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(libc::dup(sync_fd.as_raw_fd())) };
-        let l2 = Launch { console: l.console.as_ref().and_then(|c| c.try_clone().ok()), ..*l };
+        let l2 = Launch {
+            console: l.console.as_ref().and_then(|c| c.try_clone().ok()),
+            ..*l
+        };
         let res = init(l2, plan, fd);
         exit_child(res.map_or(1, |never| match never {}))
     }
@@ -201,7 +228,11 @@ fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
             drop(sync_fd);
             // Blocks until `start` opens the fifo for reading. The write end stays open
             // (close-on-exec) until execve, so `start` sees EOF once the program runs.
-            let fifo_w = match rustix::fs::open(format!("/proc/self/fd/{fifo}"), rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()) {
+            let fifo_w = match rustix::fs::open(
+                format!("/proc/self/fd/{fifo}"),
+                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ) {
                 Ok(fd) => fd,
                 Err(e) => {
                     eprintln!("vessel-oci: open the exec fifo: {e}");
@@ -236,9 +267,14 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Progra
     if plan.user_new || plan.user_join.is_some() {
         // Become root of the new user namespace (uid 0 must be mapped).
         // SAFETY: plain id syscalls on this single-threaded process.
-        let ok = unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0 };
+        let ok = unsafe {
+            libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
+        };
         if !ok {
-            return Err(Error::sys("become root in the user namespace (is 0 mapped?)", std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                "become root in the user namespace (is 0 mapped?)",
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     for (t, p) in &plan.join {
@@ -248,15 +284,24 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Progra
         namespaces::unshare(libc::CLONE_NEWCGROUP)?;
     }
     nix::unistd::setsid().ctx(|| "setsid")?;
-    let process = l.spec.process().as_ref().ok_or_else(|| Error::Invalid("config.json has no process".into()))?;
+    let process = l
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("config.json has no process".into()))?;
     security::set_oom_score_adj(process.oom_score_adj())?;
     security::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
     std::env::set_current_dir(l.bundle).ctx(|| format!("chdir to bundle {}", l.bundle.display()))?;
     hooks::run(l.spec, Phase::CreateContainer, &state)?;
     rootfs::prepare(l.spec, l.rootfs, l.no_pivot)?;
     if process.terminal() == Some(true) {
-        let sock = l.console.ok_or_else(|| Error::Invalid("process.terminal is true but no --console-socket was given".into()))?;
-        let size = process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+        let sock = l
+            .console
+            .ok_or_else(|| Error::Invalid("process.terminal is true but no --console-socket was given".into()))?;
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(sock, size, true)?;
     }
     // A missing cwd is made inside the new root (as runc does), before "/" may become

@@ -119,12 +119,17 @@ pub fn unshare(flags: libc::c_int) -> Result<()> {
     if unsafe { libc::unshare(flags) } == 0 {
         Ok(())
     } else {
-        Err(Error::sys(format!("unshare namespaces {flags:#x}"), std::io::Error::last_os_error()))
+        Err(Error::sys(
+            format!("unshare namespaces {flags:#x}"),
+            std::io::Error::last_os_error(),
+        ))
     }
 }
 
 fn map_text(maps: &[LinuxIdMapping]) -> String {
-    maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
 }
 
 /// Writes `linux.uidMappings` and `linux.gidMappings` into /proc/PID/uid_map and
@@ -134,8 +139,14 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 /// and more than 340 lines.
 pub fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    let uid = linux.and_then(|l| l.uid_mappings().as_ref()).map(|m| map_text(m)).unwrap_or_default();
-    let gid = linux.and_then(|l| l.gid_mappings().as_ref()).map(|m| map_text(m)).unwrap_or_default();
+    let uid = linux
+        .and_then(|l| l.uid_mappings().as_ref())
+        .map(|m| map_text(m))
+        .unwrap_or_default();
+    let gid = linux
+        .and_then(|l| l.gid_mappings().as_ref())
+        .map(|m| map_text(m))
+        .unwrap_or_default();
     for (file, text) in [("uid_map", uid), ("gid_map", gid)] {
         if text.is_empty() {
             continue;
@@ -157,9 +168,15 @@ pub fn write_time_offsets(spec: &Spec) -> Result<()> {
     let mut text = String::new();
     for (clock, off) in offsets {
         if clock != "monotonic" && clock != "boottime" {
-            return Err(Error::Invalid(format!("linux.timeOffsets: unknown clock {clock:?}: use monotonic or boottime")));
+            return Err(Error::Invalid(format!(
+                "linux.timeOffsets: unknown clock {clock:?}: use monotonic or boottime"
+            )));
         }
-        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
     }
     fs::write("/proc/self/timens_offsets", &text).ctx(|| format!("write /proc/self/timens_offsets ({})", text.trim()))
 }

@@ -33,7 +33,9 @@ impl Program {
     /// ENOENT or EACCES for a missing or non-executable program.
     pub fn new(process: &Process) -> Result<Program> {
         let args = process.args().as_deref().unwrap_or(&[]);
-        let first = args.first().ok_or_else(|| Error::Invalid("process.args is empty".into()))?;
+        let first = args
+            .first()
+            .ok_or_else(|| Error::Invalid("process.args is empty".into()))?;
         let env = process.env().as_deref().unwrap_or(&[]);
         let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
         let path = if first.contains('/') {
@@ -53,9 +55,13 @@ impl Program {
                 })?
         };
         Ok(Program {
-            path: CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Invalid("program path has a NUL byte".into()))?,
+            path: CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| Error::Invalid("program path has a NUL byte".into()))?,
             argv: args.iter().map(|a| cstring(a, "argument")).collect::<Result<_>>()?,
-            envp: env.iter().map(|e| cstring(e, "environment entry")).collect::<Result<_>>()?,
+            envp: env
+                .iter()
+                .map(|e| cstring(e, "environment entry"))
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -103,7 +109,10 @@ pub fn chdir_checked(cwd: &Path) -> Result<()> {
     std::env::set_current_dir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
     match std::env::current_dir() {
         Ok(p) if p.is_absolute() => Ok(()),
-        _ => Err(Error::Invalid(format!("cwd {} resolves outside the container's root", cwd.display()))),
+        _ => Err(Error::Invalid(format!(
+            "cwd {} resolves outside the container's root",
+            cwd.display()
+        ))),
     }
 }
 

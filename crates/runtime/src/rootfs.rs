@@ -49,11 +49,23 @@ pub fn prepare(spec: &Spec, rootfs: &Path, no_pivot: bool) -> Result<()> {
     let propagation = rootfs_propagation(spec)?;
 
     // Nothing done below may propagate back to the host's mounts.
-    sys_mount(None, Path::new("/"), None, propagation.unwrap_or(libc::MS_SLAVE | libc::MS_REC), None)
-        .ctx(|| "set the propagation of \"/\" (linux.rootfsPropagation)")?;
+    sys_mount(
+        None,
+        Path::new("/"),
+        None,
+        propagation.unwrap_or(libc::MS_SLAVE | libc::MS_REC),
+        None,
+    )
+    .ctx(|| "set the propagation of \"/\" (linux.rootfsPropagation)")?;
     make_parent_private(&rootfs)?;
-    sys_mount(Some(rootfs.as_os_str()), &rootfs, None, libc::MS_BIND | libc::MS_REC, None)
-        .ctx(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
+    sys_mount(
+        Some(rootfs.as_os_str()),
+        &rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .ctx(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
 
     let root = Root::open(&rootfs)?;
     let spec_mounts = spec.mounts().as_deref().unwrap_or(&[]);
@@ -63,13 +75,19 @@ pub fn prepare(spec: &Spec, rootfs: &Path, no_pivot: bool) -> Result<()> {
     // As runc: a /dev bound from elsewhere is taken as it is.
     let dev_bound = spec_mounts.iter().any(|m| is_dest(m, "dev") && is_bind(m));
     if !dev_bound {
-        let linux_devices = spec.linux().as_ref().and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
+        let linux_devices = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or(&[]);
         let wanted = devices::wanted(linux_devices)?;
         let _umask = devices::Umask::set(0);
         for d in &wanted {
             devices::create(&root, d, env.userns)?;
         }
-        let ptmx = spec_mounts.iter().any(|m| is_dest(m, "dev/pts") && m.typ().as_deref() == Some("devpts"));
+        let ptmx = spec_mounts
+            .iter()
+            .any(|m| is_dest(m, "dev/pts") && m.typ().as_deref() == Some("devpts"));
         devices::symlinks(&root, ptmx)?;
     }
     drop(root);
@@ -105,7 +123,9 @@ pub fn finalize_root(spec: &Spec) -> Result<()> {
 /// sysctls are written, in the container's root. Paths that do not exist in the rootfs
 /// are skipped, as runc does.
 pub fn restrict_paths(spec: &Spec) -> Result<()> {
-    let Some(linux) = spec.linux().as_ref() else { return Ok(()) };
+    let Some(linux) = spec.linux().as_ref() else {
+        return Ok(());
+    };
     for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
         readonly_path(Path::new(p)).ctx(|| format!("make {p} read-only (linux.readonlyPaths)"))?;
     }
@@ -146,7 +166,11 @@ fn mask_path(p: &Path) -> io::Result<()> {
 
 /// Which namespaces of the config change how mounts are done.
 fn env_of(spec: &Spec) -> Env {
-    let ns = spec.linux().as_ref().and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]);
+    let ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or(&[]);
     let has = |t: LinuxNamespaceType| ns.iter().any(|n| n.typ() == t);
     Env {
         userns: has(LinuxNamespaceType::User),
@@ -179,7 +203,10 @@ fn is_bind(m: &Mount) -> bool {
 /// private (in this namespace only), as runc does.
 fn make_parent_private(rootfs: &Path) -> Result<()> {
     let infos = cgroup::read_mountinfo()?;
-    let parent = infos.iter().filter(|mi| rootfs.starts_with(&mi.mount_point)).max_by_key(|mi| mi.mount_point.len());
+    let parent = infos
+        .iter()
+        .filter(|mi| rootfs.starts_with(&mi.mount_point))
+        .max_by_key(|mi| mi.mount_point.len());
     if let Some(mi) = parent {
         if mi.optional.iter().any(|o| o.starts_with("shared:")) {
             sys_mount(None, Path::new(&mi.mount_point), None, libc::MS_PRIVATE, None)

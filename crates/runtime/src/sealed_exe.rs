@@ -23,7 +23,8 @@ pub fn is_sealed() -> bool {
     if std::fs::read_link("/proc/self/exe").is_ok_and(|p| p.as_os_str().as_bytes().starts_with(b"/memfd:")) {
         return true;
     }
-    nix::sys::statvfs::statvfs("/proc/self/exe").is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    nix::sys::statvfs::statvfs("/proc/self/exe")
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// Re-executes the current binary from a protected place unless it already runs from
@@ -61,14 +62,29 @@ fn read_only_mount() -> Result<OwnedFd> {
     }
     // SAFETY: `raw` is a fresh fd returned by open_tree, owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-    let attr = libc::mount_attr { attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: mount_setattr on our fd with AT_EMPTY_PATH; `attr` is valid for the call
     // and its size is passed.
     let rc = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, &attr as *const libc::mount_attr, std::mem::size_of::<libc::mount_attr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
     };
     if rc != 0 {
-        return Err(Error::sys("make the binary's mount read-only", std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            "make the binary's mount read-only",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(fd)
 }
@@ -77,16 +93,22 @@ fn read_only_mount() -> Result<OwnedFd> {
 fn memfd_copy() -> Result<OwnedFd> {
     let src = std::fs::File::open("/proc/self/exe").ctx(|| "open /proc/self/exe")?;
     let len = src.metadata().ctx(|| "stat /proc/self/exe")?.len();
-    let memfd = rustix::fs::memfd_create("vessel-oci", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).ctx(|| "memfd_create")?;
+    let memfd = rustix::fs::memfd_create("vessel-oci", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .ctx(|| "memfd_create")?;
     let mut left = len;
     while left > 0 {
-        let n = rustix::fs::sendfile(&memfd, &src, None, left as usize).ctx(|| "copy the runtime binary into a memfd")?;
+        let n =
+            rustix::fs::sendfile(&memfd, &src, None, left as usize).ctx(|| "copy the runtime binary into a memfd")?;
         if n == 0 {
             return Err(Error::Invalid("the runtime binary shrank while it was copied".into()));
         }
         left -= n as u64;
     }
-    rustix::fs::fcntl_add_seals(&memfd, SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE).ctx(|| "seal the memfd")?;
+    rustix::fs::fcntl_add_seals(
+        &memfd,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )
+    .ctx(|| "seal the memfd")?;
     Ok(memfd)
 }
 
@@ -105,7 +127,17 @@ fn execveat(fd: &OwnedFd) -> Result<()> {
     // SAFETY: the fd is open, the path is an empty C string with AT_EMPTY_PATH, and argv
     // and envp are NULL-terminated arrays of C strings that outlive the call.
     unsafe {
-        libc::syscall(libc::SYS_execveat, fd.as_raw_fd(), c"".as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr(), libc::AT_EMPTY_PATH);
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv_ptrs.as_ptr(),
+            env_ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
     }
-    Err(Error::sys("re-execute the runtime from a protected copy", std::io::Error::last_os_error()))
+    Err(Error::sys(
+        "re-execute the runtime from a protected copy",
+        std::io::Error::last_os_error(),
+    ))
 }

@@ -37,7 +37,9 @@ fn compare(arg: &oci_spec::runtime::LinuxSeccompArg) -> ScmpArgCompare {
         LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, arg.value()),
         LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, arg.value()),
         // The spec's value is the mask and valueTwo the datum (as in libseccomp).
-        LinuxSeccompOperator::ScmpCmpMaskedEq => (ScmpCompareOp::MaskedEqual(arg.value()), arg.value_two().unwrap_or(0)),
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            (ScmpCompareOp::MaskedEqual(arg.value()), arg.value_two().unwrap_or(0))
+        }
     };
     ScmpArgCompare::new(arg.index() as u32, op, datum)
 }
@@ -51,7 +53,10 @@ pub struct Filter {
 /// Whether a config uses SCMP_ACT_NOTIFY anywhere (then a listener must receive the fd).
 pub fn uses_notify(s: &LinuxSeccomp) -> bool {
     s.default_action() == LinuxSeccompAction::ScmpActNotify
-        || s.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
 }
 
 fn add_rule(ctx: &mut ScmpFilterContext, rule: &LinuxSyscall, default: ScmpAction) -> Result<()> {
@@ -63,13 +68,21 @@ fn add_rule(ctx: &mut ScmpFilterContext, rule: &LinuxSyscall, default: ScmpActio
     let args = rule.args().as_deref().unwrap_or(&[]);
     // Conditions on one argument index are alternatives (one rule each, as runc does);
     // conditions on distinct indexes must all hold (one rule with all of them).
-    let repeated = args.iter().enumerate().any(|(i, a)| args[..i].iter().any(|b| b.index() == a.index()));
+    let repeated = args
+        .iter()
+        .enumerate()
+        .any(|(i, a)| args[..i].iter().any(|b| b.index() == a.index()));
     for name in rule.names() {
-        let sc = ScmpSyscall::from_name(name).map_err(|_| bad(format!("unknown syscall {name:?}: libseccomp on this host does not know it")))?;
+        let sc = ScmpSyscall::from_name(name).map_err(|_| {
+            bad(format!(
+                "unknown syscall {name:?}: libseccomp on this host does not know it"
+            ))
+        })?;
         let res = if args.is_empty() {
             ctx.add_rule(act, sc)
         } else if repeated {
-            args.iter().try_for_each(|a| ctx.add_rule_conditional(act, sc, &[compare(a)]).map(|_| ()))
+            args.iter()
+                .try_for_each(|a| ctx.add_rule_conditional(act, sc, &[compare(a)]).map(|_| ()))
                 .map(|_| ctx as &mut ScmpFilterContext)
         } else {
             ctx.add_rule_conditional(act, sc, &args.iter().map(compare).collect::<Vec<_>>())
@@ -88,7 +101,10 @@ impl Filter {
         let default = action(s.default_action(), s.default_errno_ret());
         let mut ctx = ScmpFilterContext::new(default).map_err(|e| bad(e.to_string()))?;
         for arch in s.architectures().iter().flatten() {
-            let name = serde_json::to_value(arch).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let name = serde_json::to_value(arch)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             let a = ScmpArch::from_str(&name).map_err(|_| bad(format!("unknown architecture {name}")))?;
             ctx.add_arch(a).map_err(|e| bad(format!("architecture {name}: {e}")))?;
         }
@@ -106,7 +122,10 @@ impl Filter {
         for rule in s.syscalls().iter().flatten() {
             add_rule(&mut ctx, rule, default)?;
         }
-        Ok(Filter { ctx, notify: uses_notify(s) })
+        Ok(Filter {
+            ctx,
+            notify: uses_notify(s),
+        })
     }
 
     /// Loads the filter into this process. Returns the notification fd when the filter
@@ -132,7 +151,10 @@ impl Filter {
 /// Errors: [`Error::Invalid`] when notify rules have no listenerPath; [`Error::Sys`]
 /// when the agent cannot be reached.
 pub fn send_to_listener(s: &LinuxSeccomp, fd: OwnedFd, pid: i32, state: &str) -> Result<()> {
-    let path = s.listener_path().as_ref().ok_or_else(|| bad("SCMP_ACT_NOTIFY needs listenerPath"))?;
+    let path = s
+        .listener_path()
+        .as_ref()
+        .ok_or_else(|| bad("SCMP_ACT_NOTIFY needs listenerPath"))?;
     let sock = crate::console::connect(path)?;
     let msg = serde_json::json!({
         "ociVersion": crate::OCI_VERSION,

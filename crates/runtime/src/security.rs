@@ -41,7 +41,10 @@ pub fn set_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
     for r in rlimits {
         let name = r.typ().to_string();
         let res = rlimit_resource(&name).ok_or_else(|| Error::Invalid(format!("unknown rlimit {name}")))?;
-        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
         // SAFETY: `lim` is a valid rlimit that outlives the call.
         if unsafe { libc::setrlimit(res, &lim) } != 0 {
             let err = std::io::Error::last_os_error();
@@ -77,7 +80,10 @@ pub fn set_names(spec: &Spec) -> Result<()> {
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         // SAFETY: the pointer and length describe `d`'s bytes, valid during the call.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return Err(Error::sys(format!("setdomainname {d:?}"), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("setdomainname {d:?}"),
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(())
@@ -143,10 +149,10 @@ impl CapSets {
     pub fn drop_bounding(&self) -> Result<()> {
         // Dropping a capability that is already out of the set is a no-op, so there is no
         // need to read the set first.
-        let supported: HashSet<Cap> =
-            caps::runtime::thread_all_supported();
+        let supported: HashSet<Cap> = caps::runtime::thread_all_supported();
         for cap in supported.difference(&self.bounding) {
-            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| Error::Invalid(format!("drop {cap} from the bounding set: {e}")))?;
+            caps::drop(None, CapSet::Bounding, *cap)
+                .map_err(|e| Error::Invalid(format!("drop {cap} from the bounding set: {e}")))?;
         }
         Ok(())
     }
@@ -154,16 +160,27 @@ impl CapSets {
     /// Sets permitted, inheritable, effective and ambient (after the user change, which
     /// kept the permitted set through PR_SET_KEEPCAPS).
     pub fn apply(&self) -> Result<()> {
-        let err = |what: &'static str| move |e: caps::errors::CapsError| Error::Invalid(format!("set {what} capabilities: {e}"));
+        let err = |what: &'static str| {
+            move |e: caps::errors::CapsError| Error::Invalid(format!("set {what} capabilities: {e}"))
+        };
         // Effective must stay within permitted: shrink effective first, then set the rest.
-        caps::set(None, CapSet::Effective, &self.effective.intersection(&self.permitted).copied().collect()).map_err(err("effective"))?;
+        caps::set(
+            None,
+            CapSet::Effective,
+            &self.effective.intersection(&self.permitted).copied().collect(),
+        )
+        .map_err(err("effective"))?;
         caps::set(None, CapSet::Permitted, &self.permitted).map_err(err("permitted"))?;
         caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(err("inheritable"))?;
         caps::set(None, CapSet::Effective, &self.effective).map_err(err("effective"))?;
         caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
         // The kernel raises an ambient capability only if it is permitted and
         // inheritable; runc skips the others (with a warning in its log), and so do we.
-        for cap in self.ambient.iter().filter(|c| self.permitted.contains(c) && self.inheritable.contains(c)) {
+        for cap in self
+            .ambient
+            .iter()
+            .filter(|c| self.permitted.contains(c) && self.inheritable.contains(c))
+        {
             caps::raise(None, CapSet::Ambient, *cap).map_err(err("ambient"))?;
         }
         Ok(())
@@ -189,17 +206,26 @@ pub fn set_user(process: &Process) -> Result<()> {
     if !setgroups_denied {
         // SAFETY: the pointer and length describe `groups`, valid during the call.
         if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
-            return Err(Error::sys(format!("setgroups {groups:?}"), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("setgroups {groups:?}"),
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     // SAFETY: setresgid/setresuid take plain ids; the raw syscalls act on this thread,
     // and this process has only one.
     if unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) } != 0 {
-        return Err(Error::sys(format!("setgid {gid} (is it mapped in the user namespace?)"), std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            format!("setgid {gid} (is it mapped in the user namespace?)"),
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: as above.
     if unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) } != 0 {
-        return Err(Error::sys(format!("setuid {uid} (is it mapped in the user namespace?)"), std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            format!("setuid {uid} (is it mapped in the user namespace?)"),
+            std::io::Error::last_os_error(),
+        ));
     }
     if let Some(mask) = user.umask() {
         // SAFETY: umask cannot fail.
@@ -244,7 +270,8 @@ pub fn set_lsm_labels(process: &Process) -> Result<()> {
             } else {
                 "/proc/self/attr/exec"
             };
-            fs::write(attr, format!("exec {profile}")).ctx(|| format!("set AppArmor profile {profile:?} (is it loaded?)"))?;
+            fs::write(attr, format!("exec {profile}"))
+                .ctx(|| format!("set AppArmor profile {profile:?} (is it loaded?)"))?;
         }
     }
     if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {

@@ -44,7 +44,11 @@ const NAMES: &[(&str, i32)] = &[
 ///
 /// Errors: [`Error::Invalid`] naming the text.
 pub fn parse(text: &str) -> Result<i32> {
-    let bad = || Error::Invalid(format!("unknown signal {text:?}: use a name like TERM or KILL, or a number from 1 to 64"));
+    let bad = || {
+        Error::Invalid(format!(
+            "unknown signal {text:?}: use a name like TERM or KILL, or a number from 1 to 64"
+        ))
+    };
     if let Ok(n) = text.parse::<i32>() {
         return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
     }
@@ -53,7 +57,11 @@ pub fn parse(text: &str) -> Result<i32> {
     if let Some(off) = name.strip_prefix("RTMIN+") {
         let n: i32 = off.parse().map_err(|_| bad())?;
         let sig = libc::SIGRTMIN() + n;
-        return if n >= 0 && sig <= libc::SIGRTMAX() { Ok(sig) } else { Err(bad()) };
+        return if n >= 0 && sig <= libc::SIGRTMAX() {
+            Ok(sig)
+        } else {
+            Err(bad())
+        };
     }
     if name == "RTMIN" {
         return Ok(libc::SIGRTMIN());

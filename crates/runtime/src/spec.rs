@@ -4,9 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{
-    LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceType, Mount, Process, Spec,
-};
+use oci_spec::runtime::{LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceType, Mount, Process, Spec};
 
 use crate::error::{Error, Result};
 use crate::OCI_VERSION;
@@ -29,7 +27,10 @@ pub fn load(bundle: &Path) -> Result<Spec> {
             e.to_string()
         },
     })?;
-    let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::Config { path: path.clone(), msg: e.to_string() })?;
+    let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::Config {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
     validate(&spec, bundle)?;
     Ok(spec)
 }
@@ -38,22 +39,39 @@ pub fn load(bundle: &Path) -> Result<Spec> {
 ///
 /// Errors: [`Error::Config`] naming the file.
 pub fn load_process(path: &Path) -> Result<Process> {
-    let data = fs::read(path).map_err(|e| Error::Config { path: path.into(), msg: e.to_string() })?;
-    serde_json::from_slice(&data).map_err(|e| Error::Config { path: path.into(), msg: e.to_string() })
+    let data = fs::read(path).map_err(|e| Error::Config {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_slice(&data).map_err(|e| Error::Config {
+        path: path.into(),
+        msg: e.to_string(),
+    })
 }
 
 fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
-    let process = spec.process().as_ref().ok_or_else(|| Error::Invalid("config.json has no \"process\"".into()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("config.json has no \"process\"".into()))?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::Invalid("process.args must name the program to run".into()));
     }
     if !process.cwd().is_absolute() {
-        return Err(Error::Invalid(format!("process.cwd {:?} must be an absolute path", process.cwd())));
+        return Err(Error::Invalid(format!(
+            "process.cwd {:?} must be an absolute path",
+            process.cwd()
+        )));
     }
     let rootfs = rootfs_path(spec, bundle)?;
     match fs::metadata(&rootfs) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(Error::Invalid(format!("root.path {} is not a directory", rootfs.display()))),
+        Ok(_) => {
+            return Err(Error::Invalid(format!(
+                "root.path {} is not a directory",
+                rootfs.display()
+            )))
+        }
         Err(e) => return Err(Error::sys(format!("root.path {}", rootfs.display()), e)),
     }
     if let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
@@ -62,16 +80,23 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
                 return Err(Error::Invalid(format!("namespace {} is listed twice", ns.typ())));
             }
         }
-        let has_user = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+        let has_user = namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
         let linux = spec.linux().as_ref();
         let has_maps = linux.is_some_and(|l| l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()));
         if has_user && !has_maps {
-            return Err(Error::Invalid("a new user namespace needs linux.uidMappings and linux.gidMappings".into()));
+            return Err(Error::Invalid(
+                "a new user namespace needs linux.uidMappings and linux.gidMappings".into(),
+            ));
         }
     }
     for m in spec.mounts().iter().flatten() {
         if !m.destination().is_absolute() {
-            return Err(Error::Invalid(format!("mount destination {:?} must be absolute", m.destination())));
+            return Err(Error::Invalid(format!(
+                "mount destination {:?} must be absolute",
+                m.destination()
+            )));
         }
     }
     Ok(())
@@ -82,13 +107,19 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
 ///
 /// Errors: [`Error::Invalid`] when config.json has no `root`.
 pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
-    let root = spec.root().as_ref().ok_or_else(|| Error::Invalid("config.json has no \"root\"".into()))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("config.json has no \"root\"".into()))?;
     Ok(bundle.join(root.path()))
 }
 
 /// True when config.json asks for a new or joined namespace of this type.
 pub fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
-    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| ns.iter().any(|n| n.typ() == typ))
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ))
 }
 
 /// The config `vessel-oci spec` writes: runc's default (busybox-friendly `sh`, a
@@ -101,7 +132,14 @@ pub fn default_spec(rootless: bool) -> Spec {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let mut spec = Spec::rootless(uid, gid);
         if let Some(linux) = spec.linux_mut() {
-            let map = |id| LinuxIdMappingBuilder::default().container_id(0u32).host_id(id).size(1u32).build().ok();
+            let map = |id| {
+                LinuxIdMappingBuilder::default()
+                    .container_id(0u32)
+                    .host_id(id)
+                    .size(1u32)
+                    .build()
+                    .ok()
+            };
             linux.set_uid_mappings(map(uid).map(|m| vec![m]));
             linux.set_gid_mappings(map(gid).map(|m| vec![m]));
         }

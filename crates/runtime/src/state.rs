@@ -138,7 +138,8 @@ impl State {
     /// Recomputes `status` (and clears `pid` when stopped) from the live process: its
     /// pid must exist, not be a zombie, and have the start time we recorded.
     pub fn refresh(&mut self, root: &Path) {
-        let alive = self.pid > 0 && process_start_time(self.pid).is_some_and(|(t, zombie)| t == self.init_start_time && !zombie);
+        let alive = self.pid > 0
+            && process_start_time(self.pid).is_some_and(|(t, zombie)| t == self.init_start_time && !zombie);
         self.status = if !alive {
             Status::Stopped
         } else if dir(root, &self.id).join(EXEC_FIFO).exists() {
@@ -172,7 +173,13 @@ impl State {
 
 /// The spec's state (runtime.md "State") for hooks and seccomp agents, before a
 /// [`State`] exists: ociVersion, id, status, pid, bundle, annotations.
-pub fn oci_state(id: &str, status: Status, pid: i32, bundle: &Path, spec: &oci_spec::runtime::Spec) -> serde_json::Value {
+pub fn oci_state(
+    id: &str,
+    status: Status,
+    pid: i32,
+    bundle: &Path,
+    spec: &oci_spec::runtime::Spec,
+) -> serde_json::Value {
     serde_json::json!({
         "ociVersion": crate::OCI_VERSION,
         "id": id,
@@ -213,7 +220,9 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>> {
 
 /// The current time as RFC 3339 with nanoseconds, in UTC ("2026-11-21T18:00:00.123456789Z").
 pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

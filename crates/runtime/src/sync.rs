@@ -7,8 +7,8 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::net::{
-    self, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
-    SendFlags, SocketFlags, SocketType,
+    self, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
 use crate::error::{Context, Error, Result};
@@ -31,7 +31,8 @@ pub enum Msg {
 
 /// Makes the pair: (parent's end, child's end), both close-on-exec.
 pub fn pair() -> Result<(OwnedFd, OwnedFd)> {
-    net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).ctx(|| "socketpair for the sync channel")
+    net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .ctx(|| "socketpair for the sync channel")
 }
 
 /// Sends one message.
@@ -60,7 +61,12 @@ pub fn recv(fd: impl AsFd) -> Result<Option<Msg>> {
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let n = loop {
-        match net::recvmsg(&fd, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
+        match net::recvmsg(
+            &fd,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
             Ok(r) => break r.bytes,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(Error::sys("receive on the sync channel", e)),
@@ -77,8 +83,13 @@ pub fn recv(fd: impl AsFd) -> Result<Option<Msg>> {
         Some([b'G', state @ ..]) => Some(Msg::Go(String::from_utf8_lossy(state).into_owned())),
         Some([b'R']) => Some(Msg::Ready),
         Some([b'P', a, b, c, d]) => Some(Msg::Pid(i32::from_le_bytes([*a, *b, *c, *d]))),
-        Some([b'S']) => passed.map(Msg::SeccompFd).or(Some(Msg::Failed("seccomp fd message without an fd".into()))),
+        Some([b'S']) => passed
+            .map(Msg::SeccompFd)
+            .or(Some(Msg::Failed("seccomp fd message without an fd".into()))),
         Some([b'F', text @ ..]) => Some(Msg::Failed(String::from_utf8_lossy(text).into_owned())),
-        Some(other) => Some(Msg::Failed(format!("unexpected sync message {:?}", &other[..other.len().min(16)]))),
+        Some(other) => Some(Msg::Failed(format!(
+            "unexpected sync message {:?}",
+            &other[..other.len().min(16)]
+        ))),
     })
 }

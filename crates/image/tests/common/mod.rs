@@ -18,7 +18,10 @@ use vessel_image::{Digest, ImageRecord, Store};
 
 /// Whether all `tools` are in /usr/bin; says loudly which are missing when not.
 pub fn have(tools: &[&str]) -> bool {
-    let missing: Vec<&&str> = tools.iter().filter(|t| !Path::new(&format!("/usr/bin/{t}")).exists()).collect();
+    let missing: Vec<&&str> = tools
+        .iter()
+        .filter(|t| !Path::new(&format!("/usr/bin/{t}")).exists())
+        .collect();
     if !missing.is_empty() {
         eprintln!("\n!!!!! SKIPPED: missing {missing:?} (apt-get install docker-registry skopeo umoci apache2-utils busybox-static curl zstd) !!!!!\n");
         return false;
@@ -28,14 +31,38 @@ pub fn have(tools: &[&str]) -> bool {
 
 /// Runs a bash script in `dir` (with -euo pipefail), panicking with its output on failure.
 pub fn sh(script: &str, dir: &Path) {
-    let out = Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "script failed: {script}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "script failed: {script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// As [`sh`], returning standard output.
 pub fn sh_out(script: &str, dir: &Path) -> String {
-    let out = Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "script failed: {script}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "script failed: {script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -52,7 +79,12 @@ impl Registry {
     /// Starts a registry keeping its files under `dir`, with htpasswd basic auth when given.
     pub fn start(dir: &Path, htpasswd: Option<&Path>) -> Registry {
         let auth = htpasswd
-            .map(|p| format!("auth:\n  htpasswd:\n    realm: vessel-test\n    path: {}\n", p.display()))
+            .map(|p| {
+                format!(
+                    "auth:\n  htpasswd:\n    realm: vessel-test\n    path: {}\n",
+                    p.display()
+                )
+            })
             .unwrap_or_default();
         Registry::start_with_auth(dir, &auth)
     }
@@ -81,9 +113,19 @@ impl Registry {
             format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}", storage.display()),
         )
         .unwrap();
-        let child = Command::new("/usr/bin/docker-registry").arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         // Built before waiting, so that a registry that never listens is killed too.
-        let reg = Registry { child, addr: format!("127.0.0.1:{port}"), storage };
+        let reg = Registry {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            storage,
+        };
         let start = Instant::now();
         while std::net::TcpStream::connect(&reg.addr).is_err() {
             assert!(start.elapsed() < Duration::from_secs(10), "registry did not start");
@@ -94,12 +136,18 @@ impl Registry {
 
     /// Whether a vessel store under `root` holds no blob (or does not exist).
     pub fn nothing_stored(root: &Path) -> bool {
-        fs::read_dir(root.join("content/blobs/sha256")).map(|mut d| d.next().is_none()).unwrap_or(true)
+        fs::read_dir(root.join("content/blobs/sha256"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
     }
 
     /// The file holding a blob in the registry's storage.
     pub fn blob_file(&self, digest: &Digest) -> PathBuf {
-        self.storage.join("docker/registry/v2/blobs/sha256").join(&digest.hex()[..2]).join(digest.hex()).join("data")
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&digest.hex()[..2])
+            .join(digest.hex())
+            .join("data")
     }
 }
 
@@ -210,11 +258,19 @@ impl TokenServer {
             .stderr(fs::File::create(dir.join("stderr")).unwrap())
             .spawn()
             .unwrap();
-        let mut ts = TokenServer { child, addr: format!("127.0.0.1:{port}"), cert: dir.join("cert.pem"), log: dir.join("requests.log") };
+        let mut ts = TokenServer {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            cert: dir.join("cert.pem"),
+            log: dir.join("requests.log"),
+        };
         let start = Instant::now();
         while std::net::TcpStream::connect(&ts.addr).is_err() {
             if let Ok(Some(st)) = ts.child.try_wait() {
-                panic!("token server exited ({st}): {}", fs::read_to_string(dir.join("stderr")).unwrap_or_default());
+                panic!(
+                    "token server exited ({st}): {}",
+                    fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+                );
             }
             assert!(start.elapsed() < Duration::from_secs(10), "token server did not start");
             std::thread::sleep(Duration::from_millis(50));
@@ -276,7 +332,10 @@ pub fn push(dir: &Path, reg: &Registry, repo: &str, creds: Option<&str>) -> Stri
 /// `skopeo copy [extra] SRC docker://REG/REPO`; returns the pushed name.
 pub fn skopeo_push(dir: &Path, src: &str, reg: &Registry, repo: &str, extra: &str) -> String {
     let dest = format!("{}/{repo}", reg.addr);
-    sh(&format!("skopeo copy -q --dest-tls-verify=false {extra} {src} docker://{dest}"), dir);
+    sh(
+        &format!("skopeo copy -q --dest-tls-verify=false {extra} {src} docker://{dest}"),
+        dir,
+    );
     dest
 }
 
@@ -315,7 +374,10 @@ pub fn add_index(layout: &Path, tag: &str, entries: &[(&str, &str, &str)]) -> Di
     let manifests: Vec<serde_json::Value> = entries
         .iter()
         .map(|(t, os, arch)| {
-            let d = listed.iter().find(|m| m["annotations"][REF] == *t).unwrap_or_else(|| panic!("no tag {t} in {}", ipath.display()));
+            let d = listed
+                .iter()
+                .find(|m| m["annotations"][REF] == *t)
+                .unwrap_or_else(|| panic!("no tag {t} in {}", ipath.display()));
             serde_json::json!({
                 "mediaType": d["mediaType"], "digest": d["digest"], "size": d["size"],
                 "platform": { "os": os, "architecture": arch },
@@ -351,7 +413,13 @@ fn file_digest(path: &Path, size: u64) -> String {
     }
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     assert!(out.status.success());
-    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or(""))
+    format!(
+        "sha256:{}",
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+    )
 }
 
 /// Type, mode, owner, content/target and mtime of every file below `root`.
@@ -372,9 +440,16 @@ pub fn tree(root: &Path) -> Tree {
             } else {
                 format!("file {}", file_digest(&path, md.len()))
             };
-            let mode = if md.file_type().is_symlink() { 0 } else { md.mode() & 0o7777 };
+            let mode = if md.file_type().is_symlink() {
+                0
+            } else {
+                md.mode() & 0o7777
+            };
             let mtime = if md.is_file() { md.mtime() } else { 0 };
-            m.insert(rel, format!("{what} mode={mode:o} owner={}:{} mtime={mtime}", md.uid(), md.gid()));
+            m.insert(
+                rel,
+                format!("{what} mode={mode:o} owner={}:{} mtime={mtime}", md.uid(), md.gid()),
+            );
             if md.is_dir() {
                 walk(&path, root, m);
             }
@@ -386,7 +461,11 @@ pub fn tree(root: &Path) -> Tree {
 
 /// A tokio runtime like the one `vessel` uses.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Mounts an active snapshot `key` of `rec`'s top layer, compares it with `expected` (umoci's
@@ -415,7 +494,11 @@ pub fn compare_mounted(store: &Store, rec: &ImageRecord, expected: &Path, key: &
     let want = tree(expected);
     // Writes land in the upper dir (copy-up of a lower file where there is one), lowers stay
     // untouched.
-    let probe = if got.contains_key("etc/motd") { "etc/motd" } else { "vessel-probe" };
+    let probe = if got.contains_key("etc/motd") {
+        "etc/motd"
+    } else {
+        "vessel-probe"
+    };
     fs::write(target.join(probe), b"container write").unwrap();
     drop(guard);
     assert_eq!(fs::read(active.upper.join(probe)).unwrap(), b"container write");
@@ -428,7 +511,10 @@ pub fn compare_mounted(store: &Store, rec: &ImageRecord, expected: &Path, key: &
 
 /// The shape of `img:v2` from [`build_image`]: whiteouts and the opaque dir took effect.
 pub fn assert_v2_shape(got: &Tree) {
-    assert!(got.contains_key("opq/new") && !got.contains_key("opq/sub") && !got.contains_key("etc/gone"), "whiteouts not applied");
+    assert!(
+        got.contains_key("opq/new") && !got.contains_key("opq/sub") && !got.contains_key("etc/gone"),
+        "whiteouts not applied"
+    );
 }
 
 /// Every file under `ROOT/content/blobs/sha256` hashes to its name.
@@ -440,6 +526,10 @@ pub fn assert_blobs_verified(root: &Path) {
         let md = e.metadata().unwrap();
         assert!(md.is_file(), "{name}: not a regular file");
         let d = file_digest(&e.path(), md.len());
-        assert_eq!(d, format!("sha256:{name}"), "blob {name} in the store does not hash to its name");
+        assert_eq!(
+            d,
+            format!("sha256:{name}"),
+            "blob {name} in the store does not hash to its name"
+        );
     }
 }

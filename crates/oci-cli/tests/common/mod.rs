@@ -112,10 +112,7 @@ impl std::fmt::Display for Out {
 
 /// Exit code as a shell reports it: the code, or 128+N for death by signal N.
 pub fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
 }
 
 /// Runs `cmd` to completion with stdin from /dev/null (unless set) and stdout/stderr
@@ -141,10 +138,12 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Out {
     let stdout = read(&mut out_f);
     let stderr = read(&mut err_f);
     match status {
-        Some(st) => Out { code: exit_code(st), stdout, stderr },
-        None => panic!(
-            "timed out after {timeout:?}: {desc}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-        ),
+        Some(st) => Out {
+            code: exit_code(st),
+            stdout,
+            stderr,
+        },
+        None => panic!("timed out after {timeout:?}: {desc}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"),
     }
 }
 
@@ -294,8 +293,20 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
 /// top-level dirs, /etc/passwd and /etc/group with root, a uid 1000 user and nobody.
 pub fn make_busybox_rootfs(rootfs: &Path) {
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root",
-        "home/user", "var", "run", "mnt",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "proc",
+        "sys",
+        "dev",
+        "etc",
+        "tmp",
+        "root",
+        "home/user",
+        "var",
+        "run",
+        "mnt",
     ] {
         fs::create_dir_all(rootfs.join(d)).unwrap();
     }
@@ -455,10 +466,7 @@ impl TestContainer {
     }
 
     pub fn env(&mut self, kv: &str) -> &mut Self {
-        self.spec["process"]["env"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!(kv));
+        self.spec["process"]["env"].as_array_mut().unwrap().push(json!(kv));
         self
     }
 
@@ -492,10 +500,7 @@ impl TestContainer {
         if let Some(p) = path {
             ns["path"] = json!(p);
         }
-        self.spec["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(ns);
+        self.spec["linux"]["namespaces"].as_array_mut().unwrap().push(ns);
         self
     }
 
@@ -617,8 +622,7 @@ impl TestContainer {
         cmd.stdout(out_f).stderr(err_f);
         let desc = format!("{cmd:?}");
         let mut child = cmd.spawn().expect("spawn create");
-        let st = wait_timeout(&mut child, TIMEOUT)
-            .unwrap_or_else(|| panic!("timed out: {desc}"));
+        let st = wait_timeout(&mut child, TIMEOUT).unwrap_or_else(|| panic!("timed out: {desc}"));
         let out = Out {
             code: exit_code(st),
             stdout: fs::read_to_string(self.dir.join(format!("{id}.out"))).unwrap_or_default(),
@@ -661,8 +665,7 @@ impl TestContainer {
     pub fn state(&self) -> Value {
         let out = self.oci(&["state", &self.id]);
         out.assert_ok("state");
-        serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("state output is not JSON ({e}): {out}"))
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("state output is not JSON ({e}): {out}"))
     }
 
     /// The `status` field of `state`.
@@ -750,10 +753,18 @@ impl TestContainer {
     #[track_caller]
     pub fn assert_no_leftovers(&self, what: &str) {
         let state_dir = self.root.join(&self.id);
-        assert!(!state_dir.exists(), "{what}: state dir {} left behind", state_dir.display());
+        assert!(
+            !state_dir.exists(),
+            "{what}: state dir {} left behind",
+            state_dir.display()
+        );
         if let Ok(rd) = fs::read_dir(&self.root) {
             let left: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
-            assert!(left.is_empty(), "{what}: --root {} not empty: {left:?}", self.root.display());
+            assert!(
+                left.is_empty(),
+                "{what}: --root {} not empty: {left:?}",
+                self.root.display()
+            );
         }
         let mounts = host_mounts_naming(&self.dir);
         assert!(mounts.is_empty(), "{what}: mounts left behind: {mounts:#?}");
@@ -819,8 +830,7 @@ impl TestContainer {
 }
 
 pub fn write_json(path: &Path, v: &Value) {
-    fs::write(path, serde_json::to_vec_pretty(v).unwrap())
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::write(path, serde_json::to_vec_pretty(v).unwrap()).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// A helper child process killed and reaped on drop.

@@ -53,7 +53,12 @@ const JMP_JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JMP_EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: (src << 4) | (dst & 0xf), off, imm }
+    Insn {
+        code,
+        regs: (src << 4) | (dst & 0xf),
+        off,
+        imm,
+    }
 }
 
 /// Marker offset of a jump to the end of the current rule's block, fixed up when the
@@ -110,7 +115,10 @@ pub fn generate(p: &Program) -> Result<Vec<Insn>> {
     out.push(insn(ALU32_MOV_K, 0, 0, 0, i32::from(p.default_allow)));
     out.push(insn(JMP_EXIT, 0, 0, 0, 0));
     if out.len() > 4096 {
-        return Err(Error::Invalid(format!("linux.resources.devices: {} rules make a device filter too long", p.rules.len())));
+        return Err(Error::Invalid(format!(
+            "linux.resources.devices: {} rules make a device filter too long",
+            p.rules.len()
+        )));
     }
     Ok(out)
 }
@@ -175,7 +183,14 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, writable #[repr(C)] bpf_attr layout of the size we pass;
     // every pointer inside it (instructions, license, buffers) points to memory the
     // caller keeps alive for the duration of the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>()) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>(),
+        )
+    };
     if rc < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -209,8 +224,20 @@ pub fn load(insns: &[Insn]) -> Result<OwnedFd> {
                 // SAFETY: a new fd that nothing else owns; closed right away.
                 drop(unsafe { OwnedFd::from_raw_fd(fd as i32) })
             });
-            let text = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)]).trim().to_string();
-            Err(Error::sys(format!("load the device filter (bpf BPF_PROG_LOAD){}", if text.is_empty() { String::new() } else { format!(", verifier: {text}") }), e))
+            let text = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)])
+                .trim()
+                .to_string();
+            Err(Error::sys(
+                format!(
+                    "load the device filter (bpf BPF_PROG_LOAD){}",
+                    if text.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", verifier: {text}")
+                    }
+                ),
+                e,
+            ))
         }
     }
 }
@@ -243,8 +270,12 @@ fn query(dir_fd: &OwnedFd) -> Result<Vec<u32>> {
 ///
 /// Errors: [`Error::Sys`] naming the cgroup.
 pub fn attach(dir: &Path, prog: &OwnedFd) -> Result<()> {
-    let dir_fd = rustix::fs::open(dir, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-        .ctx(|| format!("open cgroup {}", dir.display()))?;
+    let dir_fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ctx(|| format!("open cgroup {}", dir.display()))?;
     let old = query(&dir_fd)?;
     let mut attr = AttachAttr {
         target_fd: dir_fd.as_raw_fd() as u32,
@@ -253,9 +284,13 @@ pub fn attach(dir: &Path, prog: &OwnedFd) -> Result<()> {
         attach_flags: BPF_F_ALLOW_MULTI,
         ..Default::default()
     };
-    bpf(BPF_PROG_ATTACH, &mut attr).ctx(|| format!("attach the device filter to {} (bpf BPF_PROG_ATTACH)", dir.display()))?;
+    bpf(BPF_PROG_ATTACH, &mut attr)
+        .ctx(|| format!("attach the device filter to {} (bpf BPF_PROG_ATTACH)", dir.display()))?;
     for id in old {
-        let mut get = GetFdAttr { prog_id: id, ..Default::default() };
+        let mut get = GetFdAttr {
+            prog_id: id,
+            ..Default::default()
+        };
         let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut get) {
             // SAFETY: a new fd that nothing else owns.
             Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
@@ -268,7 +303,12 @@ pub fn attach(dir: &Path, prog: &OwnedFd) -> Result<()> {
             attach_type: BPF_CGROUP_DEVICE,
             ..Default::default()
         };
-        bpf(BPF_PROG_DETACH, &mut attr).ctx(|| format!("detach the old device filter {id} from {} (bpf BPF_PROG_DETACH)", dir.display()))?;
+        bpf(BPF_PROG_DETACH, &mut attr).ctx(|| {
+            format!(
+                "detach the old device filter {id} from {} (bpf BPF_PROG_DETACH)",
+                dir.display()
+            )
+        })?;
     }
     Ok(())
 }
@@ -359,19 +399,29 @@ mod tests {
 
     #[test]
     fn allow_all_default() {
-        let p = program(&rules(r#"[{"allow":true},{"allow":false,"type":"c","major":10,"minor":229}]"#)).unwrap();
+        let p = program(&rules(
+            r#"[{"allow":true},{"allow":false,"type":"c","major":10,"minor":229}]"#,
+        ))
+        .unwrap();
         let prog = generate(&p).unwrap();
         assert_eq!(run(&prog, C, R, 1, 3), 1);
         assert_eq!(run(&prog, B, R | W, 8, 1), 1);
         assert_eq!(run(&prog, C, R, 10, 229), 0);
-        let empty = generate(&Program { default_allow: false, rules: vec![] }).unwrap();
+        let empty = generate(&Program {
+            default_allow: false,
+            rules: vec![],
+        })
+        .unwrap();
         assert_eq!(empty.len(), 8);
         assert_eq!(run(&empty, C, R, 1, 3), 0);
     }
 
     #[test]
     fn jump_offsets_stay_inside() {
-        let p = Program { default_allow: false, rules: vec![Rule::allow_char(1, Some(3)); 50] };
+        let p = Program {
+            default_allow: false,
+            rules: vec![Rule::allow_char(1, Some(3)); 50],
+        };
         let prog = generate(&p).unwrap();
         for (i, ins) in prog.iter().enumerate() {
             if matches!(ins.code, JMP_JNE_K | JMP_JNE_X | JMP_JEQ_K) {
@@ -412,11 +462,19 @@ mod tests {
         }
         std::fs::create_dir(&dir).unwrap();
         let _gone = Gone(&dir);
-        let p = program(&rules(r#"[{"allow":false},{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}]"#)).unwrap();
+        let p = program(&rules(
+            r#"[{"allow":false},{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}]"#,
+        ))
+        .unwrap();
         apply(&dir, &p).unwrap();
         // Again: the first program is replaced, not stacked.
         apply(&dir, &p).unwrap();
-        let fd = rustix::fs::open(&dir, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty()).unwrap();
+        let fd = rustix::fs::open(
+            &dir,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
         assert_eq!(query(&fd).unwrap().len(), 1);
         let procs = dir.join("cgroup.procs");
         let out = std::process::Command::new("/bin/sh")
@@ -428,6 +486,10 @@ mod tests {
             .stdin(std::process::Stdio::null())
             .status()
             .unwrap();
-        assert_eq!(out.code(), Some(0), "inside the filtered cgroup: exit 2 = /dev/null refused, 3 = /dev/zero allowed");
+        assert_eq!(
+            out.code(),
+            Some(0),
+            "inside the filtered cgroup: exit 2 = /dev/null refused, 3 = /dev/zero allowed"
+        );
     }
 }

@@ -66,7 +66,13 @@ pub struct Rule {
 impl Rule {
     /// An allow rule for a character device (`minor` None = every minor), access `rwm`.
     pub const fn allow_char(major: u32, minor: Option<u32>) -> Rule {
-        Rule { allow: true, kind: Kind::Char, major: Some(major), minor, access: access::ALL }
+        Rule {
+            allow: true,
+            kind: Kind::Char,
+            major: Some(major),
+            minor,
+            access: access::ALL,
+        }
     }
 
     /// Converts `linux.resources.devices[index]`: unset type means `a`, unset or -1
@@ -80,14 +86,21 @@ impl Rule {
             None | Some(LinuxDeviceType::A) => Kind::All,
             Some(LinuxDeviceType::C) => Kind::Char,
             Some(LinuxDeviceType::B) => Kind::Block,
-            Some(t) => return Err(bad(format!("type {:?} is not a device cgroup type: use a, b or c", t.as_str()))),
+            Some(t) => {
+                return Err(bad(format!(
+                    "type {:?} is not a device cgroup type: use a, b or c",
+                    t.as_str()
+                )))
+            }
         };
         let num = |v: Option<i64>, what: &str| -> Result<Option<u32>> {
             match v {
                 None | Some(-1) => Ok(None),
                 // The eBPF filter compares with 32-bit signed immediates.
                 Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Ok(Some(n as u32)),
-                Some(n) => Err(bad(format!("{what} number {n} is out of range (0..2^31, or -1 for all)"))),
+                Some(n) => Err(bad(format!(
+                    "{what} number {n} is out of range (0..2^31, or -1 for all)"
+                ))),
             }
         };
         let mut bits = 0;
@@ -102,7 +115,13 @@ impl Rule {
         if bits == 0 {
             bits = access::ALL;
         }
-        Ok(Rule { allow: d.allow(), kind, major: num(d.major(), "major")?, minor: num(d.minor(), "minor")?, access: bits })
+        Ok(Rule {
+            allow: d.allow(),
+            kind,
+            major: num(d.major(), "major")?,
+            minor: num(d.minor(), "minor")?,
+            access: bits,
+        })
     }
 
     /// Whether this rule switches the default for every device (`a *:* rwm`).
@@ -155,17 +174,62 @@ pub struct DefaultDevice {
 /// (10:229) are not in it (runc dropped them in 1.0): the console is a bind of a pty,
 /// and a container that wants fuse names it in `linux.devices`.
 pub const ALLOWED_DEVICES: &[DefaultDevice] = &[
-    DefaultDevice { path: None, rule: Rule { allow: true, kind: Kind::Char, major: None, minor: None, access: access::MKNOD } },
-    DefaultDevice { path: None, rule: Rule { allow: true, kind: Kind::Block, major: None, minor: None, access: access::MKNOD } },
-    DefaultDevice { path: Some("/dev/null"), rule: Rule::allow_char(1, Some(3)) },
-    DefaultDevice { path: Some("/dev/random"), rule: Rule::allow_char(1, Some(8)) },
-    DefaultDevice { path: Some("/dev/full"), rule: Rule::allow_char(1, Some(7)) },
-    DefaultDevice { path: Some("/dev/tty"), rule: Rule::allow_char(5, Some(0)) },
-    DefaultDevice { path: Some("/dev/zero"), rule: Rule::allow_char(1, Some(5)) },
-    DefaultDevice { path: Some("/dev/urandom"), rule: Rule::allow_char(1, Some(9)) },
-    DefaultDevice { path: None, rule: Rule::allow_char(136, None) },
-    DefaultDevice { path: Some("/dev/ptmx"), rule: Rule::allow_char(5, Some(2)) },
-    DefaultDevice { path: Some("/dev/net/tun"), rule: Rule::allow_char(10, Some(200)) },
+    DefaultDevice {
+        path: None,
+        rule: Rule {
+            allow: true,
+            kind: Kind::Char,
+            major: None,
+            minor: None,
+            access: access::MKNOD,
+        },
+    },
+    DefaultDevice {
+        path: None,
+        rule: Rule {
+            allow: true,
+            kind: Kind::Block,
+            major: None,
+            minor: None,
+            access: access::MKNOD,
+        },
+    },
+    DefaultDevice {
+        path: Some("/dev/null"),
+        rule: Rule::allow_char(1, Some(3)),
+    },
+    DefaultDevice {
+        path: Some("/dev/random"),
+        rule: Rule::allow_char(1, Some(8)),
+    },
+    DefaultDevice {
+        path: Some("/dev/full"),
+        rule: Rule::allow_char(1, Some(7)),
+    },
+    DefaultDevice {
+        path: Some("/dev/tty"),
+        rule: Rule::allow_char(5, Some(0)),
+    },
+    DefaultDevice {
+        path: Some("/dev/zero"),
+        rule: Rule::allow_char(1, Some(5)),
+    },
+    DefaultDevice {
+        path: Some("/dev/urandom"),
+        rule: Rule::allow_char(1, Some(9)),
+    },
+    DefaultDevice {
+        path: None,
+        rule: Rule::allow_char(136, None),
+    },
+    DefaultDevice {
+        path: Some("/dev/ptmx"),
+        rule: Rule::allow_char(5, Some(2)),
+    },
+    DefaultDevice {
+        path: Some("/dev/net/tun"),
+        rule: Rule::allow_char(10, Some(200)),
+    },
 ];
 
 /// The resources a container is created with: `linux.resources` (or none), whose device
@@ -206,7 +270,10 @@ pub struct Program {
 ///
 /// Errors: [`Error::Invalid`] naming the first bad rule.
 pub fn program(rules: &[LinuxDeviceCgroup]) -> Result<Program> {
-    let mut p = Program { default_allow: false, rules: Vec::new() };
+    let mut p = Program {
+        default_allow: false,
+        rules: Vec::new(),
+    };
     for (i, d) in rules.iter().enumerate() {
         let r = Rule::from_spec(d, i)?;
         if r.is_everything() {
@@ -241,12 +308,20 @@ mod tests {
 
     #[test]
     fn parse_and_print() {
-        let r = Rule::from_spec(&rule(r#"{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}"#), 0).unwrap();
+        let r = Rule::from_spec(
+            &rule(r#"{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}"#),
+            0,
+        )
+        .unwrap();
         assert_eq!(r.v1_line(), "c 1:3 rw");
         let r = Rule::from_spec(&rule(r#"{"allow":false}"#), 0).unwrap();
         assert!(r.is_everything() && !r.allow);
         assert_eq!(r.v1_line(), "a *:* rwm");
-        let r = Rule::from_spec(&rule(r#"{"allow":true,"type":"b","major":-1,"minor":-1,"access":"m"}"#), 0).unwrap();
+        let r = Rule::from_spec(
+            &rule(r#"{"allow":true,"type":"b","major":-1,"minor":-1,"access":"m"}"#),
+            0,
+        )
+        .unwrap();
         assert_eq!(r.v1_line(), "b *:* m");
         assert_eq!(Rule::from_spec(&r.to_spec(), 0).unwrap(), r);
     }

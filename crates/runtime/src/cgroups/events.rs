@@ -44,7 +44,10 @@ fn counters(file: &Path) -> Option<(u64, bool)> {
         return None;
     }
     let m = flat_keyed(file);
-    Some((m.get("oom_kill").copied().unwrap_or(0), m.get("under_oom").copied().unwrap_or(0) == 1))
+    Some((
+        m.get("oom_kill").copied().unwrap_or(0),
+        m.get("under_oom").copied().unwrap_or(0) == 1,
+    ))
 }
 
 impl OomWatcher {
@@ -62,9 +65,18 @@ impl OomWatcher {
         // SAFETY: a new fd that nothing else owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
         let reg = dir.join("cgroup.event_control");
-        fs::write(&reg, format!("{} {}", eventfd.as_raw_fd(), control.as_raw_fd())).ctx(|| format!("register an OOM eventfd in {}", reg.display()))?;
+        fs::write(&reg, format!("{} {}", eventfd.as_raw_fd(), control.as_raw_fd()))
+            .ctx(|| format!("register an OOM eventfd in {}", reg.display()))?;
         let (last, _) = counters(&file).unwrap_or((0, false));
-        Ok(OomWatcher { kind: Kind::V1 { eventfd, _control: control }, file, last, under_oom: false })
+        Ok(OomWatcher {
+            kind: Kind::V1 {
+                eventfd,
+                _control: control,
+            },
+            file,
+            last,
+            under_oom: false,
+        })
     }
 
     /// Watches memory.events of the v2 cgroup `dir` with inotify.
@@ -79,13 +91,22 @@ impl OomWatcher {
         }
         // SAFETY: a new fd that nothing else owns.
         let inotify = unsafe { OwnedFd::from_raw_fd(fd) };
-        let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).map_err(|_| Error::Invalid(format!("cgroup path {} holds a NUL", file.display())))?;
+        let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Invalid(format!("cgroup path {} holds a NUL", file.display())))?;
         // SAFETY: a valid inotify fd and NUL-terminated path.
         if unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) } < 0 {
-            return Err(Error::sys(format!("watch {}", file.display()), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("watch {}", file.display()),
+                std::io::Error::last_os_error(),
+            ));
         }
         let (last, _) = counters(&file).unwrap_or((0, false));
-        Ok(OomWatcher { kind: Kind::V2 { inotify }, file, last, under_oom: false })
+        Ok(OomWatcher {
+            kind: Kind::V2 { inotify },
+            file,
+            last,
+            under_oom: false,
+        })
     }
 
     /// Waits up to `timeout` for an OOM kill.
@@ -100,7 +121,10 @@ impl OomWatcher {
             Kind::V2 { inotify } => inotify.as_fd(),
         };
         let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-        let ts = rustix::time::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
+        let ts = rustix::time::Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
         match rustix::event::poll(&mut fds, Some(&ts)) {
             Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(self.check().unwrap_or(OomEvent::Timeout)),
             Ok(_) => {}
@@ -114,7 +138,9 @@ impl OomWatcher {
 
     /// Compares the kernel's counters with the last ones seen.
     fn check(&mut self) -> Option<OomEvent> {
-        let Some((kills, under)) = counters(&self.file) else { return Some(OomEvent::Gone) };
+        let Some((kills, under)) = counters(&self.file) else {
+            return Some(OomEvent::Gone);
+        };
         if kills > self.last {
             let n = kills - self.last;
             self.last = kills;

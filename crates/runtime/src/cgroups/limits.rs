@@ -23,7 +23,10 @@ fn check_limit(field: &str, v: Option<i64>) -> Result<()> {
     match v {
         None | Some(0) | Some(-1) => Ok(()),
         Some(n) if n > 0 => Ok(()),
-        Some(n) => Err(invalid(field, format!("{n} is negative: use a positive value, or -1 for no limit"))),
+        Some(n) => Err(invalid(
+            field,
+            format!("{n} is negative: use a positive value, or -1 for no limit"),
+        )),
     }
 }
 
@@ -65,13 +68,22 @@ pub fn validate(r: &LinuxResources) -> Result<()> {
     if let Some(c) = r.cpu() {
         check_limit("cpu.quota", c.quota())?;
         if let Some(p) = c.period().filter(|p| *p != 0 && !(1000..=1_000_000).contains(p)) {
-            return Err(invalid("cpu.period", format!("{p} µs is outside 1000..1000000 (1 ms to 1 s)")));
+            return Err(invalid(
+                "cpu.period",
+                format!("{p} µs is outside 1000..1000000 (1 ms to 1 s)"),
+            ));
         }
         if let Some(q) = c.quota().filter(|q| *q > 0 && *q < 1000) {
-            return Err(invalid("cpu.quota", format!("{q} µs is below the kernel's minimum of 1000 (1 ms)")));
+            return Err(invalid(
+                "cpu.quota",
+                format!("{q} µs is below the kernel's minimum of 1000 (1 ms)"),
+            ));
         }
         if let Some(rt) = c.realtime_runtime().filter(|v| *v < -1) {
-            return Err(invalid("cpu.realtimeRuntime", format!("{rt} is negative: use a positive value or -1")));
+            return Err(invalid(
+                "cpu.realtimeRuntime",
+                format!("{rt} is negative: use a positive value or -1"),
+            ));
         }
         if let Some(i) = c.idle().filter(|i| !(0..=1).contains(i)) {
             return Err(invalid("cpu.idle", format!("{i} must be 0 or 1")));
@@ -110,12 +122,24 @@ pub fn validate(r: &LinuxResources) -> Result<()> {
         }
     }
     for h in r.hugepage_limits().iter().flatten() {
-        page_size_bytes(h.page_size()).ok_or_else(|| invalid("hugepageLimits.pageSize", format!("{:?} is not a size like \"2MB\" or \"1GB\"", h.page_size())))?;
+        page_size_bytes(h.page_size()).ok_or_else(|| {
+            invalid(
+                "hugepageLimits.pageSize",
+                format!("{:?} is not a size like \"2MB\" or \"1GB\"", h.page_size()),
+            )
+        })?;
         check_limit("hugepageLimits.limit", Some(h.limit()))?;
     }
     for (k, _) in r.unified().iter().flatten() {
-        if k.contains('/') || !k.contains('.') || k.starts_with('.') || matches!(k.as_str(), "cgroup.procs" | "cgroup.threads" | "cgroup.subtree_control") {
-            return Err(invalid("unified", format!("key {k:?} is not a cgroup interface file name like \"memory.high\"")));
+        if k.contains('/')
+            || !k.contains('.')
+            || k.starts_with('.')
+            || matches!(k.as_str(), "cgroup.procs" | "cgroup.threads" | "cgroup.subtree_control")
+        {
+            return Err(invalid(
+                "unified",
+                format!("key {k:?} is not a cgroup interface file name like \"memory.high\""),
+            ));
         }
     }
     Ok(())
@@ -123,7 +147,10 @@ pub fn validate(r: &LinuxResources) -> Result<()> {
 
 fn check_dev(field: &str, major: i64, minor: i64) -> Result<()> {
     if major < 0 || minor < 0 || major > i64::from(u32::MAX) || minor > i64::from(u32::MAX) {
-        return Err(invalid(field, format!("device {major}:{minor} is not a valid major:minor")));
+        return Err(invalid(
+            field,
+            format!("device {major}:{minor} is not a valid major:minor"),
+        ));
     }
     Ok(())
 }
@@ -174,10 +201,16 @@ pub fn swap_to_v2(swap: i64, limit: i64) -> Result<i64> {
         return Ok(swap);
     }
     if limit == 0 || limit == -1 {
-        return Err(invalid("memory.swap", "a swap limit needs a memory limit on cgroup v2 (swap counts memory plus swap)"));
+        return Err(invalid(
+            "memory.swap",
+            "a swap limit needs a memory limit on cgroup v2 (swap counts memory plus swap)",
+        ));
     }
     if swap < limit {
-        return Err(invalid("memory.swap", format!("memory+swap {swap} must be at least memory.limit {limit}")));
+        return Err(invalid(
+            "memory.swap",
+            format!("memory+swap {swap} must be at least memory.limit {limit}"),
+        ));
     }
     Ok(swap - limit)
 }
@@ -258,7 +291,10 @@ mod tests {
             (r#"{"cpu":{"cpus":"1-0"}}"#, "cpu.cpus"),
             (r#"{"cpu":{"mems":"abc"}}"#, "cpu.mems"),
             (r#"{"blockIO":{"weight":5}}"#, "blockIO.weight"),
-            (r#"{"hugepageLimits":[{"pageSize":"2XB","limit":1}]}"#, "hugepageLimits.pageSize"),
+            (
+                r#"{"hugepageLimits":[{"pageSize":"2XB","limit":1}]}"#,
+                "hugepageLimits.pageSize",
+            ),
             (r#"{"unified":{"../x":"1"}}"#, "unified"),
             (r#"{"unified":{"cgroup.procs":"1"}}"#, "unified"),
         ] {

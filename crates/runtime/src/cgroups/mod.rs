@@ -46,7 +46,8 @@ pub enum Hierarchy {
 /// Detects the host's cgroup layout with statfs(2) on /sys/fs/cgroup and
 /// /sys/fs/cgroup/unified.
 pub fn hierarchy() -> Hierarchy {
-    let is_cgroup2 = |p: &str| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC);
+    let is_cgroup2 =
+        |p: &str| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC);
     if is_cgroup2(CGROUP_ROOT) {
         Hierarchy::Unified
     } else if is_cgroup2("/sys/fs/cgroup/unified") {
@@ -89,7 +90,10 @@ pub trait CgroupManager {
 pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
     let rel = cgroups_path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(id));
     if rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(Error::Invalid(format!("linux.cgroupsPath {} must not contain \"..\"", rel.display())));
+        return Err(Error::Invalid(format!(
+            "linux.cgroupsPath {} must not contain \"..\"",
+            rel.display()
+        )));
     }
     if rel.to_string_lossy().contains(':') {
         return Err(Error::Invalid(format!(
@@ -148,7 +152,12 @@ fn rmdir(dir: &Path) -> Result<()> {
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(std::time::Duration::from_millis(10));
             }
-            Err(e) => return Err(Error::sys(format!("remove cgroup {} (processes left in it?)", dir.display()), e)),
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("remove cgroup {} (processes left in it?)", dir.display()),
+                    e,
+                ))
+            }
         }
     }
 }

@@ -41,12 +41,22 @@ pub(crate) struct Plan {
 impl Plan {
     /// Adds a write that is undone by writing back the file's old content.
     pub fn write(&mut self, field: &str, path: PathBuf, value: impl Into<String>) {
-        self.writes.push(Write { path, value: value.into(), field: field.into(), restore: Restore::Read });
+        self.writes.push(Write {
+            path,
+            value: value.into(),
+            field: field.into(),
+            restore: Restore::Read,
+        });
     }
 
     /// Adds a write with an explicit undo.
     pub fn write_with(&mut self, field: &str, path: PathBuf, value: impl Into<String>, restore: Restore) {
-        self.writes.push(Write { path, value: value.into(), field: field.into(), restore });
+        self.writes.push(Write {
+            path,
+            value: value.into(),
+            field: field.into(),
+            restore,
+        });
     }
 
     /// Performs the writes in order. When one fails, the ones before it are undone in
@@ -71,10 +81,20 @@ impl Plan {
                 }
                 let hint = match e.raw_os_error() {
                     Some(libc::EBUSY) => " (the kernel refused it: for a memory limit, usage is above the new value)",
-                    Some(libc::EINVAL) => " (the kernel refused the value: out of range or in conflict with a related limit)",
+                    Some(libc::EINVAL) => {
+                        " (the kernel refused the value: out of range or in conflict with a related limit)"
+                    }
                     _ => "",
                 };
-                return Err(Error::sys(format!("{}: write {:?} to {}{hint}; nothing was changed", w.field, w.value, w.path.display()), e));
+                return Err(Error::sys(
+                    format!(
+                        "{}: write {:?} to {}{hint}; nothing was changed",
+                        w.field,
+                        w.value,
+                        w.path.display()
+                    ),
+                    e,
+                ));
             }
             done.push((w, old));
         }
@@ -85,10 +105,17 @@ impl Plan {
 /// The writes that restore `old` into `path`: multi-entry files (one line per device)
 /// take their lines one by one; cpuset lists and single values are written whole.
 fn restore_lines(path: &Path, old: &str) -> Vec<String> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let per_line = name.ends_with("_device") || name == "io.max" || name.contains("weight_device") || name == "rdma.max";
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let per_line =
+        name.ends_with("_device") || name == "io.max" || name.contains("weight_device") || name == "rdma.max";
     if per_line {
-        old.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("default")).map(str::to_string).collect()
+        old.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("default"))
+            .map(str::to_string)
+            .collect()
     } else {
         vec![old.to_string()]
     }

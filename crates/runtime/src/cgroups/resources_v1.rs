@@ -22,8 +22,12 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
 }
 
 fn need(m: &Manager, controller: &str, field: &str) -> Result<PathBuf> {
-    m.controller_dir(controller)
-        .ok_or_else(|| invalid(field, format!("{HOST} has no {controller} cgroup hierarchy mounted, so the field cannot be honoured")))
+    m.controller_dir(controller).ok_or_else(|| {
+        invalid(
+            field,
+            format!("{HOST} has no {controller} cgroup hierarchy mounted, so the field cannot be honoured"),
+        )
+    })
 }
 
 fn need_file(dir: &Path, file: &str, field: &str, why: &str) -> Result<PathBuf> {
@@ -45,7 +49,11 @@ pub(crate) fn plan(m: &Manager, r: &LinuxResources) -> Result<Plan> {
     cpu(m, r, &mut p)?;
     if let Some(pids) = r.pids().filter(|p| p.limit() != 0) {
         let dir = need(m, "pids", "pids.limit")?;
-        let v = if pids.limit() == -1 { "max".to_string() } else { pids.limit().to_string() };
+        let v = if pids.limit() == -1 {
+            "max".to_string()
+        } else {
+            pids.limit().to_string()
+        };
         p.write("pids.limit", dir.join("pids.max"), v);
     }
     if let Some(b) = r.block_io() {
@@ -59,17 +67,30 @@ pub(crate) fn plan(m: &Manager, r: &LinuxResources) -> Result<Plan> {
         }
         for prio in n.priorities().iter().flatten() {
             let dir = need(m, "net_prio", "network.priorities")?;
-            p.write_with("network.priorities", dir.join("net_prio.ifpriomap"), format!("{} {}", prio.name(), prio.priority()), Restore::No);
+            p.write_with(
+                "network.priorities",
+                dir.join("net_prio.ifpriomap"),
+                format!("{} {}", prio.name(), prio.priority()),
+                Restore::No,
+            );
         }
     }
     for (dev, limit) in r.rdma().iter().flatten() {
         let dir = need(m, "rdma", "rdma")?;
-        p.write_with("rdma", dir.join("rdma.max"), rdma_line(dev, limit.hca_handles(), limit.hca_objects()), Restore::No);
+        p.write_with(
+            "rdma",
+            dir.join("rdma.max"),
+            rdma_line(dev, limit.hca_handles(), limit.hca_objects()),
+            Restore::No,
+        );
     }
     for (key, value) in r.unified().iter().flatten() {
         let field = format!("unified.{key}");
         let dir = m.unified_dir().ok_or_else(|| {
-            invalid(&field, format!("{HOST} has no cgroup2 hierarchy (not hybrid), and `unified` keys are cgroup v2 files"))
+            invalid(
+                &field,
+                format!("{HOST} has no cgroup2 hierarchy (not hybrid), and `unified` keys are cgroup v2 files"),
+            )
         })?;
         let f = dir.join(key);
         if !f.exists() {
@@ -103,8 +124,13 @@ fn memory(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
     let Some(mem) = r.memory() else { return Ok(()) };
     let set = |v: Option<i64>| v.unwrap_or(0);
     let (limit, mut swap) = (set(mem.limit()), set(mem.swap()));
-    let any = limit != 0 || swap != 0 || mem.reservation().is_some_and(|v| v != 0) || mem.kernel().is_some_and(|v| v != 0)
-        || mem.kernel_tcp().is_some_and(|v| v != 0) || mem.swappiness().is_some() || mem.disable_oom_killer().is_some()
+    let any = limit != 0
+        || swap != 0
+        || mem.reservation().is_some_and(|v| v != 0)
+        || mem.kernel().is_some_and(|v| v != 0)
+        || mem.kernel_tcp().is_some_and(|v| v != 0)
+        || mem.swappiness().is_some()
+        || mem.disable_oom_killer().is_some()
         || mem.use_hierarchy().is_some();
     if !any {
         return Ok(());
@@ -121,9 +147,14 @@ fn memory(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
         swap = 0;
     }
     if mem.check_before_update() == Some(true) && limit > 0 {
-        let usage: i64 = read(&dir.join("memory.usage_in_bytes")).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let usage: i64 = read(&dir.join("memory.usage_in_bytes"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if limit < usage {
-            return Err(invalid("memory.limit", format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set")));
+            return Err(invalid(
+                "memory.limit",
+                format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set"),
+            ));
         }
     }
     let limit_file = dir.join("memory.limit_in_bytes");
@@ -143,28 +174,50 @@ fn memory(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
         p.write("memory.swap", memsw, v1_value(swap));
     }
     if let Some(v) = mem.reservation().filter(|v| *v != 0) {
-        p.write("memory.reservation", dir.join("memory.soft_limit_in_bytes"), v1_value(v));
+        p.write(
+            "memory.reservation",
+            dir.join("memory.soft_limit_in_bytes"),
+            v1_value(v),
+        );
     }
     if let Some(v) = mem.kernel().filter(|v| *v != 0) {
-        let f = need_file(&dir, "memory.kmem.limit_in_bytes", "memory.kernel", "the kernel dropped kernel memory limits")?;
+        let f = need_file(
+            &dir,
+            "memory.kmem.limit_in_bytes",
+            "memory.kernel",
+            "the kernel dropped kernel memory limits",
+        )?;
         p.write("memory.kernel", f, v1_value(v));
     }
     if let Some(v) = mem.kernel_tcp().filter(|v| *v != 0) {
-        let f = need_file(&dir, "memory.kmem.tcp.limit_in_bytes", "memory.kernelTCP", "no kernel TCP memory accounting")?;
+        let f = need_file(
+            &dir,
+            "memory.kmem.tcp.limit_in_bytes",
+            "memory.kernelTCP",
+            "no kernel TCP memory accounting",
+        )?;
         p.write("memory.kernelTCP", f, v1_value(v));
     }
     if let Some(v) = mem.swappiness() {
         p.write("memory.swappiness", dir.join("memory.swappiness"), v.to_string());
     }
     if let Some(v) = mem.disable_oom_killer() {
-        p.write_with("memory.disableOOMKiller", dir.join("memory.oom_control"), if v { "1" } else { "0" }, Restore::Value(if v { "0" } else { "1" }.into()));
+        p.write_with(
+            "memory.disableOOMKiller",
+            dir.join("memory.oom_control"),
+            if v { "1" } else { "0" },
+            Restore::Value(if v { "0" } else { "1" }.into()),
+        );
     }
     match mem.use_hierarchy() {
         Some(true) if read(&dir.join("memory.use_hierarchy")).as_deref() != Some("1") => {
             p.write("memory.useHierarchy", dir.join("memory.use_hierarchy"), "1");
         }
         Some(false) if read(&dir.join("memory.use_hierarchy")).as_deref() == Some("1") => {
-            return Err(invalid("memory.useHierarchy", format!("false cannot be honoured: {HOST}'s kernel keeps memory accounting hierarchical")));
+            return Err(invalid(
+                "memory.useHierarchy",
+                format!("false cannot be honoured: {HOST}'s kernel keeps memory accounting hierarchical"),
+            ));
         }
         _ => {}
     }
@@ -175,28 +228,60 @@ fn cpu(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
     let Some(c) = r.cpu() else { return Ok(()) };
     let cpu_dir = |field: &str| need(m, "cpu", field);
     if let Some(s) = c.shares().filter(|s| *s != 0) {
-        p.write("cpu.shares", cpu_dir("cpu.shares")?.join("cpu.shares"), s.clamp(limits::SHARES_MIN, limits::SHARES_MAX).to_string());
+        p.write(
+            "cpu.shares",
+            cpu_dir("cpu.shares")?.join("cpu.shares"),
+            s.clamp(limits::SHARES_MIN, limits::SHARES_MAX).to_string(),
+        );
     }
     if let Some(v) = c.period().filter(|v| *v != 0) {
-        p.write("cpu.period", cpu_dir("cpu.period")?.join("cpu.cfs_period_us"), v.to_string());
+        p.write(
+            "cpu.period",
+            cpu_dir("cpu.period")?.join("cpu.cfs_period_us"),
+            v.to_string(),
+        );
     }
     if let Some(v) = c.quota().filter(|v| *v != 0) {
-        p.write("cpu.quota", cpu_dir("cpu.quota")?.join("cpu.cfs_quota_us"), v.to_string());
+        p.write(
+            "cpu.quota",
+            cpu_dir("cpu.quota")?.join("cpu.cfs_quota_us"),
+            v.to_string(),
+        );
     }
     if let Some(v) = c.burst() {
-        let f = need_file(&cpu_dir("cpu.burst")?, "cpu.cfs_burst_us", "cpu.burst", "a kernel without CFS burst")?;
+        let f = need_file(
+            &cpu_dir("cpu.burst")?,
+            "cpu.cfs_burst_us",
+            "cpu.burst",
+            "a kernel without CFS burst",
+        )?;
         p.write("cpu.burst", f, v.to_string());
     }
     if let Some(v) = c.realtime_period().filter(|v| *v != 0) {
-        let f = need_file(&cpu_dir("cpu.realtimePeriod")?, "cpu.rt_period_us", "cpu.realtimePeriod", "a kernel without CONFIG_RT_GROUP_SCHED")?;
+        let f = need_file(
+            &cpu_dir("cpu.realtimePeriod")?,
+            "cpu.rt_period_us",
+            "cpu.realtimePeriod",
+            "a kernel without CONFIG_RT_GROUP_SCHED",
+        )?;
         p.write("cpu.realtimePeriod", f, v.to_string());
     }
     if let Some(v) = c.realtime_runtime().filter(|v| *v != 0) {
-        let f = need_file(&cpu_dir("cpu.realtimeRuntime")?, "cpu.rt_runtime_us", "cpu.realtimeRuntime", "a kernel without CONFIG_RT_GROUP_SCHED")?;
+        let f = need_file(
+            &cpu_dir("cpu.realtimeRuntime")?,
+            "cpu.rt_runtime_us",
+            "cpu.realtimeRuntime",
+            "a kernel without CONFIG_RT_GROUP_SCHED",
+        )?;
         p.write("cpu.realtimeRuntime", f, v.to_string());
     }
     if let Some(v) = c.idle() {
-        let f = need_file(&cpu_dir("cpu.idle")?, "cpu.idle", "cpu.idle", "a kernel without SCHED_IDLE groups")?;
+        let f = need_file(
+            &cpu_dir("cpu.idle")?,
+            "cpu.idle",
+            "cpu.idle",
+            "a kernel without SCHED_IDLE groups",
+        )?;
         p.write("cpu.idle", f, v.to_string());
     }
     if let Some(s) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
@@ -212,7 +297,11 @@ fn cpu(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
 /// (which removes a throttle).
 fn device_restore(file: &Path, major: i64, minor: i64) -> Restore {
     let key = format!("{major}:{minor} ");
-    let old = read(file).unwrap_or_default().lines().find(|l| l.starts_with(&key)).map(str::to_string);
+    let old = read(file)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(&key))
+        .map(str::to_string);
     Restore::Value(old.unwrap_or_else(|| format!("{major}:{minor} 0")))
 }
 
@@ -221,31 +310,83 @@ fn blkio(m: &Manager, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
     let no_sched = "no proportional-weight I/O scheduler (bfq) serves this host's disks";
     if let Some(w) = b.weight().filter(|w| *w != 0) {
         let d = dir()?;
-        let f = ["blkio.weight", "blkio.bfq.weight"].iter().map(|f| d.join(f)).find(|f| f.exists());
-        let f = f.ok_or_else(|| invalid("blockIO.weight", format!("{HOST} has neither blkio.weight nor blkio.bfq.weight ({no_sched})")))?;
+        let f = ["blkio.weight", "blkio.bfq.weight"]
+            .iter()
+            .map(|f| d.join(f))
+            .find(|f| f.exists());
+        let f = f.ok_or_else(|| {
+            invalid(
+                "blockIO.weight",
+                format!("{HOST} has neither blkio.weight nor blkio.bfq.weight ({no_sched})"),
+            )
+        })?;
         p.write("blockIO.weight", f, w.to_string());
     }
     if let Some(w) = b.leaf_weight().filter(|w| *w != 0) {
-        let f = need_file(&dir()?, "blkio.leaf_weight", "blockIO.leafWeight", "the CFQ scheduler is gone from this kernel")?;
+        let f = need_file(
+            &dir()?,
+            "blkio.leaf_weight",
+            "blockIO.leafWeight",
+            "the CFQ scheduler is gone from this kernel",
+        )?;
         p.write("blockIO.leafWeight", f, w.to_string());
     }
     for wd in b.weight_device().iter().flatten() {
         let d = dir()?;
         if let Some(w) = wd.weight() {
-            let f = ["blkio.weight_device", "blkio.bfq.weight_device"].iter().map(|f| d.join(f)).find(|f| f.exists());
-            let f = f.ok_or_else(|| invalid("blockIO.weightDevice", format!("{HOST} has no blkio.weight_device ({no_sched})")))?;
-            p.write_with("blockIO.weightDevice", f, format!("{}:{} {w}", wd.major(), wd.minor()), Restore::No);
+            let f = ["blkio.weight_device", "blkio.bfq.weight_device"]
+                .iter()
+                .map(|f| d.join(f))
+                .find(|f| f.exists());
+            let f = f.ok_or_else(|| {
+                invalid(
+                    "blockIO.weightDevice",
+                    format!("{HOST} has no blkio.weight_device ({no_sched})"),
+                )
+            })?;
+            p.write_with(
+                "blockIO.weightDevice",
+                f,
+                format!("{}:{} {w}", wd.major(), wd.minor()),
+                Restore::No,
+            );
         }
         if let Some(w) = wd.leaf_weight() {
-            let f = need_file(&d, "blkio.leaf_weight_device", "blockIO.weightDevice.leafWeight", "the CFQ scheduler is gone from this kernel")?;
-            p.write_with("blockIO.weightDevice.leafWeight", f, format!("{}:{} {w}", wd.major(), wd.minor()), Restore::No);
+            let f = need_file(
+                &d,
+                "blkio.leaf_weight_device",
+                "blockIO.weightDevice.leafWeight",
+                "the CFQ scheduler is gone from this kernel",
+            )?;
+            p.write_with(
+                "blockIO.weightDevice.leafWeight",
+                f,
+                format!("{}:{} {w}", wd.major(), wd.minor()),
+                Restore::No,
+            );
         }
     }
     let throttles: [(&str, &str, &Option<Vec<LinuxThrottleDevice>>); 4] = [
-        ("blockIO.throttleReadBpsDevice", "blkio.throttle.read_bps_device", b.throttle_read_bps_device()),
-        ("blockIO.throttleWriteBpsDevice", "blkio.throttle.write_bps_device", b.throttle_write_bps_device()),
-        ("blockIO.throttleReadIOPSDevice", "blkio.throttle.read_iops_device", b.throttle_read_iops_device()),
-        ("blockIO.throttleWriteIOPSDevice", "blkio.throttle.write_iops_device", b.throttle_write_iops_device()),
+        (
+            "blockIO.throttleReadBpsDevice",
+            "blkio.throttle.read_bps_device",
+            b.throttle_read_bps_device(),
+        ),
+        (
+            "blockIO.throttleWriteBpsDevice",
+            "blkio.throttle.write_bps_device",
+            b.throttle_write_bps_device(),
+        ),
+        (
+            "blockIO.throttleReadIOPSDevice",
+            "blkio.throttle.read_iops_device",
+            b.throttle_read_iops_device(),
+        ),
+        (
+            "blockIO.throttleWriteIOPSDevice",
+            "blkio.throttle.write_iops_device",
+            b.throttle_write_iops_device(),
+        ),
     ];
     for (field, file, list) in throttles {
         for t in list.iter().flatten() {
@@ -258,31 +399,48 @@ fn blkio(m: &Manager, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
 }
 
 fn hugetlb(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
-    let Some(list) = r.hugepage_limits().as_ref().filter(|l| !l.is_empty()) else { return Ok(()) };
+    let Some(list) = r.hugepage_limits().as_ref().filter(|l| !l.is_empty()) else {
+        return Ok(());
+    };
     for h in list {
         let field = format!("hugepageLimits[{}]", h.page_size());
         let kb = limits::page_size_bytes(h.page_size()).unwrap_or(0) >> 10;
         if !Path::new(&format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB")).exists() {
-            return Err(invalid(&field, format!("{HOST} has no {} huge pages (/sys/kernel/mm/hugepages)", h.page_size())));
+            return Err(invalid(
+                &field,
+                format!("{HOST} has no {} huge pages (/sys/kernel/mm/hugepages)", h.page_size()),
+            ));
         }
     }
     if let Some(dir) = m.controller_dir("hugetlb") {
         for h in list {
             let field = format!("hugepageLimits[{}]", h.page_size());
-            p.write(&field, dir.join(format!("hugetlb.{}.limit_in_bytes", h.page_size())), v1_value(h.limit()));
+            p.write(
+                &field,
+                dir.join(format!("hugetlb.{}.limit_in_bytes", h.page_size())),
+                v1_value(h.limit()),
+            );
         }
         return Ok(());
     }
     // Hybrid hosts may carry hugetlb in their cgroup2 instead.
     let Some(dir) = m.unified_dir().filter(|_| {
-        read(Path::new("/sys/fs/cgroup/unified/cgroup.controllers")).is_some_and(|c| c.split(' ').any(|x| x == "hugetlb"))
+        read(Path::new("/sys/fs/cgroup/unified/cgroup.controllers"))
+            .is_some_and(|c| c.split(' ').any(|x| x == "hugetlb"))
     }) else {
-        return Err(invalid("hugepageLimits", format!("{HOST} has no hugetlb controller, in v1 or in its cgroup2")));
+        return Err(invalid(
+            "hugepageLimits",
+            format!("{HOST} has no hugetlb controller, in v1 or in its cgroup2"),
+        ));
     };
     super::v2::enable_controllers(Path::new("/sys/fs/cgroup/unified"), &dir, &["hugetlb"], p);
     for h in list {
         let field = format!("hugepageLimits[{}]", h.page_size());
-        p.write(&field, dir.join(format!("hugetlb.{}.max", h.page_size())), limits::v2_value(h.limit()));
+        p.write(
+            &field,
+            dir.join(format!("hugetlb.{}.max", h.page_size())),
+            limits::v2_value(h.limit()),
+        );
     }
     Ok(())
 }

@@ -24,7 +24,10 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
 }
 
 fn v1_only(field: &str, what: &str) -> Error {
-    invalid(field, format!("{what} exists only in cgroup v1; {HOST} cannot honour it: drop the field"))
+    invalid(
+        field,
+        format!("{what} exists only in cgroup v1; {HOST} cannot honour it: drop the field"),
+    )
 }
 
 /// Checks that `controller` is available in the cgroup `dir` (listed in its
@@ -58,7 +61,14 @@ pub(crate) fn plan(dir: &Path, r: &LinuxResources) -> Result<(Plan, Option<Progr
         need(dir, "hugetlb", &field)?;
         let f = dir.join(format!("hugetlb.{}.max", h.page_size()));
         if !f.exists() {
-            return Err(invalid(&field, format!("{HOST} has no {} huge pages ({} is missing)", h.page_size(), f.display())));
+            return Err(invalid(
+                &field,
+                format!(
+                    "{HOST} has no {} huge pages ({} is missing)",
+                    h.page_size(),
+                    f.display()
+                ),
+            ));
         }
         p.write(&field, f, v2_value(h.limit()));
     }
@@ -72,14 +82,25 @@ pub(crate) fn plan(dir: &Path, r: &LinuxResources) -> Result<(Plan, Option<Progr
     }
     for (dev, limit) in r.rdma().iter().flatten() {
         need(dir, "rdma", "rdma")?;
-        p.write_with("rdma", dir.join("rdma.max"), super::resources_v1::rdma_line(dev, limit.hca_handles(), limit.hca_objects()), Restore::No);
+        p.write_with(
+            "rdma",
+            dir.join("rdma.max"),
+            super::resources_v1::rdma_line(dev, limit.hca_handles(), limit.hca_objects()),
+            Restore::No,
+        );
     }
     for (key, value) in r.unified().iter().flatten() {
         let field = format!("unified.{key}");
         let f = dir.join(key);
         if !f.exists() {
             let ctrl = key.split('.').next().unwrap_or_default();
-            return Err(invalid(&field, format!("{} does not exist on {HOST} (is the {ctrl} controller enabled?)", f.display())));
+            return Err(invalid(
+                &field,
+                format!(
+                    "{} does not exist on {HOST} (is the {ctrl} controller enabled?)",
+                    f.display()
+                ),
+            ));
         }
         p.write(&field, f, value.clone());
     }
@@ -102,10 +123,16 @@ fn memory(dir: &Path, r: &LinuxResources, p: &mut Plan) -> Result<()> {
         return Err(v1_only("memory.swappiness", "a per-cgroup swappiness"));
     }
     if m.disable_oom_killer() == Some(true) {
-        return Err(v1_only("memory.disableOOMKiller", "disabling the OOM killer per cgroup"));
+        return Err(v1_only(
+            "memory.disableOOMKiller",
+            "disabling the OOM killer per cgroup",
+        ));
     }
     if m.use_hierarchy() == Some(false) {
-        return Err(invalid("memory.useHierarchy", format!("false cannot be honoured: {HOST} is always hierarchical")));
+        return Err(invalid(
+            "memory.useHierarchy",
+            format!("false cannot be honoured: {HOST} is always hierarchical"),
+        ));
     }
     let limit = m.limit().unwrap_or(0);
     let swap = limits::swap_to_v2(m.swap().unwrap_or(0), limit)?;
@@ -115,9 +142,14 @@ fn memory(dir: &Path, r: &LinuxResources, p: &mut Plan) -> Result<()> {
     }
     need(dir, "memory", "memory")?;
     if m.check_before_update() == Some(true) && limit > 0 {
-        let usage: i64 = read(&dir.join("memory.current")).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let usage: i64 = read(&dir.join("memory.current"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if limit < usage {
-            return Err(invalid("memory.limit", format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set")));
+            return Err(invalid(
+                "memory.limit",
+                format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set"),
+            ));
         }
     }
     if swap != 0 {
@@ -125,7 +157,10 @@ fn memory(dir: &Path, r: &LinuxResources, p: &mut Plan) -> Result<()> {
         if f.exists() {
             p.write("memory.swap", f, v2_value(swap));
         } else if swap != -1 {
-            return Err(invalid("memory.swap", format!("{HOST} does not account swap (no memory.swap.max): enable swap accounting or drop the field")));
+            return Err(invalid(
+                "memory.swap",
+                format!("{HOST} does not account swap (no memory.swap.max): enable swap accounting or drop the field"),
+            ));
         }
     }
     if limit != 0 {
@@ -155,7 +190,10 @@ fn cpu(dir: &Path, r: &LinuxResources, p: &mut Plan) -> Result<()> {
         // cpu.max is "QUOTA PERIOD": keep the half that is not being set.
         let cur = read(&dir.join("cpu.max")).unwrap_or_else(|| format!("max {}", limits::DEFAULT_PERIOD_US));
         let mut it = cur.split(' ');
-        let (cur_q, cur_p) = (it.next().unwrap_or("max").to_string(), it.next().unwrap_or("100000").to_string());
+        let (cur_q, cur_p) = (
+            it.next().unwrap_or("max").to_string(),
+            it.next().unwrap_or("100000").to_string(),
+        );
         let q = match quota {
             0 => cur_q,
             -1 => "max".into(),
@@ -204,9 +242,16 @@ fn io(dir: &Path, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
         } else {
             let f = dir.join("io.weight");
             if !f.exists() {
-                return Err(invalid("blockIO.weight", format!("{HOST} has neither io.bfq.weight nor io.weight")));
+                return Err(invalid(
+                    "blockIO.weight",
+                    format!("{HOST} has neither io.bfq.weight nor io.weight"),
+                ));
             }
-            p.write("blockIO.weight", f, format!("default {}", limits::blkio_weight_to_io(w)));
+            p.write(
+                "blockIO.weight",
+                f,
+                format!("default {}", limits::blkio_weight_to_io(w)),
+            );
         }
     }
     for wd in b.weight_device().iter().flatten() {
@@ -218,16 +263,28 @@ fn io(dir: &Path, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
             let (file, value) = if bfq.exists() {
                 (bfq.clone(), format!("{}:{} {w}", wd.major(), wd.minor()))
             } else {
-                (dir.join("io.weight"), format!("{}:{} {}", wd.major(), wd.minor(), limits::blkio_weight_to_io(w)))
+                (
+                    dir.join("io.weight"),
+                    format!("{}:{} {}", wd.major(), wd.minor(), limits::blkio_weight_to_io(w)),
+                )
             };
-            p.write_with("blockIO.weightDevice", file, value, Restore::Value(format!("{}:{} default", wd.major(), wd.minor())));
+            p.write_with(
+                "blockIO.weightDevice",
+                file,
+                value,
+                Restore::Value(format!("{}:{} default", wd.major(), wd.minor())),
+            );
         }
     }
     let throttles = [
         ("blockIO.throttleReadBpsDevice", "rbps", b.throttle_read_bps_device()),
         ("blockIO.throttleWriteBpsDevice", "wbps", b.throttle_write_bps_device()),
         ("blockIO.throttleReadIOPSDevice", "riops", b.throttle_read_iops_device()),
-        ("blockIO.throttleWriteIOPSDevice", "wiops", b.throttle_write_iops_device()),
+        (
+            "blockIO.throttleWriteIOPSDevice",
+            "wiops",
+            b.throttle_write_iops_device(),
+        ),
     ];
     for (field, key, list) in throttles {
         for t in list.iter().flatten() {
@@ -236,11 +293,26 @@ fn io(dir: &Path, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
             let old = read(&dir.join("io.max"))
                 .unwrap_or_default()
                 .lines()
-                .find_map(|l| l.strip_prefix(&format!("{dev} ")).and_then(|rest| rest.split(' ').find(|kv| kv.starts_with(&format!("{key}="))).map(str::to_string)))
+                .find_map(|l| {
+                    l.strip_prefix(&format!("{dev} ")).and_then(|rest| {
+                        rest.split(' ')
+                            .find(|kv| kv.starts_with(&format!("{key}=")))
+                            .map(str::to_string)
+                    })
+                })
                 .unwrap_or_else(|| format!("{key}=max"));
             // A rate of 0 means no limit in the spec's v1 heritage.
-            let v = if t.rate() == 0 { "max".to_string() } else { t.rate().to_string() };
-            p.write_with(field, dir.join("io.max"), format!("{dev} {key}={v}"), Restore::Value(format!("{dev} {old}")));
+            let v = if t.rate() == 0 {
+                "max".to_string()
+            } else {
+                t.rate().to_string()
+            };
+            p.write_with(
+                field,
+                dir.join("io.max"),
+                format!("{dev} {key}={v}"),
+                Restore::Value(format!("{dev} {old}")),
+            );
         }
     }
     Ok(())
@@ -265,12 +337,27 @@ mod tests {
     }
 
     fn writes(p: &Plan) -> Vec<(String, String)> {
-        p.writes.iter().map(|w| (w.path.file_name().unwrap().to_string_lossy().into_owned(), w.value.clone())).collect()
+        p.writes
+            .iter()
+            .map(|w| {
+                (
+                    w.path.file_name().unwrap().to_string_lossy().into_owned(),
+                    w.value.clone(),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn conversions() {
-        let d = fake("cpuset cpu io memory pids", &[("cpu.max", "max 100000"), ("memory.swap.max", "max"), ("io.weight", "default 100")]);
+        let d = fake(
+            "cpuset cpu io memory pids",
+            &[
+                ("cpu.max", "max 100000"),
+                ("memory.swap.max", "max"),
+                ("io.weight", "default 100"),
+            ],
+        );
         let (p, prog) = plan(
             d.path(),
             &res(r#"{"memory":{"limit":104857600,"swap":209715200,"reservation":1000},
@@ -286,7 +373,10 @@ mod tests {
         assert!(w.contains(&("cpu.weight".into(), "39".into())));
         assert!(w.contains(&("cpu.max".into(), "50000 100000".into())));
         assert!(w.contains(&("pids.max".into(), "max".into())));
-        assert!(w.contains(&("io.weight".into(), format!("default {}", limits::blkio_weight_to_io(500)))));
+        assert!(w.contains(&(
+            "io.weight".into(),
+            format!("default {}", limits::blkio_weight_to_io(500))
+        )));
         assert!(w.contains(&("io.max".into(), "8:0 rbps=1048576".into())));
         assert!(prog.is_some_and(|p| !p.default_allow));
     }
@@ -318,10 +408,16 @@ mod tests {
             assert!(e.contains(field) && e.contains("v2"), "{bad}: {e}");
         }
         let mem_only = fake("memory", &[]);
-        let e = plan(mem_only.path(), &res(r#"{"pids":{"limit":10}}"#)).unwrap_err().to_string();
+        let e = plan(mem_only.path(), &res(r#"{"pids":{"limit":10}}"#))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pids controller is not available"), "{e}");
         // Absent and zero fields are fine.
-        let (p, _) = plan(d.path(), &res(r#"{"memory":{"swappiness":null,"kernel":0},"cpu":{"shares":0},"pids":{"limit":0}}"#)).unwrap();
+        let (p, _) = plan(
+            d.path(),
+            &res(r#"{"memory":{"swappiness":null,"kernel":0},"cpu":{"shares":0},"pids":{"limit":0}}"#),
+        )
+        .unwrap();
         assert!(p.writes.is_empty());
     }
 }

@@ -218,7 +218,13 @@ pub fn hugepage_sizes() -> Vec<String> {
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
             let kb: u64 = n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
-            let name = if kb >= 1 << 20 { format!("{}GB", kb >> 20) } else if kb >= 1 << 10 { format!("{}MB", kb >> 10) } else { format!("{kb}KB") };
+            let name = if kb >= 1 << 20 {
+                format!("{}GB", kb >> 20)
+            } else if kb >= 1 << 10 {
+                format!("{}MB", kb >> 10)
+            } else {
+                format!("{kb}KB")
+            };
             Some((kb, name))
         })
         .collect();
@@ -250,7 +256,11 @@ pub(crate) fn v1(d: &V1Dirs<'_>) -> Stats {
     let mut s = Stats::default();
     if let Some(dir) = (d.dir)("cpuacct") {
         s.cpu.usage.total = num(&dir.join("cpuacct.usage"));
-        s.cpu.usage.percpu = read(&dir.join("cpuacct.usage_percpu")).unwrap_or_default().split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        s.cpu.usage.percpu = read(&dir.join("cpuacct.usage_percpu"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         // cpuacct.usage_all: "cpu user system" header, then one line per cpu, ns.
         for line in read(&dir.join("cpuacct.usage_all")).unwrap_or_default().lines().skip(1) {
             let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
@@ -292,11 +302,15 @@ pub(crate) fn v1(d: &V1Dirs<'_>) -> Stats {
     }
     if let Some(dir) = (d.dir)("blkio") {
         let pick = |base: &str| {
-            [format!("blkio.{base}"), format!("blkio.bfq.{base}"), format!("blkio.throttle.{base}")]
-                .into_iter()
-                .map(|f| blkio_v1(&dir.join(f)))
-                .find(|v| !v.is_empty())
-                .unwrap_or_default()
+            [
+                format!("blkio.{base}"),
+                format!("blkio.bfq.{base}"),
+                format!("blkio.throttle.{base}"),
+            ]
+            .into_iter()
+            .map(|f| blkio_v1(&dir.join(f)))
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
         };
         s.blkio.io_service_bytes_recursive = pick("io_service_bytes_recursive");
         s.blkio.io_serviced_recursive = pick("io_serviced_recursive");
@@ -328,7 +342,12 @@ fn blkio_v1(path: &Path) -> Vec<BlkioEntry> {
                 return None;
             }
             let (ma, mi) = f[0].split_once(':')?;
-            Some(BlkioEntry { major: ma.parse().ok()?, minor: mi.parse().ok()?, op: f[1].to_string(), value: f[2].parse().ok()? })
+            Some(BlkioEntry {
+                major: ma.parse().ok()?,
+                minor: mi.parse().ok()?,
+                op: f[1].to_string(),
+                value: f[2].parse().ok()?,
+            })
         })
         .collect()
 }
@@ -337,7 +356,10 @@ fn hugetlb_v2(dir: &Path, size: &str) -> Hugetlb {
     Hugetlb {
         usage: num(&dir.join(format!("hugetlb.{size}.current"))),
         max: 0,
-        failcnt: flat_keyed(&dir.join(format!("hugetlb.{size}.events"))).get("max").copied().unwrap_or(0),
+        failcnt: flat_keyed(&dir.join(format!("hugetlb.{size}.events")))
+            .get("max")
+            .copied()
+            .unwrap_or(0),
     }
 }
 
@@ -365,9 +387,16 @@ pub(crate) fn v2(dir: &Path) -> Stats {
         let swap_limit = num_or_max(&dir.join("memory.swap.max"));
         s.memory.swap = MemoryEntry {
             usage: num(&dir.join("memory.swap.current")) + s.memory.usage.usage,
-            limit: if swap_limit == u64::MAX { u64::MAX } else { swap_limit.saturating_add(s.memory.usage.limit) },
+            limit: if swap_limit == u64::MAX {
+                u64::MAX
+            } else {
+                swap_limit.saturating_add(s.memory.usage.limit)
+            },
             max: 0,
-            failcnt: flat_keyed(&dir.join("memory.swap.events")).get("max").copied().unwrap_or(0),
+            failcnt: flat_keyed(&dir.join("memory.swap.events"))
+                .get("max")
+                .copied()
+                .unwrap_or(0),
         };
     }
     s.memory.raw = flat_keyed(&dir.join("memory.stat"));
@@ -380,8 +409,12 @@ pub(crate) fn v2(dir: &Path) -> Stats {
     // io.stat: "8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0".
     for line in read(&dir.join("io.stat")).unwrap_or_default().lines() {
         let mut f = line.split_whitespace();
-        let Some((ma, mi)) = f.next().and_then(|d| d.split_once(':')) else { continue };
-        let (Ok(major), Ok(minor)) = (ma.parse::<u64>(), mi.parse::<u64>()) else { continue };
+        let Some((ma, mi)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (ma.parse::<u64>(), mi.parse::<u64>()) else {
+            continue;
+        };
         for kv in f {
             let Some((k, v)) = kv.split_once('=') else { continue };
             let Ok(value) = v.parse::<u64>() else { continue };
@@ -392,7 +425,12 @@ pub(crate) fn v2(dir: &Path) -> Stats {
                 "wios" => (&mut s.blkio.io_serviced_recursive, "Write"),
                 _ => continue,
             };
-            list.push(BlkioEntry { major, minor, op: op.into(), value });
+            list.push(BlkioEntry {
+                major,
+                minor,
+                op: op.into(),
+                value,
+            });
         }
     }
     for size in hugepage_sizes() {
@@ -413,7 +451,12 @@ mod tests {
         s.memory.usage.usage = 5;
         s.memory.kernel_tcp.limit = 1;
         s.cpu.throttling.throttled_periods = 2;
-        s.blkio.io_service_bytes_recursive.push(BlkioEntry { major: 8, minor: 0, op: "Read".into(), value: 3 });
+        s.blkio.io_service_bytes_recursive.push(BlkioEntry {
+            major: 8,
+            minor: 0,
+            op: "Read".into(),
+            value: 3,
+        });
         s.hugetlb.insert("2MB".into(), Hugetlb::default());
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["memory"]["usage"]["usage"], 5);
@@ -431,7 +474,10 @@ mod tests {
     fn v2_files() {
         let d = tempfile::tempdir().unwrap();
         let w = |f: &str, v: &str| std::fs::write(d.path().join(f), v).unwrap();
-        w("cpu.stat", "usage_usec 10\nuser_usec 7\nsystem_usec 3\nnr_periods 4\nnr_throttled 1\nthrottled_usec 2\n");
+        w(
+            "cpu.stat",
+            "usage_usec 10\nuser_usec 7\nsystem_usec 3\nnr_periods 4\nnr_throttled 1\nthrottled_usec 2\n",
+        );
         w("memory.max", "max\n");
         w("memory.current", "4096\n");
         w("memory.swap.current", "0\n");
@@ -450,7 +496,15 @@ mod tests {
         assert_eq!(s.memory.cache, 200);
         assert_eq!((s.pids.current, s.pids.limit), (3, 0));
         assert_eq!(s.blkio.io_service_bytes_recursive.len(), 2);
-        assert_eq!(s.blkio.io_serviced_recursive[1], BlkioEntry { major: 8, minor: 0, op: "Write".into(), value: 2 });
+        assert_eq!(
+            s.blkio.io_serviced_recursive[1],
+            BlkioEntry {
+                major: 8,
+                minor: 0,
+                op: "Write".into(),
+                value: 2
+            }
+        );
     }
 
     #[test]

@@ -32,14 +32,20 @@ impl Manager {
                 }
                 let opts = post.nth(1)?;
                 let mnt = pre.split(' ').nth(4)?;
-                let ctrls: Vec<&str> = opts.split(',').filter(|o| !["rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec"].contains(o)).collect();
+                let ctrls: Vec<&str> = opts
+                    .split(',')
+                    .filter(|o| !["rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec"].contains(o))
+                    .collect();
                 Some((PathBuf::from(mnt), ctrls.join(",")))
             })
             .collect();
         if hybrid {
             mounts.push((PathBuf::from("/sys/fs/cgroup/unified"), String::new()));
         }
-        Manager { mounts, path: path.to_path_buf() }
+        Manager {
+            mounts,
+            path: path.to_path_buf(),
+        }
     }
 
     fn dirs(&self) -> impl Iterator<Item = (PathBuf, &str)> + '_ {
@@ -52,7 +58,9 @@ impl Manager {
         if name.is_empty() {
             return None;
         }
-        self.dirs().find(|(_, c)| c.split(',').any(|x| x == name)).map(|(d, _)| d)
+        self.dirs()
+            .find(|(_, c)| c.split(',').any(|x| x == name))
+            .map(|(d, _)| d)
     }
 
     /// The container's directory in the hybrid host's cgroup2 (/sys/fs/cgroup/unified).
@@ -118,13 +126,17 @@ impl CgroupManager for Manager {
         let want = if frozen { "FROZEN" } else { "THAWED" };
         for _ in 0..1000 {
             write(&dir.join("freezer.state"), want)?;
-            let now = fs::read_to_string(dir.join("freezer.state")).ctx(|| format!("read {}/freezer.state", dir.display()))?;
+            let now = fs::read_to_string(dir.join("freezer.state"))
+                .ctx(|| format!("read {}/freezer.state", dir.display()))?;
             if now.trim() == want {
                 return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        Err(crate::Error::Invalid(format!("cgroup {} did not reach {want}", dir.display())))
+        Err(crate::Error::Invalid(format!(
+            "cgroup {} did not reach {want}",
+            dir.display()
+        )))
     }
 
     fn remove(&self) -> Result<()> {
@@ -140,13 +152,16 @@ impl CgroupManager for Manager {
 
     fn stats(&self) -> Result<Stats> {
         let find = |c: &str| self.controller_dir(c).filter(|d| d.is_dir());
-        Ok(stats::v1(&V1Dirs { dir: &find, unified: self.unified_dir() }))
+        Ok(stats::v1(&V1Dirs {
+            dir: &find,
+            unified: self.unified_dir(),
+        }))
     }
 
     fn oom_watcher(&self) -> Result<OomWatcher> {
-        let dir = self
-            .controller_dir("memory")
-            .ok_or_else(|| Error::Invalid("no memory cgroup hierarchy is mounted on this cgroup v1 host: OOM events need one".into()))?;
+        let dir = self.controller_dir("memory").ok_or_else(|| {
+            Error::Invalid("no memory cgroup hierarchy is mounted on this cgroup v1 host: OOM events need one".into())
+        })?;
         OomWatcher::v1(&dir)
     }
 }

@@ -19,7 +19,9 @@ pub struct Manager {
 impl Manager {
     /// The cgroup at `path` below the v2 mount `root`.
     pub fn new(root: &Path, path: &Path) -> Manager {
-        Manager { dir: root.join(path.strip_prefix("/").unwrap_or(path)) }
+        Manager {
+            dir: root.join(path.strip_prefix("/").unwrap_or(path)),
+        }
     }
 }
 
@@ -39,7 +41,12 @@ pub(crate) fn enable_controllers(root: &Path, dir: &Path, controllers: &[&str], 
         let on = read(&p.join("cgroup.subtree_control")).unwrap_or_default();
         for c in controllers {
             if have.split(' ').any(|x| x == *c) && !on.split(' ').any(|x| x == *c) {
-                plan.write_with("cgroup.subtree_control", p.join("cgroup.subtree_control"), format!("+{c}"), Restore::No);
+                plan.write_with(
+                    "cgroup.subtree_control",
+                    p.join("cgroup.subtree_control"),
+                    format!("+{c}"),
+                    Restore::No,
+                );
             }
         }
     }
@@ -94,13 +101,17 @@ impl CgroupManager for Manager {
         write(&self.dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
         let want = if frozen { "frozen 1" } else { "frozen 0" };
         for _ in 0..1000 {
-            let events = fs::read_to_string(self.dir.join("cgroup.events")).ctx(|| format!("read {}/cgroup.events", self.dir.display()))?;
+            let events = fs::read_to_string(self.dir.join("cgroup.events"))
+                .ctx(|| format!("read {}/cgroup.events", self.dir.display()))?;
             if events.lines().any(|l| l == want) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Err(crate::Error::Invalid(format!("cgroup {} did not reach {want}", self.dir.display())))
+        Err(crate::Error::Invalid(format!(
+            "cgroup {} did not reach {want}",
+            self.dir.display()
+        )))
     }
 
     fn remove(&self) -> Result<()> {

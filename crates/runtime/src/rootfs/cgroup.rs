@@ -101,7 +101,13 @@ pub(crate) fn mount_cgroup(root: &Root, env: Env, dest: &Path, opts: &MountOptio
     let host = rustix::fs::statfs(CGROUP_ROOT).ctx(|| format!("statfs {CGROUP_ROOT}"))?;
 
     if host.f_type as i64 == CGROUP2_SUPER_MAGIC {
-        return match sys_mount(Some(OsStr::new("cgroup2")), &fd_path(&target), Some("cgroup2"), flags, None) {
+        return match sys_mount(
+            Some(OsStr::new("cgroup2")),
+            &fd_path(&target),
+            Some("cgroup2"),
+            flags,
+            None,
+        ) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EBUSY)) => {
                 // No cgroup namespace of our own (or not allowed): show our own cgroup.
                 let path = own.iter().find(|(c, _)| c.is_empty()).map_or("/", |(_, p)| p.as_str());
@@ -121,8 +127,14 @@ pub(crate) fn mount_cgroup(root: &Root, env: Env, dest: &Path, opts: &MountOptio
 
     let infos = read_mountinfo()?;
     let base = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    sys_mount(Some(OsStr::new("tmpfs")), &fd_path(&target), Some("tmpfs"), base, Some("mode=755"))
-        .ctx(|| "mount tmpfs")?;
+    sys_mount(
+        Some(OsStr::new("tmpfs")),
+        &fd_path(&target),
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+    )
+    .ctx(|| "mount tmpfs")?;
     let top = root.open_path(dest).map_err(|e| root.err("reopen", dest, e))?;
     let mut done = HashSet::new();
     for (ctrls, path) in &own {
@@ -136,7 +148,9 @@ pub(crate) fn mount_cgroup(root: &Root, env: Env, dest: &Path, opts: &MountOptio
             }
         });
         let Some(mi) = mi else { continue };
-        let Some(name) = Path::new(&mi.mount_point).file_name().map(|n| n.to_os_string()) else { continue };
+        let Some(name) = Path::new(&mi.mount_point).file_name().map(|n| n.to_os_string()) else {
+            continue;
+        };
         if !done.insert(name.clone()) {
             continue;
         }
@@ -186,7 +200,10 @@ mod tests {
         let own = parse_proc_cgroup("2:cpu,cpuacct:/sub/c1\n1:name=systemd:/\n0::/x\n");
         assert_eq!(own[0], ("cpu,cpuacct".into(), "/sub/c1".into()));
         assert_eq!(own[2], (String::new(), "/x".into()));
-        assert_eq!(own_source(&m[1], "/sub/c1"), PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/c1"));
+        assert_eq!(
+            own_source(&m[1], "/sub/c1"),
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/c1")
+        );
         assert_eq!(own_source(&m[0], "/"), PathBuf::from("/sys/fs/cgroup"));
     }
 }

@@ -32,18 +32,25 @@ pub(crate) struct Device {
 
 /// The devices every container gets (config-linux.md "Default Devices").
 pub(crate) fn defaults() -> Vec<Device> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .into_iter()
-        .map(|(name, major, minor)| Device {
-            path: Path::new("/dev").join(name),
-            kind: FileType::CharacterDevice,
-            major,
-            minor,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(name, major, minor)| Device {
+        path: Path::new("/dev").join(name),
+        kind: FileType::CharacterDevice,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 /// Converts one `linux.devices` entry, refusing values the kernel cannot take.
@@ -103,7 +110,10 @@ impl Drop for Umask {
 /// existing entry is kept, as runc does.
 pub(crate) fn create(root: &Root, dev: &Device, bind: bool) -> Result<()> {
     let (parent, Some(name)) = split(&dev.path) else {
-        return Err(Error::Invalid(format!("device path {} names no file", dev.path.display())));
+        return Err(Error::Invalid(format!(
+            "device path {} names no file",
+            dev.path.display()
+        )));
     };
     let dir = root.mkdir_all(parent)?;
     let err = |what: &str, e: io::Error| root.err(what, &dev.path, e);
@@ -111,8 +121,10 @@ pub(crate) fn create(root: &Root, dev: &Device, bind: bool) -> Result<()> {
         let rdev = rustix::fs::makedev(dev.major, dev.minor);
         match rustix::fs::mknodat(&dir, name, dev.kind, Mode::from_raw_mode(dev.mode), rdev) {
             Ok(()) => {
-                let (uid, gid) =
-                    (rustix::fs::Uid::from_raw_unchecked(dev.uid), rustix::fs::Gid::from_raw_unchecked(dev.gid));
+                let (uid, gid) = (
+                    rustix::fs::Uid::from_raw_unchecked(dev.uid),
+                    rustix::fs::Gid::from_raw_unchecked(dev.gid),
+                );
                 rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| err("chown device", e.into()))?;
                 return Ok(());

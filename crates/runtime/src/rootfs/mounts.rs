@@ -60,8 +60,15 @@ pub(crate) fn sys_mount(
     let data = data.map(|s| cstr(OsStr::new(s))).transpose()?;
     let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
     // SAFETY: every pointer is null or a NUL-terminated string alive until the call returns.
-    let rc =
-        unsafe { libc::mount(ptr(&source), target.as_ptr(), ptr(&fstype), flags, ptr(&data).cast::<libc::c_void>()) };
+    let rc = unsafe {
+        libc::mount(
+            ptr(&source),
+            target.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast::<libc::c_void>(),
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -71,7 +78,12 @@ pub(crate) fn sys_mount(
 
 /// mount_setattr(2) on the mount whose root `fd` is, recursively.
 pub(crate) fn set_attr_recursive(fd: &OwnedFd, set: u64, clear: u64) -> io::Result<()> {
-    let attr = libc::mount_attr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
     let empty: &CStr = c"";
     // SAFETY: fd is open, `empty` is a static NUL-terminated string, attr lives across
     // the call and its size is passed along.
@@ -105,7 +117,10 @@ pub(crate) fn current_flags(fd: impl AsFd) -> io::Result<c_ulong> {
         (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
         (libc::ST_RELATIME, libc::MS_RELATIME),
     ];
-    Ok(map.iter().filter(|(st, _)| bits & *st != 0).fold(0, |acc, (_, ms)| acc | ms))
+    Ok(map
+        .iter()
+        .filter(|(st, _)| bits & *st != 0)
+        .fold(0, |acc, (_, ms)| acc | ms))
 }
 
 /// Remounts the bind mount `target` (a path or a `/proc/self/fd` link) with `flags`.
@@ -128,7 +143,11 @@ pub(crate) fn remount_bind(target: &Path, flags: c_ulong) -> io::Result<()> {
 }
 
 fn describe(m: &Mount) -> String {
-    let src = m.source().as_deref().map(|s| s.display().to_string()).unwrap_or_default();
+    let src = m
+        .source()
+        .as_deref()
+        .map(|s| s.display().to_string())
+        .unwrap_or_default();
     let opts = m.options().as_deref().map(|o| o.join(",")).unwrap_or_default();
     format!(
         "mount {} {src:?} on {} (options {opts:?})",
@@ -156,15 +175,19 @@ pub(crate) fn mount_entry(root: &Root, env: Env, m: &Mount) -> Result<()> {
     let sys = |call: &str| format!("{what}: {call} in rootfs {}", root.host().display());
 
     if bind {
-        let src =
-            m.source().as_deref().ok_or_else(|| Error::Invalid(format!("{what}: a bind mount needs a source")))?;
+        let src = m
+            .source()
+            .as_deref()
+            .ok_or_else(|| Error::Invalid(format!("{what}: a bind mount needs a source")))?;
         let meta =
             std::fs::metadata(src).ctx(|| sys("stat the source (relative sources are relative to the bundle)"))?;
         let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
         let target = root.ensure(dest, kind)?;
         bind_host(root, dest, &target, src, opts.flags & libc::MS_REC != 0, opts.flags).ctx(|| sys("bind"))?;
     } else if typ.is_empty() {
-        return Err(Error::Invalid(format!("{what}: a mount needs a type (or the \"bind\" option)")));
+        return Err(Error::Invalid(format!(
+            "{what}: a mount needs a type (or the \"bind\" option)"
+        )));
     } else {
         let target = root.ensure(dest, Kind::Dir)?;
         let host_fallback = match typ {
@@ -230,11 +253,27 @@ pub(crate) fn bind_host(
 /// Mounts a tmpfs on `target` filled with a copy of what the directory held
 /// ("tmpcopyup", an extension runc and crun share; podman asks for it).
 fn tmpfs_copyup(root: &Root, dest: &Path, target: &OwnedFd, source: &OsStr, opts: &MountOptions) -> io::Result<()> {
-    let old = rustix::fs::openat(target, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let old = rustix::fs::openat(
+        target,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let data = opts.data();
-    sys_mount(Some(source), &fd_path(target), Some("tmpfs"), opts.flags & !libc::MS_RDONLY, data.as_deref())?;
+    sys_mount(
+        Some(source),
+        &fd_path(target),
+        Some("tmpfs"),
+        opts.flags & !libc::MS_RDONLY,
+        data.as_deref(),
+    )?;
     let top = root.open_path(dest)?;
-    let new = rustix::fs::openat(&top, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let new = rustix::fs::openat(
+        &top,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     // A "mode=" of the config wins over the mode of the directory underneath.
     if !opts.data.iter().any(|d| d.starts_with("mode=")) {
         copy_owner_mode(&new, &rustix::fs::fstat(&old)?)?;

@@ -144,14 +144,36 @@ mod tests {
 
     #[test]
     fn parse_runc_table() {
-        let o = parse(&["rbind", "ro", "nosuid", "nodev", "rslave", "size=65536k", "mode=755", "rro", "tmpcopyup"]);
-        assert_eq!(o.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV);
+        let o = parse(&[
+            "rbind",
+            "ro",
+            "nosuid",
+            "nodev",
+            "rslave",
+            "size=65536k",
+            "mode=755",
+            "rro",
+            "tmpcopyup",
+        ]);
+        assert_eq!(
+            o.flags,
+            libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV
+        );
         assert_eq!(o.propagation, vec![libc::MS_SLAVE | libc::MS_REC]);
         assert_eq!(o.attr_set, libc::MOUNT_ATTR_RDONLY);
         assert_eq!(o.data(), Some("size=65536k,mode=755".to_string()));
         assert!(o.is_bind() && o.tmpcopyup && !o.idmap);
 
-        let o = parse(&["ro", "rw", "noexec", "exec", "newinstance", "ptmxmode=0666", "gid=5", "defaults"]);
+        let o = parse(&[
+            "ro",
+            "rw",
+            "noexec",
+            "exec",
+            "newinstance",
+            "ptmxmode=0666",
+            "gid=5",
+            "defaults",
+        ]);
         assert_eq!(o.flags, 0);
         assert_eq!(o.data(), Some("newinstance,ptmxmode=0666,gid=5".to_string()));
         assert!(!o.is_bind());

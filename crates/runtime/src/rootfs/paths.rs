@@ -34,7 +34,10 @@ impl Root {
     pub(crate) fn open(host: &Path) -> Result<Root> {
         let fd = rustix::fs::open(host, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .ctx(|| format!("open rootfs {}", host.display()))?;
-        Ok(Root { fd, host: host.to_path_buf() })
+        Ok(Root {
+            fd,
+            host: host.to_path_buf(),
+        })
     }
 
     /// The rootfs path on the host side, for messages.
@@ -50,7 +53,11 @@ impl Root {
 
     fn open_with(&self, path: &Path, extra: OFlags) -> io::Result<OwnedFd> {
         let rel = relative(path);
-        let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { &rel };
+        let rel: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &rel
+        };
         let flags = OFlags::PATH | OFlags::CLOEXEC | extra;
         let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         // openat2 asks to retry when a rename raced with the lookup.
@@ -67,8 +74,9 @@ impl Root {
     /// returns an `O_PATH` descriptor of the last one.
     pub(crate) fn mkdir_all(&self, path: &Path) -> Result<OwnedFd> {
         let mut done = PathBuf::new();
-        let mut dir =
-            self.open_with(&done, OFlags::DIRECTORY).ctx(|| format!("open rootfs {}", self.host.display()))?;
+        let mut dir = self
+            .open_with(&done, OFlags::DIRECTORY)
+            .ctx(|| format!("open rootfs {}", self.host.display()))?;
         for c in relative(path).components() {
             match c {
                 Component::Normal(name) => {
@@ -117,7 +125,10 @@ impl Root {
 
     /// An [`Error::Sys`] naming the path inside the container and on the host.
     pub(crate) fn err(&self, what: &str, path: &Path, e: io::Error) -> Error {
-        Error::sys(format!("{what} {} in rootfs {}", path.display(), self.host.display()), e)
+        Error::sys(
+            format!("{what} {} in rootfs {}", path.display(), self.host.display()),
+            e,
+        )
     }
 }
 
@@ -133,7 +144,9 @@ pub(crate) fn create_file(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
 
 /// `path` without its root: "/a/b" -> "a/b".
 pub(crate) fn relative(path: &Path) -> PathBuf {
-    path.components().filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_))).collect()
+    path.components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect()
 }
 
 /// The parent and the last name of `path`; no name for "/", "." or a path ending in "..".
@@ -157,7 +170,10 @@ mod tests {
     #[test]
     fn split_and_relative() {
         assert_eq!(relative(Path::new("/a//b/./c")), PathBuf::from("a/b/c"));
-        assert_eq!(split(Path::new("/dev/null")), (Path::new("/dev"), Some(OsStr::new("null"))));
+        assert_eq!(
+            split(Path::new("/dev/null")),
+            (Path::new("/dev"), Some(OsStr::new("null")))
+        );
         assert_eq!(split(Path::new("/")).1, None);
         assert_eq!(split(Path::new("/a/..")).1, None);
     }
@@ -172,11 +188,13 @@ mod tests {
         let unique = format!("vessel-rootfs-test-{}", std::process::id());
         let root = Root::open(&rootfs).expect("open root");
 
-        root.mkdir_all(&Path::new("/etc/evil/tmp").join(&unique).join("x")).expect("mkdir through symlink");
+        root.mkdir_all(&Path::new("/etc/evil/tmp").join(&unique).join("x"))
+            .expect("mkdir through symlink");
         assert!(rootfs.join("tmp").join(&unique).join("x").is_dir());
         assert!(!Path::new("/tmp").join(&unique).exists(), "escaped to the host's /tmp");
 
-        root.ensure(&Path::new("/../../etc/up/tmp").join(&unique).join("f"), Kind::File).expect("create file");
+        root.ensure(&Path::new("/../../etc/up/tmp").join(&unique).join("f"), Kind::File)
+            .expect("create file");
         assert!(rootfs.join("tmp").join(&unique).join("f").is_file());
         assert!(!Path::new("/tmp").join(&unique).exists(), "escaped to the host's /tmp");
 

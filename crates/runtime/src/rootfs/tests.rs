@@ -84,8 +84,10 @@ fn mount_of(json: &str) -> Mount {
 }
 
 fn unique(tag: &str) -> String {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("vessel-{tag}-{}-{nanos}", std::process::id())
 }
 
@@ -112,13 +114,28 @@ fn mount_through_symlink_stays_in_rootfs() {
         mounts::mount_entry(&root, Env::default(), &file).map_err(e("bind mount"))?;
 
         let st = rustix::fs::statfs(rootfs.join("tmp").join(&u).join("x")).map_err(e("statfs"))?;
-        ensure(st.f_type as i64 == TMPFS_MAGIC, "the tmpfs is mounted inside the rootfs")?;
-        ensure(!Path::new("/tmp").join(&u).exists(), "nothing was created in the host's /tmp")?;
+        ensure(
+            st.f_type as i64 == TMPFS_MAGIC,
+            "the tmpfs is mounted inside the rootfs",
+        )?;
+        ensure(
+            !Path::new("/tmp").join(&u).exists(),
+            "nothing was created in the host's /tmp",
+        )?;
         let inside = rootfs.join("tmp").join(format!("{u}-file"));
-        ensure(fs::read_to_string(&inside).map_err(e("read bind"))? == "hello", "the file bind shows the source")?;
+        ensure(
+            fs::read_to_string(&inside).map_err(e("read bind"))? == "hello",
+            "the file bind shows the source",
+        )?;
         let w = fs::OpenOptions::new().write(true).open(&inside);
-        ensure(w.err().and_then(|e| e.raw_os_error()) == Some(libc::EROFS), "the bind is read-only")?;
-        ensure(!Path::new("/tmp").join(format!("{u}-file")).exists(), "no file in the host's /tmp")
+        ensure(
+            w.err().and_then(|e| e.raw_os_error()) == Some(libc::EROFS),
+            "the bind is read-only",
+        )?;
+        ensure(
+            !Path::new("/tmp").join(format!("{u}-file")).exists(),
+            "no file in the host's /tmp",
+        )
     });
     assert!(!Path::new("/tmp").join(&u).exists());
     r.expect("child");
@@ -158,7 +175,10 @@ const SPEC: &str = r#"{
 fn char_dev(p: &str, major: u32, minor: u32) -> Check {
     let m = fs::metadata(p).map_err(|err| format!("{p}: {err}"))?;
     ensure(m.file_type().is_char_device(), &format!("{p} is a char device"))?;
-    ensure(m.rdev() == rustix::fs::makedev(major, minor), &format!("{p} is {major}:{minor}"))
+    ensure(
+        m.rdev() == rustix::fs::makedev(major, minor),
+        &format!("{p} is {major}:{minor}"),
+    )
 }
 
 fn erofs(r: std::io::Result<impl Sized>) -> bool {
@@ -180,10 +200,18 @@ fn prepare_pivots_into_busybox() {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(e("mountinfo"))?;
         let points: Vec<&str> = mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).collect();
         let expected = ["/", "/proc", "/dev", "/sys", "/bin/busybox", "/data"];
-        let stray = points.iter().find(|p| !expected.iter().any(|x| p == &x || p.starts_with(&format!("{x}/"))));
-        ensure(stray.is_none(), &format!("only the container's mounts are left, not {stray:?}"))?;
+        let stray = points
+            .iter()
+            .find(|p| !expected.iter().any(|x| p == &x || p.starts_with(&format!("{x}/"))));
+        ensure(
+            stray.is_none(),
+            &format!("only the container's mounts are left, not {stray:?}"),
+        )?;
         ensure(points.iter().filter(|p| **p == "/").count() == 1, "one mount at /")?;
-        let out = std::process::Command::new("/bin/busybox").args(["ls", "/dev"]).output().map_err(e("busybox"))?;
+        let out = std::process::Command::new("/bin/busybox")
+            .args(["ls", "/dev"])
+            .output()
+            .map_err(e("busybox"))?;
         ensure(out.status.success(), "busybox runs in the new root")?;
 
         for (name, minor) in [("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)] {
@@ -193,17 +221,38 @@ fn prepare_pivots_into_busybox() {
         char_dev("/dev/fuse", 10, 229)?;
         let mode = fs::metadata("/dev/null").map_err(e("stat"))?.permissions().mode() & 0o777;
         ensure(mode == 0o666, "/dev/null is 0666")?;
-        ensure(fs::read_link("/dev/fd").map_err(e("readlink"))? == Path::new("/proc/self/fd"), "/dev/fd")?;
-        ensure(fs::read_link("/dev/stderr").map_err(e("readlink"))? == Path::new("/proc/self/fd/2"), "/dev/stderr")?;
-        ensure(fs::read_link("/dev/ptmx").map_err(e("readlink"))? == Path::new("pts/ptmx"), "/dev/ptmx")?;
-        ensure(Path::new("/dev/pts/ptmx").exists() && Path::new("/dev/mqueue").is_dir(), "devpts and mqueue")?;
+        ensure(
+            fs::read_link("/dev/fd").map_err(e("readlink"))? == Path::new("/proc/self/fd"),
+            "/dev/fd",
+        )?;
+        ensure(
+            fs::read_link("/dev/stderr").map_err(e("readlink"))? == Path::new("/proc/self/fd/2"),
+            "/dev/stderr",
+        )?;
+        ensure(
+            fs::read_link("/dev/ptmx").map_err(e("readlink"))? == Path::new("pts/ptmx"),
+            "/dev/ptmx",
+        )?;
+        ensure(
+            Path::new("/dev/pts/ptmx").exists() && Path::new("/dev/mqueue").is_dir(),
+            "devpts and mqueue",
+        )?;
         ensure(Path::new("/sys/kernel").is_dir(), "sysfs is mounted")?;
         ensure(erofs(fs::write("/sys/kernel/vessel-test", "x")), "sysfs is read-only")?;
         if host_v1_memory {
-            ensure(Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists(), "v1 memory hierarchy")?;
-            ensure(erofs(fs::create_dir("/sys/fs/cgroup/x")), "the cgroup tmpfs is read-only")?;
+            ensure(
+                Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists(),
+                "v1 memory hierarchy",
+            )?;
+            ensure(
+                erofs(fs::create_dir("/sys/fs/cgroup/x")),
+                "the cgroup tmpfs is read-only",
+            )?;
         }
-        ensure(fs::read_to_string("/data/hello.txt").map_err(e("read /data"))? == "hi", "relative bind source")?;
+        ensure(
+            fs::read_to_string("/data/hello.txt").map_err(e("read /data"))? == "hi",
+            "relative bind source",
+        )?;
         ensure(erofs(fs::write("/data/new", "x")), "/data is read-only")?;
 
         fs::write("/before-readonly", "x").map_err(e("write / before finalize_root"))?;
@@ -223,7 +272,10 @@ fn prepare_pivots_into_busybox() {
         ensure(erofs(w), "/proc/sys is read-only")
     });
     r.expect("child");
-    assert!(tmp.path().join("rootfs/bin/busybox").is_file(), "the bind target stays an empty file");
+    assert!(
+        tmp.path().join("rootfs/bin/busybox").is_file(),
+        "the bind target stays an empty file"
+    );
 }
 
 #[test]
@@ -286,7 +338,10 @@ fn bad_device_and_propagation_values_are_refused() {
     assert!(devices::from_spec(&d).is_err());
     let spec: Spec =
         serde_json::from_str(r#"{"ociVersion": "1.2.0", "linux": {"rootfsPropagation": "sideways"}}"#).expect("spec");
-    assert!(matches!(super::rootfs_propagation(&spec), Err(crate::Error::Invalid(_))));
+    assert!(matches!(
+        super::rootfs_propagation(&spec),
+        Err(crate::Error::Invalid(_))
+    ));
     let all = devices::wanted(&[]).expect("defaults");
     assert_eq!(all.len(), 6);
 }
@@ -328,13 +383,22 @@ fn prepare_in_user_namespace_binds_devices_and_sysfs() {
         char_dev("/dev/urandom", 1, 9)?;
         ensure(Path::new("/sys/kernel").is_dir(), "the host's /sys is bound")?;
         ensure(erofs(fs::write("/sys/kernel/vessel-test", "x")), "/sys is read-only")?;
-        ensure(Path::new("/dev/pts/ptmx").exists() && Path::new("/dev/mqueue").is_dir(), "devpts and mqueue")?;
-        let out = std::process::Command::new("/bin/busybox").arg("true").status().map_err(e("busybox"))?;
+        ensure(
+            Path::new("/dev/pts/ptmx").exists() && Path::new("/dev/mqueue").is_dir(),
+            "devpts and mqueue",
+        )?;
+        let out = std::process::Command::new("/bin/busybox")
+            .arg("true")
+            .status()
+            .map_err(e("busybox"))?;
         ensure(out.success(), "busybox runs")?;
         finalize_root(&spec).map_err(e("finalize_root"))?;
         ensure(erofs(fs::write("/x", "x")), "/ is read-only")?;
         restrict_paths(&spec).map_err(e("restrict_paths"))?;
-        ensure(fs::read_dir("/sys/firmware").map_err(e("read /sys/firmware"))?.count() == 0, "/sys/firmware masked")
+        ensure(
+            fs::read_dir("/sys/firmware").map_err(e("read /sys/firmware"))?.count() == 0,
+            "/sys/firmware masked",
+        )
     });
     r.expect("child");
 }
@@ -355,10 +419,20 @@ fn tmpcopyup_fills_the_tmpfs() {
         mounts::mount_entry(&root, Env::default(), &m).map_err(e("mount"))?;
         let st = rustix::fs::statfs(&etc).map_err(e("statfs"))?;
         ensure(st.f_type as i64 == TMPFS_MAGIC, "a tmpfs is on /etc")?;
-        ensure(fs::read_to_string(etc.join("link")).map_err(e("read"))? == "content", "the tree was copied")?;
-        let mode = fs::metadata(etc.join("sub/file")).map_err(e("stat"))?.permissions().mode() & 0o777;
+        ensure(
+            fs::read_to_string(etc.join("link")).map_err(e("read"))? == "content",
+            "the tree was copied",
+        )?;
+        let mode = fs::metadata(etc.join("sub/file"))
+            .map_err(e("stat"))?
+            .permissions()
+            .mode()
+            & 0o777;
         ensure(mode == 0o640, "modes are kept")?;
-        ensure(erofs(fs::write(etc.join("new"), "x")), "the tmpfs is read-only after the copy")
+        ensure(
+            erofs(fs::write(etc.join("new"), "x")),
+            "the tmpfs is read-only after the copy",
+        )
     });
     r.expect("child");
 }
@@ -379,20 +453,43 @@ fn cgroup_v1_mount_shows_own_cgroups() {
         let procs =
             fs::read_to_string(tmp.path().join("sys/fs/cgroup/memory/cgroup.procs")).map_err(e("read procs"))?;
         let me = std::process::id().to_string();
-        ensure(procs.lines().any(|l| l == me), "the memory dir is this process's own cgroup")?;
-        ensure(erofs(fs::create_dir(tmp.path().join("sys/fs/cgroup/memory/x"))), "hierarchies are read-only")?;
-        ensure(erofs(fs::create_dir(tmp.path().join("sys/fs/cgroup/x"))), "the tmpfs is read-only")?;
+        ensure(
+            procs.lines().any(|l| l == me),
+            "the memory dir is this process's own cgroup",
+        )?;
+        ensure(
+            erofs(fs::create_dir(tmp.path().join("sys/fs/cgroup/memory/x"))),
+            "hierarchies are read-only",
+        )?;
+        ensure(
+            erofs(fs::create_dir(tmp.path().join("sys/fs/cgroup/x"))),
+            "the tmpfs is read-only",
+        )?;
 
         // SAFETY: plain syscall in the single-threaded child.
         if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
             return Err(format!("unshare cgroup: {}", std::io::Error::last_os_error()));
         }
         let m = mount_of(r#"{"destination": "/cg", "type": "cgroup", "source": "cgroup", "options": ["nosuid"]}"#);
-        mounts::mount_entry(&root, Env { cgroupns: true, ..Env::default() }, &m).map_err(e("mount in a cgroupns"))?;
+        mounts::mount_entry(
+            &root,
+            Env {
+                cgroupns: true,
+                ..Env::default()
+            },
+            &m,
+        )
+        .map_err(e("mount in a cgroupns"))?;
         let procs = fs::read_to_string(tmp.path().join("cg/memory/cgroup.procs")).map_err(e("read procs"))?;
-        ensure(procs.lines().any(|l| l == me), "the namespace root is this process's cgroup")?;
+        ensure(
+            procs.lines().any(|l| l == me),
+            "the namespace root is this process's cgroup",
+        )?;
         let unified = Path::new("/sys/fs/cgroup/unified").exists();
-        ensure(!unified || tmp.path().join("cg/unified/cgroup.procs").exists(), "hybrid: the unified hierarchy too")
+        ensure(
+            !unified || tmp.path().join("cg/unified/cgroup.procs").exists(),
+            "hybrid: the unified hierarchy too",
+        )
     });
     r.expect("child");
 }
@@ -410,7 +507,10 @@ fn prepare_with_shared_root_propagation() {
         std::env::set_current_dir(tmp.path()).map_err(e("chdir bundle"))?;
         prepare(&spec, &rootfs, false).map_err(e("prepare"))?;
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(e("mountinfo"))?;
-        let root_line = mountinfo.lines().find(|l| l.split(' ').nth(4) == Some("/")).ok_or("no / in mountinfo")?;
+        let root_line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .ok_or("no / in mountinfo")?;
         ensure(root_line.contains(" shared:"), "the new / is shared")?;
         ensure(!tmp.path().exists(), "the old root is gone")
     });
