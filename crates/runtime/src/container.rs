@@ -188,13 +188,16 @@ impl Container {
         )
         .ctx(|| format!("open {}", path.display()))?;
         // The init writes one byte once released, and holds the write end (close-on-exec)
-        // until execve: EOF means the program runs (or the init died), so poststart hooks
-        // run after the program started, as the spec says.
+        // until execve: with poststart hooks, wait for EOF, which means the program runs
+        // (or the init died), so they run after the program started, as the spec says.
         let mut buf = [0u8; 16];
         let mut released = false;
         loop {
             match rustix::io::read(&fifo, &mut buf) {
                 Ok(0) if released => break,
+                // Without poststart hooks nothing needs the program to have started yet:
+                // return once released, as runc does.
+                Ok(n) if n > 0 && !self.state.post_hooks => break,
                 Ok(n) if n > 0 => released = true,
                 Ok(_) | Err(rustix::io::Errno::AGAIN) => {
                     if !released {

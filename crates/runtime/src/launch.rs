@@ -153,12 +153,26 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
         if plan.user_new {
             namespaces::write_id_maps(pid, l.spec)?;
         }
-        l.cgroup.apply(pid)?;
-        l.cgroup.set(&crate::cgroups::devices::effective_resources(l.spec))?;
         let state = state::oci_state(l.id, Status::Creating, pid, l.bundle, l.spec).to_string();
-        hooks::run(l.spec, Phase::Prestart, &state)?;
-        hooks::run(l.spec, Phase::CreateRuntime, &state)?;
+        let join_cgroup = || -> Result<()> {
+            l.cgroup.apply(pid)?;
+            l.cgroup.set(&crate::cgroups::devices::effective_resources(l.spec))
+        };
+        // prestart and createRuntime hooks must see the container in its cgroup and end
+        // before pivot_root: then everything is in order. Otherwise the init builds its
+        // mounts while the runtime joins it to its cgroup.
+        let early_hooks = !hooks::of(l.spec, Phase::Prestart).is_empty() || !hooks::of(l.spec, Phase::CreateRuntime).is_empty();
+        if early_hooks {
+            join_cgroup()?;
+            hooks::run(l.spec, Phase::Prestart, &state)?;
+            hooks::run(l.spec, Phase::CreateRuntime, &state)?;
+        }
         sync::send(&parent_end, &Msg::Go(state.clone()))?;
+        if !early_hooks {
+            join_cgroup()?;
+        }
+        // A child that already failed has closed its end: its message is read below.
+        let _ = sync::send(&parent_end, &Msg::CgroupJoined);
         await_ready(&parent_end, l.spec, pid, &state)
     })();
     if let Err(e) = result {
@@ -280,9 +294,6 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Progra
     for (t, p) in &plan.join {
         namespaces::join(*t, p)?;
     }
-    if plan.cgroup_new {
-        namespaces::unshare(libc::CLONE_NEWCGROUP)?;
-    }
     nix::unistd::setsid().ctx(|| "setsid")?;
     let process = l
         .spec
@@ -292,8 +303,28 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Progra
     security::set_oom_score_adj(process.oom_score_adj())?;
     security::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
     std::env::set_current_dir(l.bundle).ctx(|| format!("chdir to bundle {}", l.bundle.display()))?;
+    // Once the runtime says the init is in its cgroup, the cgroup namespace can be made
+    // (its root is the creator's cgroup at that moment) and cgroups mounted.
+    let mut joined = false;
+    let mut cgroup_ready = || -> Result<()> {
+        if std::mem::replace(&mut joined, true) {
+            return Ok(());
+        }
+        match sync::recv(sync_fd)? {
+            Some(Msg::CgroupJoined) => {}
+            _ => exit_child(1),
+        }
+        if plan.cgroup_new {
+            namespaces::unshare(libc::CLONE_NEWCGROUP)?;
+        }
+        Ok(())
+    };
+    // createContainer hooks start their processes in the container's cgroup.
+    if !hooks::of(l.spec, Phase::CreateContainer).is_empty() {
+        cgroup_ready()?;
+    }
     hooks::run(l.spec, Phase::CreateContainer, &state)?;
-    rootfs::prepare(l.spec, l.rootfs, l.no_pivot)?;
+    rootfs::prepare_with(l.spec, l.rootfs, l.no_pivot, &mut cgroup_ready)?;
     if process.terminal() == Some(true) {
         let sock = l
             .console

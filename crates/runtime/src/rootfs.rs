@@ -44,6 +44,20 @@ use paths::Root;
 ///
 /// Errors: [`crate::Error::Sys`] naming the mount, its destination and the failed call.
 pub fn prepare(spec: &Spec, rootfs: &Path, no_pivot: bool) -> Result<()> {
+    prepare_with(spec, rootfs, no_pivot, &mut || Ok(()))
+}
+
+/// [`prepare`], calling `cgroup_ready` once before anything that depends on the
+/// process's cgroup membership: before the first `cgroup` mount, or after the mounts when
+/// there is none. The runtime joins the init's cgroup while the init builds the mounts
+/// before that point (the first cgroup migration can wait for an RCU grace period).
+pub fn prepare_with(
+    spec: &Spec,
+    rootfs: &Path,
+    no_pivot: bool,
+    cgroup_ready: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    let mut cgroup_ready = Some(cgroup_ready);
     let env = env_of(spec);
     let rootfs = std::fs::canonicalize(rootfs).ctx(|| format!("rootfs {} (root.path)", rootfs.display()))?;
     let propagation = rootfs_propagation(spec)?;
@@ -70,7 +84,15 @@ pub fn prepare(spec: &Spec, rootfs: &Path, no_pivot: bool) -> Result<()> {
     let root = Root::open(&rootfs)?;
     let spec_mounts = spec.mounts().as_deref().unwrap_or(&[]);
     for m in spec_mounts {
+        if m.typ().as_deref() == Some("cgroup") {
+            if let Some(ready) = cgroup_ready.take() {
+                ready()?;
+            }
+        }
         mounts::mount_entry(&root, env, m)?;
+    }
+    if let Some(ready) = cgroup_ready.take() {
+        ready()?;
     }
     // As runc: a /dev bound from elsewhere is taken as it is.
     let dev_bound = spec_mounts.iter().any(|m| is_dest(m, "dev") && is_bind(m));

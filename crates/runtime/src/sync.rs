@@ -19,6 +19,9 @@ pub enum Msg {
     /// Parent to child: id maps and cgroup are in place; go on. Carries the state JSON
     /// for createContainer and startContainer hooks.
     Go(String),
+    /// Parent to child: the child is in its cgroup (with its limits); it may unshare its
+    /// cgroup namespace and mount cgroups.
+    CgroupJoined,
     /// Child to parent: set-up is done (the init now waits on the exec fifo).
     Ready,
     /// Child to parent: set-up failed with this text; the child exits.
@@ -40,6 +43,7 @@ pub fn send(fd: impl AsFd, msg: &Msg) -> Result<()> {
     let buf: Vec<u8> = match msg {
         Msg::Go(state) => [b"G".as_slice(), state.as_bytes()].concat(),
         Msg::Ready => vec![b'R'],
+        Msg::CgroupJoined => vec![b'C'],
         Msg::Failed(text) => [b"F".as_slice(), text.as_bytes()].concat(),
         Msg::Pid(pid) => [b"P".as_slice(), &pid.to_le_bytes()].concat(),
         Msg::SeccompFd(_) => vec![b'S'],
@@ -82,6 +86,7 @@ pub fn recv(fd: impl AsFd) -> Result<Option<Msg>> {
         Some([]) | None => None,
         Some([b'G', state @ ..]) => Some(Msg::Go(String::from_utf8_lossy(state).into_owned())),
         Some([b'R']) => Some(Msg::Ready),
+        Some([b'C']) => Some(Msg::CgroupJoined),
         Some([b'P', a, b, c, d]) => Some(Msg::Pid(i32::from_le_bytes([*a, *b, *c, *d]))),
         Some([b'S']) => passed
             .map(Msg::SeccompFd)
