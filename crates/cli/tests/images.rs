@@ -1,10 +1,13 @@
 //! The `vessel` image commands end to end: a real registry on 127.0.0.1 (docker-registry), an
 //! image made by umoci and pushed by skopeo; pull, images, inspect, export, import, rmi, prune.
 
+mod run_vessel;
+
+use run_vessel::vessel;
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Registry(Child);
@@ -26,22 +29,6 @@ fn sh(script: &str, dir: &Path) {
         "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn vessel(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "vessel {args:?}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[test]

@@ -5,30 +5,17 @@
 
 #[path = "../../image/tests/common/mod.rs"]
 mod common;
+mod run_vessel;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use run_vessel::vessel;
 
 use common::{
     add_index, assert_blobs_verified, assert_v2_shape, build_image, compare_mounted, have, sh, skopeo_push, Registry,
 };
 use vessel_image::{records, Store};
-
-fn vessel(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "vessel {args:?}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn inspect(root: &Path, image: &str) -> serde_json::Value {
     let out = vessel(root, &["image", "inspect", image]);

@@ -7,27 +7,13 @@
 
 #[path = "../../image/tests/common/mod.rs"]
 mod common;
+mod run_vessel;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+
+use run_vessel::vessel;
 
 use common::{assert_blobs_verified, have, sh, skopeo_push, Registry, TokenServer};
-
-fn vessel(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "vessel {args:?}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn python_jwt() -> bool {
     let ok = Command::new("/usr/bin/python3")

@@ -161,7 +161,8 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
         // prestart and createRuntime hooks must see the container in its cgroup and end
         // before pivot_root: then everything is in order. Otherwise the init builds its
         // mounts while the runtime joins it to its cgroup.
-        let early_hooks = !hooks::of(l.spec, Phase::Prestart).is_empty() || !hooks::of(l.spec, Phase::CreateRuntime).is_empty();
+        let early_hooks =
+            !hooks::of(l.spec, Phase::Prestart).is_empty() || !hooks::of(l.spec, Phase::CreateRuntime).is_empty();
         if early_hooks {
             join_cgroup()?;
             hooks::run(l.spec, Phase::Prestart, &state)?;
