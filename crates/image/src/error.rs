@@ -208,6 +208,14 @@ pub enum ImageError {
         /// What is wrong.
         reason: String,
     },
+    /// A registries.conf that is not valid TOML.
+    #[error("{path}: {reason}: fix or remove the file")]
+    RegistriesConf {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
     /// JSON that cannot be written or read.
     #[error("{what}: {source}")]
     Json {

@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod pull;
 pub mod records;
 pub mod reference;
+pub mod registries;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;

@@ -132,7 +132,8 @@ impl Registry {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let insecure = match opts.tls_verify {
             Some(v) => !v,
-            None => reference.is_local_registry(),
+            None => crate::registries::insecure(store.root(), &reference.registry)?
+                .unwrap_or_else(|| reference.is_local_registry()),
         };
         let config = ClientConfig {
             protocol: if insecure {

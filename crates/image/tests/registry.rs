@@ -203,3 +203,44 @@ fn pull_with_basic_auth() {
         .unwrap();
     assert_eq!(rec.layers.len(), 2);
 }
+
+/// registries.conf decides plain http or TLS for a registry it lists: the local test registry
+/// (plain http) listed with `insecure = false` must be reached over TLS, so the pull fails;
+/// without the entry the localhost default (http) applies again. (A non-local name listed as
+/// insecure is covered by the module's unit tests: no test may make a non-local name reach
+/// this machine.)
+#[test]
+fn registries_conf_decides_plain_http() {
+    if !have(&["docker-registry", "skopeo", "umoci"]) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    build_image(t.path());
+    let reg = Registry::start(&t.path().join("reg"), None);
+    let name = push(t.path(), &reg, "conf/bb:v1", None);
+    let r = Reference::parse(&name).unwrap();
+    let store = Store::open(t.path().join("root")).unwrap();
+    let conf = store.root().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!("[[registry]]\nlocation = \"{}\"\ninsecure = false\n", reg.addr),
+    )
+    .unwrap();
+    let err = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap_err();
+    eprintln!("with insecure = false: {err}");
+    std::fs::write(&conf, "[[registry]\nbroken").unwrap();
+    let err = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("registries.conf"),
+        "a malformed file is named: {err}"
+    );
+    std::fs::remove_file(&conf).unwrap();
+    let rec = rt()
+        .block_on(pull(&store, &r, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
+    assert_eq!(rec.layers.len(), 2);
+}
