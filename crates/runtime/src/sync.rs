@@ -64,6 +64,7 @@ pub fn recv(fd: impl AsFd) -> Result<Option<Msg>> {
     let mut buf = vec![0u8; 65536];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut resets = 0;
     let n = loop {
         match net::recvmsg(
             &fd,
@@ -73,6 +74,9 @@ pub fn recv(fd: impl AsFd) -> Result<Option<Msg>> {
         ) {
             Ok(r) => break r.bytes,
             Err(rustix::io::Errno::INTR) => continue,
+            // The peer exited with a message of ours unread: the kernel reports that once,
+            // ahead of what the peer sent before exiting (its error text), which follows.
+            Err(rustix::io::Errno::CONNRESET) if resets == 0 => resets += 1,
             Err(e) => return Err(Error::sys("receive on the sync channel", e)),
         }
     };
