@@ -14,8 +14,22 @@ pub const SHARES_MAX: u64 = 262_144;
 /// Default CFS period in microseconds (100 ms), used on v2 when only a quota is given.
 pub const DEFAULT_PERIOD_US: u64 = 100_000;
 
-fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
+/// An [`Error::Invalid`] naming the `linux.resources` field and why it cannot be applied.
+pub(super) fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("linux.resources.{field}: {why}"))
+}
+
+/// `memory.checkBeforeUpdate`: refuses a memory limit (bytes) below the cgroup's current
+/// usage, read from `usage_file` (v1 memory.usage_in_bytes, v2 memory.current).
+pub(super) fn check_before_update(limit: i64, usage_file: &std::path::Path) -> Result<()> {
+    let usage: i64 = super::plan::read(usage_file).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if limit < usage {
+        return Err(invalid(
+            "memory.limit",
+            format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set"),
+        ));
+    }
+    Ok(())
 }
 
 /// A byte or count limit: positive, or -1 for "no limit"; 0 means unset.

@@ -9,17 +9,13 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxBlockIo, LinuxResources, LinuxThrottleDevice};
 
 use super::devices;
-use super::limits::{self, v1_value};
+use super::limits::{self, invalid, v1_value};
 use super::plan::{read, Plan, Restore};
 use super::v1::Manager;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The host's cgroup version in messages.
 const HOST: &str = "this cgroup v1 host";
-
-fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("linux.resources.{field}: {why}"))
-}
 
 fn need(m: &Manager, controller: &str, field: &str) -> Result<PathBuf> {
     m.controller_dir(controller).ok_or_else(|| {
@@ -147,15 +143,7 @@ fn memory(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
         swap = 0;
     }
     if mem.check_before_update() == Some(true) && limit > 0 {
-        let usage: i64 = read(&dir.join("memory.usage_in_bytes"))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if limit < usage {
-            return Err(invalid(
-                "memory.limit",
-                format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set"),
-            ));
-        }
+        limits::check_before_update(limit, &dir.join("memory.usage_in_bytes"))?;
     }
     let limit_file = dir.join("memory.limit_in_bytes");
     if limit != 0 && swap != 0 {

@@ -12,16 +12,12 @@ use std::path::Path;
 use oci_spec::runtime::{LinuxBlockIo, LinuxResources};
 
 use super::devices::{self, Program};
-use super::limits::{self, v2_value};
+use super::limits::{self, invalid, v2_value};
 use super::plan::{read, Plan, Restore};
 use crate::error::{Error, Result};
 
 /// The host's cgroup version in messages.
 const HOST: &str = "this cgroup v2 host";
-
-fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("linux.resources.{field}: {why}"))
-}
 
 fn v1_only(field: &str, what: &str) -> Error {
     invalid(
@@ -142,15 +138,7 @@ fn memory(dir: &Path, r: &LinuxResources, p: &mut Plan) -> Result<()> {
     }
     need(dir, "memory", "memory")?;
     if m.check_before_update() == Some(true) && limit > 0 {
-        let usage: i64 = read(&dir.join("memory.current"))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if limit < usage {
-            return Err(invalid(
-                "memory.limit",
-                format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set"),
-            ));
-        }
+        limits::check_before_update(limit, &dir.join("memory.current"))?;
     }
     if swap != 0 {
         let f = dir.join("memory.swap.max");
