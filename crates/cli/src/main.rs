@@ -1,26 +1,73 @@
 //! `vessel`: the user's command line, in podman/docker conventions. One module per command
-//! group (`images`: pull, images, image ..., rmi, login, logout); the logic lives in the
-//! library crates.
+//! group (`images`: pull, images, image ..., rmi, login, logout; `containers`: run, create,
+//! start, stop, ps, logs, exec, ...); the logic lives in the library crates.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod containers;
 mod images;
 
 /// vessel: OS-level virtualization (containers and images).
 #[derive(Parser, Debug)]
 #[command(name = "vessel", version, about)]
 struct Cli {
-    /// Root directory of vessel's state (images, snapshots, containers).
-    #[arg(long, global = true, env = "VESSEL_ROOT", default_value = "/var/lib/vessel")]
-    root: PathBuf,
+    /// Root directory of vessel's state (images, snapshots, containers, records)
+    /// [default: /var/lib/vessel].
+    #[arg(long, global = true, env = "VESSEL_ROOT")]
+    root: Option<PathBuf>,
+    /// Directory of run-time state (monitor sockets, runtime state)
+    /// [default: /run/vessel, or ROOT/run when --root is given].
+    #[arg(long, global = true, env = "VESSEL_RUNROOT")]
+    runroot: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a command in a new container.
+    Run(containers::RunArgs),
+    /// Create a container without starting it.
+    Create(containers::CreateArgs),
+    /// Start containers.
+    Start(containers::StartArgs),
+    /// Stop containers (their stop signal, then SIGKILL).
+    Stop(containers::StopArgs),
+    /// Stop and start containers.
+    Restart(containers::StopArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Print a container's output.
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// Show containers' details (JSON).
+    Inspect(containers::InspectArgs),
+    /// Wait for containers to exit and print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Show a container's processes.
+    Top(containers::TopArgs),
+    /// Show containers' resource usage.
+    Stats(containers::StatsArgs),
+    /// Change containers' limits while they run.
+    Update(containers::UpdateArgs),
+    /// Freeze containers' processes.
+    Pause(containers::Names),
+    /// Thaw containers' processes.
+    Unpause(containers::Names),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// List a container's published ports.
+    Port(containers::PortArgs),
+    /// Check and clean vessel's state.
+    #[command(subcommand)]
+    System(containers::SystemCommand),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
     /// List local images.
@@ -34,20 +81,71 @@ enum Command {
     Login(images::LoginArgs),
     /// Remove saved credentials of a registry.
     Logout(images::LogoutArgs),
+    /// The per-container monitor (internal: started by run, create and start).
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
 }
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Pull(a) => images::pull(&cli.root, a),
-        Command::Images(a) => images::list(&cli.root, a),
-        Command::Image(c) => images::image(&cli.root, c),
-        Command::Rmi(a) => images::rmi(&cli.root, a),
-        Command::Login(a) => images::login(&cli.root, a),
-        Command::Logout(a) => images::logout(&cli.root, a),
+    let paths = vessel_engine::Paths::new(
+        cli.root.clone().unwrap_or_else(|| "/var/lib/vessel".into()),
+        cli.runroot.clone().unwrap_or_else(|| match &cli.root {
+            Some(r) => r.join("run"),
+            None => "/run/vessel".into(),
+        }),
+    );
+    let root = paths.root.clone();
+    let with_engine = |f: &dyn Fn(&vessel_engine::Engine) -> anyhow::Result<i32>| -> anyhow::Result<i32> {
+        let engine = vessel_engine::Engine::open(paths.clone())?;
+        f(&engine)
     };
-    if let Err(e) = result {
-        eprintln!("vessel: {e:#}");
-        std::process::exit(125);
+    use containers as c;
+    let result = match cli.command {
+        Command::Monitor { id } => vessel_engine::monitor::main(&paths, &id),
+        Command::Run(a) => with_engine(&|e| c::run(e, &a)),
+        Command::Create(a) => with_engine(&|e| c::create(e, &a)),
+        Command::Start(a) => with_engine(&|e| c::start(e, &a)),
+        Command::Stop(a) => with_engine(&|e| c::stop(e, &a, false)),
+        Command::Restart(a) => with_engine(&|e| c::stop(e, &a, true)),
+        Command::Kill(a) => with_engine(&|e| c::kill(e, &a)),
+        Command::Rm(a) => with_engine(&|e| c::rm(e, &a)),
+        Command::Ps(a) => with_engine(&|e| c::ps(e, &a)),
+        Command::Logs(a) => with_engine(&|e| c::logs(e, &a)),
+        Command::Exec(a) => vessel_runtime::sealed_exe::ensure()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| with_engine(&|e| c::exec(e, &a))),
+        Command::Inspect(a) => with_engine(&|e| c::inspect(e, &a)),
+        Command::Wait(a) => with_engine(&|e| c::wait(e, &a)),
+        Command::Top(a) => with_engine(&|e| c::top(e, &a)),
+        Command::Stats(a) => with_engine(&|e| c::stats(e, &a)),
+        Command::Update(a) => with_engine(&|e| c::update(e, &a)),
+        Command::Pause(a) => with_engine(&|e| c::pause(e, &a, true)),
+        Command::Unpause(a) => with_engine(&|e| c::pause(e, &a, false)),
+        Command::Rename(a) => with_engine(&|e| c::rename(e, &a)),
+        Command::Port(a) => with_engine(&|e| c::port(e, &a)),
+        Command::System(s) => with_engine(&|e| c::system(e, &s)),
+        Command::Pull(a) => images::pull(&root, a).map(|()| 0),
+        Command::Images(a) => images::list(&root, a).map(|()| 0),
+        Command::Image(i) => images::image(&root, i).map(|()| 0),
+        Command::Rmi(a) => images::rmi(&root, a).map(|()| 0),
+        Command::Login(a) => images::login(&root, a).map(|()| 0),
+        Command::Logout(a) => images::logout(&root, a).map(|()| 0),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("vessel: {e:#}");
+            std::process::exit(containers::exit_code(&e));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

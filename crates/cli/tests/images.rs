@@ -3,7 +3,7 @@
 
 mod run_vessel;
 
-use run_vessel::vessel;
+use run_vessel::{sh, vessel};
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
@@ -16,19 +16,6 @@ impl Drop for Registry {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn sh(script: &str, dir: &Path) {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -511,7 +511,8 @@ fn bad_and_unsupported_resources_fail_create_cleanly() {
             (json!({"unified": {"memory.high": "100000"}}), "v1")
         },
         if is_v2() {
-            (json!({"network": {"classID": 1048577}}), "v2")
+            // network.classID is ignored on v2, as runc does (resources_fields.rs).
+            (json!({"cpu": {"realtimeRuntime": 1000}}), "v2")
         } else {
             (json!({"network": {"classID": 1048577}}), "net_cls")
         },

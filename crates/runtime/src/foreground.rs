@@ -48,12 +48,15 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-struct RawMode {
+/// The terminal on stdin in raw mode (no echo, no line editing, no signal keys) until
+/// dropped, when its settings are restored; nothing happens when stdin is no terminal.
+pub struct RawMode {
     saved: Option<rustix::termios::Termios>,
 }
 
 impl RawMode {
-    fn enter() -> RawMode {
+    /// Saves stdin's terminal settings and switches it to raw mode.
+    pub fn enter() -> RawMode {
         let stdin = std::io::stdin();
         let saved = rustix::termios::tcgetattr(&stdin).ok();
         if let Some(t) = &saved {

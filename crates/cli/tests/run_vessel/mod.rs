@@ -20,3 +20,18 @@ pub fn vessel(root: &Path, args: &[&str]) -> Output {
     );
     out
 }
+
+/// Runs `script` with `bash -euo pipefail` in `dir`; panics with its stderr on failure.
+#[allow(dead_code)]
+pub fn sh(script: &str, dir: &Path) {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

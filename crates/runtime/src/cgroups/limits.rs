@@ -19,15 +19,39 @@ pub(super) fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("linux.resources.{field}: {why}"))
 }
 
-/// `memory.checkBeforeUpdate`: refuses a memory limit (bytes) below the cgroup's current
-/// usage, read from `usage_file` (v1 memory.usage_in_bytes, v2 memory.current).
-pub(super) fn check_before_update(limit: i64, usage_file: &std::path::Path) -> Result<()> {
-    let usage: i64 = super::plan::read(usage_file).and_then(|s| s.parse().ok()).unwrap_or(0);
-    if limit < usage {
-        return Err(invalid(
-            "memory.limit",
-            format!("{limit} bytes is below the current usage of {usage} bytes and checkBeforeUpdate is set"),
-        ));
+/// `memory.checkBeforeUpdate` (runc's rule): refuses a memory limit (bytes) at or below
+/// the cgroup's current usage, read from `usage_file` (v1 memory.usage_in_bytes, v2
+/// memory.current), and a memory+swap limit `mem_swap` at or below the memory+swap usage,
+/// the sum of `mem_swap_usage` (v1 memory.memsw.usage_in_bytes; v2 memory.current and
+/// memory.swap.current), when the host accounts swap. Zero and -1 limits are not checked.
+///
+/// Errors: [`Error::Invalid`] naming the field, the value and the usage.
+pub(super) fn check_before_update(
+    limit: i64,
+    usage_file: &std::path::Path,
+    mem_swap: i64,
+    mem_swap_usage: &[std::path::PathBuf],
+) -> Result<()> {
+    let num = |f: &std::path::Path| super::plan::read(f).and_then(|s| s.parse::<i64>().ok());
+    if limit > 0 {
+        let usage = num(usage_file).unwrap_or(0);
+        if limit <= usage {
+            return Err(invalid(
+                "memory.limit",
+                format!("{limit} bytes is not above the current usage of {usage} bytes ({}), and checkBeforeUpdate is set: the limit was left as it was; free memory in the container or choose a higher limit", usage_file.display()),
+            ));
+        }
+    }
+    if mem_swap > 0 {
+        let parts: Option<Vec<i64>> = mem_swap_usage.iter().map(|f| num(f)).collect();
+        if let Some(usage) = parts.map(|p| p.iter().sum::<i64>()) {
+            if mem_swap <= usage {
+                return Err(invalid(
+                    "memory.swap",
+                    format!("memory+swap {mem_swap} bytes is not above the current memory+swap usage of {usage} bytes, and checkBeforeUpdate is set: the limit was left as it was"),
+                ));
+            }
+        }
     }
     Ok(())
 }

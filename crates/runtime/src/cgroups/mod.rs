@@ -4,12 +4,14 @@
 //! and a unified v2 one, chosen from what the host has mounted at /sys/fs/cgroup.
 //! Resource limits (`linux.resources`), usage statistics and OOM notifications go
 //! through the same trait: [`resources_v1`] and [`resources_v2`] turn the config into
-//! file writes, [`devices`] and [`bpf`] handle device rules, [`stats`] reads usage and
+//! file writes (checking the block and RDMA devices that per-device limits name with
+//! `hostdevs`), [`devices`] and [`bpf`] handle device rules, [`stats`] reads usage and
 //! [`events`] watches for OOM kills.
 
 pub mod bpf;
 pub mod devices;
 pub mod events;
+mod hostdevs;
 pub mod limits;
 mod plan;
 pub mod resources_v1;
@@ -46,8 +48,7 @@ pub enum Hierarchy {
 /// Detects the host's cgroup layout with statfs(2) on /sys/fs/cgroup and
 /// /sys/fs/cgroup/unified.
 pub fn hierarchy() -> Hierarchy {
-    let is_cgroup2 =
-        |p: &str| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC);
+    let is_cgroup2 = |p: &str| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC);
     if is_cgroup2(CGROUP_ROOT) {
         Hierarchy::Unified
     } else if is_cgroup2("/sys/fs/cgroup/unified") {

@@ -1,6 +1,7 @@
 //! A resource update as a list of cgroup file writes, checked completely before the
 //! first write and undone (best effort, in reverse) when the kernel refuses one, so
-//! that a failed `set` leaves the cgroup as it was.
+//! that a failed `set` leaves the cgroup as it was. A write can also be read back, for
+//! files that some kernels accept and then ignore.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,10 @@ pub(crate) struct Write {
     pub field: String,
     /// How to undo it.
     pub restore: Restore,
+    /// When set, the file is read back after the write and must hold the value (a byte
+    /// limit, compared at page granularity); otherwise the write counts as refused and
+    /// this text says why the kernel ignores it.
+    pub verify: Option<String>,
 }
 
 /// The writes of one `set`, in order.
@@ -46,6 +51,20 @@ impl Plan {
             value: value.into(),
             field: field.into(),
             restore: Restore::Read,
+            verify: None,
+        });
+    }
+
+    /// Adds a byte-limit write that is read back afterwards: when the file does not hold
+    /// the value then (a kernel that accepts the write and ignores it), `set` fails with
+    /// `why` and every write is undone.
+    pub fn write_verified(&mut self, field: &str, path: PathBuf, value: impl Into<String>, why: impl Into<String>) {
+        self.writes.push(Write {
+            path,
+            value: value.into(),
+            field: field.into(),
+            restore: Restore::Read,
+            verify: Some(why.into()),
         });
     }
 
@@ -56,6 +75,7 @@ impl Plan {
             value: value.into(),
             field: field.into(),
             restore,
+            verify: None,
         });
     }
 
@@ -72,19 +92,17 @@ impl Plan {
                 Restore::No => None,
             };
             if let Err(e) = fs::write(&w.path, &w.value) {
-                for (w, old) in done.iter().rev() {
-                    if let Some(old) = old {
-                        for line in restore_lines(&w.path, old) {
-                            let _ = fs::write(&w.path, line);
-                        }
+                undo(&done);
+                let hint = match (e.raw_os_error(), &w.verify) {
+                    // A kernel that refuses outright what others accept and ignore.
+                    (Some(libc::EOPNOTSUPP), Some(why)) => format!(" ({why})"),
+                    (Some(libc::EBUSY), _) => {
+                        " (the kernel refused it: for a memory limit, usage is above the new value)".to_string()
                     }
-                }
-                let hint = match e.raw_os_error() {
-                    Some(libc::EBUSY) => " (the kernel refused it: for a memory limit, usage is above the new value)",
-                    Some(libc::EINVAL) => {
-                        " (the kernel refused the value: out of range or in conflict with a related limit)"
+                    (Some(libc::EINVAL), _) => {
+                        " (the kernel refused the value: out of range or in conflict with a related limit)".to_string()
                     }
-                    _ => "",
+                    _ => String::new(),
                 };
                 return Err(Error::sys(
                     format!(
@@ -97,8 +115,49 @@ impl Plan {
                 ));
             }
             done.push((w, old));
+            if let Some(why) = &w.verify {
+                let now = read(&w.path).unwrap_or_default();
+                if !same_limit(&now, &w.value) {
+                    undo(&done);
+                    return Err(Error::Invalid(format!(
+                        "linux.resources.{}: the kernel accepted {:?} for {} but it still reads {now:?}: {why}; nothing was changed",
+                        w.field,
+                        w.value,
+                        w.path.display()
+                    )));
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// Undoes `done` in reverse order, best effort.
+fn undo(done: &[(&Write, Option<String>)]) {
+    for (w, old) in done.iter().rev() {
+        if let Some(old) = old {
+            for line in restore_lines(&w.path, old) {
+                let _ = fs::write(&w.path, line);
+            }
+        }
+    }
+}
+
+/// Whether a byte limit read back from a cgroup file (`now`) is the one written
+/// (`want`): the kernel rounds limits down to whole pages and shows "no limit" (-1) as
+/// the largest page multiple (v1) or `max` (v2).
+fn same_limit(now: &str, want: &str) -> bool {
+    const PAGE: i64 = 4096;
+    let parse = |s: &str| -> Option<Option<i64>> {
+        match s.trim() {
+            "max" | "-1" => Some(None),
+            t => t.parse::<i64>().ok().map(|n| (n < (1 << 62)).then_some(n)),
+        }
+    };
+    match (parse(now), parse(want)) {
+        (Some(None), Some(None)) => true,
+        (Some(Some(a)), Some(Some(b))) => a / PAGE == b / PAGE,
+        _ => now.trim() == want.trim(),
     }
 }
 
@@ -141,5 +200,41 @@ mod tests {
         let e = p.apply().unwrap_err().to_string();
         assert!(e.contains("f.b") && e.contains("nothing was changed"), "{e}");
         assert_eq!(fs::read_to_string(&a).unwrap(), "1");
+    }
+
+    #[test]
+    fn verified_write_that_does_not_stick_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, "1\n").unwrap();
+        fs::write(&b, "9223372036854771712\n").unwrap();
+        // A plain file holds what is written: a verified write to it succeeds.
+        let mut p = Plan::default();
+        p.write_verified("f.b", b.clone(), "67108864", "ignored");
+        p.apply().unwrap();
+        assert_eq!(fs::read_to_string(&b).unwrap(), "67108864");
+        // /dev/null takes every write and reads back empty, as a kernel file that
+        // ignores the value reads back the old one: the earlier write is undone.
+        let mut p = Plan::default();
+        p.write("f.a", a.clone(), "2");
+        p.write_verified("f.k", PathBuf::from("/dev/null"), "67108864", "the kernel ignores it");
+        let e = p.apply().unwrap_err().to_string();
+        assert!(
+            e.contains("linux.resources.f.k")
+                && e.contains("the kernel ignores it")
+                && e.contains("nothing was changed"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&a).unwrap(), "1");
+    }
+
+    #[test]
+    fn limits_compare_at_page_granularity() {
+        assert!(same_limit("67104768", "67108000"), "rounded down to a page");
+        assert!(same_limit("9223372036854771712", "-1"));
+        assert!(same_limit("max", "-1"));
+        assert!(!same_limit("9223372036854771712", "67108864"));
+        assert!(!same_limit("0", "4096"));
+        assert!(!same_limit("", "4096"));
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxBlockIo, LinuxResources, LinuxThrottleDevice};
 
 use super::devices;
+use super::hostdevs;
 use super::limits::{self, invalid, v1_value};
 use super::plan::{read, Plan, Restore};
 use super::v1::Manager;
@@ -21,7 +22,7 @@ fn need(m: &Manager, controller: &str, field: &str) -> Result<PathBuf> {
     m.controller_dir(controller).ok_or_else(|| {
         invalid(
             field,
-            format!("{HOST} has no {controller} cgroup hierarchy mounted, so the field cannot be honoured"),
+            format!("{HOST} has no {controller} cgroup hierarchy mounted, so the field cannot be honoured: mount one (cgroup v1, -o {controller}) or drop the field"),
         )
     })
 }
@@ -31,7 +32,7 @@ fn need_file(dir: &Path, file: &str, field: &str, why: &str) -> Result<PathBuf> 
     if p.exists() {
         Ok(p)
     } else {
-        Err(invalid(field, format!("{HOST} has no {file} ({why})")))
+        Err(invalid(field, format!("{HOST} has no {file} ({why}): drop the field")))
     }
 }
 
@@ -72,12 +73,13 @@ pub(crate) fn plan(m: &Manager, r: &LinuxResources) -> Result<Plan> {
         }
     }
     for (dev, limit) in r.rdma().iter().flatten() {
-        let dir = need(m, "rdma", "rdma")?;
-        p.write_with(
-            "rdma",
+        let field = format!("rdma.{dev}");
+        let dir = need(m, "rdma", &field)?;
+        hostdevs::rdma_device(dev).map_err(|why| invalid(&field, why))?;
+        p.write(
+            &field,
             dir.join("rdma.max"),
             rdma_line(dev, limit.hca_handles(), limit.hca_objects()),
-            Restore::No,
         );
     }
     for (key, value) in r.unified().iter().flatten() {
@@ -142,8 +144,14 @@ fn memory(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
     if swap == -1 && !memsw.exists() {
         swap = 0;
     }
-    if mem.check_before_update() == Some(true) && limit > 0 {
-        limits::check_before_update(limit, &dir.join("memory.usage_in_bytes"))?;
+    if mem.check_before_update() == Some(true) {
+        // memory.memsw.usage_in_bytes counts memory plus swap, as the spec's swap does.
+        limits::check_before_update(
+            limit,
+            &dir.join("memory.usage_in_bytes"),
+            swap,
+            &[dir.join("memory.memsw.usage_in_bytes")],
+        )?;
     }
     let limit_file = dir.join("memory.limit_in_bytes");
     if limit != 0 && swap != 0 {
@@ -175,7 +183,14 @@ fn memory(m: &Manager, r: &LinuxResources, p: &mut Plan) -> Result<()> {
             "memory.kernel",
             "the kernel dropped kernel memory limits",
         )?;
-        p.write("memory.kernel", f, v1_value(v));
+        // Recent kernels keep the file and take any value, which has no effect: read it
+        // back, so that a limit the kernel ignores is an error, not a silent no-op.
+        p.write_verified(
+            "memory.kernel",
+            f,
+            v1_value(v),
+            "this kernel keeps memory.kmem.limit_in_bytes but no longer enforces it (kernel memory limits are deprecated since Linux 5.4; kernel memory counts toward memory.limit): drop linux.resources.memory.kernel",
+        );
     }
     if let Some(v) = mem.kernel_tcp().filter(|v| *v != 0) {
         let f = need_file(
@@ -295,7 +310,7 @@ fn device_restore(file: &Path, major: i64, minor: i64) -> Restore {
 
 fn blkio(m: &Manager, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
     let dir = || need(m, "blkio", "blockIO");
-    let no_sched = "no proportional-weight I/O scheduler (bfq) serves this host's disks";
+    let no_sched = "the proportional-weight I/O scheduler bfq is not loaded";
     if let Some(w) = b.weight().filter(|w| *w != 0) {
         let d = dir()?;
         let f = ["blkio.weight", "blkio.bfq.weight"]
@@ -305,7 +320,7 @@ fn blkio(m: &Manager, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
         let f = f.ok_or_else(|| {
             invalid(
                 "blockIO.weight",
-                format!("{HOST} has neither blkio.weight nor blkio.bfq.weight ({no_sched})"),
+                format!("{HOST} has neither blkio.weight nor blkio.bfq.weight ({no_sched}): load bfq (modprobe bfq) or drop the field"),
             )
         })?;
         p.write("blockIO.weight", f, w.to_string());
@@ -321,17 +336,24 @@ fn blkio(m: &Manager, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
     }
     for wd in b.weight_device().iter().flatten() {
         let d = dir()?;
+        hostdevs::block_device(wd.major(), wd.minor()).map_err(|why| invalid("blockIO.weightDevice", why))?;
         if let Some(w) = wd.weight() {
-            let f = ["blkio.weight_device", "blkio.bfq.weight_device"]
-                .iter()
-                .map(|f| d.join(f))
-                .find(|f| f.exists());
-            let f = f.ok_or_else(|| {
-                invalid(
+            let (cfq, bfq) = (d.join("blkio.weight_device"), d.join("blkio.bfq.weight_device"));
+            let f = if cfq.exists() {
+                // CFQ (before Linux 5.0): the kernel checks the device itself.
+                cfq
+            } else if bfq.exists() {
+                hostdevs::weight_target(wd.major(), wd.minor(), true, None)
+                    .map_err(|why| invalid("blockIO.weightDevice", why))?;
+                bfq
+            } else {
+                return Err(invalid(
                     "blockIO.weightDevice",
-                    format!("{HOST} has no blkio.weight_device ({no_sched})"),
-                )
-            })?;
+                    format!(
+                        "{HOST} has no blkio.weight_device ({no_sched}): load bfq (modprobe bfq) or drop the field"
+                    ),
+                ));
+            };
             p.write_with(
                 "blockIO.weightDevice",
                 f,

@@ -4,14 +4,16 @@
 //! memory.low, blkio weight -> io.bfq.weight or io.weight, throttles -> io.max, pids ->
 //! pids.max, hugepage limits -> hugetlb.<size>.max, rdma -> rdma.max, `unified` keys as
 //! given. v1-only fields (kernel memory, swappiness, disableOOMKiller, realtime cpu,
-//! leaf weights, network classID/priorities) are refused when set. Device rules become
-//! an eBPF program ([`super::bpf`]), attached after the file writes.
+//! leaf weights) are refused when set; network classID/priorities are ignored with a
+//! warning, as runc ignores them. Device rules become an eBPF program ([`super::bpf`]),
+//! attached after the file writes.
 
 use std::path::Path;
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxResources};
 
 use super::devices::{self, Program};
+use super::hostdevs::{self, WeightTarget};
 use super::limits::{self, invalid, v2_value};
 use super::plan::{read, Plan, Restore};
 use crate::error::{Error, Result};
@@ -24,6 +26,23 @@ fn v1_only(field: &str, what: &str) -> Error {
         field,
         format!("{what} exists only in cgroup v1; {HOST} cannot honour it: drop the field"),
     )
+}
+
+/// Why `network` fields are ignored here (as runc ignores them on v2; crun refuses them).
+pub const NETWORK_V1_ONLY: &str = "net_cls and net_prio exist only in cgroup v1 and this host is cgroup v2, so no traffic is classified or prioritised by it; match the container's cgroup path instead (iptables -m cgroup --path, or a cgroup eBPF program)";
+
+/// The `network` fields of `r` that are set, which a v2 host ignores.
+pub fn network_ignored(r: &LinuxResources) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if let Some(n) = r.network() {
+        if n.class_id().is_some_and(|id| id != 0) {
+            v.push("network.classID");
+        }
+        if n.priorities().as_ref().is_some_and(|p| !p.is_empty()) {
+            v.push("network.priorities");
+        }
+    }
+    v
 }
 
 /// Checks that `controller` is available in the cgroup `dir` (listed in its
@@ -68,21 +87,17 @@ pub(crate) fn plan(dir: &Path, r: &LinuxResources) -> Result<(Plan, Option<Progr
         }
         p.write(&field, f, v2_value(h.limit()));
     }
-    if let Some(n) = r.network() {
-        if n.class_id().is_some() {
-            return Err(v1_only("network.classID", "net_cls"));
-        }
-        if n.priorities().as_ref().is_some_and(|p| !p.is_empty()) {
-            return Err(v1_only("network.priorities", "net_prio"));
-        }
+    for field in network_ignored(r) {
+        eprintln!("vessel-oci: warning: linux.resources.{field} is ignored: {NETWORK_V1_ONLY}");
     }
     for (dev, limit) in r.rdma().iter().flatten() {
-        need(dir, "rdma", "rdma")?;
-        p.write_with(
-            "rdma",
+        let field = format!("rdma.{dev}");
+        need(dir, "rdma", &field)?;
+        hostdevs::rdma_device(dev).map_err(|why| invalid(&field, why))?;
+        p.write(
+            &field,
             dir.join("rdma.max"),
             super::resources_v1::rdma_line(dev, limit.hca_handles(), limit.hca_objects()),
-            Restore::No,
         );
     }
     for (key, value) in r.unified().iter().flatten() {
@@ -137,8 +152,13 @@ fn memory(dir: &Path, r: &LinuxResources, p: &mut Plan) -> Result<()> {
         return Ok(());
     }
     need(dir, "memory", "memory")?;
-    if m.check_before_update() == Some(true) && limit > 0 {
-        limits::check_before_update(limit, &dir.join("memory.current"))?;
+    if m.check_before_update() == Some(true) {
+        limits::check_before_update(
+            limit,
+            &dir.join("memory.current"),
+            m.swap().unwrap_or(0),
+            &[dir.join("memory.current"), dir.join("memory.swap.current")],
+        )?;
     }
     if swap != 0 {
         let f = dir.join("memory.swap.max");
@@ -232,7 +252,7 @@ fn io(dir: &Path, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
             if !f.exists() {
                 return Err(invalid(
                     "blockIO.weight",
-                    format!("{HOST} has neither io.bfq.weight nor io.weight"),
+                    format!("{HOST} has neither io.bfq.weight nor io.weight: load bfq (modprobe bfq), or use a kernel with io.cost (CONFIG_BLK_CGROUP_IOCOST), or drop the field"),
                 ));
             }
             p.write(
@@ -248,19 +268,29 @@ fn io(dir: &Path, b: &LinuxBlockIo, p: &mut Plan) -> Result<()> {
         }
         if let Some(w) = wd.weight() {
             need(dir, "io", "blockIO.weightDevice")?;
-            let (file, value) = if bfq.exists() {
-                (bfq.clone(), format!("{}:{} {w}", wd.major(), wd.minor()))
-            } else {
-                (
+            hostdevs::block_device(wd.major(), wd.minor()).map_err(|why| invalid("blockIO.weightDevice", why))?;
+            // Per device, the kernel takes a weight only where bfq runs (io.bfq.weight,
+            // bfq's range) or io.cost is set up (io.weight, converted as runc does).
+            let target = hostdevs::weight_target(
+                wd.major(),
+                wd.minor(),
+                bfq.exists(),
+                Some(Path::new(super::CGROUP_ROOT)),
+            )
+            .map_err(|why| invalid("blockIO.weightDevice", why))?;
+            let dev = format!("{}:{}", wd.major(), wd.minor());
+            let (file, value) = match target {
+                WeightTarget::Bfq => (bfq.clone(), format!("{dev} {w}")),
+                WeightTarget::IoCost => (
                     dir.join("io.weight"),
-                    format!("{}:{} {}", wd.major(), wd.minor(), limits::blkio_weight_to_io(w)),
-                )
+                    format!("{dev} {}", limits::blkio_weight_to_io(w)),
+                ),
             };
             p.write_with(
                 "blockIO.weightDevice",
                 file,
                 value,
-                Restore::Value(format!("{}:{} default", wd.major(), wd.minor())),
+                Restore::Value(format!("{dev} default")),
             );
         }
     }
@@ -388,7 +418,6 @@ mod tests {
             (r#"{"memory":{"disableOOMKiller":true}}"#, "memory.disableOOMKiller"),
             (r#"{"cpu":{"realtimeRuntime":1000}}"#, "cpu.realtimeRuntime"),
             (r#"{"blockIO":{"leafWeight":100}}"#, "blockIO.leafWeight"),
-            (r#"{"network":{"classID":1048577}}"#, "network.classID"),
             (r#"{"unified":{"memory.high":"1000"}}"#, "unified.memory.high"),
             (r#"{"hugepageLimits":[{"pageSize":"2MB","limit":0}]}"#, "hugepageLimits"),
         ] {
@@ -407,5 +436,15 @@ mod tests {
         )
         .unwrap();
         assert!(p.writes.is_empty());
+    }
+
+    #[test]
+    fn network_fields_are_ignored() {
+        let d = fake("cpu memory io pids", &[]);
+        let r = res(r#"{"network":{"classID":1048577,"priorities":[{"name":"lo","priority":3}]}}"#);
+        assert_eq!(network_ignored(&r), vec!["network.classID", "network.priorities"]);
+        let (p, prog) = plan(d.path(), &r).unwrap();
+        assert!(p.writes.is_empty() && prog.is_none());
+        assert!(network_ignored(&res(r#"{"network":{"classID":0,"priorities":[]}}"#)).is_empty());
     }
 }

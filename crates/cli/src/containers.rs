@@ -1,0 +1,897 @@
+//! Container commands in docker's and podman's conventions: run, create, start, stop,
+//! kill, restart, rm, ps, logs, exec, inspect, wait, top, stats, update, pause,
+//! unpause, rename, port, and `system check|prune`. Parsing and printing only; the
+//! engine does the work.
+
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+use vessel_engine::db::{Record, State};
+use vessel_engine::options::{RunOptions, Seccomp};
+use vessel_engine::{units, Engine};
+use vessel_image::{ImageRecord, Reference, Store};
+
+/// The flags of `vessel run` and `vessel create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Assign a name to the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables (K=V, or K to take the value from here).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file (K=V lines).
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// Bind mount a volume: HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume", value_parser = parse_volume)]
+    volume: Vec<vessel_engine::options::Volume>,
+    /// Mount a tmpfs: PATH[:OPTIONS].
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User to run as: USER[:GROUP], names or numbers.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Container host name.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Mount the root file system read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Memory limit (512m, 1g).
+    #[arg(short = 'm', long, value_parser = parse_memory)]
+    memory: Option<i64>,
+    /// Number of CPUs (1.5).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Limit on the number of processes (-1: none).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Add a capability (NET_ADMIN, ALL).
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined or seccomp=FILE.
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Every capability and device, no seccomp filter, no masked paths.
+    #[arg(long)]
+    privileged: bool,
+    /// Run an init (catatonit) as pid 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    init: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Require https for a pull (see `vessel pull --tls-verify`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    tls_verify: Option<bool>,
+    /// The image (`host` for the built-in sparse root).
+    image: String,
+    /// The command and its arguments (replaces the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `vessel run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+fn parse_memory(s: &str) -> Result<i64, String> {
+    units::parse_bytes("--memory", s).map_err(|e| e.to_string())
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    units::parse_cpus(s).map_err(|e| e.to_string())
+}
+
+fn parse_volume(s: &str) -> Result<vessel_engine::options::Volume, String> {
+    units::parse_volume(s).map_err(|e| e.to_string())
+}
+
+impl CreateArgs {
+    fn options(&self) -> Result<RunOptions> {
+        let mut seccomp = Seccomp::Default;
+        for o in &self.security_opt {
+            match o.split_once(['=', ':']) {
+                Some(("seccomp", "unconfined")) => seccomp = Seccomp::Unconfined,
+                Some(("seccomp", f)) => seccomp = Seccomp::File(f.into()),
+                Some(("label" | "apparmor", _)) | Some(("no-new-privileges", _)) => {}
+                _ => bail!("invalid --security-opt {o:?}: use seccomp=unconfined or seccomp=FILE"),
+            }
+        }
+        Ok(RunOptions {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            command: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: self.env.clone(),
+            env_files: self.env_file.clone(),
+            volumes: self.volume.clone(),
+            tmpfs: self.tmpfs.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            read_only: self.read_only,
+            memory: self.memory,
+            cpus: self.cpus,
+            pids_limit: self.pids_limit,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            seccomp,
+            privileged: self.privileged,
+            init: self.init,
+            tty: self.tty,
+            interactive: self.interactive,
+            rm: self.rm,
+        })
+    }
+}
+
+/// Pulls a missing image for `run`/`create`, with podman's messages on stderr.
+fn puller(tls_verify: Option<bool>) -> impl FnMut(&Store, &str) -> vessel_image::Result<ImageRecord> {
+    move |store, name| {
+        let reference = Reference::parse(name)?;
+        eprintln!("Trying to pull {}...", reference.name());
+        let opts = vessel_image::pull::PullOptions {
+            tls_verify,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| vessel_image::ImageError::io("start the async runtime", "", e))?;
+        let rec = rt.block_on(vessel_image::pull::pull(
+            store,
+            &reference,
+            &opts,
+            std::sync::Arc::new(vessel_image::pull::NoProgress),
+        ));
+        rt.shutdown_background();
+        rec
+    }
+}
+
+/// The exit status of a failed command: docker's 125/126/127.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    e.downcast_ref::<vessel_engine::Error>().map_or(125, |e| e.exit_code())
+}
+
+/// `vessel create`: prints the new container's id.
+pub fn create(engine: &Engine, a: &CreateArgs) -> Result<i32> {
+    let rec = engine.create(a.options()?, &mut puller(a.tls_verify))?;
+    println!("{}", rec.id);
+    Ok(0)
+}
+
+/// `vessel run`.
+pub fn run(engine: &Engine, a: &RunArgs) -> Result<i32> {
+    let c = &a.create;
+    let rec = engine.create(c.options()?, &mut puller(c.tls_verify))?;
+    if a.detach {
+        if let Err(e) = engine.start(&rec) {
+            let _ = engine.remove(&rec, true);
+            return Err(e.into());
+        }
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    match attach(engine, &rec, c.interactive, c.tty, true) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            if let Ok(r) = engine.find(&rec.id) {
+                let _ = engine.remove(&r, true);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Attaches our stdio to the container (starting it with `start`), forwards signals
+/// (without a tty: to the container, as docker's sig-proxy; SIGWINCH: the window
+/// size), and returns its exit code.
+fn attach(engine: &Engine, rec: &Record, stdin: bool, tty: bool, start: bool) -> Result<i32> {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("block signals")?;
+    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).context("signalfd")?;
+    let _raw = (tty && stdin && std::io::stdin().is_terminal()).then(vessel_runtime::foreground::RawMode::enter);
+    let att = engine.attach(rec, stdin, start)?;
+    loop {
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(att.socket().as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("poll: {e}"),
+        }
+        let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let sock_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if sig_ready {
+            if let Ok(Some(info)) = signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGWINCH {
+                    att.resize();
+                } else if att.pid > 0 {
+                    // SAFETY: kill takes plain integers; the pid is the container's init,
+                    // held as a child by its monitor, so it cannot be reused meanwhile.
+                    unsafe { libc::kill(att.pid, sig) };
+                }
+            }
+        }
+        if sock_ready {
+            if let Some(code) = att.poll_exit() {
+                return Ok(if code < 0 { 125 } else { code });
+            }
+        }
+    }
+}
+
+/// Runs `f` on each named container, printing each name as docker does.
+fn each(engine: &Engine, names: &[String], f: impl Fn(&Record) -> vessel_engine::Result<()>) -> Result<i32> {
+    for c in names {
+        f(&engine.find(c)?)?;
+        println!("{c}");
+    }
+    Ok(0)
+}
+
+/// `vessel start`.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach stdout and stderr and wait for the exit.
+    #[arg(short = 'a', long)]
+    attach: bool,
+    /// Attach stdin too.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn start(engine: &Engine, a: &StartArgs) -> Result<i32> {
+    if a.attach || a.interactive {
+        let [one] = a.containers.as_slice() else {
+            bail!("start --attach takes one container");
+        };
+        let r = engine.find(one)?;
+        return attach(engine, &r, a.interactive, r.options.tty, true);
+    }
+    each(engine, &a.containers, |r| engine.start(r))
+}
+
+/// `vessel stop` / `vessel restart`.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(short = 't', long, default_value_t = 10)]
+    time: u64,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn stop(engine: &Engine, a: &StopArgs, restart: bool) -> Result<i32> {
+    each(engine, &a.containers, |r| {
+        engine.stop(r, Duration::from_secs(a.time))?;
+        if restart {
+            engine.start(&engine.find(&r.id)?)?;
+        }
+        Ok(())
+    })
+}
+
+/// `vessel kill`.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send (name or number).
+    #[arg(short = 's', long, default_value = "KILL")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn kill(engine: &Engine, a: &KillArgs) -> Result<i32> {
+    let sig = vessel_runtime::signal::parse(&a.signal)?;
+    each(engine, &a.containers, |r| engine.kill(r, sig))
+}
+
+/// `vessel rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Stop running containers first (SIGKILL).
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn rm(engine: &Engine, a: &RmArgs) -> Result<i32> {
+    each(engine, &a.containers, |r| engine.remove(r, a.force))
+}
+
+/// Output format of listings.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// `vessel ps`.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show every container (default: running ones).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Print ids only.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+fn since(rfc3339: &str) -> u64 {
+    // "YYYY-MM-DDTHH:MM:SS..." to seconds since the epoch (UTC).
+    let p = |a: usize, b: usize| rfc3339.get(a..b).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+    let (y, m, d) = (p(0, 4), p(5, 7), p(8, 10));
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + p(11, 13) * 3600 + p(14, 16) * 60 + p(17, 19);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    (now - secs).max(0) as u64
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        0 => "Less than a second".into(),
+        1..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=86399 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86400),
+    }
+}
+
+fn status(engine: &Engine, r: &Record) -> String {
+    let dead = engine.health(r) == vessel_engine::containers::Health::MonitorDead;
+    let s = match r.state {
+        State::Created => "Created".to_string(),
+        State::Running => format!("Up {}", human(since(r.started_at.as_deref().unwrap_or("")))),
+        State::Paused => format!("Up {} (Paused)", human(since(r.started_at.as_deref().unwrap_or("")))),
+        State::Exited => match &r.finished_at {
+            Some(f) => format!("Exited ({}) {} ago", r.exit_code.unwrap_or(-1), human(since(f))),
+            None => "Exited".into(),
+        },
+    };
+    if dead {
+        format!("{s} (monitor gone)")
+    } else {
+        s
+    }
+}
+
+pub fn ps(engine: &Engine, a: &PsArgs) -> Result<i32> {
+    let recs: Vec<Record> = engine
+        .list()?
+        .into_iter()
+        .filter(|r| a.all || matches!(r.state, State::Running | State::Paused))
+        .collect();
+    if a.quiet {
+        for r in &recs {
+            println!("{}", &r.id[..12]);
+        }
+        return Ok(0);
+    }
+    if a.format == Format::Json {
+        let out: Vec<serde_json::Value> = recs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "Id": r.id, "Names": [r.name], "Image": r.image, "ImageID": r.image_id,
+                    "Command": r.command, "Created": r.created_at, "State": r.state.as_str(),
+                    "Status": status(engine, r), "Pid": r.pid.unwrap_or(0), "ExitCode": r.exit_code.unwrap_or(0),
+                    "StartedAt": r.started_at, "ExitedAt": r.finished_at, "Ports": [],
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header([
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]);
+    for r in &recs {
+        let mut cmd = r.command.join(" ");
+        if cmd.len() > 20 {
+            cmd = format!("{}...", cmd.chars().take(17).collect::<String>());
+        }
+        t.add_row([
+            r.id[..12].to_string(),
+            r.image.clone(),
+            format!("\"{cmd}\""),
+            format!("{} ago", human(since(&r.created_at))),
+            status(engine, r),
+            String::new(),
+            r.name.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
+/// `vessel logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long, short = 'n')]
+    tail: Option<usize>,
+    /// Print each line's time.
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// The container.
+    container: String,
+}
+
+pub fn logs(engine: &Engine, a: &LogsArgs) -> Result<i32> {
+    let r = engine.find(&a.container)?;
+    let opts = vessel_engine::logs::ReadOptions {
+        tail: a.tail,
+        timestamps: a.timestamps,
+    };
+    let mut running = || engine.db.get(&r.id).ok().flatten().is_some_and(|r| r.state.is_live());
+    vessel_engine::logs::read(
+        &engine.paths.log(&r.id),
+        &opts,
+        a.follow,
+        &mut running,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    Ok(0)
+}
+
+/// `vessel exec`.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// User: USER[:GROUP].
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Every capability.
+    #[arg(long)]
+    privileged: bool,
+    /// The container.
+    container: String,
+    /// The command.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
+    let r = engine.find(&a.container)?;
+    let state = engine.runtime_state(&r)?;
+    let spec = engine.spec(&r)?;
+    let process = vessel_engine::exec::process(
+        &engine.paths,
+        &r,
+        &spec,
+        &vessel_engine::exec::ExecRequest {
+            command: a.command.clone(),
+            env: a.env.clone(),
+            user: a.user.clone(),
+            workdir: a.workdir.clone(),
+            tty: a.tty,
+            privileged: a.privileged,
+        },
+    )?;
+    if !a.interactive && !a.tty {
+        let null = std::fs::File::open("/dev/null").context("open /dev/null")?;
+        rustix::stdio::dup2_stdin(&null).context("stdin from /dev/null")?;
+    }
+    let signals = (!a.detach)
+        .then(vessel_runtime::foreground::Signals::block)
+        .transpose()?;
+    let (console, ours) = if a.tty {
+        let (x, y) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        (Some(y), Some(x))
+    } else {
+        (None, None)
+    };
+    let pid = vessel_runtime::exec::exec(
+        &state,
+        vessel_runtime::ExecOptions {
+            process,
+            console,
+            preserve_fds: 0,
+            spec,
+        },
+    )
+    .map_err(vessel_engine::error::classify)?;
+    let master = match ours {
+        Some(s) => Some(vessel_runtime::console::recv_fd(&s)?),
+        None => None,
+    };
+    match signals {
+        Some(s) => Ok(vessel_runtime::foreground::wait(pid, &s, master)?),
+        None => Ok(0),
+    }
+}
+
+/// `vessel inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
+    let mut out = Vec::new();
+    for c in &a.containers {
+        let r = engine.find(c)?;
+        let spec = engine.spec(&r).ok();
+        let o = &r.options;
+        out.push(serde_json::json!({
+            "Id": r.id,
+            "Name": r.name,
+            "Created": r.created_at,
+            "Path": r.command.first(),
+            "Args": r.command.get(1..).unwrap_or(&[]),
+            "State": {
+                "Status": r.state.as_str(),
+                "Running": matches!(r.state, State::Running | State::Paused),
+                "Paused": r.state == State::Paused,
+                "Pid": r.pid.unwrap_or(0),
+                "ExitCode": r.exit_code.unwrap_or(0),
+                "StartedAt": r.started_at,
+                "FinishedAt": r.finished_at,
+                "MonitorPid": r.monitor_pid.unwrap_or(0),
+                "Health": format!("{:?}", engine.health(&r)),
+            },
+            "Image": r.image_id,
+            "ImageName": r.image,
+            "LogPath": engine.paths.log(&r.id),
+            "BundlePath": engine.paths.bundle(&r.id),
+            "Config": {
+                "Hostname": spec.as_ref().and_then(|s| s.hostname().clone()),
+                "Env": spec.as_ref().and_then(|s| s.process().as_ref().and_then(|p| p.env().clone())),
+                "Cmd": o.command, "Entrypoint": o.entrypoint, "WorkingDir": o.workdir, "User": o.user,
+                "Tty": o.tty, "OpenStdin": o.interactive, "StopSignal": r.stop_signal,
+            },
+            "HostConfig": {
+                "Memory": o.memory.unwrap_or(0), "NanoCpus": o.cpus.map_or(0, |c| (c * 1e9) as i64),
+                "PidsLimit": o.pids_limit.unwrap_or(0), "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,
+                "CapAdd": o.cap_add, "CapDrop": o.cap_drop, "AutoRemove": o.rm, "Init": o.init,
+                "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+                "Tmpfs": o.tmpfs,
+            },
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+/// `vessel wait`.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn wait(engine: &Engine, a: &WaitArgs) -> Result<i32> {
+    let mut last = 0;
+    for c in &a.containers {
+        let r = engine.find(c)?;
+        engine.wait_exit(&r.id, None)?;
+        last = engine.db.get(&r.id)?.and_then(|r| r.exit_code).unwrap_or(-1);
+        println!("{last}");
+    }
+    let _ = last;
+    Ok(0)
+}
+
+/// `vessel top`.
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// The container.
+    container: String,
+    /// ps(1) options (default -ef).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_args: Vec<String>,
+}
+
+pub fn top(engine: &Engine, a: &TopArgs) -> Result<i32> {
+    let r = engine.find(&a.container)?;
+    engine.runtime_state(&r)?;
+    let (header, rows) = vessel_engine::stats::top(&engine.paths.oci_root(), &r.id, &a.ps_args)?;
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header);
+    for row in rows {
+        t.add_row(row);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
+/// `vessel stats`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    no_stream: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Containers (default: every running one).
+    containers: Vec<String>,
+}
+
+pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
+    use vessel_engine::stats::{cpu_percent, format_bytes, sample};
+    let recs: Vec<Record> = if a.containers.is_empty() {
+        engine
+            .list()?
+            .into_iter()
+            .filter(|r| matches!(r.state, State::Running | State::Paused))
+            .collect()
+    } else {
+        a.containers.iter().map(|c| engine.find(c)).collect::<Result<_, _>>()?
+    };
+    let oci = engine.paths.oci_root();
+    let mut prev: Vec<Option<vessel_engine::stats::Sample>> = recs.iter().map(|r| sample(&oci, &r.id).ok()).collect();
+    loop {
+        std::thread::sleep(Duration::from_millis(if a.no_stream { 500 } else { 1000 }));
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::NOTHING);
+        t.set_header([
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET IO",
+            "BLOCK IO",
+            "PIDS",
+        ]);
+        let mut json = Vec::new();
+        for (r, p) in recs.iter().zip(prev.iter_mut()) {
+            let cur = sample(&oci, &r.id).ok();
+            if let Some(c) = &cur {
+                let cpu = p.as_ref().map_or(0.0, |p| cpu_percent(p, c));
+                let mem_pct = if c.mem_limit > 0 {
+                    c.mem_usage as f64 * 100.0 / c.mem_limit as f64
+                } else {
+                    0.0
+                };
+                t.add_row([
+                    r.id[..12].to_string(),
+                    r.name.clone(),
+                    format!("{cpu:.2}%"),
+                    format!("{} / {}", format_bytes(c.mem_usage), format_bytes(c.mem_limit)),
+                    format!("{mem_pct:.2}%"),
+                    format!("{} / {}", format_bytes(c.net_rx), format_bytes(c.net_tx)),
+                    format!("{} / {}", format_bytes(c.blk_read), format_bytes(c.blk_write)),
+                    c.pids.to_string(),
+                ]);
+                json.push(serde_json::json!({
+                    "id": r.id, "name": r.name, "cpu_percent": cpu, "mem_usage": c.mem_usage,
+                    "mem_limit": c.mem_limit, "mem_percent": mem_pct, "net_rx": c.net_rx, "net_tx": c.net_tx,
+                    "block_read": c.blk_read, "block_write": c.blk_write, "pids": c.pids,
+                }));
+            }
+            *p = cur;
+        }
+        if a.format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        } else {
+            println!("{t}");
+        }
+        if a.no_stream {
+            return Ok(0);
+        }
+    }
+}
+
+/// `vessel update`.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit (512m).
+    #[arg(short = 'm', long, value_parser = parse_memory)]
+    memory: Option<i64>,
+    /// Number of CPUs.
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Process limit.
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
+    if a.memory.is_none() && a.cpus.is_none() && a.pids_limit.is_none() {
+        bail!("vessel update: give --memory, --cpus or --pids-limit");
+    }
+    let mut res = LinuxResourcesBuilder::default();
+    if let Some(m) = a.memory {
+        res = res.memory(LinuxMemoryBuilder::default().limit(m).build()?);
+    }
+    if let Some(c) = a.cpus {
+        res = res.cpu(
+            LinuxCpuBuilder::default()
+                .quota((c * 100_000.0) as i64)
+                .period(100_000u64)
+                .build()?,
+        );
+    }
+    if let Some(p) = a.pids_limit {
+        res = res.pids(LinuxPidsBuilder::default().limit(if p <= 0 { -1 } else { p }).build()?);
+    }
+    let res = res.build()?;
+    each(engine, &a.containers, |r| engine.update(r, &res))
+}
+
+/// Commands that take a list of containers only.
+#[derive(Args, Debug)]
+pub struct Names {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn pause(engine: &Engine, a: &Names, paused: bool) -> Result<i32> {
+    each(engine, &a.containers, |r| engine.pause(r, paused))
+}
+
+/// `vessel rename`.
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    /// The container.
+    container: String,
+    /// Its new name.
+    name: String,
+}
+
+pub fn rename(engine: &Engine, a: &RenameArgs) -> Result<i32> {
+    engine.rename(&engine.find(&a.container)?, &a.name)?;
+    Ok(0)
+}
+
+/// `vessel port`.
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    /// The container.
+    container: String,
+}
+
+pub fn port(engine: &Engine, a: &PortArgs) -> Result<i32> {
+    // Published ports come with container networking; none exist yet.
+    engine.find(&a.container)?;
+    Ok(0)
+}
+
+/// `vessel system ...`.
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Report leftovers (dead monitors, stray mounts, runtime state, bundles) and repair them.
+    Check {
+        /// Only report.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove exited containers and images no container uses.
+    Prune {
+        /// Do not ask (kept for docker's command line; vessel never asks).
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+pub fn system(engine: &Engine, c: &SystemCommand) -> Result<i32> {
+    match c {
+        SystemCommand::Check { dry_run } => {
+            let found = engine.check(!dry_run)?;
+            for f in &found {
+                println!("{f}{}", if *dry_run { "" } else { ": repaired" });
+            }
+            if found.is_empty() {
+                println!("no problems found");
+            }
+            Ok(if found.is_empty() || !dry_run { 0 } else { 1 })
+        }
+        SystemCommand::Prune { .. } => {
+            let (containers, images) = engine.prune()?;
+            println!("Deleted containers: {}", containers.len());
+            for c in containers {
+                println!("  {c}");
+            }
+            println!("Deleted images: {}", images.len());
+            for i in images {
+                println!("  {i}");
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Errors of the engine: what failed, on which container, image or path, and what to do.
+//! Exit codes follow docker's conventions ([`Error::exit_code`]).
+
+use std::path::PathBuf;
+
+/// Result of every fallible engine operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error of the engine library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No container has this name, id or id prefix.
+    #[error("no container with name or id \"{0}\": see `vessel ps -a`")]
+    NoSuchContainer(String),
+    /// An id prefix that matches more than one container.
+    #[error("id prefix \"{0}\" matches several containers: give more of the id")]
+    Ambiguous(String),
+    /// `--name` (or `rename`) with a name another container has.
+    #[error("the container name \"{0}\" is already in use: remove that container or pick another name")]
+    NameInUse(String),
+    /// A flag value or option that cannot be used (`--memory 12q`, a relative volume path).
+    #[error("{0}")]
+    BadInput(String),
+    /// An operation the container's state does not allow (`start` of a running container).
+    #[error("{0}")]
+    WrongState(String),
+    /// The container's command was not found in the image (exit code 127, as docker).
+    #[error("{0}")]
+    CommandNotFound(String),
+    /// The container's command could not be executed (exit code 126, as docker).
+    #[error("{0}")]
+    CommandNotExecutable(String),
+    /// From the image store: unknown image, registry errors, snapshot errors.
+    #[error(transparent)]
+    Image(#[from] vessel_image::ImageError),
+    /// From the runtime library.
+    #[error(transparent)]
+    Runtime(#[from] vessel_runtime::Error),
+    /// The records database.
+    #[error("records database {path}: {source}: run `vessel system check`")]
+    Db { path: PathBuf, source: rusqlite::Error },
+    /// A file operation, with the path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The per-container monitor failed or could not be reached.
+    #[error("monitor of container {id}: {msg}")]
+    Monitor { id: String, msg: String },
+}
+
+impl Error {
+    /// An I/O error with the operation and path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// docker's exit codes for a failed `run`/`create`/`start`: 127 when the command is
+    /// not found, 126 when it cannot be executed, 125 for every other error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::CommandNotFound(_) => 127,
+            Error::CommandNotExecutable(_) => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// Turns a runtime error into docker's 127 (command not found) and 126 (not
+/// executable) errors where the init or exec process reported a failed lookup.
+pub fn classify(e: vessel_runtime::Error) -> Error {
+    let text = e.to_string();
+    if text.contains("executable file not found") || text.contains("No such file or directory") {
+        Error::CommandNotFound(text)
+    } else if text.contains("Permission denied") {
+        Error::CommandNotExecutable(text)
+    } else {
+        Error::Runtime(e)
+    }
+}
+
+/// Adds a path and operation to io results: `fs::read(p).at("read", p)?`.
+pub(crate) trait IoContext<T> {
+    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T, E: Into<std::io::Error>> IoContext<T> for std::result::Result<T, E> {
+    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e.into()))
+    }
+}

@@ -1,0 +1,91 @@
+//! `vessel exec`: the process to start in a running container, built from its
+//! config.json's process and the user's flags (docker's `exec` semantics: the
+//! container's env, user and capabilities unless overridden).
+
+use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, Process, UserBuilder};
+
+use crate::db::Record;
+use crate::error::{Error, Result};
+use crate::paths::Paths;
+use crate::rootfs::HOST_IMAGE;
+use crate::users;
+
+/// What the user asked `exec` for.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// The command and arguments.
+    pub command: Vec<String>,
+    /// `-e K=V` (appended; later entries win).
+    pub env: Vec<String>,
+    /// `-u USER[:GROUP]`.
+    pub user: Option<String>,
+    /// `-w DIR`.
+    pub workdir: Option<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `--privileged`: every capability.
+    pub privileged: bool,
+}
+
+/// The process for `exec` in container `r` whose config is `spec`.
+///
+/// Errors: [`Error::BadInput`] for an empty command, unknown users.
+pub fn process(paths: &Paths, r: &Record, spec: &oci_spec::runtime::Spec, req: &ExecRequest) -> Result<Process> {
+    if req.command.is_empty() {
+        return Err(Error::BadInput("vessel exec: no command given".into()));
+    }
+    let mut p = spec.process().clone().unwrap_or_default();
+    p.set_args(Some(req.command.clone()));
+    p.set_terminal(Some(req.tty));
+    p.set_console_size(None);
+    let mut env = p.env().clone().unwrap_or_default();
+    for e in &req.env {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(e) {
+                Ok(v) => (e.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(a, _)| a) != k);
+        env.push(format!("{k}={v}"));
+    }
+    if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    p.set_env(Some(env));
+    if let Some(w) = &req.workdir {
+        p.set_cwd(w.into());
+    }
+    if let Some(u) = &req.user {
+        let root = if r.image_id == HOST_IMAGE {
+            std::path::PathBuf::from("/")
+        } else {
+            paths.bundle(&r.id).join("rootfs")
+        };
+        let ru = users::resolve(&root, Some(u))?;
+        p.set_user(
+            UserBuilder::default()
+                .uid(ru.uid)
+                .gid(ru.gid)
+                .additional_gids(ru.additional_gids)
+                .build()
+                .map_err(|e| Error::BadInput(format!("user {u}: {e}")))?,
+        );
+    }
+    if req.privileged {
+        let all: std::collections::HashSet<Capability> = caps::all()
+            .into_iter()
+            .filter_map(|c| c.to_string().parse().ok())
+            .collect();
+        p.set_capabilities(Some(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(all.clone())
+                .effective(all.clone())
+                .permitted(all)
+                .build()
+                .map_err(|e| Error::BadInput(format!("capabilities: {e}")))?,
+        ));
+    }
+    Ok(p)
+}

@@ -1,0 +1,30 @@
+//! vessel-engine: what a user manages. Container records (SQLite), the lifecycle
+//! (run, create, start, stop, rm, ...), the per-container monitor that stays as the
+//! container's parent, image-to-bundle (config.json from the image config and the
+//! user's flags), and the built-in `host` image.
+//!
+//! Data flows one way: the CLI parses into [`options::RunOptions`], the engine
+//! prepares a root file system ([`rootfs`]) and a config.json ([`config`]), and the
+//! monitor hands both to vessel-runtime.
+
+pub mod config;
+pub mod containers;
+pub mod db;
+pub mod error;
+pub mod exec;
+pub mod logs;
+pub mod monitor;
+pub mod names;
+pub mod options;
+pub mod paths;
+pub mod rootfs;
+pub mod seccomp_profile;
+pub mod stats;
+pub mod units;
+pub mod users;
+pub mod wire;
+
+pub use containers::Engine;
+pub use error::{Error, Result};
+pub use options::RunOptions;
+pub use paths::Paths;

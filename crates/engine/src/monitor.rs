@@ -1,0 +1,597 @@
+//! The per-container monitor (podman's conmon, DESIGN.md "Processes"): the `vessel`
+//! binary re-executed as `vessel __monitor ID`, single-threaded, in its own session.
+//! It creates the container through vessel-runtime (so it is the init's parent),
+//! then stays to reap it, write its output to the log, carry its pty and stdio to
+//! attached clients, and record the exit code; after the exit it deletes the runtime
+//! state, unmounts the root file system and, with `--rm`, removes the container.
+//!
+//! It reports the outcome of `create` on its stdout (a pipe from the CLI that spawned
+//! it): `ok PID` or `error CODE MESSAGE`, then closes it. After that it answers on its
+//! attach socket ([`crate::wire`]).
+
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use vessel_runtime::{Container, CreateOptions};
+
+use crate::db::{Db, Record};
+use crate::error::{classify, Error, Result};
+use crate::logs::{LogWriter, Stream};
+use crate::paths::Paths;
+use crate::{rootfs, wire};
+
+/// The container's side of its stdio, as the monitor holds it.
+enum Stdio {
+    /// `-t`: the pty master.
+    Pty(OwnedFd),
+    /// Pipes: the write end of stdin (with `-i`), the read ends of stdout and stderr.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    },
+}
+
+/// A client attached through the socket.
+struct Client {
+    sock: OwnedFd,
+    /// The client's terminal (its stdin as sent), for the window size.
+    term: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+fn now() -> String {
+    vessel_runtime::state::now_rfc3339()
+}
+
+fn devnull() -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?)
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// Makes the init's stdio and calls the runtime's create with it as our fds 0-2.
+fn create(paths: &Paths, rec: &Record) -> Result<(Container, Stdio)> {
+    let bundle = paths.bundle(&rec.id);
+    let spec = vessel_runtime::spec::load(&bundle)?;
+    let null = devnull().map_err(|e| Error::io("open", "/dev/null", e))?;
+    let io = |e: std::io::Error| Error::io("set up stdio of", bundle.clone(), e);
+    let set_stdio = |i: BorrowedFd<'_>, o: BorrowedFd<'_>, e: BorrowedFd<'_>| -> std::io::Result<()> {
+        rustix::stdio::dup2_stdin(i)?;
+        rustix::stdio::dup2_stdout(o)?;
+        rustix::stdio::dup2_stderr(e)?;
+        Ok(())
+    };
+    let (console, stdio, theirs) = if rec.options.tty {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| io(e.into()))?;
+        set_stdio(null.as_fd(), null.as_fd(), null.as_fd()).map_err(io)?;
+        (Some(theirs), None, Some(ours))
+    } else {
+        let (out_r, out_w) = pipe().map_err(io)?;
+        let (err_r, err_w) = pipe().map_err(io)?;
+        let (in_r, in_w) = if rec.options.interactive {
+            let (r, w) = pipe().map_err(io)?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        set_stdio(
+            in_r.as_ref().map_or(null.as_fd(), |f| f.as_fd()),
+            out_w.as_fd(),
+            err_w.as_fd(),
+        )
+        .map_err(io)?;
+        (
+            None,
+            Some(Stdio::Pipes {
+                stdin: in_w,
+                stdout: Some(out_r),
+                stderr: Some(err_r),
+            }),
+            None,
+        )
+    };
+    let oci_root = paths.oci_root();
+    let created = Container::create(
+        &oci_root,
+        &rec.id,
+        &bundle,
+        &spec,
+        CreateOptions {
+            console,
+            ..Default::default()
+        },
+    );
+    // Our own stdio goes back to /dev/null: only the init keeps the pipes' write ends.
+    set_stdio(null.as_fd(), null.as_fd(), null.as_fd()).map_err(io)?;
+    let c = created.map_err(classify)?;
+    let stdio = match (stdio, theirs) {
+        (Some(s), _) => s,
+        (None, Some(sock)) => match vessel_runtime::console::recv_fd(&sock) {
+            Ok(m) => Stdio::Pty(m),
+            Err(e) => {
+                let _ = c.delete(true);
+                return Err(e.into());
+            }
+        },
+        (None, None) => unreachable!("either pipes or a console socket were made"),
+    };
+    Ok((c, stdio))
+}
+
+/// Entry point of `vessel __monitor ID`. Never returns: exits the process.
+pub fn main(paths: &Paths, id: &str) -> ! {
+    // The CLI's pipe for the create report; our fd 1 is reused for the init below.
+    let report = rustix::io::fcntl_dupfd_cloexec(std::io::stdout(), 3).ok();
+    let _ = rustix::process::setsid();
+    let code = match run(paths, id, report) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vessel monitor {id}: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn send_report(report: &mut Option<OwnedFd>, line: &str) {
+    if let Some(fd) = report.take() {
+        let mut f = std::fs::File::from(fd);
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn block_signals() -> Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| Error::io("block signals", "", e.into()))?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::io("signalfd", "", e.into()))
+}
+
+fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>) -> Result<()> {
+    let result = (|| {
+        vessel_runtime::sealed_exe::ensure()?;
+        let signals = block_signals()?;
+        let rec = Db::open(&paths.root)?
+            .get(id)?
+            .ok_or_else(|| Error::NoSuchContainer(id.into()))?;
+        let store = vessel_image::Store::open(&paths.root)?;
+        let bundle = paths.bundle(id);
+        rootfs::mount(&store, &bundle, id, rec.image_id == rootfs::HOST_IMAGE)?;
+        let run_dir = paths.run_dir(id);
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io("create", &run_dir, e))?;
+        let listener = wire::listen(&run_dir).map_err(|e| Error::io("listen on socket in", &run_dir, e))?;
+        let (c, stdio) = match create(paths, &rec) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = rootfs::unmount(&bundle);
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(e);
+            }
+        };
+        Ok((signals, rec, listener, c, stdio))
+    })();
+    let (signals, rec, listener, c, stdio) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            send_report(&mut report, &format!("error {} {msg}\n", e.exit_code()));
+            return Err(e);
+        }
+    };
+    let pid = c.state.pid;
+    let me = std::process::id() as i32;
+    let db = Db::open(&paths.root)?;
+    db.set_monitor(id, me, vessel_runtime::state::process_start_time(me).map(|(t, _)| t))?;
+    db.set_created(id, pid)?;
+    drop(db);
+    send_report(&mut report, &format!("ok {pid}\n"));
+    let mut m = Monitor {
+        paths,
+        rec,
+        container: Some(c),
+        stdio,
+        clients: Vec::new(),
+        log: LogWriter::open(&paths.log(id))?,
+        buf: vec![0u8; 32 * 1024],
+    };
+    release_file_pages();
+    let code = m.serve(&signals, &listener, pid);
+    m.finish(code);
+    Ok(())
+}
+
+struct Monitor<'a> {
+    paths: &'a Paths,
+    rec: Record,
+    container: Option<Container>,
+    stdio: Stdio,
+    clients: Vec<Client>,
+    log: LogWriter,
+    buf: Vec<u8>,
+}
+
+/// What one poll entry stands for.
+#[derive(Clone, Copy)]
+enum Src {
+    Signals,
+    Listener,
+    Out(Stream),
+    ClientSock(usize),
+    ClientStdin(usize),
+}
+
+impl Monitor<'_> {
+    /// Serves until the init exits; returns its exit code.
+    fn serve(&mut self, signals: &SignalFd, listener: &OwnedFd, pid: i32) -> i32 {
+        loop {
+            let mut srcs = vec![Src::Signals, Src::Listener];
+            let mut fds = vec![
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            ];
+            self.out_fds(&mut srcs, &mut fds);
+            for (i, c) in self.clients.iter().enumerate() {
+                srcs.push(Src::ClientSock(i));
+                fds.push(PollFd::new(c.sock.as_fd(), PollFlags::POLLIN));
+                if let Some(s) = &c.stdin {
+                    srcs.push(Src::ClientStdin(i));
+                    fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+                if e != nix::errno::Errno::EINTR {
+                    return -1;
+                }
+            }
+            let ready = ready(&fds, &srcs);
+            drop(fds);
+            let mut drop_clients = Vec::new();
+            for src in ready {
+                match src {
+                    Src::Signals => {
+                        while let Ok(Some(_)) = signals.read_signal() {}
+                        if let Some(code) = reap(pid) {
+                            self.drain(Duration::from_secs(2));
+                            return code;
+                        }
+                    }
+                    Src::Listener => self.accept(listener),
+                    Src::Out(stream) => {
+                        self.pump(stream);
+                    }
+                    Src::ClientSock(i) => {
+                        if !self.request(i) {
+                            drop_clients.push(i);
+                        }
+                        // A start ran through the runtime and SQLite: let those pages go.
+                        release_file_pages();
+                    }
+                    Src::ClientStdin(i) => self.feed(i),
+                }
+            }
+            drop_clients.sort_unstable();
+            for i in drop_clients.into_iter().rev() {
+                self.clients.remove(i);
+            }
+        }
+    }
+
+    fn out_fds<'b>(&'b self, srcs: &mut Vec<Src>, fds: &mut Vec<PollFd<'b>>) {
+        match &self.stdio {
+            Stdio::Pty(m) => {
+                srcs.push(Src::Out(Stream::Stdout));
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            }
+            Stdio::Pipes { stdout, stderr, .. } => {
+                for (fd, s) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
+                    if let Some(fd) = fd {
+                        srcs.push(Src::Out(s));
+                        fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies one chunk of the container's output to the log and the clients; false at EOF.
+    fn pump(&mut self, stream: Stream) -> bool {
+        let fd = match (&self.stdio, stream) {
+            (Stdio::Pty(m), _) => Some(m.as_fd()),
+            (Stdio::Pipes { stdout, .. }, Stream::Stdout) => stdout.as_ref().map(|f| f.as_fd()),
+            (Stdio::Pipes { stderr, .. }, Stream::Stderr) => stderr.as_ref().map(|f| f.as_fd()),
+        };
+        let Some(fd) = fd else { return false };
+        match rustix::io::read(fd, &mut self.buf) {
+            Ok(n) if n > 0 => {
+                let data = &self.buf[..n];
+                self.log.write(stream, data);
+                for c in &self.clients {
+                    let out = match stream {
+                        Stream::Stdout => &c.stdout,
+                        Stream::Stderr => &c.stderr,
+                    };
+                    if let Some(o) = out {
+                        write_all(o.as_fd(), data);
+                    }
+                }
+                true
+            }
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => true,
+            _ => {
+                // EOF (or EIO from a pty whose last slave closed).
+                match &mut self.stdio {
+                    Stdio::Pty(_) => return false,
+                    Stdio::Pipes { stdout, stderr, .. } => match stream {
+                        Stream::Stdout => *stdout = None,
+                        Stream::Stderr => *stderr = None,
+                    },
+                }
+                false
+            }
+        }
+    }
+
+    /// Reads what is left of the output after the init's exit, until EOF or `limit`.
+    fn drain(&mut self, limit: Duration) {
+        let start = Instant::now();
+        if let Stdio::Pty(m) = &self.stdio {
+            let _ = rustix::fs::fcntl_setfl(m, rustix::fs::OFlags::NONBLOCK);
+        }
+        while start.elapsed() < limit {
+            let mut srcs = Vec::new();
+            let mut fds = Vec::new();
+            self.out_fds(&mut srcs, &mut fds);
+            if fds.is_empty() {
+                return;
+            }
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            let ready = ready(&fds, &srcs);
+            drop(fds);
+            for s in ready {
+                if let Src::Out(stream) = s {
+                    if !self.pump(stream) && matches!(self.stdio, Stdio::Pty(_)) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, listener: &OwnedFd) {
+        if let Ok(sock) = rustix::net::accept_with(listener, rustix::net::SocketFlags::CLOEXEC) {
+            self.clients.push(Client {
+                sock,
+                term: None,
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            });
+        }
+    }
+
+    /// Handles one message of client `i`; false when the client has gone.
+    fn request(&mut self, i: usize) -> bool {
+        let Ok(Some((msg, mut fds))) = wire::recv(&self.clients[i].sock) else {
+            return false;
+        };
+        let words: Vec<&str> = msg.split_whitespace().collect();
+        match words.as_slice() {
+            ["start"] => self.start(i),
+            ["attach", stdin, start] => {
+                if fds.len() == 3 {
+                    let err = fds.pop();
+                    let out = fds.pop();
+                    let inp = fds.pop();
+                    let c = &mut self.clients[i];
+                    c.stdout = out;
+                    c.stderr = err;
+                    if *stdin == "1" {
+                        c.stdin = inp.as_ref().and_then(|f| f.try_clone().ok());
+                    }
+                    c.term = inp;
+                }
+                if *start == "1" {
+                    self.start(i);
+                } else {
+                    self.reply(i, "attached");
+                }
+            }
+            ["resize"] => self.resize(i),
+            _ => self.reply(i, "error unknown request"),
+        }
+        true
+    }
+
+    fn reply(&self, i: usize, msg: &str) {
+        let _ = wire::send(&self.clients[i].sock, msg, &[]);
+    }
+
+    /// Copies client `i`'s terminal size (from its stdin, else its stdout) to the pty.
+    fn resize(&self, i: usize) {
+        let Stdio::Pty(m) = &self.stdio else { return };
+        let c = &self.clients[i];
+        let ws = [c.term.as_ref(), c.stdout.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|f| rustix::termios::tcgetwinsize(f).ok());
+        if let Some(ws) = ws {
+            let _ = rustix::termios::tcsetwinsize(m, ws);
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        self.resize(i);
+        let Some(c) = self.container.as_mut() else {
+            return self.reply(i, "error container is gone");
+        };
+        match c.start() {
+            Ok(()) => {
+                let pid = c.state.pid;
+                if let Ok(db) = Db::open(&self.paths.root) {
+                    let _ = db.set_running(&self.rec.id, &now());
+                }
+                self.reply(i, &format!("started {pid}"));
+            }
+            Err(e) => self.reply(i, &format!("error {}", classify(e))),
+        }
+    }
+
+    /// Copies client `i`'s stdin to the container's.
+    fn feed(&mut self, i: usize) {
+        let Some(src) = self.clients[i].stdin.as_ref() else {
+            return;
+        };
+        let n = rustix::io::read(src, &mut self.buf).unwrap_or(0);
+        let target = match &self.stdio {
+            Stdio::Pty(m) => Some(m.as_fd()),
+            Stdio::Pipes { stdin, .. } => stdin.as_ref().map(|f| f.as_fd()),
+        };
+        if n == 0 {
+            self.clients[i].stdin = None;
+            if let Stdio::Pipes { stdin, .. } = &mut self.stdio {
+                // EOF: the container sees it too.
+                *stdin = None;
+            }
+            return;
+        }
+        if let Some(t) = target {
+            write_all(t, &self.buf[..n]);
+        }
+    }
+
+    /// After the exit: runtime state, mounts, record; then tells the clients.
+    fn finish(&mut self, code: i32) {
+        let id = self.rec.id.clone();
+        if let Ok(c) = Container::load(&self.paths.oci_root(), &id) {
+            let _ = c.delete(true);
+        }
+        self.container = None;
+        let bundle = self.paths.bundle(&id);
+        let _ = rootfs::unmount(&bundle);
+        let _ = std::fs::remove_dir_all(self.paths.run_dir(&id));
+        if let Ok(db) = Db::open(&self.paths.root) {
+            let _ = db.set_exited(&id, Some(code), &now());
+            if self.rec.options.rm {
+                if let Ok(store) = vessel_image::Store::open(&self.paths.root) {
+                    let _ = rootfs::remove(&store, &bundle, &id);
+                }
+                let _ = std::fs::remove_dir_all(&bundle);
+                let _ = db.delete(&id);
+            }
+        }
+        for c in &self.clients {
+            let _ = wire::send(&c.sock, &format!("exit {code}"), &[]);
+        }
+    }
+}
+
+/// Drops from our page tables the file pages that setting up touched (the code of
+/// the whole `vessel` binary and its libraries that create ran through), so that an
+/// idle monitor holds only what its wait loop uses: madvise(2) MADV_DONTNEED on every
+/// read-only file mapping that has no private (copied-on-write) page. The pages stay
+/// in the page cache; the loop faults back in the few it needs.
+fn release_file_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize, bool)> = None;
+    let drop_range = |r: Option<(usize, usize, bool)>| {
+        if let Some((start, end, true)) = r {
+            // SAFETY: [start, end) is a whole mapping of ours, read-only and backed by a
+            // file with no private pages, so discarding its pages loses nothing: the
+            // next access reads them from the file again.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    };
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|(a, _)| !a.contains(':')) {
+            drop_range(current.take());
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+                continue;
+            };
+            current = Some((start, end, path.starts_with('/') && !perms.contains('w')));
+        } else if first == "Anonymous:" && f.next() != Some("0") {
+            if let Some(c) = current.as_mut() {
+                c.2 = false;
+            }
+        }
+    }
+    drop_range(current);
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) => return,
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => {
+                let mut p = [PollFd::new(fd, PollFlags::POLLOUT)];
+                let _ = poll(&mut p, PollTimeout::from(1000u16));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The sources whose poll entries have events.
+fn ready(fds: &[PollFd<'_>], srcs: &[Src]) -> Vec<Src> {
+    fds.iter()
+        .zip(srcs)
+        .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+/// Reaps children; the init's exit code (128+N for signal N) once it has exited.
+fn reap(init: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return code,
+            Ok(st) => {
+                if st.pid().map(|p| p.as_raw()) == Some(init) {
+                    code = vessel_runtime::foreground::exit_code(st);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! What a user asks for when making a container: the flags of `vessel run` and
+//! `vessel create` (docker's and podman's names), already parsed. Stored with the
+//! container's record so `inspect` shows them and `restart` reuses them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `-v HOST:CTR[:ro]`: a bind mount of a host path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Absolute host path (must exist).
+    pub host: PathBuf,
+    /// Absolute path inside the container.
+    pub container: PathBuf,
+    /// Mounted read-only (`:ro`).
+    pub read_only: bool,
+}
+
+/// `--security-opt seccomp=...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seccomp {
+    /// The default profile (docker's and podman's), [`crate::seccomp_profile`].
+    #[default]
+    Default,
+    /// `seccomp=unconfined`: no filter.
+    Unconfined,
+    /// `seccomp=FILE`: a profile in docker's JSON format, or an OCI `linux.seccomp` object.
+    File(PathBuf),
+}
+
+/// Every option of `vessel run`/`vessel create` that shapes the container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// `--name`; a generated name when None.
+    pub name: Option<String>,
+    /// The image as the user named it (`busybox`, `localhost:5000/x:1`, `host`).
+    pub image: String,
+    /// `CMD...` after the image: replaces the image's Cmd.
+    pub command: Vec<String>,
+    /// `--entrypoint`: replaces the image's Entrypoint (an empty string clears it).
+    pub entrypoint: Option<String>,
+    /// `-e K=V` or `-e K` (then the value is the caller's own, or the entry is dropped).
+    pub env: Vec<String>,
+    /// `--env-file F`: lines `K=V` (or `K`), `#` comments and blank lines skipped.
+    pub env_files: Vec<PathBuf>,
+    /// `-v HOST:CTR[:ro]`.
+    pub volumes: Vec<Volume>,
+    /// `--tmpfs PATH[:OPTIONS]` (options as mount(8): `size=64m,mode=1777`).
+    pub tmpfs: Vec<String>,
+    /// `-w DIR`: absolute working directory.
+    pub workdir: Option<String>,
+    /// `-u USER[:GROUP]`: names or numbers, resolved against the image's /etc/passwd and /etc/group.
+    pub user: Option<String>,
+    /// `--hostname`; the first 12 hex digits of the id when None.
+    pub hostname: Option<String>,
+    /// `--read-only`: the root file system mounted read-only.
+    pub read_only: bool,
+    /// `--memory`, in bytes.
+    pub memory: Option<i64>,
+    /// `--cpus`: CPUs worth of time (1.5 = quota 150000 per period 100000).
+    pub cpus: Option<f64>,
+    /// `--pids-limit`; -1 or 0 for no limit.
+    pub pids_limit: Option<i64>,
+    /// `--cap-add` (names with or without `CAP_`, or `ALL`).
+    pub cap_add: Vec<String>,
+    /// `--cap-drop` (names with or without `CAP_`, or `ALL`).
+    pub cap_drop: Vec<String>,
+    /// `--security-opt seccomp=...`.
+    pub seccomp: Seccomp,
+    /// `--privileged`: every capability, no seccomp, all host devices, no masked or read-only paths.
+    pub privileged: bool,
+    /// `--init`: a small init (catatonit or tini) as pid 1 that reaps zombies and forwards signals.
+    pub init: bool,
+    /// `-t`: a pseudo-terminal.
+    pub tty: bool,
+    /// `-i`: keep stdin open.
+    pub interactive: bool,
+    /// `--rm`: remove the container when it exits.
+    pub rm: bool,
+}
