@@ -85,6 +85,30 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Network: bridge (default: the network `vessel`), none, host, container:NAME, or a network's name.
+    #[arg(long, alias = "net", env = "VESSEL_NETWORK")]
+    network: Option<String>,
+    /// Publish a port: [IP:][HOSTPORT:]CTRPORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
+    publish: Vec<Vec<vessel_net::PortMapping>>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// Nameserver for the container's /etc/resolv.conf.
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Extra /etc/hosts line: NAME:IP.
+    #[arg(long, value_parser = parse_add_host)]
+    add_host: Vec<String>,
+    /// The container's address on a user network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// The container's MAC address.
+    #[arg(long = "mac-address")]
+    mac_address: Option<String>,
+    /// Cgroup under which the container's cgroup is made [default: /vessel].
+    #[arg(long, env = "VESSEL_CGROUP_PARENT")]
+    cgroup_parent: Option<String>,
     /// Require https for a pull (see `vessel pull --tls-verify`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     tls_verify: Option<bool>,
@@ -111,6 +135,16 @@ fn parse_memory(s: &str) -> Result<i64, String> {
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
     units::parse_cpus(s).map_err(|e| e.to_string())
+}
+
+fn parse_publish(s: &str) -> Result<Vec<vessel_net::PortMapping>, String> {
+    vessel_net::parse_publish(s).map_err(|e| e.to_string())
+}
+
+fn parse_add_host(s: &str) -> Result<String, String> {
+    vessel_engine::network::check_add_host(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_volume(s: &str) -> Result<vessel_engine::options::Volume, String> {
@@ -152,6 +186,14 @@ impl CreateArgs {
             tty: self.tty,
             interactive: self.interactive,
             rm: self.rm,
+            cgroup_parent: self.cgroup_parent.clone(),
+            network: self.network.clone(),
+            publish: self.publish.iter().flatten().cloned().collect(),
+            publish_all: self.publish_all,
+            dns: self.dns.clone(),
+            add_hosts: self.add_host.clone(),
+            ip: self.ip.clone(),
+            mac: self.mac_address.clone(),
         })
     }
 }
@@ -374,21 +416,10 @@ pub struct PsArgs {
 }
 
 fn since(rfc3339: &str) -> u64 {
-    // "YYYY-MM-DDTHH:MM:SS..." to seconds since the epoch (UTC).
-    let p = |a: usize, b: usize| rfc3339.get(a..b).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-    let (y, m, d) = (p(0, 4), p(5, 7), p(8, 10));
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + p(11, 13) * 3600 + p(14, 16) * 60 + p(17, 19);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    (now - secs).max(0) as u64
+    humantime::parse_rfc3339(rfc3339)
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 fn human(secs: u64) -> String {
@@ -629,6 +660,11 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
             },
             "Image": r.image_id,
             "ImageName": r.image,
+            "NetworkSettings": {
+                "Mode": o.network.clone().unwrap_or_else(|| "bridge".into()),
+                "Attachment": vessel_engine::network::attachment(&engine.paths, &r.id),
+                "Ports": o.publish,
+            },
             "LogPath": engine.paths.log(&r.id),
             "BundlePath": engine.paths.bundle(&r.id),
             "Config": {
@@ -847,8 +883,132 @@ pub struct PortArgs {
 }
 
 pub fn port(engine: &Engine, a: &PortArgs) -> Result<i32> {
-    // Published ports come with container networking; none exist yet.
-    engine.find(&a.container)?;
+    let r = engine.find(&a.container)?;
+    for p in &r.options.publish {
+        let proto = match p.protocol {
+            vessel_net::Protocol::Tcp => "tcp",
+            vessel_net::Protocol::Udp => "udp",
+        };
+        println!(
+            "{}/{proto} -> {}:{}",
+            p.container_port,
+            p.host_ip.as_deref().unwrap_or("0.0.0.0"),
+            p.host_port
+        );
+    }
+    Ok(0)
+}
+
+/// `vessel network ...`.
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a bridge network.
+    Create {
+        /// Subnet in CIDR form [default: the next free 10.89.N.0/24].
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address [default: the subnet's first].
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No route out and no masquerade: containers reach only each other.
+        #[arg(long)]
+        internal: bool,
+        /// The network's name.
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show networks (JSON).
+    Inspect {
+        /// Networks.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while containers use them).
+    Rm {
+        /// Networks.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+pub fn network(engine: &Engine, c: &NetworkCommand) -> Result<i32> {
+    let nets = vessel_net::Networks::open(&engine.paths.root);
+    match c {
+        NetworkCommand::Create {
+            subnet,
+            gateway,
+            internal,
+            name,
+        } => {
+            let n = nets.create(name, subnet.as_deref(), gateway.as_deref(), *internal)?;
+            println!("{}", n.name);
+        }
+        NetworkCommand::Ls { format } => {
+            // The default network exists from the first look on, as podman's.
+            nets.get(vessel_net::DEFAULT_NETWORK)?;
+            let list = nets.list()?;
+            if *format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let mut t = comfy_table::Table::new();
+                t.load_preset(comfy_table::presets::NOTHING);
+                t.set_header(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "INTERNAL"]);
+                for n in list {
+                    t.add_row([
+                        n.id[..12].to_string(),
+                        n.name.clone(),
+                        "bridge".into(),
+                        n.subnet.clone(),
+                        n.gateway.clone().unwrap_or_default(),
+                        n.internal.to_string(),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in names {
+                let net = nets.get(n)?;
+                let containers: Vec<serde_json::Value> = engine
+                    .list()?
+                    .iter()
+                    .filter(|r| {
+                        vessel_engine::network::mode(&r.options)
+                            == vessel_engine::network::Mode::Bridge(net.name.clone())
+                    })
+                    .map(|r| {
+                        let a = vessel_engine::network::attachment(&engine.paths, &r.id);
+                        serde_json::json!({"Id": r.id, "Name": r.name, "State": r.state.as_str(), "Attachment": a})
+                    })
+                    .collect();
+                let mut v = serde_json::to_value(&net)?;
+                v["containers"] = serde_json::Value::Array(containers);
+                out.push(v);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NetworkCommand::Rm { names } => {
+            for n in names {
+                let users: Vec<String> = engine
+                    .list()?
+                    .into_iter()
+                    .filter(|r| {
+                        vessel_engine::network::mode(&r.options) == vessel_engine::network::Mode::Bridge(n.clone())
+                    })
+                    .map(|r| r.name)
+                    .collect();
+                nets.remove(n, &users)?;
+                println!("{n}");
+            }
+        }
+    }
     Ok(0)
 }
 

@@ -65,6 +65,9 @@ enum Command {
     Rename(containers::RenameArgs),
     /// List a container's published ports.
     Port(containers::PortArgs),
+    /// Manage container networks.
+    #[command(subcommand)]
+    Network(containers::NetworkCommand),
     /// Check and clean vessel's state.
     #[command(subcommand)]
     System(containers::SystemCommand),
@@ -124,6 +127,7 @@ fn main() {
         Command::Unpause(a) => with_engine(&|e| c::pause(e, &a, false)),
         Command::Rename(a) => with_engine(&|e| c::rename(e, &a)),
         Command::Port(a) => with_engine(&|e| c::port(e, &a)),
+        Command::Network(n) => with_engine(&|e| c::network(e, &n)),
         Command::System(s) => with_engine(&|e| c::system(e, &s)),
         Command::Pull(a) => images::pull(&root, a).map(|()| 0),
         Command::Images(a) => images::list(&root, a).map(|()| 0),

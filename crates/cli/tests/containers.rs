@@ -3,141 +3,15 @@
 //! layout, or pushed by skopeo to a real registry on 127.0.0.1) and the built-in `host`
 //! image. Each test has its own `--root`; a guard removes every container it made.
 
+mod instance;
 mod run_vessel;
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use run_vessel::{sh, vessel};
-
-fn have(tools: &[&str]) -> bool {
-    let missing: Vec<_> = tools
-        .iter()
-        .filter(|t| !Path::new(&format!("/usr/bin/{t}")).exists())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("\n!!!!! SKIPPED: missing {missing:?} (scripts/setup installs them) !!!!!\n");
-    }
-    missing.is_empty()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A test's vessel instance: a temp root; on drop every container is removed and
-/// nothing of it may be left mounted.
-struct Instance {
-    dir: tempfile::TempDir,
-}
-
-impl Instance {
-    fn new() -> Instance {
-        Instance {
-            dir: tempfile::Builder::new().prefix("vessel-cli-").tempdir().unwrap(),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn v(&self, args: &[&str]) -> Output {
-        vessel(&self.root(), args)
-    }
-
-    /// `vessel ARGS` that must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.v(args);
-        assert!(o.status.success(), "vessel {args:?}: {}", stderr(&o));
-        stdout(&o)
-    }
-
-    /// `vessel ARGS` with `input` on stdin.
-    fn with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vessel"))
-            .arg("--root")
-            .arg(self.root())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    /// Imports a busybox image made by umoci as `localhost/bb:1`.
-    fn busybox(&self) -> &'static str {
-        sh(
-            "umoci init --layout img && umoci new --image img:1 \
-             && umoci config --image img:1 --config.cmd sh --config.env PATH=/bin \
-             && umoci unpack --image img:1 b >/dev/null && mkdir -p b/rootfs/bin b/rootfs/etc \
-             && cp /usr/bin/busybox b/rootfs/bin/ && for t in sh cat echo sleep id ls stat touch ps hostname true stty kill wc; do ln -s busybox b/rootfs/bin/$t; done \
-             && printf 'root:x:0:0:root:/root:/bin/sh\\nwww:x:33:33:www:/var/www:/bin/sh\\n' > b/rootfs/etc/passwd \
-             && printf 'root:x:0:\\nwww:x:33:\\nextra:x:500:www\\n' > b/rootfs/etc/group \
-             && printf 'echo hi\\n' > b/rootfs/bin/noexec && chmod 644 b/rootfs/bin/noexec \
-             && umoci repack --image img:1 b && rm -rf b",
-            self.dir.path(),
-        );
-        let src = format!("oci:{}:1", self.dir.path().join("img").display());
-        self.ok(&["image", "import", &src, "localhost/bb:1"]);
-        "localhost/bb:1"
-    }
-
-    fn mounts_under_root(&self) -> Vec<String> {
-        let root = self.root().to_string_lossy().into_owned();
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&root))
-            .map(String::from)
-            .collect()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let ids = stdout(&self.v(&["ps", "-aq"]));
-        for id in ids.split_whitespace() {
-            self.v(&["rm", "-f", id]);
-        }
-        for l in self.mounts_under_root() {
-            if let Some(p) = l.split(' ').nth(4) {
-                let _ = Command::new("umount").args(["-l", p]).status();
-            }
-        }
-    }
-}
-
-fn cgroup_exists(id: &str) -> bool {
-    [
-        "/sys/fs/cgroup/memory/vessel",
-        "/sys/fs/cgroup/pids/vessel",
-        "/sys/fs/cgroup/vessel",
-    ]
-    .iter()
-    .any(|d| Path::new(d).join(id).exists())
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use instance::{cgroup_exists, have, stderr, stdout, wait_for, Instance};
+use run_vessel::{cgroup_parent, sh};
 
 #[test]
 fn run_from_a_registry_image_pulls_and_passes_exit_codes_and_output() {
@@ -255,7 +129,8 @@ fn stdin_pipes_and_a_tty_is_a_real_pty() {
     assert_eq!(stdout(&o), "");
     // -t under script(1), which gives vessel a real terminal of 33x101.
     let cmd = format!(
-        "stty rows 33 cols 101; {} --root {} run --rm -t {img} sh -c 'test -t 0 && echo TTY; stty size; exit 5'",
+        "stty rows 33 cols 101; VESSEL_NETWORK=none VESSEL_CGROUP_PARENT={} {} --root {} run --rm -t {img} sh -c 'test -t 0 && echo TTY; stty size; exit 5'",
+        cgroup_parent(&i.root()),
         env!("CARGO_BIN_EXE_vessel"),
         i.root().display()
     );
@@ -283,9 +158,8 @@ fn detached_run_logs_follow_stop_and_exec() {
         .trim()
         .to_string();
     assert_eq!(id.len(), 64);
-    let follower = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--root")
-        .arg(i.root())
+    let follower = i
+        .cmd()
         .args(["logs", "-f", "web"])
         .stdout(Stdio::piped())
         .spawn()
@@ -330,7 +204,7 @@ fn detached_run_logs_follow_stop_and_exec() {
     i.ok(&["rename", "web", "web2"]);
     i.ok(&["rm", "web2"]);
     assert!(i.mounts_under_root().is_empty());
-    assert!(!cgroup_exists(&id));
+    assert!(!cgroup_exists(&i.root(), &id));
 }
 
 #[test]
@@ -464,7 +338,7 @@ fn killed_monitor_is_seen_by_ps_and_repaired_by_system_check() {
     assert!(i.ok(&["ps", "-a"]).contains("Exited (-1)"));
     assert_eq!(i.ok(&["system", "check"]).trim(), "no problems found");
     assert!(i.mounts_under_root().is_empty());
-    assert!(!cgroup_exists(&id));
+    assert!(!cgroup_exists(&i.root(), &id));
     let pruned = i.ok(&["system", "prune", "-f"]);
     assert!(pruned.contains("Deleted containers: 1"), "{pruned}");
     assert_eq!(i.ok(&["ps", "-aq"]), "");
@@ -501,7 +375,7 @@ fn a_hundred_containers_leave_nothing_behind() {
     i.ok(&["rm", "-f", &keeper]);
     assert_eq!(i.ok(&["ps", "-aq"]), "");
     assert!(i.mounts_under_root().is_empty());
-    assert!(ids.iter().all(|id| !cgroup_exists(id)));
+    assert!(ids.iter().all(|id| !cgroup_exists(&i.root(), id)));
     let monitors = Command::new("pgrep")
         .args(["-f", &format!("{} .*__monitor", i.root().display())])
         .output()
@@ -512,4 +386,176 @@ fn a_hundred_containers_leave_nothing_behind() {
         left("containers") + left("snapshots/active") + left("run/oci") + left("run/monitors"),
         0
     );
+}
+
+#[test]
+fn run_flags_shape_the_container() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let vol = i.dir.path().join("vol");
+    fs::create_dir(&vol).unwrap();
+    fs::set_permissions(&vol, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::write(vol.join("in"), "from host\n").unwrap();
+    let envf = i.dir.path().join("env");
+    fs::write(&envf, "# comment\nFROM_FILE=yes\n\nSHARED=file\n").unwrap();
+    let v = format!("{}:/data", vol.display());
+    let vro = format!("{}:/ro:ro", vol.display());
+    let envf = envf.display().to_string();
+    let script = "echo $FROM_FILE $SHARED $(pwd) $(id -u):$(id -g) $(hostname); cat /data/in; echo out > /data/out; \
+                  touch /ro/x 2>/dev/null || echo ro-refused; touch /scratch/x && echo tmpfs-ok; \
+                  grep -c tmpfs /proc/mounts >/dev/null && touch /etc/y 2>/dev/null || echo root-ro";
+    let o = i.v(&[
+        "run",
+        "--rm",
+        "-e",
+        "SHARED=flag",
+        "--env-file",
+        &envf,
+        "-w",
+        "/tmp",
+        "-u",
+        "33:500",
+        "--hostname",
+        "box",
+        "-v",
+        &v,
+        "-v",
+        &vro,
+        "--tmpfs",
+        "/scratch",
+        "--read-only",
+        "--entrypoint",
+        "sh",
+        img,
+        "-c",
+        script,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "yes flag /tmp 33:500 box\nfrom host\nro-refused\ntmpfs-ok\nroot-ro\n"
+    );
+    assert_eq!(fs::read_to_string(vol.join("out")).unwrap(), "out\n");
+    // Limits reach the cgroup (read inside, through the container's own cgroup namespace).
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (cpu, pids) = if v2 {
+        ("cat /sys/fs/cgroup/cpu.max", "cat /sys/fs/cgroup/pids.max")
+    } else {
+        (
+            "d=$(ls -d /sys/fs/cgroup/cpu /sys/fs/cgroup/cpu,cpuacct 2>/dev/null | head -n 1); \
+             echo $(cat $d/cpu.cfs_quota_us) $(cat $d/cpu.cfs_period_us)",
+            "cat /sys/fs/cgroup/pids/pids.max",
+        )
+    };
+    let o = i.v(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "1.5",
+        "--pids-limit",
+        "64",
+        img,
+        "sh",
+        "-c",
+        &format!("{cpu}; {pids}"),
+    ]);
+    let out = stdout(&o);
+    assert!(out.starts_with("150000 100000\n"), "{out} {}", stderr(&o));
+    assert!(out.ends_with("64\n"), "{out}");
+}
+
+/// The effective capability mask of the container's process, from /proc/self/status.
+fn cap_eff(i: &Instance, args: &[&str]) -> (String, String) {
+    let mut a = vec!["run", "--rm"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&[
+        "localhost/bb:1",
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status",
+    ]);
+    let out = i.ok(&a);
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("CapEff:"), field("Seccomp:"))
+}
+
+#[test]
+fn default_security_and_its_widening() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    i.busybox();
+    // docker's 14 default capabilities and a seccomp filter (mode 2).
+    assert_eq!(cap_eff(&i, &[]), ("00000000a80425fb".into(), "2".into()));
+    assert_eq!(cap_eff(&i, &["--cap-drop", "ALL"]).0, "0000000000000000");
+    let (caps, _) = cap_eff(&i, &["--cap-add", "NET_ADMIN", "--cap-drop", "chown"]);
+    assert_eq!(caps, "00000000a80435fa");
+    assert_eq!(cap_eff(&i, &["--security-opt", "seccomp=unconfined"]).1, "0");
+    let (caps, seccomp) = cap_eff(&i, &["--privileged"]);
+    assert_eq!(seccomp, "0");
+    assert!(u64::from_str_radix(&caps, 16).unwrap().count_ones() > 30, "{caps}");
+    // The default profile denies what docker's denies (unshare of namespaces without
+    // CAP_SYS_ADMIN): compared by result, nothing on the host is changed.
+    let o = i.v(&[
+        "run",
+        "--rm",
+        "localhost/bb:1",
+        "sh",
+        "-c",
+        "busybox unshare -U true && echo allowed || echo denied",
+    ]);
+    assert_eq!(stdout(&o), "denied\n", "{}", stderr(&o));
+    let o = i.v(&["run", "--rm", "--cap-add", "bogus", "localhost/bb:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("bogus"));
+}
+
+#[test]
+fn signals_reach_a_foreground_container_and_start_attaches() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let child = i
+        .cmd()
+        .args([
+            "run",
+            "--name",
+            "fg",
+            img,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the container to run", || {
+        stdout(&i.v(&["logs", "fg"])).contains("ready")
+    });
+    // SAFETY: kill takes plain integers; the pid is our own child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ready\ngot-term\n");
+    // create + start -a: output and exit code come through; restart runs it again.
+    i.ok(&["create", "--name", "later", img, "sh", "-c", "echo run; exit 3"]);
+    assert!(i.ok(&["ps", "-a"]).contains("Created"));
+    let o = i.v(&["start", "-a", "later"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(3), "run\n".to_string()));
+    i.ok(&["restart", "later"]);
+    wait_for("the second run", || i.ok(&["logs", "later"]) == "run\nrun\n");
+    i.ok(&["rm", "fg", "later"]);
+    assert_eq!(i.ok(&["ps", "-aq"]), "");
 }

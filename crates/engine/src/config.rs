@@ -691,7 +691,7 @@ fn host_devices() -> Vec<LinuxDevice> {
 ///   `-v` together, shallower destinations first; a user mount on the destination of a
 ///   standard one replaces it.
 /// - linux: new pid, mount, ipc, uts, network (empty) and cgroup namespaces; cgroupsPath
-///   `/vessel/<id>`; resources from `--memory` (memory+swap twice as much where swap is
+///   `/vessel/<id>` (or `--cgroup-parent`'s); resources from `--memory` (memory+swap twice as much where swap is
 ///   accounted), `--cpus` (quota per 100 ms period) and `--pids-limit`; device rules
 ///   deny-all (the runtime adds the standard allow list) or, privileged, allow-all with
 ///   every host device; docker's masked and read-only paths (none when privileged);
@@ -843,7 +843,8 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     .collect();
     let mut linux = Linux::default();
     linux.set_namespaces(Some(namespaces));
-    linux.set_cgroups_path(Some(PathBuf::from(format!("/vessel/{id}"))));
+    let parent = opts.cgroup_parent.as_deref().unwrap_or("/vessel").trim_end_matches('/');
+    linux.set_cgroups_path(Some(PathBuf::from(format!("{parent}/{id}"))));
     linux.set_resources(Some(limits));
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);

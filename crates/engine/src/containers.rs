@@ -24,7 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::options::RunOptions;
 use crate::paths::Paths;
 use crate::rootfs::{self, Source, HOST_IMAGE};
-use crate::{names, wire};
+use crate::{names, network, wire};
 
 /// An engine instance: its paths and records.
 pub struct Engine {
@@ -121,6 +121,7 @@ impl Engine {
         if let Some(c) = self.runtime(&r.id) {
             c.delete(true)?;
         }
+        network::down(&self.paths, r)?;
         rootfs::unmount(&self.paths.bundle(&r.id))?;
         let _ = std::fs::remove_dir_all(self.paths.run_dir(&r.id));
         self.db.set_exited(&r.id, None, &now())?;
@@ -182,7 +183,14 @@ impl Engine {
             let bundle = self.paths.bundle(&id);
             std::fs::create_dir_all(&bundle).at("create", &bundle)?;
             let prepared = rootfs::prepare(&store, &bundle, &id, &source)?;
-            let spec = config::build(&BuildInput {
+            let exposed: Vec<String> = prepared
+                .image_config
+                .config()
+                .as_ref()
+                .and_then(|c| c.exposed_ports().clone())
+                .unwrap_or_default();
+            network::prepare(&self.paths, &self.db, &mut rec.options, &exposed)?;
+            let mut spec = config::build(&BuildInput {
                 id: &id,
                 opts: &rec.options,
                 image_config: &prepared.image_config,
@@ -191,6 +199,8 @@ impl Engine {
                 bundle: &bundle,
                 extra_mounts: prepared.extra_mounts.clone(),
             })?;
+            network::apply(&self.paths, &self.db, &id, &rec.options, &mut spec)?;
+            network::write_etc(&bundle, &rec)?;
             let path = bundle.join("config.json");
             let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::BadInput(format!("config.json: {e}")))?;
             write_atomic(&path, &text)?;
@@ -201,7 +211,8 @@ impl Engine {
                 .and_then(|p| p.args().clone())
                 .unwrap_or_default();
             rec.stop_signal = config::stop_signal(&prepared.image_config);
-            self.db.set_config(&id, &rec.image_id, &rec.command, rec.stop_signal)?;
+            self.db
+                .set_config(&id, &rec.image_id, &rec.options, &rec.command, rec.stop_signal)?;
             self.spawn_monitor(&id)?;
             Ok(())
         })();
@@ -275,6 +286,11 @@ impl Engine {
         let bundle = self.paths.bundle(&r.id);
         if let Some(c) = self.runtime(&r.id) {
             let _ = c.delete(true);
+        }
+        // A failed DEL (a plugin gone) must not keep the record: `system check` finds
+        // the attachment again from the CNI cache.
+        if let Err(e) = network::down(&self.paths, r) {
+            eprintln!("vessel: warning: {e}");
         }
         let store = self.store()?;
         rootfs::remove(&store, &bundle, &r.id)?;
@@ -441,7 +457,8 @@ impl Engine {
     /// Errors: [`Error::WrongState`] for a live container without `force`.
     pub fn remove(&self, r: &Record, force: bool) -> Result<()> {
         if r.state.is_live() && self.health(r) == Health::Ok {
-            if !force {
+            // A created container has nothing running yet: docker removes it without -f.
+            if !force && r.state != State::Created {
                 return Err(Error::WrongState(format!(
                     "cannot remove container {}: it is {}: stop it first or use --force",
                     r.name,
@@ -565,6 +582,27 @@ impl Engine {
                     if let Some(c) = self.runtime(&id) {
                         c.delete(true)?;
                     }
+                }
+            }
+        }
+        let live = |id: &str| records.iter().any(|r| r.id == id && r.state.is_live());
+        for (cid, net, ifname) in vessel_net::attached(&self.paths.root)? {
+            if !live(&cid) {
+                found.push(format!(
+                    "network {net}: leaked attachment ({ifname}) of container {cid}"
+                ));
+                if repair {
+                    vessel_net::detach(&self.paths.root, &cid, &net, &ifname, None)?;
+                }
+            }
+        }
+        let netns_dir = self.paths.runroot.join("netns");
+        for entry in std::fs::read_dir(&netns_dir).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !live(&id) {
+                found.push(format!("network namespace of stopped container {id}"));
+                if repair {
+                    vessel_net::netns::remove(&entry.path())?;
                 }
             }
         }

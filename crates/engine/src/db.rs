@@ -264,12 +264,21 @@ impl Db {
         }
     }
 
-    /// Records what `create` derived: the image's id, the process args, the stop signal.
-    pub fn set_config(&self, id: &str, image_id: &str, command: &[String], stop_signal: i32) -> Result<()> {
+    /// Records what `create` derived: the image's id, the completed options (ports `-P`
+    /// chose), the process args, the stop signal.
+    pub fn set_config(
+        &self,
+        id: &str,
+        image_id: &str,
+        options: &RunOptions,
+        command: &[String],
+        stop_signal: i32,
+    ) -> Result<()> {
         let command = serde_json::to_string(command).unwrap_or_default();
+        let options = serde_json::to_string(options).unwrap_or_default();
         self.exec(
-            "UPDATE containers SET image_id = ?2, command = ?3, stop_signal = ?4 WHERE id = ?1",
-            params![id, image_id, command, stop_signal],
+            "UPDATE containers SET image_id = ?2, options = ?3, command = ?4, stop_signal = ?5 WHERE id = ?1",
+            params![id, image_id, options, command, stop_signal],
         )
     }
 

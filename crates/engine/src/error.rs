@@ -36,6 +36,9 @@ pub enum Error {
     /// From the runtime library.
     #[error(transparent)]
     Runtime(#[from] vessel_runtime::Error),
+    /// From container networking: unknown network, CNI plugin failures, netns errors.
+    #[error(transparent)]
+    Network(#[from] vessel_net::NetError),
     /// The records database.
     #[error("records database {path}: {source}: run `vessel system check`")]
     Db { path: PathBuf, source: rusqlite::Error },

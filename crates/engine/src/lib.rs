@@ -15,6 +15,7 @@ pub mod exec;
 pub mod logs;
 pub mod monitor;
 pub mod names;
+pub mod network;
 pub mod options;
 pub mod paths;
 pub mod rootfs;

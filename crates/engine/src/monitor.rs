@@ -23,7 +23,7 @@ use crate::db::{Db, Record};
 use crate::error::{classify, Error, Result};
 use crate::logs::{LogWriter, Stream};
 use crate::paths::Paths;
-use crate::{rootfs, wire};
+use crate::{network, rootfs, wire};
 
 /// The container's side of its stdio, as the monitor holds it.
 enum Stdio {
@@ -66,7 +66,28 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// Makes the init's stdio and calls the runtime's create with it as our fds 0-2.
 fn create(paths: &Paths, rec: &Record) -> Result<(Container, Stdio)> {
     let bundle = paths.bundle(&rec.id);
-    let spec = vessel_runtime::spec::load(&bundle)?;
+    let mut spec = vessel_runtime::spec::load(&bundle)?;
+    network::up(paths, rec, &mut spec)?;
+    let made = create_with(paths, rec, &spec);
+    match &made {
+        Ok((c, _)) => {
+            if let Err(e) = network::after_create(rec, c.state.pid) {
+                let (c, _) = made?;
+                let _ = c.delete(true);
+                let _ = network::down(paths, rec);
+                return Err(e);
+            }
+        }
+        Err(_) => {
+            let _ = network::down(paths, rec);
+        }
+    }
+    made
+}
+
+/// The runtime's create with the init's stdio made here.
+fn create_with(paths: &Paths, rec: &Record, spec: &oci_spec::runtime::Spec) -> Result<(Container, Stdio)> {
+    let bundle = paths.bundle(&rec.id);
     let null = devnull().map_err(|e| Error::io("open", "/dev/null", e))?;
     let io = |e: std::io::Error| Error::io("set up stdio of", bundle.clone(), e);
     let set_stdio = |i: BorrowedFd<'_>, o: BorrowedFd<'_>, e: BorrowedFd<'_>| -> std::io::Result<()> {
@@ -115,7 +136,7 @@ fn create(paths: &Paths, rec: &Record) -> Result<(Container, Stdio)> {
         &oci_root,
         &rec.id,
         &bundle,
-        &spec,
+        spec,
         CreateOptions {
             console,
             ..Default::default()
@@ -500,6 +521,7 @@ impl Monitor<'_> {
             let _ = c.delete(true);
         }
         self.container = None;
+        let _ = network::down(self.paths, &self.rec);
         let bundle = self.paths.bundle(&id);
         let _ = rootfs::unmount(&bundle);
         let _ = std::fs::remove_dir_all(self.paths.run_dir(&id));

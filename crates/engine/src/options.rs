@@ -31,6 +31,7 @@ pub enum Seccomp {
 
 /// Every option of `vessel run`/`vessel create` that shapes the container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunOptions {
     /// `--name`; a generated name when None.
     pub name: Option<String>,
@@ -78,4 +79,22 @@ pub struct RunOptions {
     pub interactive: bool,
     /// `--rm`: remove the container when it exits.
     pub rm: bool,
+    /// `--cgroup-parent`: the cgroup under which the container's own is made
+    /// (`/vessel` when None): its cgroupsPath is `PARENT/ID`.
+    pub cgroup_parent: Option<String>,
+    /// `--network`: `bridge` (default: the network `vessel`), `none`, `host`,
+    /// `container:NAME` or a network's name.
+    pub network: Option<String>,
+    /// `-p [IP:]HOSTPORT:CTRPORT[/tcp|udp]` (and `-P`'s, resolved at create).
+    pub publish: Vec<vessel_net::PortMapping>,
+    /// `-P`: publish every port the image exposes on a free host port.
+    pub publish_all: bool,
+    /// `--dns`: nameservers for /etc/resolv.conf instead of the host's.
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP`: extra /etc/hosts lines.
+    pub add_hosts: Vec<String>,
+    /// `--ip`: the address on a user network.
+    pub ip: Option<String>,
+    /// `--mac-address`.
+    pub mac: Option<String>,
 }

@@ -5,13 +5,9 @@ use std::process::{Command, Output};
 
 /// `vessel --root ROOT ARGS...`, to completion; stdout and stderr are echoed to the
 /// test's stderr (shown when the test fails).
+#[allow(dead_code)]
 pub fn vessel(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = vessel_cmd(root).args(args).output().unwrap();
     eprintln!(
         "vessel {args:?}: {}\n{}{}",
         out.status,
@@ -34,4 +30,27 @@ pub fn sh(script: &str, dir: &Path) {
         "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The cgroup parent of the containers of the instance at `root`: one per test root, so
+/// the test can remove it afterwards without racing other tests.
+#[allow(dead_code)]
+pub fn cgroup_parent(root: &Path) -> String {
+    let h = root.to_string_lossy().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("/vessel-test-{h:016x}")
+}
+
+/// `vessel --root ROOT` with the instance's own cgroup parent and `--network none`
+/// as the default, ready for args.
+pub fn vessel_cmd(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vessel"));
+    c.arg("--root")
+        .arg(root)
+        .env("VESSEL_CGROUP_PARENT", cgroup_parent(root))
+        // Never a bridge on the machine's own network: the network tests make their own
+        // namespace and ask for bridges there.
+        .env("VESSEL_NETWORK", "none");
+    c
 }

@@ -1,0 +1,49 @@
+//! vessel-net: container networks through the standard CNI plugins.
+//!
+//! - [`Networks`]: network definitions under ROOT/networks (subnet, gateway, bridge,
+//!   internal), with the default network [`DEFAULT_NETWORK`] made on first use.
+//! - [`attach()`] / [`detach`]: CNI ADD and DEL of a network's configuration list
+//!   (bridge + host-local, portmap, firewall, tuning) into a container's network
+//!   namespace, by executing the plugin binaries as libcni does (CNI spec 1.0.0), with
+//!   libcni's cache under ROOT/cni/cache so DEL works after a crash.
+//! - [`netns`]: persistent network namespace files, as `ip netns add`.
+//! - [`setup_loopback`], [`resolv_conf`], [`hosts`]: what every container needs.
+//! - [`parse_publish`], [`free_port`]: docker's `-p`.
+//!
+//! Everything the plugins change lives in the network namespace of the calling
+//! process (the bridge, iptables rules, sysctls) and in the container's namespace;
+//! their state files live under ROOT/cni (host-local's `ipam/`, tuning's `tuning/`).
+//! The plugins come from Debian's containernetworking-plugins (/usr/lib/cni), or the
+//! directories of `$VESSEL_CNI_PATH`.
+//!
+//! A container's network life, from a single-threaded caller (the monitor):
+//! 1. [`netns::create`] a namespace file (`/run/vessel/netns/<id>`), then
+//!    [`setup_loopback`] in it (that alone is `--network none`);
+//! 2. [`attach()`] it to each of its networks (`eth0`, `eth1`, ...), with its published
+//!    ports ([`parse_publish`]) on the first;
+//! 3. run the container with that path as its OCI `network` namespace, with
+//!    [`resolv_conf`] and [`hosts`] written into its root file system;
+//! 4. when it ends: [`detach`] from each network, then [`netns::remove`]. After a crash,
+//!    [`detach`] without the namespace still releases addresses and ports, and
+//!    [`attached`] lists what the cache still holds.
+
+#![warn(missing_docs)]
+
+pub mod attach;
+pub mod cni;
+pub mod dns;
+pub mod error;
+mod iptables;
+pub mod netlink;
+pub mod netns;
+pub mod network;
+pub mod ports;
+pub mod routes;
+mod util;
+
+pub use attach::{attach, attached, attachment, detach, setup_loopback, AttachRequest, Attachment};
+pub use cni::{CNI_PATH, CNI_PATH_ENV, CNI_VERSION};
+pub use dns::{hosts, resolv_conf};
+pub use error::{NetError, PluginFailure, Result};
+pub use network::{Network, Networks, DEFAULT_NETWORK};
+pub use ports::{free_port, parse_publish, PortMapping, Protocol};
