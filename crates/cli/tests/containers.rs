@@ -339,6 +339,18 @@ fn killed_monitor_is_seen_by_ps_and_repaired_by_system_check() {
     assert_eq!(i.ok(&["system", "check"]).trim(), "no problems found");
     assert!(i.mounts_under_root().is_empty());
     assert!(!cgroup_exists(&i.root(), &id));
+    // A record whose create was killed before config.json was written (simulated by
+    // removing the file of a stopped container) is reported and removed.
+    let half = i.ok(&["create", "--name", "half", img, "true"]).trim().to_string();
+    i.ok(&["stop", "half"]);
+    let insp: serde_json::Value = serde_json::from_str(&i.ok(&["inspect", "half"])).unwrap();
+    let bundle = std::path::PathBuf::from(insp[0]["BundlePath"].as_str().unwrap());
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    let o = i.v(&["system", "check", "--dry-run"]);
+    assert!(stdout(&o).contains("half-made"), "{}", stdout(&o));
+    i.ok(&["system", "check"]);
+    assert!(!i.ok(&["ps", "-aq"]).contains(&half[..12]));
+    assert!(!bundle.exists());
     let pruned = i.ok(&["system", "prune", "-f"]);
     assert!(pruned.contains("Deleted containers: 1"), "{pruned}");
     assert_eq!(i.ok(&["ps", "-aq"]), "");

@@ -574,6 +574,19 @@ impl Engine {
                 }
             }
         }
+        for r in records.iter().filter(|r| !r.state.is_live()) {
+            // A `create` killed before it wrote config.json left a record that can never start.
+            if !self.paths.bundle(&r.id).join("config.json").exists() {
+                found.push(format!(
+                    "container {} ({}): half-made (no config.json)",
+                    r.name,
+                    &r.id[..12]
+                ));
+                if repair {
+                    self.purge(r)?;
+                }
+            }
+        }
         let known = |id: &str| records.iter().any(|r| r.id == id);
         for id in vessel_runtime::state::list_ids(&self.paths.oci_root()).unwrap_or_default() {
             if !known(&id) {
