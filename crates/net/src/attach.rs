@@ -151,7 +151,17 @@ pub fn attach(root: &Path, req: &AttachRequest) -> Result<Attachment> {
         check_mac(mac, &network.subnet)?;
         caps.insert("mac".into(), json!(mac.to_ascii_lowercase()));
     }
-    let conflist = cni::conflist(root, network)?;
+    let mut conflist = cni::conflist(root, network)?;
+    // Plugins with nothing to do for this container are left out of its chain (each
+    // costs a process and, on DEL, iptables calls): portmap without published ports,
+    // tuning without a MAC address. The chain is cached as run, so DEL matches ADD.
+    if let Some(list) = conflist.get_mut("plugins").and_then(Value::as_array_mut) {
+        list.retain(|p| match cni::plugin_type(p).as_str() {
+            "portmap" => !req.ports.is_empty(),
+            "tuning" => req.mac.is_some(),
+            _ => true,
+        });
+    }
     let plugins = cni::plugins(&conflist);
     let path = cni::cni_path();
     let binaries = plugins
