@@ -529,7 +529,16 @@ pub fn logs(engine: &Engine, a: &LogsArgs) -> Result<i32> {
         tail: a.tail,
         timestamps: a.timestamps,
     };
-    let mut running = || engine.db.get(&r.id).ok().flatten().is_some_and(|r| r.state.is_live());
+    // Follow while the container can still write: it is live and its monitor (the
+    // log's only writer) runs.
+    let mut running = || {
+        engine
+            .db
+            .get(&r.id)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state.is_live() && engine.health(&r) == vessel_engine::containers::Health::Ok)
+    };
     vessel_engine::logs::read(
         &engine.paths.log(&r.id),
         &opts,
