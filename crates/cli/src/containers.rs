@@ -52,15 +52,8 @@ pub struct CreateArgs {
     /// Mount the root file system read-only.
     #[arg(long)]
     read_only: bool,
-    /// Memory limit (512m, 1g).
-    #[arg(short = 'm', long, value_parser = parse_memory)]
-    memory: Option<i64>,
-    /// Number of CPUs (1.5).
-    #[arg(long, value_parser = parse_cpus)]
-    cpus: Option<f64>,
-    /// Limit on the number of processes (-1: none).
-    #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    limits: Limits,
     /// Add a capability (NET_ADMIN, ALL).
     #[arg(long)]
     cap_add: Vec<String>,
@@ -119,6 +112,20 @@ pub struct CreateArgs {
     command: Vec<String>,
 }
 
+/// The resource limits of `run`, `create` and `update`.
+#[derive(Args, Debug)]
+pub struct Limits {
+    /// Memory limit (512m, 1g).
+    #[arg(short = 'm', long, value_parser = parse_memory)]
+    memory: Option<i64>,
+    /// Number of CPUs (1.5).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Limit on the number of processes (-1 or 0: none).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+}
+
 /// `vessel run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -175,9 +182,9 @@ impl CreateArgs {
             user: self.user.clone(),
             hostname: self.hostname.clone(),
             read_only: self.read_only,
-            memory: self.memory,
-            cpus: self.cpus,
-            pids_limit: self.pids_limit,
+            memory: self.limits.memory,
+            cpus: self.limits.cpus,
+            pids_limit: self.limits.pids_limit,
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             seccomp,
@@ -821,29 +828,23 @@ pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
 /// `vessel update`.
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
-    /// Memory limit (512m).
-    #[arg(short = 'm', long, value_parser = parse_memory)]
-    memory: Option<i64>,
-    /// Number of CPUs.
-    #[arg(long, value_parser = parse_cpus)]
-    cpus: Option<f64>,
-    /// Process limit.
-    #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    limits: Limits,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
-    if a.memory.is_none() && a.cpus.is_none() && a.pids_limit.is_none() {
+    let l = &a.limits;
+    if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
         bail!("vessel update: give --memory, --cpus or --pids-limit");
     }
     let mut res = LinuxResourcesBuilder::default();
-    if let Some(m) = a.memory {
+    if let Some(m) = l.memory {
         res = res.memory(LinuxMemoryBuilder::default().limit(m).build()?);
     }
-    if let Some(c) = a.cpus {
+    if let Some(c) = l.cpus {
         res = res.cpu(
             LinuxCpuBuilder::default()
                 .quota((c * 100_000.0) as i64)
@@ -851,7 +852,7 @@ pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
                 .build()?,
         );
     }
-    if let Some(p) = a.pids_limit {
+    if let Some(p) = l.pids_limit {
         res = res.pids(LinuxPidsBuilder::default().limit(if p <= 0 { -1 } else { p }).build()?);
     }
     let res = res.build()?;

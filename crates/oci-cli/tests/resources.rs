@@ -14,31 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// True on a unified cgroup v2 host.
-fn is_v2() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
-/// A cgroup file of the container: `/sys/fs/cgroup/<controller>/<path>/<file>` on v1,
-/// `/sys/fs/cgroup/<path>/<file>` on v2.
-fn cg_file(c: &TestContainer, controller: &str, file: &str) -> PathBuf {
-    let rel = c.cgroups_path.trim_start_matches('/');
-    if is_v2() {
-        Path::new("/sys/fs/cgroup").join(rel).join(file)
-    } else {
-        Path::new("/sys/fs/cgroup").join(controller).join(rel).join(file)
-    }
-}
-
-#[track_caller]
-fn read_cg(c: &TestContainer, controller: &str, file: &str) -> String {
-    let p = cg_file(c, controller, file);
-    fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-        .trim()
-        .to_string()
-}
-
 /// A `key value` counter of a flat-keyed cgroup file (memory.events, oom_control...).
 fn counter(c: &TestContainer, controller: &str, file: &str, key: &str) -> u64 {
     fs::read_to_string(cg_file(c, controller, file))

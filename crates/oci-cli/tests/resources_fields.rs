@@ -15,16 +15,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-
-/// True on a unified cgroup v2 host.
-fn is_v2() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
 
 /// A v1 hierarchy carrying `controller` is mounted (never true on v2).
 fn v1_mounted(controller: &str) -> bool {
@@ -39,26 +34,6 @@ fn v1_mounted(controller: &str) -> bool {
                     .nth(2)
                     .is_some_and(|opts| opts.split(',').any(|o| o == controller))
             })
-}
-
-/// A cgroup file of the container: `/sys/fs/cgroup/<controller>/<path>/<file>` on v1
-/// (`unified` for a hybrid host's cgroup2), `/sys/fs/cgroup/<path>/<file>` on v2.
-fn cg_file(c: &TestContainer, controller: &str, file: &str) -> PathBuf {
-    let rel = c.cgroups_path.trim_start_matches('/');
-    if is_v2() {
-        Path::new("/sys/fs/cgroup").join(rel).join(file)
-    } else {
-        Path::new("/sys/fs/cgroup").join(controller).join(rel).join(file)
-    }
-}
-
-#[track_caller]
-fn read_cg(c: &TestContainer, controller: &str, file: &str) -> String {
-    let p = cg_file(c, controller, file);
-    fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-        .trim()
-        .to_string()
 }
 
 fn note(what: &str) {

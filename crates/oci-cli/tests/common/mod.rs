@@ -889,3 +889,28 @@ pub fn sha256(path: &Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// True on a unified cgroup v2 host.
+pub fn is_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// A cgroup file of the container: `/sys/fs/cgroup/<controller>/<path>/<file>` on v1
+/// (`unified` for a hybrid host's cgroup2), `/sys/fs/cgroup/<path>/<file>` on v2.
+pub fn cg_file(c: &TestContainer, controller: &str, file: &str) -> PathBuf {
+    let rel = c.cgroups_path.trim_start_matches('/');
+    if is_v2() {
+        Path::new("/sys/fs/cgroup").join(rel).join(file)
+    } else {
+        Path::new("/sys/fs/cgroup").join(controller).join(rel).join(file)
+    }
+}
+
+#[track_caller]
+pub fn read_cg(c: &TestContainer, controller: &str, file: &str) -> String {
+    let p = cg_file(c, controller, file);
+    fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
