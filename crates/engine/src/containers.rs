@@ -624,7 +624,7 @@ impl Engine {
             let id = entry.file_name().to_string_lossy().into_owned();
             let bundle = entry.path();
             let live = records.iter().any(|r| r.id == id && r.state.is_live());
-            if !live && is_mounted(&bundle.join("rootfs")) {
+            if !live && rootfs::is_mounted(&bundle)? {
                 found.push(format!("root file system of stopped container {id} still mounted"));
                 if repair {
                     rootfs::unmount(&bundle)?;
@@ -696,15 +696,6 @@ impl Attached {
             _ => Some(-1),
         }
     }
-}
-
-/// Whether something is mounted on `path` (from /proc/self/mountinfo).
-fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

@@ -282,19 +282,14 @@ impl Db {
         )
     }
 
-    /// Records that the monitor `monitor_pid` (started at `monitor_start`) holds the container.
-    pub fn set_monitor(&self, id: &str, monitor_pid: i32, monitor_start: Option<u64>) -> Result<()> {
+    /// Records the container as created: its init `pid` waits for `start`, held by the
+    /// monitor `monitor_pid` (started at `monitor_start`, clock ticks after boot). One
+    /// transaction, so one fsync on the create path.
+    pub fn set_created(&self, id: &str, pid: i32, monitor_pid: i32, monitor_start: Option<u64>) -> Result<()> {
         self.exec(
-            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
-            params![id, monitor_pid, monitor_start.map(|v| v as i64)],
-        )
-    }
-
-    /// Records the container as created with init `pid` (its process waits for `start`).
-    pub fn set_created(&self, id: &str, pid: i32) -> Result<()> {
-        self.exec(
-            "UPDATE containers SET state = 'created', pid = ?2, exit_code = NULL WHERE id = ?1",
-            params![id, pid],
+            "UPDATE containers SET state = 'created', pid = ?2, exit_code = NULL, monitor_pid = ?3, \
+             monitor_start = ?4 WHERE id = ?1",
+            params![id, pid, monitor_pid, monitor_start.map(|v| v as i64)],
         )
     }
 

@@ -232,8 +232,12 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>) -> Result<()> {
     let pid = c.state.pid;
     let me = std::process::id() as i32;
     let db = Db::open(&paths.root)?;
-    db.set_monitor(id, me, vessel_runtime::state::process_start_time(me).map(|(t, _)| t))?;
-    db.set_created(id, pid)?;
+    db.set_created(
+        id,
+        pid,
+        me,
+        vessel_runtime::state::process_start_time(me).map(|(t, _)| t),
+    )?;
     drop(db);
     send_report(&mut report, &format!("ok {pid}\n"));
     let mut m = Monitor {

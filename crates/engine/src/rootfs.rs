@@ -193,6 +193,13 @@ pub fn image_config(store: &Store, rec: &ImageRecord) -> Result<ImageConfigurati
     })
 }
 
+/// Whether the root file system of `bundle` is mounted (`<bundle>/rootfs` is a mount root).
+///
+/// Errors: [`Error::Io`] when it cannot be examined.
+pub fn is_mounted(bundle: &Path) -> Result<bool> {
+    is_mount_point(&bundle.join("rootfs"))
+}
+
 /// Whether `path` is the root of a mount (false when it does not exist).
 fn is_mount_point(path: &Path) -> Result<bool> {
     let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
