@@ -93,7 +93,7 @@ impl Container {
     pub fn create(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: CreateOptions) -> Result<Container> {
         state::check_id(id)?;
         let bundle = fs::canonicalize(bundle).ctx(|| format!("bundle {}", bundle.display()))?;
-        let rootfs = fs::canonicalize(spec::rootfs_path(&spec, &bundle)?).ctx(|| "rootfs")?;
+        let rootfs = fs::canonicalize(spec::rootfs_path(spec, &bundle)?).ctx(|| "rootfs")?;
         let cgroup_path = cgroups::container_path(spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()), id)?;
         fs::create_dir_all(root).ctx(|| format!("create runtime root {}", root.display()))?;
         let dir = state::dir(root, id);

@@ -1,6 +1,6 @@
 //! `exec`: a new process inside a running container (runc's exec). The runtime enters
-//! the container's pid and time namespaces for its children, forks; the child joins
-//! the container's cgroup, then its user, mount and other namespaces (setns(2)), and
+//! the container's pid and time namespaces for its children, forks (into the cgroup2
+//! directory where there is one); the child enters the container's cgroup, then its user, mount and other namespaces (setns(2)), and
 //! becomes the given process with the same identity steps as the init.
 
 use std::os::fd::OwnedFd;
@@ -58,31 +58,32 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                 .ctx(|| format!("open {}", p.display()))
         })
         .collect::<Result<_>>()?;
-    let cgroup = cgroups::manager(&state.cgroup_path);
+    let cgroup = cgroups::manager(&state.cgroup_path).entry(true)?;
     let (parent_end, child_end) = sync::pair()?;
-    // SAFETY: fork of this single-threaded process; the child only runs the code below
-    // and leaves through execve or _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let err = std::io::Error::last_os_error();
-        // fork into a pid namespace whose init has exited fails with ENOMEM: the
-        // container stopped between the state check and here. Say so in runc's words.
-        let init_gone = crate::state::process_start_time(state.pid)
-            .map_or(true, |(t, zombie)| zombie || t != state.init_start_time);
-        if err.raw_os_error() == Some(libc::ENOMEM) && init_gone {
-            return Err(Error::WrongState(format!(
-                "cannot exec in container \"{}\": container not running",
-                state.id
-            )));
+    // The child only runs the code below and leaves through execve or _exit.
+    let forked = crate::launch::clone_into(0, cgroup.cgroup2_dir());
+    let (pid, in_cgroup2) = match forked {
+        Ok(p) => p,
+        Err(err) => {
+            // fork into a pid namespace whose init has exited fails with ENOMEM: the
+            // container stopped between the state check and here. Say so in runc's words.
+            let init_gone = crate::state::process_start_time(state.pid)
+                .is_none_or(|(t, zombie)| zombie || t != state.init_start_time);
+            if err.raw_os_error() == Some(libc::ENOMEM) && init_gone {
+                return Err(Error::WrongState(format!(
+                    "cannot exec in container \"{}\": container not running",
+                    state.id
+                )));
+            }
+            return Err(Error::sys("fork", err));
         }
-        return Err(Error::sys("fork", err));
-    }
+    };
     if pid == 0 {
         drop(parent_end);
         let res = (|| {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-            cgroup.apply(0)?;
+            cgroup.enter(in_cgroup2)?;
             for (t, f) in &files {
                 namespaces::setns(*t, f)
                     .ctx(|| format!("join the container's {} namespace", namespaces::proc_name(*t)))?;

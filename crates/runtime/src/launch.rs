@@ -1,6 +1,7 @@
 //! The process chain of `create`: the runtime clones the container's init with its new
-//! namespaces, writes the user namespace's id maps and places it in its cgroup, then
-//! lets it go on; the init builds its rootfs, console, names, limits and identity,
+//! namespaces (born in its cgroup2 directory where there is one), writes the user
+//! namespace's id maps and sets the cgroup limits while the init enters its v1
+//! cgroups by itself (see [`crate::cgroups::Entry`]); the init builds its rootfs, console, names, limits and identity,
 //! reports ready and blocks on the exec fifo until `start` opens it, then execs the
 //! user's program (runtime-spec runtime.md "Lifecycle"). Like crun, one clone and one
 //! sync socket; a second fork only when a user namespace is joined by path.
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::cgroups::CgroupManager;
+use crate::cgroups::{CgroupManager, Entry};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, Phase};
 use crate::namespaces::{self, Plan};
@@ -47,6 +48,10 @@ pub struct Launch<'a> {
 /// A raw clone(2) with fork semantics (no new stack: the child continues on a copy of
 /// ours). Returns the child's pid in the parent and 0 in the child.
 fn clone(flags: libc::c_int) -> Result<i32> {
+    clone_raw(flags).map_err(|err| Error::sys(format!("clone with namespace flags {flags:#x}"), err))
+}
+
+fn clone_raw(flags: libc::c_int) -> std::io::Result<i32> {
     // SAFETY: with a NULL stack pointer clone behaves as fork(2); this process is
     // single-threaded (the library never starts threads), so the child's copy of our
     // memory, locks included, is consistent.
@@ -61,10 +66,60 @@ fn clone(flags: libc::c_int) -> Result<i32> {
         )
     };
     if rc < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(Error::sys(format!("clone with namespace flags {flags:#x}"), err));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(rc as i32)
+}
+
+/// `struct clone_args` of linux/sched.h, up to the `cgroup` field (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3(2) flag: start the child in the cgroup2 directory given by `cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Like [`clone`], but the child is born in the cgroup2 directory `cgroup` when one
+/// is given and the kernel takes clone3(CLONE_INTO_CGROUP) (Linux 5.7; seccomp
+/// profiles may refuse clone3). Returns the pid (0 in the child) and whether the
+/// child was born there; on any clone3 error it falls back to clone(2), and the child
+/// then enters the cgroup by itself ([`cgroups::Entry::enter`]).
+///
+/// Errors: the clone(2) error.
+pub(crate) fn clone_into(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> std::io::Result<(i32, bool)> {
+    if let Some(fd) = cgroup {
+        let args = CloneArgs {
+            flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 with a zero stack behaves as fork(2) (see `clone_raw`); `args`
+        // lives across the call and its size is passed with it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if rc >= 0 {
+            return Ok((rc as i32, true));
+        }
+    }
+    clone_raw(flags).map(|pid| (pid, false))
 }
 
 /// Leaves a forked child without running destructors or atexit handlers.
@@ -120,10 +175,15 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
             "hostname is set but there is no uts namespace: add one to linux.namespaces".into(),
         ));
     }
+    let entry = l.cgroup.entry(true)?;
     let saved = enter_for_children(l.spec, &plan)?;
     let (parent_end, child_end) = sync::pair()?;
-    let first_flags = if plan.user_join.is_some() { 0 } else { plan.clone_flags };
-    let child = clone(first_flags)?;
+    let (first_flags, into) = match plan.user_join {
+        Some(_) => (0, None),
+        None => (plan.clone_flags, entry.cgroup2_dir()),
+    };
+    let (child, in_cgroup2) = clone_into(first_flags, into)
+        .map_err(|err| Error::sys(format!("clone with namespace flags {first_flags:#x}"), err))?;
     if child != 0 {
         for (t, f) in &saved {
             namespaces::setns(*t, f)
@@ -133,13 +193,14 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
     if child == 0 {
         drop(parent_end);
         let res = if plan.user_join.is_some() {
-            intermediate(&l, &plan, &child_end)
+            intermediate(&l, &plan, &child_end, &entry)
         } else {
-            init(l, &plan, child_end)
+            init(l, &plan, child_end, (&entry, in_cgroup2))
         };
         exit_child(res.map_or(1, |never| match never {}))
     }
     drop(child_end);
+    drop(entry);
     let mut pid = child;
     let result = (|| {
         if plan.user_join.is_some() {
@@ -154,23 +215,23 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
             namespaces::write_id_maps(pid, l.spec)?;
         }
         let state = state::oci_state(l.id, Status::Creating, pid, l.bundle, l.spec).to_string();
-        let join_cgroup = || -> Result<()> {
-            l.cgroup.apply(pid)?;
-            l.cgroup.set(&crate::cgroups::devices::effective_resources(l.spec))
-        };
+        let set_limits = || l.cgroup.set(&crate::cgroups::devices::effective_resources(l.spec));
+        // The init enters its cgroup by itself once it has Go (see cgroups::Entry).
         // prestart and createRuntime hooks must see the container in its cgroup and end
-        // before pivot_root: then everything is in order. Otherwise the init builds its
-        // mounts while the runtime joins it to its cgroup.
+        // before pivot_root, so with such hooks the runtime moves it there first (the
+        // slow way) and everything is in order. Otherwise the init builds its mounts
+        // while the runtime sets its limits.
         let early_hooks =
             !hooks::of(l.spec, Phase::Prestart).is_empty() || !hooks::of(l.spec, Phase::CreateRuntime).is_empty();
         if early_hooks {
-            join_cgroup()?;
+            l.cgroup.apply(pid)?;
+            set_limits()?;
             hooks::run(l.spec, Phase::Prestart, &state)?;
             hooks::run(l.spec, Phase::CreateRuntime, &state)?;
         }
         sync::send(&parent_end, &Msg::Go(state.clone()))?;
         if !early_hooks {
-            join_cgroup()?;
+            set_limits()?;
         }
         // A child that already failed has closed its end: its message is read below.
         let _ = sync::send(&parent_end, &Msg::CgroupJoined);
@@ -207,7 +268,7 @@ pub(crate) fn await_ready(sync_fd: &OwnedFd, spec: &Spec, pid: i32, state: &str)
 /// The path for a user namespace joined by path: join it, unshare the rest so they
 /// belong to it, fork the init (as a sibling, CLONE_PARENT, so the runtime can reap
 /// it) and report its pid.
-fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Infallible> {
+fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd, entry: &Entry) -> Result<Infallible> {
     let report = |e: Error| {
         let _ = sync::send(sync_fd, &Msg::Failed(e.to_string()));
         e
@@ -225,7 +286,7 @@ fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Infall
             console: l.console.as_ref().and_then(|c| c.try_clone().ok()),
             ..*l
         };
-        let res = init(l2, plan, fd);
+        let res = init(l2, plan, fd, (entry, false));
         exit_child(res.map_or(1, |never| match never {}))
     }
     sync::send(sync_fd, &Msg::Pid(pid))?;
@@ -233,11 +294,12 @@ fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<Infall
 }
 
 /// The container's init, in its new namespaces. Reports errors over `sync_fd` until
-/// it is ready; after that, to stderr.
-fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
+/// it is ready; after that, to stderr. `cgroup` is its cgroup and whether it was born
+/// in the cgroup2 part of it.
+fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd, cgroup: (&Entry, bool)) -> Result<Infallible> {
     let fifo = l.fifo.as_raw_fd();
     let spec = l.spec;
-    match prepare_init(l, plan, &sync_fd) {
+    match prepare_init(l, plan, &sync_fd, cgroup) {
         Ok((program, state)) => {
             sync::send(&sync_fd, &Msg::Ready)?;
             drop(sync_fd);
@@ -271,7 +333,12 @@ fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd) -> Result<Infallible> {
     }
 }
 
-fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Program, String)> {
+fn prepare_init(
+    l: Launch<'_>,
+    plan: &Plan,
+    sync_fd: &OwnedFd,
+    (cgroup, in_cgroup2): (&Entry, bool),
+) -> Result<(Program, String)> {
     // Nothing in the container may open /proc/<init>/exe or fds while we are the runtime.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -279,6 +346,8 @@ fn prepare_init(l: Launch<'_>, plan: &Plan, sync_fd: &OwnedFd) -> Result<(Progra
         Some(Msg::Go(state)) => state,
         _ => exit_child(1),
     };
+    // After Go, so that a failure here reaches the runtime as this child's message.
+    cgroup.enter(in_cgroup2)?;
     if plan.user_new || plan.user_join.is_some() {
         // Become root of the new user namespace (uid 0 must be mapped).
         // SAFETY: plain id syscalls on this single-threaded process.

@@ -1,5 +1,5 @@
 //! Container state on disk: `<root>/<id>/state.json` (runtime-spec runtime.md "State"),
-//! written atomically (temp file, fsync, rename), and the status derived from the
+//! written atomically (temp file, rename), and the status derived from the
 //! live process: a state file says what was created, the kernel says whether it runs.
 
 use std::collections::HashMap;
@@ -124,14 +124,16 @@ impl State {
         Ok(state)
     }
 
-    /// Writes the state atomically: a temp file in the same directory, fsync, rename.
+    /// Writes the state atomically: a temp file in the same directory, then rename, so
+    /// a runtime killed mid-write leaves the old state. No fsync (runc has none either):
+    /// the state describes processes that a machine crash ends anyway, and the default
+    /// root is a tmpfs.
     pub fn save(&self, root: &Path) -> Result<()> {
         let d = dir(root, &self.id);
         let tmp = d.join(".state.json.tmp");
         let data = serde_json::to_vec(self).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         f.write_all(&data).ctx(|| format!("write {}", tmp.display()))?;
-        f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
         fs::rename(&tmp, d.join(STATE_FILE)).ctx(|| format!("rename into {}", d.display()))
     }
 

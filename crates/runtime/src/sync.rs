@@ -19,8 +19,8 @@ pub enum Msg {
     /// Parent to child: id maps and cgroup are in place; go on. Carries the state JSON
     /// for createContainer and startContainer hooks.
     Go(String),
-    /// Parent to child: the child is in its cgroup (with its limits); it may unshare its
-    /// cgroup namespace and mount cgroups.
+    /// Parent to child: the cgroup limits are set (and the child has entered its cgroup
+    /// itself, after Go); it may unshare its cgroup namespace and mount cgroups.
     CgroupJoined,
     /// Child to parent: set-up is done (the init now waits on the exec fifo).
     Ready,

@@ -24,6 +24,7 @@ pub use events::{OomEvent, OomWatcher};
 pub use stats::Stats;
 
 use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
@@ -62,6 +63,12 @@ pub fn hierarchy() -> Hierarchy {
 pub trait CgroupManager {
     /// Creates the cgroup (in every hierarchy) and moves `pid` into it.
     fn apply(&self, pid: i32) -> Result<()>;
+    /// Opens the cgroup (creating it first when `create`) for a process to enter by
+    /// itself: see [`Entry`].
+    ///
+    /// Errors: [`Error::Sys`] naming the directory or file that could not be made or
+    /// opened.
+    fn entry(&self, create: bool) -> Result<Entry>;
     /// Host pids of every process in the cgroup.
     fn pids(&self) -> Result<Vec<i32>>;
     /// Freezes (`true`) or thaws the cgroup, waiting until the kernel reports it done.
@@ -122,6 +129,83 @@ pub fn is_frozen(path: &Path) -> bool {
         }
         _ => fs::read_to_string(Path::new(CGROUP_ROOT).join("freezer").join(rel).join("freezer.state"))
             .is_ok_and(|s| s.trim() == "FROZEN"),
+    }
+}
+
+/// A cgroup opened so that a new process can enter it by itself, without the cost of
+/// being moved by another process.
+///
+/// A process moved by pid (a pid written into `cgroup.procs`) makes the kernel take
+/// its global threadgroup lock for writing, which waits for an RCU grace period:
+/// 5 to 16 ms on the development machines, the largest single cost of `create`. Two
+/// ways around it (kernel cgroup.c, `cgroup_procs_write_start`; clone(2)):
+/// - v1: a single-threaded process that writes "0" into a hierarchy's `tasks` file
+///   moves only itself, and the kernel skips that lock;
+/// - cgroup2 (unified hosts, and /sys/fs/cgroup/unified on hybrid ones):
+///   clone3(CLONE_INTO_CGROUP) with [`Entry::cgroup2_dir`] places the child at birth.
+///
+/// The files are opened by the runtime, so the kernel checks the runtime's
+/// credentials (those at open time) even when the process writing them is already in
+/// a new user namespace.
+#[derive(Debug)]
+pub struct Entry {
+    /// (path, open `tasks` file) per v1 hierarchy.
+    tasks: Vec<(PathBuf, OwnedFd)>,
+    /// The cgroup2 directory and its open `cgroup.procs`.
+    cgroup2: Option<(PathBuf, OwnedFd, OwnedFd)>,
+}
+
+impl Entry {
+    /// Opens `tasks` in each v1 directory and the cgroup2 directory `cgroup2`.
+    fn open(v1: impl IntoIterator<Item = PathBuf>, cgroup2: Option<PathBuf>) -> Result<Entry> {
+        use rustix::fs::{Mode, OFlags};
+        let open = |p: &Path, flags: OFlags| -> Result<OwnedFd> {
+            rustix::fs::open(p, flags | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| Error::sys(format!("open {}", p.display()), std::io::Error::from(e)))
+        };
+        let tasks = v1
+            .into_iter()
+            .map(|d| {
+                let f = d.join("tasks");
+                open(&f, OFlags::WRONLY).map(|fd| (f, fd))
+            })
+            .collect::<Result<_>>()?;
+        let cgroup2 = match cgroup2 {
+            Some(d) => {
+                let dir = open(&d, OFlags::RDONLY | OFlags::DIRECTORY)?;
+                let procs = open(&d.join("cgroup.procs"), OFlags::WRONLY)?;
+                Some((d, dir, procs))
+            }
+            None => None,
+        };
+        Ok(Entry { tasks, cgroup2 })
+    }
+
+    /// The cgroup2 directory, for clone3's `cgroup` field (CLONE_INTO_CGROUP).
+    pub fn cgroup2_dir(&self) -> Option<BorrowedFd<'_>> {
+        self.cgroup2.as_ref().map(|(_, dir, _)| dir.as_fd())
+    }
+
+    /// Moves the calling process, which must be single-threaded, into the cgroup:
+    /// "0" into every v1 `tasks` file, and into the cgroup2 `cgroup.procs` unless the
+    /// process was born there (`in_cgroup2`, from clone3).
+    ///
+    /// Errors: [`Error::Sys`] naming the file the kernel refused.
+    pub fn enter(&self, in_cgroup2: bool) -> Result<()> {
+        let v2 = self
+            .cgroup2
+            .iter()
+            .filter(|_| !in_cgroup2)
+            .map(|(d, _, procs)| (d.join("cgroup.procs"), procs));
+        for (path, fd) in self.tasks.iter().map(|(p, fd)| (p.clone(), fd)).chain(v2) {
+            rustix::io::write(fd, b"0").map_err(|e| {
+                Error::sys(
+                    format!("join cgroup: write \"0\" to {}", path.display()),
+                    std::io::Error::from(e),
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::LinuxResources;
 
 use super::stats::{self, Stats, V1Dirs};
-use super::{read_pids, resources_v1, rmdir, write, CgroupManager, OomWatcher};
+use super::{read_pids, resources_v1, rmdir, write, CgroupManager, Entry, OomWatcher};
 use crate::error::{Context, Error, Result};
 
 /// A container cgroup across the v1 hierarchies.
@@ -96,16 +96,34 @@ fn init_cpuset(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-impl CgroupManager for Manager {
-    fn apply(&self, pid: i32) -> Result<()> {
+impl Manager {
+    /// Makes the directory in every hierarchy (cpuset ones with cpus and mems).
+    fn create(&self) -> Result<()> {
         for (dir, ctrls) in self.dirs() {
             fs::create_dir_all(&dir).ctx(|| format!("create cgroup {}", dir.display()))?;
             if ctrls.split(',').any(|c| c == "cpuset") {
                 init_cpuset(&dir)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl CgroupManager for Manager {
+    fn apply(&self, pid: i32) -> Result<()> {
+        self.create()?;
+        for (dir, _) in self.dirs() {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    fn entry(&self, create: bool) -> Result<Entry> {
+        if create {
+            self.create()?;
+        }
+        let v1 = self.dirs().filter(|(_, c)| !c.is_empty()).map(|(d, _)| d);
+        Entry::open(v1, self.unified_dir())
     }
 
     fn pids(&self) -> Result<Vec<i32>> {

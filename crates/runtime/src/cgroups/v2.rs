@@ -8,7 +8,7 @@ use oci_spec::runtime::LinuxResources;
 
 use super::plan::{read, Plan, Restore};
 use super::stats::{self, Stats};
-use super::{bpf, read_pids, resources_v2, rmdir, write, CgroupManager, OomWatcher};
+use super::{bpf, read_pids, resources_v2, rmdir, write, CgroupManager, Entry, OomWatcher};
 use crate::error::{Context, Result};
 
 /// A container cgroup on a unified v2 host.
@@ -52,8 +52,8 @@ pub(crate) fn enable_controllers(root: &Path, dir: &Path, controllers: &[&str], 
     }
 }
 
-impl CgroupManager for Manager {
-    fn apply(&self, pid: i32) -> Result<()> {
+impl Manager {
+    fn create(&self) -> Result<()> {
         // Enable every controller the root offers down to our parent (as runc does), so
         // that the container's cgroup has the files `set` writes.
         let root = Path::new(super::CGROUP_ROOT);
@@ -69,8 +69,21 @@ impl CgroupManager for Manager {
             // fields fail later, with their own message.
             let _ = fs::write(&w.path, &w.value);
         }
-        fs::create_dir_all(&self.dir).ctx(|| format!("create cgroup {}", self.dir.display()))?;
+        fs::create_dir_all(&self.dir).ctx(|| format!("create cgroup {}", self.dir.display()))
+    }
+}
+
+impl CgroupManager for Manager {
+    fn apply(&self, pid: i32) -> Result<()> {
+        self.create()?;
         write(&self.dir.join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn entry(&self, create: bool) -> Result<Entry> {
+        if create {
+            self.create()?;
+        }
+        Entry::open([], Some(self.dir.clone()))
     }
 
     fn set(&self, r: &LinuxResources) -> Result<()> {
