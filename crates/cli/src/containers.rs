@@ -630,6 +630,7 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
             console,
             preserve_fds: 0,
             spec,
+            seccomp_cache: Some(vessel_runtime::seccomp::cache_dir(&engine.paths.oci_root())),
         },
     )
     .map_err(vessel_engine::error::classify)?;

@@ -869,7 +869,7 @@ pub fn load_file_for(path: &Path, capabilities: &[String]) -> Result<LinuxSeccom
     out.set_listener_path(file.listener_path);
     out.set_listener_metadata(file.listener_metadata);
     out.set_syscalls(Some(syscalls));
-    vessel_runtime::seccomp::Filter::new(&out).map_err(|e| bad(e.to_string()))?;
+    vessel_runtime::seccomp::Filter::new(&out, None).map_err(|e| bad(e.to_string()))?;
     Ok(out)
 }
 
@@ -1005,7 +1005,7 @@ mod tests {
         let all: Vec<String> = BY_CAPABILITY.iter().map(|(c, _)| c.to_string()).collect();
         for caps in [strings(DEFAULT_CAPS), all, Vec::new()] {
             let p = default_profile(&caps);
-            Filter::new(&p).unwrap_or_else(|e| panic!("caps {caps:?}: {e}"));
+            Filter::new(&p, None).unwrap_or_else(|e| panic!("caps {caps:?}: {e}"));
             // And it survives a trip through config.json.
             let json = serde_json::to_string(&p).unwrap();
             let back: LinuxSeccomp = serde_json::from_str(&json).unwrap();

@@ -453,6 +453,7 @@ fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             console,
             preserve_fds: a.preserve_fds,
             spec: bundle_spec,
+            seccomp_cache: Some(vessel_runtime::seccomp::cache_dir(root)),
         },
     )?;
     let master = match ours {

@@ -37,6 +37,58 @@ fn seccomp_denied_syscall_returns_its_errno() {
     assert!(out.stdout.contains("Seccomp:\t2"), "filter mode 2: {out}");
 }
 
+/// The compiled filter is cached under `<root>/@seccomp`: the first run stores it, the
+/// second loads it unchanged, and a damaged entry is compiled and stored again.
+#[test]
+fn seccomp_filters_are_cached_and_a_damaged_entry_is_rebuilt() {
+    if is_runc() {
+        return; // vessel-oci's own cache
+    }
+    let mut c = TestContainer::new("seccomp-cache");
+    c.spec["linux"]["seccomp"] = deny_mkdir();
+    c.add_mount(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    c.sh("mkdir /tmp/x 2>/dev/null; echo mkdir=$?");
+    let cache = c.root.join("@seccomp");
+    let entries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "bpf"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut stored = None;
+    for round in 0..3 {
+        let out = c.run();
+        out.assert_ok("run");
+        assert!(out.stdout.contains("mkdir=1"), "round {round}: the filter holds: {out}");
+        let e = entries();
+        assert_eq!(e.len(), 1, "round {round}: one cache entry: {e:?}");
+        let meta = std::fs::metadata(&e[0]).unwrap();
+        assert!(
+            meta.len() > 0 && meta.len() % 8 == 0,
+            "round {round}: a whole BPF program, not {} bytes",
+            meta.len()
+        );
+        match round {
+            0 => stored = Some(meta.modified().unwrap()),
+            1 => {
+                assert_eq!(
+                    stored,
+                    Some(meta.modified().unwrap()),
+                    "the second run used the entry as it was"
+                );
+                std::fs::write(&e[0], b"junk!").unwrap();
+            }
+            _ => {}
+        }
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "the cache is root's alone");
+}
+
 #[test]
 fn seccomp_argument_conditions() {
     let mut c = TestContainer::new("seccomp-args");

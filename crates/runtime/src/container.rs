@@ -126,6 +126,7 @@ impl Container {
             console: opts.console,
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
+            seccomp_cache: Some(&crate::seccomp::cache_dir(root)),
         });
         let pid = match launched {
             Ok(pid) => pid,

@@ -27,6 +27,8 @@ pub struct ExecOptions {
     pub preserve_fds: u32,
     /// The container's config (its seccomp filter applies to exec'd processes too).
     pub spec: oci_spec::runtime::Spec,
+    /// The cache of compiled seccomp filters ([`crate::seccomp::cache_dir`]), if any.
+    pub seccomp_cache: Option<std::path::PathBuf>,
 }
 
 /// Starts the process in the container and returns its host pid once it is about to
@@ -58,6 +60,9 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                 .ctx(|| format!("open {}", p.display()))
         })
         .collect::<Result<_>>()?;
+    let filter = crate::launch::spec_seccomp(&opts.spec)
+        .map(|s| crate::seccomp::Filter::new(s, opts.seccomp_cache.as_deref()))
+        .transpose()?;
     let cgroup = cgroups::manager(&state.cgroup_path).entry(true)?;
     let (parent_end, child_end) = sync::pair()?;
     // The child only runs the code below and leaves through execve or _exit.
@@ -102,8 +107,7 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                 console::setup(sock, size, false)?;
             }
             crate::security::set_rlimits(opts.process.rlimits().as_deref().unwrap_or(&[]))?;
-            let seccomp = opts.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-            finish_process(&opts.process, opts.preserve_fds, seccomp, &child_end)
+            finish_process(&opts.process, opts.preserve_fds, filter.as_ref(), &child_end)
         })();
         match res {
             Ok(program) => {

@@ -43,6 +43,8 @@ pub struct Launch<'a> {
     pub no_pivot: bool,
     /// Number of fds after stdio passed to the program (`--preserve-fds`).
     pub preserve_fds: u32,
+    /// The cache of compiled seccomp filters ([`seccomp::cache_dir`]), if any.
+    pub seccomp_cache: Option<&'a Path>,
 }
 
 /// A raw clone(2) with fork semantics (no new stack: the child continues on a copy of
@@ -175,6 +177,10 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
             "hostname is set but there is no uts namespace: add one to linux.namespaces".into(),
         ));
     }
+    // Compiled (or taken from the cache) here, on the host, before the init exists.
+    let filter = spec_seccomp(l.spec)
+        .map(|s| Filter::new(s, l.seccomp_cache))
+        .transpose()?;
     let entry = l.cgroup.entry(true)?;
     let saved = enter_for_children(l.spec, &plan)?;
     let (parent_end, child_end) = sync::pair()?;
@@ -193,9 +199,9 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
     if child == 0 {
         drop(parent_end);
         let res = if plan.user_join.is_some() {
-            intermediate(&l, &plan, &child_end, &entry)
+            intermediate(&l, &plan, &child_end, &entry, filter.as_ref())
         } else {
-            init(l, &plan, child_end, (&entry, in_cgroup2))
+            init(l, &plan, child_end, (&entry, in_cgroup2), filter.as_ref())
         };
         exit_child(res.map_or(1, |never| match never {}))
     }
@@ -248,14 +254,18 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
     Ok(pid)
 }
 
+/// The `linux.seccomp` of a config.
+pub(crate) fn spec_seccomp(spec: &Spec) -> Option<&oci_spec::runtime::LinuxSeccomp> {
+    spec.linux().as_ref().and_then(|l| l.seccomp().as_ref())
+}
+
 /// Waits for the child's Ready, passing a seccomp notify fd on to the listener.
 pub(crate) fn await_ready(sync_fd: &OwnedFd, spec: &Spec, pid: i32, state: &str) -> Result<()> {
     loop {
         match sync::recv(sync_fd)? {
             Some(Msg::Ready) => return Ok(()),
             Some(Msg::SeccompFd(fd)) => {
-                let s = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-                if let Some(s) = s {
+                if let Some(s) = spec_seccomp(spec) {
                     seccomp::send_to_listener(s, fd, pid, state)?;
                 }
             }
@@ -268,7 +278,13 @@ pub(crate) fn await_ready(sync_fd: &OwnedFd, spec: &Spec, pid: i32, state: &str)
 /// The path for a user namespace joined by path: join it, unshare the rest so they
 /// belong to it, fork the init (as a sibling, CLONE_PARENT, so the runtime can reap
 /// it) and report its pid.
-fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd, entry: &Entry) -> Result<Infallible> {
+fn intermediate(
+    l: &Launch<'_>,
+    plan: &Plan,
+    sync_fd: &OwnedFd,
+    entry: &Entry,
+    filter: Option<&Filter>,
+) -> Result<Infallible> {
     let report = |e: Error| {
         let _ = sync::send(sync_fd, &Msg::Failed(e.to_string()));
         e
@@ -286,7 +302,7 @@ fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd, entry: &Entry) -
             console: l.console.as_ref().and_then(|c| c.try_clone().ok()),
             ..*l
         };
-        let res = init(l2, plan, fd, (entry, false));
+        let res = init(l2, plan, fd, (entry, false), filter);
         exit_child(res.map_or(1, |never| match never {}))
     }
     sync::send(sync_fd, &Msg::Pid(pid))?;
@@ -296,10 +312,16 @@ fn intermediate(l: &Launch<'_>, plan: &Plan, sync_fd: &OwnedFd, entry: &Entry) -
 /// The container's init, in its new namespaces. Reports errors over `sync_fd` until
 /// it is ready; after that, to stderr. `cgroup` is its cgroup and whether it was born
 /// in the cgroup2 part of it.
-fn init(l: Launch<'_>, plan: &Plan, sync_fd: OwnedFd, cgroup: (&Entry, bool)) -> Result<Infallible> {
+fn init(
+    l: Launch<'_>,
+    plan: &Plan,
+    sync_fd: OwnedFd,
+    cgroup: (&Entry, bool),
+    filter: Option<&Filter>,
+) -> Result<Infallible> {
     let fifo = l.fifo.as_raw_fd();
     let spec = l.spec;
-    match prepare_init(l, plan, &sync_fd, cgroup) {
+    match prepare_init(l, plan, &sync_fd, cgroup, filter) {
         Ok((program, state)) => {
             sync::send(&sync_fd, &Msg::Ready)?;
             drop(sync_fd);
@@ -338,6 +360,7 @@ fn prepare_init(
     plan: &Plan,
     sync_fd: &OwnedFd,
     (cgroup, in_cgroup2): (&Entry, bool),
+    filter: Option<&Filter>,
 ) -> Result<(Program, String)> {
     // Nothing in the container may open /proc/<init>/exe or fds while we are the runtime.
     // SAFETY: prctl with integer arguments.
@@ -416,8 +439,7 @@ fn prepare_init(
     security::set_names(l.spec)?;
     security::set_sysctls(l.spec)?;
     rootfs::restrict_paths(l.spec)?;
-    let seccomp = l.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    Ok((finish_process(process, l.preserve_fds, seccomp, sync_fd)?, state))
+    Ok((finish_process(process, l.preserve_fds, filter, sync_fd)?, state))
 }
 
 /// The identity steps shared by the init and `exec`: bounding set, user, cwd (checked
@@ -428,10 +450,9 @@ fn prepare_init(
 pub(crate) fn finish_process(
     process: &oci_spec::runtime::Process,
     preserve_fds: u32,
-    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    filter: Option<&Filter>,
     sync_fd: &OwnedFd,
 ) -> Result<Program> {
-    let filter = seccomp.map(Filter::new).transpose()?;
     let load = |f: &Filter| -> Result<()> {
         if let Some(fd) = f.load()? {
             sync::send(sync_fd, &Msg::SeccompFd(fd))?;
@@ -441,7 +462,7 @@ pub(crate) fn finish_process(
     let nnp = process.no_new_privileges() == Some(true);
     let caps = CapSets::new(process.capabilities().as_ref());
     caps.drop_bounding()?;
-    if let Some(f) = filter.as_ref().filter(|_| !nnp) {
+    if let Some(f) = filter.filter(|_| !nnp) {
         load(f)?;
     }
     security::set_user(process)?;
@@ -452,7 +473,7 @@ pub(crate) fn finish_process(
     security::set_no_new_privs(process)?;
     process::cloexec_from(3 + preserve_fds)?;
     process::reset_signals();
-    if let Some(f) = filter.as_ref().filter(|_| nnp) {
+    if let Some(f) = filter.filter(|_| nnp) {
         load(f)?;
     }
     Ok(program)
