@@ -276,7 +276,7 @@ fn rm_leaves_nothing_and_bad_input_is_one_clear_line() {
     i.ok(&["run", "--rm", "--name", "gone", img, "true"]);
     assert_eq!(i.ok(&["ps", "-aq"]), "");
     assert!(i.mounts_under_root().is_empty());
-    let left = |d: &str| fs::read_dir(i.root().join(d)).map(|r| r.count()).unwrap_or(0);
+    let left = |d: &str| i.left(d);
     assert_eq!(left("containers"), 0);
     assert_eq!(left("snapshots/active"), 0);
     let cases: [(&[&str], i32, &str); 6] = [
@@ -393,7 +393,7 @@ fn a_hundred_containers_leave_nothing_behind() {
         .output()
         .unwrap();
     assert!(monitors.stdout.is_empty(), "monitors left: {}", stdout(&monitors));
-    let left = |d: &str| fs::read_dir(i.root().join(d)).map(|r| r.count()).unwrap_or(0);
+    let left = |d: &str| i.left(d);
     assert_eq!(
         left("containers") + left("snapshots/active") + left("run/oci") + left("run/monitors"),
         0

@@ -121,6 +121,14 @@ impl Instance {
             .map(String::from)
             .collect()
     }
+
+    /// How many entries the directory `dir` of the root holds, leaving out the
+    /// runtime's cache of compiled seccomp filters (run/oci/@seccomp).
+    pub fn left(&self, dir: &str) -> usize {
+        fs::read_dir(self.root().join(dir))
+            .map(|r| r.flatten().filter(|e| e.file_name() != "@seccomp").count())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Instance {
