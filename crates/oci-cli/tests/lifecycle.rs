@@ -46,6 +46,44 @@ fn create_start_kill_delete() {
     assert!(cgroup_dirs(&c.cgroups_path).is_empty(), "cgroup removed by delete");
 }
 
+/// The init and an exec'd process land in the container's cgroup in every hierarchy:
+/// cloned into it (clone3 CLONE_INTO_CGROUP on cgroup2) and entering it by itself (v1
+/// `tasks`), and also when clone3 is refused, as under docker's default seccomp profile.
+#[test]
+fn init_and_exec_enter_their_cgroup_with_and_without_clone3() {
+    for refuse in [false, true] {
+        if refuse && std::env::consts::ARCH != "x86_64" {
+            continue;
+        }
+        let mut c = TestContainer::new(if refuse { "cg-noclone3" } else { "cg-clone3" });
+        if refuse {
+            c.refuse_clone3();
+        }
+        c.args(&["sleep", "1000"]);
+        c.create().assert_ok("create");
+        let pid = c.pid();
+        let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        for line in own.lines() {
+            let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+            assert_eq!(path, c.cgroups_path, "init: {line} (clone3 refused: {refuse})\n{own}");
+        }
+        c.start().assert_ok("start");
+        let out = c.oci(&["exec", &c.id, "cat", "/proc/self/cgroup"]);
+        out.assert_ok("exec");
+        assert!(!out.stdout.is_empty(), "{out}");
+        for line in out.stdout.lines() {
+            // Inside its cgroup namespace the container's cgroup is "/".
+            assert!(
+                line.ends_with(":/") || line.ends_with(&format!(":{}", c.cgroups_path)),
+                "exec: {line} (clone3 refused: {refuse})\n{out}"
+            );
+        }
+        c.kill("KILL").assert_ok("kill");
+        c.wait_status("stopped", Duration::from_secs(10));
+        c.delete().assert_ok("delete");
+    }
+}
+
 #[test]
 fn kill_default_signal_is_term() {
     let mut c = TestContainer::new("kill-term");

@@ -12,7 +12,7 @@
 //! built for this test run.
 #![allow(dead_code)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -24,6 +24,38 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+/// Loads into the calling process a seccomp filter that makes clone3 fail with ENOSYS on
+/// x86_64 and allows everything else (classic BPF, seccomp(2)).
+fn refuse_clone3_filter() -> std::io::Result<()> {
+    const LD_ABS_W: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const SYS_CLONE3: u32 = 435;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let prog = [
+        insn(LD_ABS_W, 0, 0, 4),              // arch
+        insn(JEQ_K, 0, 3, AUDIT_ARCH_X86_64), // other arch: allow
+        insn(LD_ABS_W, 0, 0, 0),              // syscall number
+        insn(JEQ_K, 0, 1, SYS_CLONE3),        // not clone3: allow
+        insn(RET_K, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+        insn(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at `prog`, alive across the call; the kernel copies it.
+    let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 /// How long one runtime command may take before the test fails instead of hanging.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -410,6 +442,8 @@ pub struct TestContainer {
     pids: RefCell<Vec<i32>>,
     /// Extra cgroup paths (other containers) to remove on drop.
     extra_cgroups: RefCell<Vec<String>>,
+    /// Run the runtime under a filter that refuses clone3 ([`Self::refuse_clone3`]).
+    no_clone3: Cell<bool>,
     _tmp: tempfile::TempDir,
 }
 
@@ -442,6 +476,7 @@ impl TestContainer {
             extra_ids: RefCell::new(Vec::new()),
             pids: RefCell::new(Vec::new()),
             extra_cgroups: RefCell::new(Vec::new()),
+            no_clone3: Cell::new(false),
             _tmp: tmp,
         };
         c.write_spec();
@@ -572,7 +607,17 @@ impl TestContainer {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(oci_bin());
         c.arg("--root").arg(&self.root).stdin(Stdio::null());
+        if self.no_clone3.get() {
+            // SAFETY: the hook only makes one syscall with data prepared before the fork.
+            unsafe { c.pre_exec(refuse_clone3_filter) };
+        }
         c
+    }
+
+    /// From now on every runtime command of this container runs under a seccomp filter
+    /// that refuses clone3 with ENOSYS, as docker's default profile does (x86_64).
+    pub fn refuse_clone3(&self) {
+        self.no_clone3.set(true);
     }
 
     /// Runs `vessel-oci --root ROOT ARGS...` to completion.
