@@ -1,10 +1,11 @@
 //! The process chain of `create`: the runtime clones the container's init with its new
 //! namespaces (born in its cgroup2 directory where there is one), writes the user
 //! namespace's id maps and sets the cgroup limits while the init enters its v1
-//! cgroups by itself (see [`crate::cgroups::Entry`]); the init builds its rootfs, console, names, limits and identity,
-//! reports ready and blocks on the exec fifo until `start` opens it, then execs the
-//! user's program (runtime-spec runtime.md "Lifecycle"). Like crun, one clone and one
-//! sync socket; a second fork only when a user namespace is joined by path.
+//! cgroups by itself (see [`crate::cgroups::Entry`]); the init builds its rootfs,
+//! console, names, limits and identity, reports ready and blocks on the exec fifo until
+//! `start` opens it, then execs the user's program (runtime-spec runtime.md
+//! "Lifecycle"). Like crun, one clone and one sync socket; a second fork only when a
+//! user namespace is joined by path.
 
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -50,7 +51,11 @@ pub struct Launch<'a> {
 /// A raw clone(2) with fork semantics (no new stack: the child continues on a copy of
 /// ours). Returns the child's pid in the parent and 0 in the child.
 fn clone(flags: libc::c_int) -> Result<i32> {
-    clone_raw(flags).map_err(|err| Error::sys(format!("clone with namespace flags {flags:#x}"), err))
+    clone_raw(flags).map_err(|err| clone_error(flags, err))
+}
+
+fn clone_error(flags: libc::c_int, err: std::io::Error) -> Error {
+    Error::sys(format!("clone with namespace flags {flags:#x}"), err)
 }
 
 fn clone_raw(flags: libc::c_int) -> std::io::Result<i32> {
@@ -188,8 +193,7 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
         Some(_) => (0, None),
         None => (plan.clone_flags, entry.cgroup2_dir()),
     };
-    let (child, in_cgroup2) = clone_into(first_flags, into)
-        .map_err(|err| Error::sys(format!("clone with namespace flags {first_flags:#x}"), err))?;
+    let (child, in_cgroup2) = clone_into(first_flags, into).map_err(|err| clone_error(first_flags, err))?;
     if child != 0 {
         for (t, f) in &saved {
             namespaces::setns(*t, f)
