@@ -196,7 +196,7 @@ fn memfd(name: &str) -> Result<std::fs::File> {
 
 /// The program in `bytes`, if it has a loadable length.
 fn program(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
-    if bytes.is_empty() || bytes.len() % INSN != 0 || bytes.len() / INSN > MAX_INSNS {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(INSN) || bytes.len() / INSN > MAX_INSNS {
         return None;
     }
     Some(

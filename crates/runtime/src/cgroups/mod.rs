@@ -151,7 +151,7 @@ pub fn is_frozen(path: &Path) -> bool {
 pub struct Entry {
     /// (path, open `tasks` file) per v1 hierarchy.
     tasks: Vec<(PathBuf, OwnedFd)>,
-    /// The cgroup2 directory and its open `cgroup.procs`.
+    /// The cgroup2 directory's `cgroup.procs` path, the directory, and that file open.
     cgroup2: Option<(PathBuf, OwnedFd, OwnedFd)>,
 }
 
@@ -173,8 +173,9 @@ impl Entry {
         let cgroup2 = match cgroup2 {
             Some(d) => {
                 let dir = open(&d, OFlags::RDONLY | OFlags::DIRECTORY)?;
-                let procs = open(&d.join("cgroup.procs"), OFlags::WRONLY)?;
-                Some((d, dir, procs))
+                let path = d.join("cgroup.procs");
+                let procs = open(&path, OFlags::WRONLY)?;
+                Some((path, dir, procs))
             }
             None => None,
         };
@@ -196,8 +197,8 @@ impl Entry {
             .cgroup2
             .iter()
             .filter(|_| !in_cgroup2)
-            .map(|(d, _, procs)| (d.join("cgroup.procs"), procs));
-        for (path, fd) in self.tasks.iter().map(|(p, fd)| (p.clone(), fd)).chain(v2) {
+            .map(|(path, _, procs)| (path, procs));
+        for (path, fd) in self.tasks.iter().map(|(p, fd)| (p, fd)).chain(v2) {
             rustix::io::write(fd, b"0").map_err(|e| {
                 Error::sys(
                     format!("join cgroup: write \"0\" to {}", path.display()),
