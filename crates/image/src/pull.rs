@@ -105,12 +105,42 @@ fn registry_err(registry: &str, what: String, e: OciDistributionError) -> ImageE
     }
 }
 
+/// Whether a registry answer says the manifest, blob or repository does not exist (HTTP 404,
+/// or a `*_UNKNOWN`/`NOT_FOUND` error code), judged on the error's structure, never on its text
+/// (which holds the URL and its port).
 fn is_not_found(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
     match e {
         OciDistributionError::ServerError { code, .. } => *code == 404,
         OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::RegistryError { envelope, .. } => format!("{envelope:?}").contains("Unknown"),
-        other => other.to_string().contains("404"),
+        OciDistributionError::RequestError(r) => r.status().is_some_and(|s| s.as_u16() == 404),
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|err| {
+            matches!(
+                err.code,
+                OciErrorCode::ManifestUnknown
+                    | OciErrorCode::BlobUnknown
+                    | OciErrorCode::NameUnknown
+                    | OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
+}
+/// Whether a registry answer refuses the credentials (HTTP 401/403, an `UNAUTHORIZED` or
+/// `DENIED` error code, a failed token request) or could not be had at all (a transport error),
+/// judged on the error's structure, never on its text (which holds the URL and its port).
+fn refuses_credentials(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::RequestError(_) => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|err| matches!(err.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
     }
 }
 
@@ -178,7 +208,9 @@ impl Registry {
         }
     }
 
-    /// Checks the credentials against the registry (a tag listing: 401 means refused).
+    /// Checks the credentials against the registry (a tag listing of a probe repository: 401,
+    /// 403, UNAUTHORIZED/DENIED or a failed token request mean refused; any other answer, such
+    /// as NAME_UNKNOWN, means the registry let the credentials in).
     ///
     /// # Errors
     /// [`ImageError::Registry`] when the registry refuses them or cannot be reached.
@@ -187,13 +219,9 @@ impl Registry {
             oci_client::Reference::with_tag(self.registry.clone(), "vessel/login-check".into(), "latest".into());
         match self.client.list_tags(&probe, &self.auth, Some(1), None).await {
             Ok(_) => Ok(()),
-            Err(
-                e @ (OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_)),
-            ) => Err(registry_err(&self.registry, "log in".into(), e)),
-            Err(e @ OciDistributionError::RequestError(_)) => Err(registry_err(&self.registry, "log in".into(), e)),
-            Err(e) if e.to_string().contains("401") || e.to_string().to_lowercase().contains("unauthorized") => {
-                Err(registry_err(&self.registry, "log in".into(), e))
-            }
+            Err(e) if refuses_credentials(&e) => Err(registry_err(&self.registry, "log in".into(), e)),
+            // Anything else (most often NAME_UNKNOWN for the probe repository) came from a
+            // registry that accepted the credentials.
             Err(_) => Ok(()),
         }
     }
@@ -679,4 +707,44 @@ pub(crate) fn import_manifest(
         ingest_layer(store, reader, spec, write, opts)?;
     }
     finish(store, resolved, names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(code: &str, url: &str) -> OciDistributionError {
+        let body = format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#);
+        OciDistributionError::RegistryError {
+            envelope: serde_json::from_str(&body).unwrap(),
+            url: url.into(),
+        }
+    }
+
+    #[test]
+    fn answers_are_classified_by_structure_not_by_the_port_in_the_url() {
+        // Ports that read like status codes: 401xx and 404xx.
+        let url = "http://127.0.0.1:40173/v2/vessel/login-check/tags/list";
+        assert!(!refuses_credentials(&envelope("NAME_UNKNOWN", url)));
+        assert!(!is_not_found(&envelope(
+            "UNSUPPORTED",
+            "http://127.0.0.1:40404/v2/a/manifests/1"
+        )));
+        assert!(is_not_found(&envelope("NAME_UNKNOWN", url)));
+        assert!(is_not_found(&envelope("MANIFEST_UNKNOWN", url)));
+        assert!(refuses_credentials(&envelope("DENIED", url)));
+        assert!(refuses_credentials(&envelope("UNAUTHORIZED", url)));
+        assert!(refuses_credentials(&OciDistributionError::UnauthorizedError {
+            url: url.into()
+        }));
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "http://127.0.0.1:40104/v2/".into(),
+            message: "401 404".into(),
+        };
+        assert!(refuses_credentials(&server(403)));
+        assert!(!refuses_credentials(&server(500)));
+        assert!(is_not_found(&server(404)));
+        assert!(!is_not_found(&server(500)));
+    }
 }
