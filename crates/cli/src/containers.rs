@@ -605,6 +605,10 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
             privileged: a.privileged,
         },
     )?;
+    if vessel_engine::network::grants_net_admin(process.capabilities().as_ref()) {
+        // It may change the container's network namespace: never hand that to another.
+        vessel_engine::network::taint(&engine.paths, &r.id)?;
+    }
     if !a.interactive && !a.tty {
         let null = std::fs::File::open("/dev/null").context("open /dev/null")?;
         rustix::stdio::dup2_stdin(&null).context("stdin from /dev/null")?;
@@ -924,6 +928,11 @@ pub enum NetworkCommand {
         /// No route out and no masquerade: containers reach only each other.
         #[arg(long)]
         internal: bool,
+        /// How many attachments of ended containers to keep attached for the next
+        /// containers (each holds an address and a veth); 0: every container runs its own
+        /// CNI ADD and DEL.
+        #[arg(long, default_value_t = vessel_net::DEFAULT_WARM)]
+        warm: u32,
         /// The network's name.
         name: String,
     },
@@ -955,9 +964,10 @@ pub fn network(engine: &Engine, c: &NetworkCommand) -> Result<i32> {
             subnet,
             gateway,
             internal,
+            warm,
             name,
         } => {
-            let n = nets.create(name, subnet.as_deref(), gateway.as_deref(), *internal)?;
+            let n = nets.create(name, subnet.as_deref(), gateway.as_deref(), *internal, *warm)?;
             println!("{}", n.name);
         }
         NetworkCommand::Ls { format } => {
@@ -999,8 +1009,15 @@ pub fn network(engine: &Engine, c: &NetworkCommand) -> Result<i32> {
                         serde_json::json!({"Id": r.id, "Name": r.name, "State": r.state.as_str(), "Attachment": a})
                     })
                     .collect();
+                let pool = vessel_engine::network::pool(&engine.paths);
+                let warm: Vec<serde_json::Value> = pool
+                    .free(&net.name)
+                    .iter()
+                    .map(|id| serde_json::json!({"CniId": id, "Netns": pool.netns(id)}))
+                    .collect();
                 let mut v = serde_json::to_value(&net)?;
                 v["containers"] = serde_json::Value::Array(containers);
+                v["warm_attachments"] = serde_json::Value::Array(warm);
                 out.push(v);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -1015,6 +1032,9 @@ pub fn network(engine: &Engine, c: &NetworkCommand) -> Result<i32> {
                     })
                     .map(|r| r.name)
                     .collect();
+                if users.is_empty() && n != vessel_net::DEFAULT_NETWORK {
+                    vessel_engine::network::pool(&engine.paths).drain(n)?;
+                }
                 nets.remove(n, &users)?;
                 println!("{n}");
             }
@@ -1062,6 +1082,8 @@ pub fn system(engine: &Engine, c: &SystemCommand) -> Result<i32> {
             for i in images {
                 println!("  {i}");
             }
+            let warm = vessel_engine::network::drain_all(&engine.paths)?;
+            println!("Released warm network attachments: {warm}");
             Ok(0)
         }
     }

@@ -54,6 +54,17 @@ fn instance(ns: &Netns) -> Instance {
     i
 }
 
+/// How many free warm attachments network `net` keeps (`network inspect`).
+fn warm(i: &Instance, net: &str) -> usize {
+    let v: serde_json::Value = serde_json::from_str(&i.ok(&["network", "inspect", net])).unwrap();
+    v[0]["warm_attachments"].as_array().map_or(0, Vec::len)
+}
+
+/// How many veths the test's namespace has (the host ends of containers' attachments).
+fn veths(ns: &Netns) -> usize {
+    ns.sh("ip -o link").lines().filter(|l| l.contains("veth")).count()
+}
+
 fn ready() -> bool {
     have(&["umoci", "busybox"]) && std::path::Path::new("/usr/lib/cni/bridge").exists()
 }
@@ -170,11 +181,21 @@ fn containers_reach_each_other_and_published_ports() {
     });
     let o = i.v(&["exec", "peer", "wget", "-qO-", "http://web/"]);
     assert_eq!(stdout(&o), "hello-web\n");
-    // rm releases everything: no veth is left on the bridge.
+    // rm releases the port mappings; the attachments stay attached as the network's warm
+    // ones, two at most (web's, peer's and auto's ended).
     i.ok(&["rm", "-f", &web, "peer", "auto"]);
-    assert!(!ns.sh("ip -o link").contains("veth"), "{}", ns.sh("ip -o link"));
     assert!(ns.sh("wget -T 1 -qO- http://127.0.0.1:8080/").is_empty());
+    let nat = ns.sh("iptables-save -t nat 2>/dev/null");
+    assert!(!nat.contains("8080") && !nat.contains("9090"), "{nat}");
+    assert_eq!(warm(&i, "vessel"), 2);
+    assert_eq!(veths(&ns), 2, "{}", ns.sh("ip -o link"));
     assert_eq!(i.ok(&["system", "check"]).trim(), "no problems found");
+    // system prune releases them: no veth is left on the bridge.
+    assert!(i
+        .ok(&["system", "prune", "-f"])
+        .contains("Released warm network attachments: 2"));
+    assert_eq!(veths(&ns), 0, "{}", ns.sh("ip -o link"));
+    assert_eq!(warm(&i, "vessel"), 0);
 }
 
 #[test]
@@ -327,28 +348,151 @@ fn addresses_are_released_and_a_killed_monitor_leaves_nothing() {
     });
     let report = i.ok(&["system", "check"]);
     assert!(report.contains("monitor is gone"), "{report}");
-    assert!(!ns.sh("ip -o link").contains("veth"), "{}", ns.sh("ip -o link"));
     let nat = ns.sh("iptables-save -t nat 2>/dev/null");
     assert!(!nat.contains("8181"), "{nat}");
+    // What stays is what the network keeps warm (the runs before left one, which the
+    // killed container may have taken), each with its address; system prune releases it.
     let ipam = i.root().join("cni/ipam/small");
-    let kept: Vec<_> = std::fs::read_dir(&ipam)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("10.97."))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(kept.is_empty(), "addresses still reserved: {kept:?}");
+    let reserved = || -> Vec<String> {
+        std::fs::read_dir(&ipam)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("10.97."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let kept = warm(&i, "small");
+    assert!(kept <= 1, "{kept}");
+    assert_eq!(veths(&ns), kept, "{}", ns.sh("ip -o link"));
+    assert_eq!(reserved().len(), kept, "{:?}", reserved());
     i.ok(&["rm", &id]);
+    i.ok(&["network", "rm", "small"]);
+    assert_eq!(veths(&ns), 0, "{}", ns.sh("ip -o link"));
+    assert!(reserved().is_empty(), "addresses still reserved: {:?}", reserved());
     // A missing plugin: a one-line error naming the package, nothing left.
     let o = i
         .cmd()
         .env("VESSEL_CNI_PATH", "/nonexistent")
-        .args(["run", "--rm", "--network", "small", img, "true"])
+        .args(["run", "--rm", "--network", "bridge", img, "true"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("containernetworking-plugins"), "{}", stderr(&o));
     assert_eq!(i.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn warm_attachments_are_reused_only_when_nothing_could_change_them() {
+    if !ready() {
+        return;
+    }
+    let ns = Netns::new("net5");
+    let i = instance(&ns);
+    let img = i.busybox();
+    i.ok(&["network", "create", "--subnet", "10.96.0.0/24", "w"]);
+    let addr = |out: &str| {
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let show = ["sh", "-c", "ip -o -4 addr show eth0; ip -o link show eth0"];
+    let run_plain = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "w"];
+        args.extend_from_slice(extra);
+        args.push(img);
+        args.extend_from_slice(&show);
+        i.ok(&args)
+    };
+    // The first container's attachment stays warm; the next container takes it.
+    let first = run_plain(&[]);
+    assert!(addr(&first).starts_with("10.96.0."), "{first}");
+    assert_eq!(warm(&i, "w"), 1);
+    let second = run_plain(&[]);
+    assert_eq!(addr(&second), addr(&first), "{second}");
+    assert_eq!((warm(&i, "w"), veths(&ns)), (1, 1));
+    // CAP_NET_ADMIN: the container may change its namespace (here its MTU), so its
+    // attachment is released, and the next container gets a fresh one.
+    i.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "w",
+        "--cap-add",
+        "NET_ADMIN",
+        img,
+        "ip",
+        "link",
+        "set",
+        "eth0",
+        "mtu",
+        "1280",
+    ]);
+    assert_eq!((warm(&i, "w"), veths(&ns)), (0, 0), "{}", ns.sh("ip -o link"));
+    let fresh = run_plain(&[]);
+    assert!(fresh.contains("mtu 1500"), "{fresh}");
+    assert_eq!(warm(&i, "w"), 1);
+    // The same for a container where `exec --privileged` ran.
+    i.ok(&["run", "-d", "--network", "w", "--name", "t", img, "sleep", "1000"]);
+    assert_eq!(warm(&i, "w"), 0);
+    i.ok(&["exec", "--privileged", "t", "ip", "link", "set", "eth0", "mtu", "1280"]);
+    i.ok(&["rm", "-f", "t"]);
+    assert_eq!((warm(&i, "w"), veths(&ns)), (0, 0), "{}", ns.sh("ip -o link"));
+    // A namespace another container still uses (--network container:) is not handed on.
+    i.ok(&["run", "-d", "--network", "w", "--name", "owner", img, "sleep", "1000"]);
+    i.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "container:owner",
+        "--name",
+        "guest",
+        img,
+        "sleep",
+        "1000",
+    ]);
+    i.ok(&["stop", "-t", "0", "owner"]);
+    assert_eq!(warm(&i, "w"), 0);
+    i.ok(&["rm", "-f", "guest", "owner"]);
+    // At most `warm` (2 by default) are kept: three containers end, one is released.
+    for n in ["a", "b", "c"] {
+        i.ok(&["run", "-d", "--network", "w", "--name", n, img, "sleep", "1000"]);
+    }
+    i.ok(&["rm", "-f", "a", "b", "c"]);
+    assert_eq!((warm(&i, "w"), veths(&ns)), (2, 2), "{}", ns.sh("ip -o link"));
+    assert_eq!(i.ok(&["system", "check"]).trim(), "no problems found");
+    // A container publishing a port takes a warm attachment; its end takes the mapping off
+    // and keeps the attachment.
+    i.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "w",
+        "--name",
+        "p",
+        "-p",
+        "8282:80",
+        img,
+        "sh",
+        "-c",
+        "echo warm-port > /i && httpd -f -p 80 -h /",
+    ]);
+    assert_eq!(warm(&i, "w"), 1);
+    wait_for("httpd", || ns.sh("wget -qO- http://127.0.0.1:8282/i") == "warm-port\n");
+    i.ok(&["rm", "-f", "p"]);
+    assert!(!ns.sh("iptables-save -t nat 2>/dev/null").contains("8282"));
+    assert_eq!((warm(&i, "w"), veths(&ns)), (2, 2), "{}", ns.sh("ip -o link"));
+    // --warm 0: every container makes and releases its own.
+    i.ok(&["network", "create", "--warm", "0", "--subnet", "10.95.0.0/24", "cold"]);
+    i.ok(&["run", "--rm", "--network", "cold", img, "true"]);
+    assert_eq!(warm(&i, "cold"), 0);
+    assert_eq!(veths(&ns), 2);
+    // network rm releases the warm ones with the network: no veth, no address left.
+    i.ok(&["network", "rm", "w", "cold"]);
+    assert_eq!(veths(&ns), 0, "{}", ns.sh("ip -o link"));
+    assert!(!i.root().join("cni/ipam/w").exists());
+    assert_eq!(i.ok(&["system", "check"]).trim(), "no problems found");
 }

@@ -215,7 +215,7 @@ fn normalize_cap(c: &str) -> String {
 /// has (/proc/sys/kernel/cap_last_cap) that are also in our own bounding set (CapBnd of
 /// /proc/self/status), as docker's and podman's "all capabilities" are. A root without
 /// CAP_SYS_RESOURCE (as on some hosts) cannot hand it on: capset(2) would fail.
-fn available_capabilities() -> &'static [&'static str] {
+pub(crate) fn available_capabilities() -> &'static [&'static str] {
     static AVAILABLE: OnceLock<Vec<&'static str>> = OnceLock::new();
     AVAILABLE.get_or_init(|| {
         let last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -302,7 +302,7 @@ pub fn capabilities(opts: &RunOptions) -> Result<Vec<String>> {
 
 /// The spec's capability values for CAP_ names (names oci-spec does not know are left
 /// out; every name of [`ALL_CAPABILITIES`] is known to it).
-fn to_spec_caps(names: &[String]) -> HashSet<Capability> {
+pub(crate) fn to_spec_caps(names: &[String]) -> HashSet<Capability> {
     names
         .iter()
         .filter_map(|n| Capability::from_str(n.strip_prefix("CAP_").unwrap_or(n)).ok())

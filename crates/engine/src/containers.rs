@@ -121,7 +121,7 @@ impl Engine {
         if let Some(c) = self.runtime(&r.id) {
             c.delete(true)?;
         }
-        network::down(&self.paths, r)?;
+        network::down(&self.paths, r, false)?;
         rootfs::unmount(&self.paths.bundle(&r.id))?;
         let _ = std::fs::remove_dir_all(self.paths.run_dir(&r.id));
         self.db.set_exited(&r.id, None, &now())?;
@@ -289,7 +289,7 @@ impl Engine {
         }
         // A failed DEL (a plugin gone) must not keep the record: `system check` finds
         // the attachment again from the CNI cache.
-        if let Err(e) = network::down(&self.paths, r) {
+        if let Err(e) = network::down(&self.paths, r, false) {
             eprintln!("vessel: warning: {e}");
         }
         let store = self.store()?;
@@ -598,12 +598,27 @@ impl Engine {
                 }
             }
         }
-        let live = |id: &str| records.iter().any(|r| r.id == id && r.state.is_live());
+        // The attachments that are someone's: held by a live container, or free in a pool.
+        let pool = network::pool(&self.paths);
+        let held: Vec<String> = records
+            .iter()
+            .filter(|r| r.state.is_live())
+            .filter_map(|r| network::held_cni_id(&self.paths, &r.id))
+            .collect();
+        let owned = |cid: &str, net: Option<&str>| {
+            held.iter().any(|h| h == cid)
+                || match net {
+                    Some(net) => pool.is_free(net, cid),
+                    None => vessel_net::Networks::open(&self.paths.root)
+                        .list()
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|n| pool.is_free(&n.name, cid)),
+                }
+        };
         for (cid, net, ifname) in vessel_net::attached(&self.paths.root)? {
-            if !live(&cid) {
-                found.push(format!(
-                    "network {net}: leaked attachment ({ifname}) of container {cid}"
-                ));
+            if !owned(&cid, Some(&net)) {
+                found.push(format!("network {net}: leaked attachment ({ifname}) {cid}"));
                 if repair {
                     vessel_net::detach(&self.paths.root, &cid, &net, &ifname, None)?;
                 }
@@ -612,8 +627,8 @@ impl Engine {
         let netns_dir = self.paths.runroot.join("netns");
         for entry in std::fs::read_dir(&netns_dir).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            if !live(&id) {
-                found.push(format!("network namespace of stopped container {id}"));
+            if !owned(&id, None) {
+                found.push(format!("network namespace {id} of no container"));
                 if repair {
                     vessel_net::netns::remove(&entry.path())?;
                 }

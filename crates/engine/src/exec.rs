@@ -23,7 +23,7 @@ pub struct ExecRequest {
     pub workdir: Option<String>,
     /// `-t`.
     pub tty: bool,
-    /// `--privileged`: every capability.
+    /// `--privileged`: every capability available (see `run --privileged`).
     pub privileged: bool,
 }
 
@@ -74,15 +74,22 @@ pub fn process(paths: &Paths, r: &Record, spec: &oci_spec::runtime::Spec, req: &
         );
     }
     if req.privileged {
-        let all: std::collections::HashSet<Capability> = caps::all()
-            .into_iter()
-            .filter_map(|c| c.to_string().parse().ok())
+        // Every capability available here, as `run --privileged` counts them (the kernel's,
+        // within vessel's own bounding set: more would make capset(2) fail).
+        let names: Vec<String> = crate::config::available_capabilities()
+            .iter()
+            .map(|c| c.to_string())
             .collect();
+        let all: std::collections::HashSet<Capability> = crate::config::to_spec_caps(&names);
         p.set_capabilities(Some(
             LinuxCapabilitiesBuilder::default()
                 .bounding(all.clone())
                 .effective(all.clone())
                 .permitted(all)
+                // Empty, not the builder's default three: none are inherited across
+                // execve (CVE-2022-27651), as with `run`.
+                .inheritable(std::collections::HashSet::new())
+                .ambient(std::collections::HashSet::new())
                 .build()
                 .map_err(|e| Error::BadInput(format!("capabilities: {e}")))?,
         ));

@@ -74,12 +74,12 @@ fn create(paths: &Paths, rec: &Record) -> Result<(Container, Stdio)> {
             if let Err(e) = network::after_create(rec, c.state.pid) {
                 let (c, _) = made?;
                 let _ = c.delete(true);
-                let _ = network::down(paths, rec);
+                let _ = network::down(paths, rec, false);
                 return Err(e);
             }
         }
         Err(_) => {
-            let _ = network::down(paths, rec);
+            let _ = network::down(paths, rec, false);
         }
     }
     made
@@ -525,7 +525,7 @@ impl Monitor<'_> {
             let _ = c.delete(true);
         }
         self.container = None;
-        let _ = network::down(self.paths, &self.rec);
+        let _ = network::down(self.paths, &self.rec, true);
         let bundle = self.paths.bundle(&id);
         let _ = rootfs::unmount(&bundle);
         let _ = std::fs::remove_dir_all(self.paths.run_dir(&id));

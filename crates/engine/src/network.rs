@@ -1,14 +1,20 @@
 //! A container's network, from the engine's side: which mode `--network` asks for,
-//! the network namespace file the monitor makes for bridge networks
-//! (`RUNROOT/netns/<id>`), CNI ADD before the container is created and DEL after it
-//! exits ([`vessel_net`]), published ports, and the /etc/hosts files that let
+//! the attachment the monitor gets for bridge networks before the container is created
+//! (a warm one from the network's pool, [`vessel_net::warm`], or its own: a namespace
+//! file `RUNROOT/netns/<cni id>` and CNI ADD, [`vessel_net`]) and gives back or detaches
+//! (CNI DEL) after it exits, published ports, and the /etc/hosts files that let
 //! containers on one network find each other by name (rewritten in place, as they are
 //! bind-mounted into running containers).
+//!
+//! An attachment's CNI container id is a fresh random one, never the container's id:
+//! the attachment can outlive its first container in the pool and be held by another.
+//! `BUNDLE/network.json` ([`Held`]) records which one a container holds.
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
-use vessel_net::{AttachRequest, Attachment, Networks, PortMapping, Protocol, DEFAULT_NETWORK};
+use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+use vessel_net::{AttachRequest, Attachment, Networks, Pool, PortMapping, Protocol, DEFAULT_NETWORK};
 
 use crate::db::{Db, Record};
 use crate::error::{Error, IoContext, Result};
@@ -41,20 +47,110 @@ pub fn mode(opts: &RunOptions) -> Mode {
     }
 }
 
-/// The network namespace file of a bridge-networked container.
+/// The network namespace file config.json names for a bridge-networked container until
+/// its monitor puts the one of the attachment it holds there: a path that never exists,
+/// so that a config.json run without the monitor fails instead of sharing a namespace.
 pub fn netns_path(paths: &Paths, id: &str) -> PathBuf {
     paths.runroot.join("netns").join(id)
 }
 
-/// The file recording a running container's attachment (for inspect, peers' hosts).
-fn attachment_path(paths: &Paths, id: &str) -> PathBuf {
+/// The warm attachments of `paths`: namespace files in `RUNROOT/netns`, free markers in
+/// `RUNROOT/warm`.
+pub fn pool(paths: &Paths) -> Pool {
+    Pool::open(&paths.root, &paths.runroot.join("netns"), &paths.runroot.join("warm"))
+}
+
+/// The file recording a container's attachment (for inspect, peers' hosts, teardown).
+fn held_path(paths: &Paths, id: &str) -> PathBuf {
     paths.bundle(id).join("network.json")
+}
+
+/// The file that marks a container's attachment as changed from inside (a process with
+/// CAP_NET_ADMIN ran in it): it is detached at the end, never given to another.
+fn tainted_path(paths: &Paths, id: &str) -> PathBuf {
+    paths.bundle(id).join("network.tainted")
+}
+
+/// What `BUNDLE/network.json` records: the CNI id of the attachment a container holds
+/// (written before CNI ADD, so that a crash in the middle leaves it findable) and, once
+/// ADD is done, where it sits on the network. A file from before CNI ids were separate
+/// has only the attachment: its CNI id is the container's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Held {
+    /// The attachment's CNI container id (its namespace is `RUNROOT/netns/<cni_id>`).
+    #[serde(default)]
+    pub cni_id: Option<String>,
+    /// Address, gateway and MAC, once CNI ADD is done.
+    #[serde(flatten)]
+    pub attachment: Option<Attachment>,
+}
+
+fn read_held(paths: &Paths, id: &str) -> Option<Held> {
+    let text = std::fs::read(held_path(paths, id)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+fn write_held(paths: &Paths, id: &str, held: &Held) -> Result<()> {
+    let path = held_path(paths, id);
+    let text = serde_json::to_vec(held).map_err(|e| Error::BadInput(format!("network.json: {e}")))?;
+    std::fs::write(&path, text).at("write", &path)
 }
 
 /// The attachment of a running bridge-networked container, if any.
 pub fn attachment(paths: &Paths, id: &str) -> Option<Attachment> {
-    let text = std::fs::read(attachment_path(paths, id)).ok()?;
-    serde_json::from_slice(&text).ok()
+    read_held(paths, id)?.attachment
+}
+
+/// The CNI id of the attachment container `id` holds, if it holds one.
+pub fn held_cni_id(paths: &Paths, id: &str) -> Option<String> {
+    read_held(paths, id).map(|h| h.cni_id.unwrap_or_else(|| id.to_string()))
+}
+
+/// Whether a process with `caps` can change its network namespace (CAP_NET_ADMIN in any
+/// of its sets).
+pub fn grants_net_admin(caps: Option<&LinuxCapabilities>) -> bool {
+    caps.is_some_and(|c| {
+        [c.bounding(), c.effective(), c.permitted(), c.ambient(), c.inheritable()]
+            .into_iter()
+            .flatten()
+            .any(|set| set.contains(&Capability::NetAdmin))
+    })
+}
+
+/// Marks container `id`'s attachment as changed from inside (`vessel exec` of a process
+/// with CAP_NET_ADMIN): it is detached when the container ends, not kept warm.
+pub fn taint(paths: &Paths, id: &str) -> Result<()> {
+    let path = tainted_path(paths, id);
+    if paths.bundle(id).join("network.json").exists() {
+        std::fs::write(&path, b"").at("write", &path)?;
+    }
+    Ok(())
+}
+
+/// Releases the free warm attachments of every network (`vessel system prune`): CNI DEL
+/// of each, which gives their addresses back. Returns how many there were.
+///
+/// Errors: the first failure; the other networks are still drained.
+pub fn drain_all(paths: &Paths) -> Result<usize> {
+    let pool = pool(paths);
+    let mut n = 0;
+    let mut first = None;
+    for net in Networks::open(&paths.root).list().map_err(net_err)? {
+        match pool.drain(&net.name) {
+            Ok(k) => n += k,
+            Err(e) => {
+                first.get_or_insert(net_err(e));
+            }
+        }
+    }
+    first.map_or(Ok(n), Err)
+}
+
+/// Whether a container needs an attachment made for it: it asks for a particular address
+/// or MAC address, which the warm ones of the pool do not have. (Published ports are
+/// added to a warm attachment and taken off it again: [`vessel_net::publish`].)
+fn wants_own(opts: &RunOptions) -> bool {
+    opts.ip.is_some() || opts.mac.is_some()
 }
 
 /// Checks what `create` was asked for and completes it: the network exists (the
@@ -178,6 +274,11 @@ pub fn apply(paths: &Paths, db: &Db, id: &str, opts: &RunOptions, spec: &mut Spe
             Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
         }
     };
+    set_netns(spec, path)
+}
+
+/// Sets config.json's network namespace: joined at `path`, or the caller's when None.
+fn set_netns(spec: &mut Spec, path: Option<PathBuf>) -> Result<()> {
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut nss: Vec<_> = linux
         .namespaces()
@@ -200,49 +301,92 @@ pub fn apply(paths: &Paths, db: &Db, id: &str, opts: &RunOptions, spec: &mut Spe
     Ok(())
 }
 
-/// Monitor, before the runtime's create: for a bridge network, makes the netns file,
-/// runs CNI ADD and records the attachment; then writes the hosts files of the
-/// container and of its peers. For `container:`, points config.json at the other
-/// container's current init. On error nothing is left.
+/// Monitor, before the runtime's create: for a bridge network, takes a warm attachment
+/// of the network (and publishes the container's ports on it) unless the container asks
+/// for an address or MAC of its own, else makes its own (a namespace file, CNI ADD); records it in `network.json`, points
+/// config.json's network namespace at it, and writes the hosts files of the container and
+/// of its peers. For `container:`, points config.json at the other container's current
+/// init. On error nothing is left.
 pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
     let db = Db::open(&paths.root)?;
     match mode(&rec.options) {
         Mode::Bridge(name) => {
             let net = Networks::open(&paths.root).get(&name).map_err(net_err)?;
-            let ns = netns_path(paths, &rec.id);
-            if let Some(dir) = ns.parent() {
-                std::fs::create_dir_all(dir).at("create", dir)?;
-            }
-            vessel_net::netns::create(&ns).map_err(net_err)?;
-            let attached = vessel_net::setup_loopback(&ns).and_then(|()| {
-                vessel_net::attach(
-                    &paths.root,
-                    &AttachRequest {
-                        container_id: &rec.id,
-                        netns: &ns,
-                        network: &net,
-                        ifname: "eth0",
-                        ports: &rec.options.publish,
-                        ip: rec.options.ip.as_deref(),
-                        mac: rec.options.mac.as_deref(),
-                    },
-                )
-            });
-            let a = match attached {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = vessel_net::netns::remove(&ns);
-                    return Err(net_err(e));
+            let pool = pool(paths);
+            let _ = std::fs::remove_file(tainted_path(paths, &rec.id));
+            let warm = if net.warm > 0 && !wants_own(&rec.options) {
+                pool.take(&name).map_err(net_err)?
+            } else {
+                None
+            };
+            let (cni_id, ns, a) = match warm {
+                Some(w) => {
+                    let ports = &rec.options.publish;
+                    if let Err(e) = vessel_net::publish(&paths.root, &w.cni_id, &net, "eth0", &w.netns, ports) {
+                        let _ = pool.release(&name, &w.cni_id);
+                        return Err(net_err(e));
+                    }
+                    (w.cni_id, w.netns, w.attachment)
+                }
+                None => {
+                    let cni_id = vessel_net::warm::new_id().map_err(net_err)?;
+                    write_held(
+                        paths,
+                        &rec.id,
+                        &Held {
+                            cni_id: Some(cni_id.clone()),
+                            attachment: None,
+                        },
+                    )?;
+                    let ns = pool.netns(&cni_id);
+                    match attach_new(paths, rec, &net, &cni_id, &ns) {
+                        Ok(a) => (cni_id, ns, a),
+                        Err(e) => {
+                            let _ = std::fs::remove_file(held_path(paths, &rec.id));
+                            return Err(e);
+                        }
+                    }
                 }
             };
-            let text = serde_json::to_vec(&a).unwrap_or_default();
-            std::fs::write(attachment_path(paths, &rec.id), text).at("write", attachment_path(paths, &rec.id))?;
+            write_held(
+                paths,
+                &rec.id,
+                &Held {
+                    cni_id: Some(cni_id),
+                    attachment: Some(a),
+                },
+            )?;
+            set_netns(spec, Some(ns))?;
             refresh_hosts(paths, &db, &name)?;
         }
         Mode::Container(_) => apply(paths, &db, &rec.id, &rec.options, spec)?,
         Mode::None | Mode::Host => {}
     }
     Ok(())
+}
+
+/// A new namespace file `ns` with loopback up, attached to `net` (CNI ADD) under
+/// `cni_id` with the container's ports, address and MAC. On error nothing is left.
+fn attach_new(paths: &Paths, rec: &Record, net: &vessel_net::Network, cni_id: &str, ns: &Path) -> Result<Attachment> {
+    vessel_net::netns::create(ns).map_err(net_err)?;
+    let attached = vessel_net::setup_loopback(ns).and_then(|()| {
+        vessel_net::attach(
+            &paths.root,
+            &AttachRequest {
+                container_id: cni_id,
+                netns: ns,
+                network: net,
+                ifname: "eth0",
+                ports: &rec.options.publish,
+                ip: rec.options.ip.as_deref(),
+                mac: rec.options.mac.as_deref(),
+            },
+        )
+    });
+    attached.map_err(|e| {
+        let _ = vessel_net::netns::remove(ns);
+        net_err(e)
+    })
 }
 
 /// Monitor, after the runtime's create: brings loopback up in a `--network none`
@@ -254,23 +398,72 @@ pub fn after_create(rec: &Record, pid: i32) -> Result<()> {
     Ok(())
 }
 
-/// After the exit (monitor, `system check`): CNI DEL (releases the address and the
-/// port mappings, also when the netns is gone), removes the netns file and the
-/// attachment record, and drops the container from its peers' hosts files.
-/// Idempotent.
-pub fn down(paths: &Paths, rec: &Record) -> Result<()> {
+/// After the exit (monitor, `system check`, `rm`): lets go of the attachment the
+/// container holds. With `keep` (the monitor, after a normal end), an attachment nothing
+/// can have changed goes back to its network's pool ([`recyclable`]); otherwise, or when
+/// the pool is full, CNI DEL (releases the address and the port mappings, also when the
+/// namespace is gone) and the namespace file is removed. Then the attachment record goes
+/// and the container leaves its peers' hosts files. Idempotent.
+pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
     let Mode::Bridge(name) = mode(&rec.options) else {
         return Ok(());
     };
-    let ns = netns_path(paths, &rec.id);
-    let netns = ns.exists().then_some(ns.as_path());
-    let res = vessel_net::detach(&paths.root, &rec.id, &name, "eth0", netns).map_err(net_err);
-    vessel_net::netns::remove(&ns).map_err(net_err)?;
-    let _ = std::fs::remove_file(attachment_path(paths, &rec.id));
-    if let Ok(db) = Db::open(&paths.root) {
-        let _ = refresh_hosts(paths, &db, &name);
+    let held = read_held(paths, &rec.id);
+    // No record: nothing was attached, or this is a container from before separate CNI
+    // ids, whose attachment is under its own id.
+    let cni_id = held
+        .as_ref()
+        .and_then(|h| h.cni_id.clone())
+        .unwrap_or_else(|| rec.id.clone());
+    let done = held.as_ref().is_some_and(|h| h.attachment.is_some());
+    let db = Db::open(&paths.root).ok();
+    let pool = pool(paths);
+    let net = Networks::open(&paths.root).get(&name).ok();
+    let tainted = tainted_path(paths, &rec.id).exists();
+    let _ = std::fs::remove_file(held_path(paths, &rec.id));
+    let _ = std::fs::remove_file(tainted_path(paths, &rec.id));
+    let kept = match (&net, &db) {
+        (Some(net), Some(db)) if keep && done && !tainted && recyclable(paths, db, rec) => {
+            // The port mappings go first (CNI DEL of portmap alone), so that nothing of
+            // them outlives the container even while the rest waits for the next one.
+            vessel_net::unpublish(&paths.root, &cni_id, &name, "eth0", &pool.netns(&cni_id)).is_ok()
+                && pool.give(&name, &cni_id, net.warm).unwrap_or(false)
+        }
+        _ => false,
+    };
+    let res = if kept {
+        Ok(())
+    } else {
+        pool.release(&name, &cni_id).map_err(net_err)
+    };
+    if let Some(db) = &db {
+        let _ = refresh_hosts(paths, db, &name);
     }
     res
+}
+
+/// Whether the attachment of `rec`, which has ended, can go to another container (once
+/// its port mappings are off): it was made for no particular address or MAC; no process of the container
+/// could change the namespace (CAP_NET_ADMIN, in config.json or through `vessel exec`,
+/// see [`taint`]); and no live container shares it (`--network container:`).
+fn recyclable(paths: &Paths, db: &Db, rec: &Record) -> bool {
+    if wants_own(&rec.options) || rec.options.privileged {
+        return false;
+    }
+    let Ok(spec) = vessel_runtime::spec::load(&paths.bundle(&rec.id)) else {
+        return false;
+    };
+    if grants_net_admin(spec.process().as_ref().and_then(|p| p.capabilities().as_ref())) {
+        return false;
+    }
+    let Ok(records) = db.list() else {
+        return false;
+    };
+    !records.iter().any(|r| {
+        r.state.is_live()
+            && r.id != rec.id
+            && matches!(mode(&r.options), Mode::Container(c) if c == rec.name || rec.id.starts_with(&c))
+    })
 }
 
 /// Rewrites, in place, the hosts file of every container attached to network `name`:

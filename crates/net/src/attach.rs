@@ -335,6 +335,144 @@ pub fn detach(root: &Path, container_id: &str, network: &str, ifname: &str, netn
     cni::cache_remove(root, container_id, network, ifname)
 }
 
+/// Publishes `ports` on an existing attachment (a warm one, taken by a container that
+/// publishes ports): CNI ADD of the network's portmap plugin alone, with the cached
+/// result as prevResult, appended to the attachment's cached chain (before it runs, so
+/// that a crash in the middle leaves a chain whose DEL undoes it). When ADD fails, its
+/// DEL runs and the chain is as before. See [`unpublish`].
+///
+/// Errors: [`NetError::BadRequest`] (no finished attachment, ports already published,
+/// an internal network), [`NetError::PluginNotFound`], [`NetError::Plugin`],
+/// [`NetError::Json`] for a damaged cache entry, [`NetError::Io`].
+pub fn publish(
+    root: &Path,
+    container_id: &str,
+    network: &Network,
+    ifname: &str,
+    netns: &Path,
+    ports: &[PortMapping],
+) -> Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    util::check_container_id(container_id)?;
+    if network.internal {
+        return Err(NetError::BadRequest(format!(
+            "network \"{}\" is internal: it has no way in from the host, so ports cannot be published on it",
+            network.name
+        )));
+    }
+    let no_attachment = || {
+        NetError::BadRequest(format!(
+            "attachment {container_id} on network {} ({ifname}) is not in the CNI cache: ports cannot be published on it",
+            network.name
+        ))
+    };
+    let mut entry = cni::cache_read(root, container_id, &network.name, ifname)?.ok_or_else(no_attachment)?;
+    let prev = entry.result.clone().ok_or_else(no_attachment)?;
+    if cni::plugins(&entry.config)
+        .iter()
+        .any(|p| cni::plugin_type(p) == "portmap")
+    {
+        return Err(NetError::BadRequest(format!(
+            "attachment {container_id} on network {} already publishes ports",
+            network.name
+        )));
+    }
+    let portmap = cni::plugins(&cni::conflist(root, network)?)
+        .into_iter()
+        .find(|p| cni::plugin_type(p) == "portmap")
+        .ok_or_else(|| NetError::BadRequest("the network's configuration has no portmap plugin".into()))?;
+    let path = cni::cni_path();
+    let bin = cni::find_plugin("portmap", &path)?;
+    let before = entry.clone();
+    let mut caps = Map::new();
+    caps.insert(
+        "portMappings".into(),
+        Value::Array(ports.iter().map(PortMapping::to_cni).collect()),
+    );
+    entry.capability_args.extend(caps.clone());
+    if let Some(list) = entry.config.get_mut("plugins").and_then(Value::as_array_mut) {
+        list.push(portmap.clone());
+    }
+    cni::cache_write(root, &entry)?;
+    let version = entry
+        .config
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(cni::CNI_VERSION)
+        .to_string();
+    let netns_str = netns.to_string_lossy().into_owned();
+    let inv = Invocation {
+        command: "ADD",
+        container_id,
+        netns: &netns_str,
+        ifname,
+        path: &path,
+        network: &network.name,
+    };
+    let conf = cni::plugin_config(&portmap, &network.name, &version, Some(&prev), &caps);
+    match cni::exec(&inv, &bin, &conf) {
+        Ok(r) => {
+            entry.result = Some(r.unwrap_or(prev));
+            cni::cache_write(root, &entry)
+        }
+        Err(add) => {
+            let del = Invocation { command: "DEL", ..inv };
+            match cni::exec(&del, &bin, &conf) {
+                Ok(_) => {
+                    cni::cache_write(root, &before)?;
+                    Err(add)
+                }
+                Err(del) => Err(NetError::Rollback {
+                    add: Box::new(add),
+                    del: Box::new(del),
+                }),
+            }
+        }
+    }
+}
+
+/// Undoes [`publish`] (or the port mappings of an [`attach`] made with ports): CNI DEL
+/// of the attachment's portmap plugin alone, then the plugin and its `portMappings` leave
+/// the cached chain; the rest of the attachment stays. Nothing to do when it publishes
+/// no ports or is not cached.
+///
+/// Errors: [`NetError::PluginNotFound`], [`NetError::Plugin`], [`NetError::Json`] for a
+/// damaged cache entry, [`NetError::Io`].
+pub fn unpublish(root: &Path, container_id: &str, network: &str, ifname: &str, netns: &Path) -> Result<()> {
+    util::check_container_id(container_id)?;
+    let Some(mut entry) = cni::cache_read(root, container_id, network, ifname)? else {
+        return Ok(());
+    };
+    let plugins = cni::plugins(&entry.config);
+    let Some(portmap) = plugins.iter().find(|p| cni::plugin_type(p) == "portmap") else {
+        return Ok(());
+    };
+    let path = cni::cni_path();
+    let netns_str = netns.to_string_lossy().into_owned();
+    let inv = Invocation {
+        command: "DEL",
+        container_id,
+        netns: &netns_str,
+        ifname,
+        path: &path,
+        network,
+    };
+    del_chain(
+        &inv,
+        &entry.config,
+        std::slice::from_ref(portmap),
+        entry.result.as_ref(),
+        &entry.capability_args,
+    )?;
+    if let Some(list) = entry.config.get_mut("plugins").and_then(Value::as_array_mut) {
+        list.retain(|p| cni::plugin_type(p) != "portmap");
+    }
+    entry.capability_args.remove("portMappings");
+    cni::cache_write(root, &entry)
+}
+
 /// Every attachment in the cache of `root`: (container id, network, interface), for
 /// `system check` to find the ones whose container is gone.
 ///

@@ -472,6 +472,7 @@ mod tests {
             internal: false,
             bridge: "vessel3".into(),
             created: String::new(),
+            warm: 0,
         };
         let c = conflist(Path::new("/var/lib/vessel"), &n).unwrap();
         let p = plugins(&c);

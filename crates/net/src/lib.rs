@@ -7,6 +7,8 @@
 //!   namespace, by executing the plugin binaries as libcni does (CNI spec 1.0.0), with
 //!   libcni's cache under ROOT/cni/cache so DEL works after a crash.
 //! - [`netns`]: persistent network namespace files, as `ip netns add`.
+//! - [`warm`]: attachments kept, still attached, after their container ended, for the
+//!   next container on the network to take without a CNI ADD (and DEL).
 //! - [`setup_loopback`], [`resolv_conf`], [`hosts`]: what every container needs.
 //! - [`parse_publish`], [`free_port`]: docker's `-p`.
 //!
@@ -40,10 +42,12 @@ pub mod network;
 pub mod ports;
 pub mod routes;
 mod util;
+pub mod warm;
 
-pub use attach::{attach, attached, attachment, detach, setup_loopback, AttachRequest, Attachment};
+pub use attach::{attach, attached, attachment, detach, publish, setup_loopback, unpublish, AttachRequest, Attachment};
 pub use cni::{CNI_PATH, CNI_PATH_ENV, CNI_VERSION};
 pub use dns::{hosts, resolv_conf};
 pub use error::{NetError, PluginFailure, Result};
-pub use network::{Network, Networks, DEFAULT_NETWORK};
+pub use network::{Network, Networks, DEFAULT_NETWORK, DEFAULT_WARM};
 pub use ports::{free_port, parse_publish, PortMapping, Protocol};
+pub use warm::{Pool, Warm};

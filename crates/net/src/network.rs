@@ -18,6 +18,12 @@ pub const DEFAULT_NETWORK: &str = "vessel";
 pub const DEFAULT_SUBNET: &str = "10.88.0.0/16";
 /// The default network's bridge.
 pub const DEFAULT_BRIDGE: &str = "vessel0";
+/// How many warm attachments a network keeps unless told otherwise ([`Network::warm`]).
+pub const DEFAULT_WARM: u32 = 2;
+
+fn default_warm() -> u32 {
+    DEFAULT_WARM
+}
 
 /// A network definition, as stored in `ROOT/networks/<name>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +44,11 @@ pub struct Network {
     pub bridge: String,
     /// When it was made, RFC 3339 UTC.
     pub created: String,
+    /// How many attachments of ended containers are kept, attached, for the next
+    /// containers to take ([`crate::warm`]); 0 makes every container run its own CNI
+    /// ADD and DEL. Those kept hold an address and a veth on the bridge each.
+    #[serde(default = "default_warm")]
+    pub warm: u32,
 }
 
 impl Network {
@@ -74,14 +85,21 @@ impl Networks {
         util::Lock::take(&self.dir().join(".lock"))
     }
 
-    /// Makes a network. `subnet` defaults to the first 10.89.N.0/24 that overlaps no
+    /// Makes a network that keeps up to `warm` warm attachments. `subnet` defaults to the first 10.89.N.0/24 that overlaps no
     /// network and no route of the calling process's network namespace; `gateway` to
     /// the subnet's first address; the bridge is the first free `vesselN`.
     ///
     /// Errors: [`NetError::BadName`], [`NetError::NetworkExists`], [`NetError::BadSubnet`],
     /// [`NetError::BadAddress`] (gateway outside the subnet), [`NetError::SubnetOverlap`]
     /// (naming the other network or the route), [`NetError::NoFreeSubnet`], [`NetError::Io`].
-    pub fn create(&self, name: &str, subnet: Option<&str>, gateway: Option<&str>, internal: bool) -> Result<Network> {
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        gateway: Option<&str>,
+        internal: bool,
+        warm: u32,
+    ) -> Result<Network> {
         util::check_network_name(name)?;
         // The default network's subnet is reserved even before its first use.
         self.ensure_default()?;
@@ -123,6 +141,7 @@ impl Networks {
             internal,
             bridge,
             created: util::now_rfc3339(),
+            warm,
         };
         self.write(&network)?;
         Ok(network)
@@ -197,6 +216,7 @@ impl Networks {
             internal: false,
             bridge: DEFAULT_BRIDGE.to_string(),
             created: util::now_rfc3339(),
+            warm: DEFAULT_WARM,
         };
         self.write(&network)?;
         Ok(network)
@@ -364,6 +384,7 @@ mod tests {
             internal: false,
             bridge: String::new(),
             created: String::new(),
+            warm: 0,
         };
         let nets = vec![n("a", "10.89.0.0/24"), n("b", "10.90.0.0/16")];
         let host = vec![routes::HostRoute {

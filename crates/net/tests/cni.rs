@@ -15,8 +15,8 @@ use sandbox::{
 };
 
 use vessel_net::{
-    attach, attached, attachment, detach, netns, parse_publish, setup_loopback, AttachRequest, NetError, Network,
-    Networks, DEFAULT_NETWORK,
+    attach, attached, attachment, detach, netns, parse_publish, publish, setup_loopback, unpublish, AttachRequest,
+    NetError, Network, Networks, Pool, DEFAULT_NETWORK,
 };
 
 fn req<'a>(id: &'a str, ns: &'a Path, network: &'a Network) -> AttachRequest<'a> {
@@ -52,7 +52,7 @@ fn networks_create_list_get_remove() {
     assert_eq!(def.id.len(), 64);
     assert_eq!(nets.get(DEFAULT_NETWORK).unwrap(), *def);
 
-    let a = nets.create("a", None, None, false).unwrap();
+    let a = nets.create("a", None, None, false, 2).unwrap();
     assert_eq!(
         (a.subnet.as_str(), a.gateway.as_deref(), a.bridge.as_str()),
         ("10.89.0.0/24", Some("10.89.0.1"), "vessel1")
@@ -60,41 +60,41 @@ fn networks_create_list_get_remove() {
     assert!(!a.internal);
     assert!(a.created.ends_with('Z'));
     assert!(sb.root.join("networks/a.json").is_file());
-    let b = nets.create("b", None, None, false).unwrap();
+    let b = nets.create("b", None, None, false, 2).unwrap();
     assert_eq!((b.subnet.as_str(), b.bridge.as_str()), ("10.89.1.0/24", "vessel2"));
     assert_eq!(nets.get("b").unwrap(), b);
 
     let err = |r: Result<Network, NetError>| r.unwrap_err().to_string();
-    let e = err(nets.create("a", None, None, false));
+    let e = err(nets.create("a", None, None, false, 2));
     assert!(e.contains("network \"a\" already exists"), "{e}");
-    assert!(err(nets.create(DEFAULT_NETWORK, None, None, false)).contains("already exists"));
-    let e = err(nets.create("c", Some("10.89.0.128/25"), None, false));
+    assert!(err(nets.create(DEFAULT_NETWORK, None, None, false, 2)).contains("already exists"));
+    let e = err(nets.create("c", Some("10.89.0.128/25"), None, false, 2));
     assert!(e.contains("overlaps network \"a\" (10.89.0.0/24)"), "{e}");
-    let e = err(nets.create("c", Some("10.88.5.0/24"), None, false));
+    let e = err(nets.create("c", Some("10.88.5.0/24"), None, false, 2));
     assert!(e.contains("overlaps network \"vessel\" (10.88.0.0/16)"), "{e}");
     sh(
         "ip link add vessel-dummy0 type veth peer name vessel-dummy1 && ip addr add 10.99.0.1/16 dev vessel-dummy0 \
         && ip link set vessel-dummy1 up && ip link set vessel-dummy0 up",
     );
-    let e = err(nets.create("c", Some("10.99.3.0/24"), None, false));
+    let e = err(nets.create("c", Some("10.99.3.0/24"), None, false, 2));
     assert!(
         e.contains("overlaps the host's route 10.99.0.0/16 dev vessel-dummy0"),
         "{e}"
     );
-    let e = err(nets.create("c", Some("banana"), None, false));
+    let e = err(nets.create("c", Some("banana"), None, false, 2));
     assert!(e.contains("invalid subnet \"banana\""), "{e}");
-    let e = err(nets.create("c", Some("10.70.0.9/24"), None, false));
+    let e = err(nets.create("c", Some("10.70.0.9/24"), None, false, 2));
     assert!(e.contains("it should be 10.70.0.0/24"), "{e}");
-    let e = err(nets.create("c", Some("10.70.0.0/24"), Some("10.71.0.1"), false));
+    let e = err(nets.create("c", Some("10.70.0.0/24"), Some("10.71.0.1"), false, 2));
     assert!(
         e.contains("gateway \"10.71.0.1\"") && e.contains("outside the subnet"),
         "{e}"
     );
-    let e = err(nets.create("bad/name", None, None, false));
+    let e = err(nets.create("bad/name", None, None, false, 2));
     assert!(e.contains("invalid network name"), "{e}");
 
     let c = nets
-        .create("c", Some("10.70.0.0/24"), Some("10.70.0.254"), true)
+        .create("c", Some("10.70.0.0/24"), Some("10.70.0.254"), true, 2)
         .unwrap();
     assert_eq!((c.gateway.as_deref(), c.internal), (Some("10.70.0.254"), true));
 
@@ -113,7 +113,7 @@ fn networks_create_list_get_remove() {
 
     // The default choice skips what routes cover: 10.89.0.0/24 is free again but routed.
     sh("ip addr add 10.89.0.1/24 dev vessel-dummy0");
-    let d = nets.create("d", None, None, false).unwrap();
+    let d = nets.create("d", None, None, false, 2).unwrap();
     assert_eq!(d.subnet, "10.89.2.0/24");
     assert_eq!(d.bridge, "vessel1", "the freed bridge name is reused");
     let names: Vec<String> = nets.list().unwrap().into_iter().map(|n| n.name).collect();
@@ -276,7 +276,7 @@ fn two_containers_talk_and_publish_a_port() {
     assert!(local_unreachable("127.0.0.1:18080"));
 
     // A network's bridge goes with the network once nothing is on it.
-    let x = nets.create("x", None, None, false).unwrap();
+    let x = nets.create("x", None, None, false, 2).unwrap();
     attach(&sb.root, &req("aaaa4", &c1, &x)).unwrap();
     assert!(try_sh(&format!("ip link show {}", x.bridge)).0);
     assert!(nets.remove("x", &["c1".into()]).is_err());
@@ -296,7 +296,7 @@ fn internal_network_has_no_way_out() {
     };
     let nets = Networks::open(&sb.root);
     let def = nets.get(DEFAULT_NETWORK).unwrap();
-    let int = nets.create("int", Some("10.89.9.0/24"), None, true).unwrap();
+    let int = nets.create("int", Some("10.89.9.0/24"), None, true, 2).unwrap();
     let (c1, c2, c3) = (sb.container("c1"), sb.container("c2"), sb.container("c3"));
     let ports = parse_publish("18082:80").unwrap();
     let e = attach(
@@ -346,7 +346,7 @@ fn detach_releases_addresses_300_cycles_on_a_slash_24() {
         return;
     };
     let nets = Networks::open(&sb.root);
-    let net = nets.create("small", Some("10.89.50.0/24"), None, false).unwrap();
+    let net = nets.create("small", Some("10.89.50.0/24"), None, false, 2).unwrap();
     let c1 = sb.container("c1");
     let ports = parse_publish("18090:80").unwrap();
     let (mut att, mut det) = (Duration::ZERO, Duration::ZERO);
@@ -476,7 +476,7 @@ fn ipv6_network() {
         return;
     };
     let nets = Networks::open(&sb.root);
-    let net = nets.create("six", Some("fd00:89:1::/64"), None, false).unwrap();
+    let net = nets.create("six", Some("fd00:89:1::/64"), None, false, 2).unwrap();
     assert_eq!(net.gateway.as_deref(), Some("fd00:89:1::1"));
     let (c1, c2) = (sb.container("c1"), sb.container("c2"));
     let t = Instant::now();
@@ -534,4 +534,62 @@ fn detach_after_a_crash_in_the_middle_of_attach() {
     assert_eq!(ipam_files(&sb.root, "vessel"), vec![again.ip.clone()]);
     detach(&sb.root, "gggg1", "vessel", "eth0", Some(&c1)).unwrap();
     assert!(ipam_files(&sb.root, "vessel").is_empty());
+}
+
+#[test]
+fn warm_pool_and_ports_published_on_a_warm_attachment() {
+    let Some(sb) = sandbox("warm_pool_and_ports_published_on_a_warm_attachment") else {
+        return;
+    };
+    let net = Networks::open(&sb.root).get(DEFAULT_NETWORK).unwrap();
+    let run = sb.root.join("run");
+    let pool = Pool::open(&sb.root, &run.join("netns"), &run.join("warm"));
+    assert!(pool.take("vessel").unwrap().is_none());
+    let id = vessel_net::warm::new_id().unwrap();
+    let ns = pool.netns(&id);
+    netns::create(&ns).unwrap();
+    setup_loopback(&ns).unwrap();
+    let a = attach(&sb.root, &req(&id, &ns, &net)).unwrap();
+    // Kept only while the pool has room.
+    assert!(!pool.give("vessel", &id, 0).unwrap());
+    assert!(pool.give("vessel", &id, 2).unwrap());
+    assert!(pool.is_free("vessel", &id));
+    assert_eq!(pool.free("vessel"), vec![id.clone()]);
+    let w = pool.take("vessel").unwrap().unwrap();
+    assert_eq!((w.cni_id.as_str(), &w.netns, &w.attachment), (id.as_str(), &ns, &a));
+    assert!(pool.take("vessel").unwrap().is_none(), "taken twice");
+
+    // Ports on the taken attachment: portmap alone, on and off again.
+    let ports = parse_publish("127.0.0.1:18082:80").unwrap();
+    publish(&sb.root, &id, &net, "eth0", &ns, &ports).unwrap();
+    let comment = format!("id: \\\"{id}\\\"");
+    let nat = sh("iptables -t nat -S");
+    assert!(nat.contains("CNI-DN-") && nat.contains(&comment), "{nat}");
+    let e = publish(&sb.root, &id, &net, "eth0", &ns, &ports).unwrap_err();
+    assert!(e.to_string().contains("already publishes"), "{e}");
+    unpublish(&sb.root, &id, "vessel", "eth0", &ns).unwrap();
+    let nat = sh("iptables -t nat -S");
+    assert!(!nat.contains("CNI-DN-"), "{nat}");
+    assert_eq!(ipam_files(&sb.root, "vessel"), vec![a.ip.clone()]);
+    assert_eq!(attachment(&sb.root, &id, "vessel", "eth0").unwrap(), Some(a.clone()));
+
+    // A warm one whose namespace is gone (a reboot) is released when met, not handed out.
+    assert!(pool.give("vessel", &id, 2).unwrap());
+    netns::remove(&ns).unwrap();
+    assert!(pool.take("vessel").unwrap().is_none());
+    assert!(ipam_files(&sb.root, "vessel").is_empty());
+    assert!(attached(&sb.root).unwrap().is_empty());
+    assert!(pool.free("vessel").is_empty());
+
+    // drain releases every free one.
+    for _ in 0..2 {
+        let id = vessel_net::warm::new_id().unwrap();
+        let ns = pool.netns(&id);
+        netns::create(&ns).unwrap();
+        attach(&sb.root, &req(&id, &ns, &net)).unwrap();
+        assert!(pool.give("vessel", &id, 2).unwrap());
+    }
+    assert_eq!(pool.drain("vessel").unwrap(), 2);
+    assert!(ipam_files(&sb.root, "vessel").is_empty());
+    assert!(attached(&sb.root).unwrap().is_empty());
 }
