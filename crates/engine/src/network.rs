@@ -538,3 +538,34 @@ pub fn check_add_host(s: &str) -> Result<()> {
         _ => Err(Error::BadInput(format!("invalid --add-host {s:?}: use NAME:IP"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_records_old_and_new() {
+        let a = Attachment {
+            network: "vessel".into(),
+            interface: "eth0".into(),
+            ip: "10.88.0.7".into(),
+            prefix: 16,
+            gateway: Some("10.88.0.1".into()),
+            mac: "02:00:00:00:00:07".into(),
+        };
+        // Before ADD: the CNI id alone.
+        let h: Held = serde_json::from_str(r#"{"cni_id":"abc"}"#).unwrap();
+        assert_eq!((h.cni_id.as_deref(), h.attachment), (Some("abc"), None));
+        // After ADD: both, in one flat object.
+        let text = serde_json::to_string(&Held {
+            cni_id: Some("abc".into()),
+            attachment: Some(a.clone()),
+        })
+        .unwrap();
+        let h: Held = serde_json::from_str(&text).unwrap();
+        assert_eq!((h.cni_id.as_deref(), h.attachment.as_ref()), (Some("abc"), Some(&a)));
+        // A file from before separate CNI ids: the attachment alone.
+        let h: Held = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!((h.cni_id, h.attachment), (None, Some(a)));
+    }
+}

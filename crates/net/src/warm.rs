@@ -114,7 +114,10 @@ impl Pool {
                         attachment,
                     }))
                 }
-                None => self.release(network, &cni_id)?,
+                // Left for `system check` to report if even its DEL fails.
+                None => {
+                    let _ = self.release(network, &cni_id);
+                }
             }
         }
         Ok(None)
