@@ -97,6 +97,27 @@ fn del_chain(
     first.map_or(Ok(()), Err)
 }
 
+/// Runs the DEL of `plugins` (some of the cached chain of `entry`) with the cached
+/// result and capability arguments, CNI_NETNS `netns` (empty: the namespace is gone).
+fn del_cached(entry: &CacheEntry, netns: &str, plugins: &[Value]) -> Result<()> {
+    let path = cni::cni_path();
+    let inv = Invocation {
+        command: "DEL",
+        container_id: &entry.container_id,
+        netns,
+        ifname: &entry.ifname,
+        path: &path,
+        network: &entry.network,
+    };
+    del_chain(
+        &inv,
+        &entry.config,
+        plugins,
+        entry.result.as_ref(),
+        &entry.capability_args,
+    )
+}
+
 /// Joins a container to a network: CNI ADD of the network's configuration list
 /// (bridge with host-local IPAM, portmap, firewall, tuning; loopback is not in it: see
 /// [`setup_loopback`]) into `req.netns`, chained like libcni (each plugin gets the
@@ -300,23 +321,8 @@ pub fn detach(root: &Path, container_id: &str, network: &str, ifname: &str, netn
     };
     let netns = netns.filter(|p| netns::is_netns(p));
     let netns_str = netns.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let path = cni::cni_path();
-    let inv = Invocation {
-        command: "DEL",
-        container_id,
-        netns: &netns_str,
-        ifname,
-        path: &path,
-        network,
-    };
     let plugins = cni::plugins(&entry.config);
-    del_chain(
-        &inv,
-        &entry.config,
-        &plugins,
-        entry.result.as_ref(),
-        &entry.capability_args,
-    )?;
+    del_cached(&entry, &netns_str, &plugins)?;
     if netns.is_none() {
         let masq = plugins
             .iter()
@@ -449,23 +455,7 @@ pub fn unpublish(root: &Path, container_id: &str, network: &str, ifname: &str, n
     let Some(portmap) = plugins.iter().find(|p| cni::plugin_type(p) == "portmap") else {
         return Ok(());
     };
-    let path = cni::cni_path();
-    let netns_str = netns.to_string_lossy().into_owned();
-    let inv = Invocation {
-        command: "DEL",
-        container_id,
-        netns: &netns_str,
-        ifname,
-        path: &path,
-        network,
-    };
-    del_chain(
-        &inv,
-        &entry.config,
-        std::slice::from_ref(portmap),
-        entry.result.as_ref(),
-        &entry.capability_args,
-    )?;
+    del_cached(&entry, &netns.to_string_lossy(), std::slice::from_ref(portmap))?;
     if let Some(list) = entry.config.get_mut("plugins").and_then(Value::as_array_mut) {
         list.retain(|p| cni::plugin_type(p) != "portmap");
     }

@@ -391,9 +391,23 @@ pub(crate) fn cache_read_file(path: &Path) -> Result<Option<CacheEntry>> {
     Ok(Some(entry))
 }
 
-/// Reads the cache entry of one attachment.
+/// Reads the cache entry of one attachment; one that names another attachment inside
+/// (a file renamed or edited by hand) is an error.
 pub(crate) fn cache_read(root: &Path, container_id: &str, network: &str, ifname: &str) -> Result<Option<CacheEntry>> {
-    cache_read_file(&cache_path(root, container_id, network, ifname))
+    let path = cache_path(root, container_id, network, ifname);
+    let entry = cache_read_file(&path)?;
+    if let Some(e) = &entry {
+        if (e.container_id.as_str(), e.network.as_str(), e.ifname.as_str()) != (container_id, network, ifname) {
+            return Err(NetError::BadRequest(format!(
+                "CNI cache entry {} is for container {} on network {} ({}): remove the file",
+                path.display(),
+                e.container_id,
+                e.network,
+                e.ifname
+            )));
+        }
+    }
+    Ok(entry)
 }
 
 /// Removes the cache entry of one attachment (missing is fine).
