@@ -443,9 +443,9 @@ pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
 }
 
 /// Whether the attachment of `rec`, which has ended, can go to another container (once
-/// its port mappings are off): it was made for no particular address or MAC; no process of the container
-/// could change the namespace (CAP_NET_ADMIN, in config.json or through `vessel exec`,
-/// see [`taint`]); and no live container shares it (`--network container:`).
+/// its port mappings are off): it was made for no particular address or MAC; no process
+/// of the container could change the namespace (CAP_NET_ADMIN, in config.json or through
+/// `vessel exec`, see [`taint`]); and no live container shares it (`--network container:`).
 fn recyclable(paths: &Paths, db: &Db, rec: &Record) -> bool {
     if wants_own(&rec.options) || rec.options.privileged {
         return false;
