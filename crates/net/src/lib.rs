@@ -28,6 +28,10 @@
 //! 4. when it ends: [`detach`] from each network, then [`netns::remove`]. After a crash,
 //!    [`detach`] without the namespace still releases addresses and ports, and
 //!    [`attached`] lists what the cache still holds.
+//!
+//! Or, through a [`Pool`] of warm attachments: steps 1 and 2 become [`Pool::take`] (then
+//! [`publish`] for ports), step 4 [`unpublish`] then [`Pool::give`], and the namespace
+//! and its attachment go on to the next container ([`warm`]).
 
 #![warn(missing_docs)]
 
