@@ -600,34 +600,24 @@ impl Engine {
         }
         // The attachments that are someone's: held by a live container, or free in a pool.
         let pool = network::pool(&self.paths);
-        let held: Vec<String> = records
+        let mut owned: Vec<String> = records
             .iter()
             .filter(|r| r.state.is_live())
             .filter_map(|r| network::held_cni_id(&self.paths, &r.id))
             .collect();
-        let owned = |cid: &str, net: Option<&str>| {
-            held.iter().any(|h| h == cid)
-                || match net {
-                    Some(net) => pool.is_free(net, cid),
-                    None => vessel_net::Networks::open(&self.paths.root)
-                        .list()
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|n| pool.is_free(&n.name, cid)),
-                }
-        };
+        owned.extend(pool.free_all());
+        let owned = |cid: &str| owned.iter().any(|o| o == cid);
         for (cid, net, ifname) in vessel_net::attached(&self.paths.root)? {
-            if !owned(&cid, Some(&net)) {
+            if !owned(&cid) {
                 found.push(format!("network {net}: leaked attachment ({ifname}) {cid}"));
                 if repair {
                     vessel_net::detach(&self.paths.root, &cid, &net, &ifname, None)?;
                 }
             }
         }
-        let netns_dir = self.paths.runroot.join("netns");
-        for entry in std::fs::read_dir(&netns_dir).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(pool.netns_dir()).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            if !owned(&id, None) {
+            if !owned(&id) {
                 found.push(format!("network namespace {id} of no container"));
                 if repair {
                     vessel_net::netns::remove(&entry.path())?;

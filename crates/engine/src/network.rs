@@ -121,7 +121,7 @@ pub fn grants_net_admin(caps: Option<&LinuxCapabilities>) -> bool {
 /// with CAP_NET_ADMIN): it is detached when the container ends, not kept warm.
 pub fn taint(paths: &Paths, id: &str) -> Result<()> {
     let path = tainted_path(paths, id);
-    if paths.bundle(id).join("network.json").exists() {
+    if held_path(paths, id).exists() {
         std::fs::write(&path, b"").at("write", &path)?;
     }
     Ok(())
@@ -313,7 +313,6 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
         Mode::Bridge(name) => {
             let net = Networks::open(&paths.root).get(&name).map_err(net_err)?;
             let pool = pool(paths);
-            let _ = std::fs::remove_file(tainted_path(paths, &rec.id));
             let warm = if net.warm > 0 && !wants_own(&rec.options) {
                 pool.take(&name).map_err(net_err)?
             } else {

@@ -81,6 +81,21 @@ impl Pool {
         ids
     }
 
+    /// The CNI ids of the free warm attachments of every network.
+    pub fn free_all(&self) -> Vec<String> {
+        std::fs::read_dir(&self.warm_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|net| self.free(&net.file_name().to_string_lossy()))
+            .collect()
+    }
+
+    /// The directory of the namespace files ([`Pool::netns`]).
+    pub fn netns_dir(&self) -> &Path {
+        &self.netns_dir
+    }
+
     /// Whether `cni_id` is a free warm attachment of `network`.
     pub fn is_free(&self, network: &str, cni_id: &str) -> bool {
         util::check_container_id(cni_id).is_ok() && self.marker(network, cni_id).exists()
