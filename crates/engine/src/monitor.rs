@@ -1,4 +1,4 @@
-//! The per-container monitor (podman's conmon, DESIGN.md "Processes"): the `vessel`
+//! The per-container monitor (podman's conmon, docs/design.md "Processes"): the `vessel`
 //! binary re-executed as `vessel __monitor ID`, single-threaded, in its own session.
 //! It creates the container through vessel-runtime (so it is the init's parent),
 //! then stays to reap it, write its output to the log, carry its pty and stdio to

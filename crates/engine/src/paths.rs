@@ -1,4 +1,4 @@
-//! Where an engine instance keeps its state (DESIGN.md "State on disk"): everything
+//! Where an engine instance keeps its state (docs/design.md "State on disk"): everything
 //! under `root` (default /var/lib/vessel), and run-time state (the runtime's
 //! state.json files, monitor sockets) under `runroot` (default /run/vessel; ROOT/run
 //! when only `--root` is given, so tests and several instances never meet).
