@@ -122,6 +122,116 @@ fn seccomp_unknown_syscall_is_a_clear_error() {
     c.assert_no_leftovers("after a refused seccomp config");
 }
 
+/// An allow-list profile (everything else fails with EPERM) holding only what the
+/// container's programs need (static busybox `sh -c 'echo ...'` and `sleep`, found with
+/// strace) plus what any runtime must still do under the filter: the capability and id
+/// changes, then execve. No close_range, getcwd, openat, sendmsg or fifo write.
+fn minimal_allow_list() -> Value {
+    let program = [
+        "arch_prctl",
+        "brk",
+        "execve",
+        "exit_group",
+        "exit",
+        "getpid",
+        "getppid",
+        "getrandom",
+        "getuid",
+        "geteuid",
+        "getgid",
+        "getegid",
+        "mprotect",
+        "mmap",
+        "munmap",
+        "newfstatat",
+        "prlimit64",
+        "readlink",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigreturn",
+        "set_robust_list",
+        "set_tid_address",
+        "uname",
+        "write",
+        "nanosleep",
+        "clock_nanosleep",
+        "restart_syscall",
+    ];
+    let runtime = ["capget", "capset", "prctl", "setresuid", "setresgid", "setgroups"];
+    let names: Vec<&str> = program.iter().chain(runtime.iter()).copied().collect();
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]
+    })
+}
+
+/// The blocker of issue 17: the init did its own work (close_range, getcwd, the exec
+/// fifo, the sync socket) under the filter, so a strict allow-list killed it.
+#[test]
+fn seccomp_minimal_allow_list_runs_the_program() {
+    for (nnp, uid) in [(false, 0), (true, 0), (false, 1000), (true, 1000)] {
+        let mut c = TestContainer::new("seccomp-minimal");
+        c.spec["linux"]["seccomp"] = minimal_allow_list();
+        c.spec["process"]["noNewPrivileges"] = json!(nnp);
+        c.user(uid, uid, &[]);
+        c.sh("echo minimal-ok");
+        let out = c.run();
+        assert!(
+            out.ok() && out.stdout.contains("minimal-ok"),
+            "noNewPrivileges {nnp}, uid {uid}: {out}"
+        );
+    }
+}
+
+/// `exec` processes get the same order: their own work before the filter.
+#[test]
+fn seccomp_minimal_allow_list_exec() {
+    for nnp in [false, true] {
+        let mut c = TestContainer::new("seccomp-minimal-exec");
+        c.spec["linux"]["seccomp"] = minimal_allow_list();
+        c.spec["process"]["noNewPrivileges"] = json!(nnp);
+        c.start_sleeper();
+        let out = c.exec(&[], &["sh", "-c", "echo exec-ok"]);
+        assert!(
+            out.ok() && out.stdout.contains("exec-ok"),
+            "noNewPrivileges {nnp}: {out}"
+        );
+    }
+}
+
+/// A profile that makes getcwd fail on purpose and kills on close_range (an older
+/// docker profile has no close_range): the runtime needs neither under the filter.
+#[test]
+fn seccomp_profile_denying_getcwd_and_close_range() {
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["close_range"], "action": "SCMP_ACT_KILL_PROCESS"}
+        ]
+    });
+    for nnp in [false, true] {
+        let mut c = TestContainer::new("seccomp-getcwd");
+        c.spec["linux"]["seccomp"] = profile.clone();
+        c.spec["process"]["noNewPrivileges"] = json!(nnp);
+        c.sh("echo run-ok");
+        let out = c.run();
+        assert!(
+            out.ok() && out.stdout.contains("run-ok"),
+            "run, noNewPrivileges {nnp}: {out}"
+        );
+        c.sh("sleep 1000");
+        c.start_sleeper();
+        let out = c.exec(&[], &["sh", "-c", "echo exec-ok"]);
+        assert!(
+            out.ok() && out.stdout.contains("exec-ok"),
+            "exec, noNewPrivileges {nnp}: {out}"
+        );
+    }
+}
+
 /// Receives one message with an fd over a unix stream: (payload, fd).
 fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (String, OwnedFd) {
     let mut buf = [0u8; 8192];
@@ -239,7 +349,7 @@ fn hooks_run_in_their_phases_in_order() {
     assert!(phases.contains(&"program"), "the program ran: {got}");
     let st: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap_or_default()).expect("state on stdin");
     assert_eq!(st["id"], c.id.as_str(), "{st}");
-    assert_eq!(st["status"], "creating", "{st}");
+    assert_eq!(st["status"], "created", "{st}");
     assert!(st["pid"].as_i64().unwrap_or(0) > 0, "{st}");
 }
 

@@ -12,8 +12,9 @@ use crate::console;
 #[allow(unused_imports)]
 use crate::error::Context as _;
 use crate::error::{Context, Error, Result};
-use crate::launch::{exit_child, finish_process};
+use crate::launch::exit_child;
 use crate::namespaces;
+use crate::process;
 use crate::state::{State, Status};
 use crate::sync::{self, Msg};
 
@@ -85,7 +86,7 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
     };
     if pid == 0 {
         drop(parent_end);
-        let res = (|| {
+        let res = (|| -> Result<process::Prepared> {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
             cgroup.enter(in_cgroup2)?;
@@ -107,14 +108,30 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                 console::setup(sock, size, false)?;
             }
             crate::security::set_rlimits(opts.process.rlimits().as_deref().unwrap_or(&[]))?;
-            finish_process(&opts.process, opts.preserve_fds, filter.as_ref(), &child_end)
+            let prepared = process::prepare(&opts.process, opts.preserve_fds)?;
+            // A notify fd must reach the runtime before Ready (see launch::init).
+            if let Some(f) = filter.as_ref().filter(|f| f.notifies()) {
+                if let Some(fd) = prepared.confine(Some(f))? {
+                    sync::send(&child_end, &Msg::SeccompFd(fd))?;
+                }
+            }
+            Ok(prepared)
         })();
         match res {
-            Ok(program) => {
+            Ok(prepared) => {
                 let _ = sync::send(&child_end, &Msg::Ready);
-                // child_end stays open until execve closes it (close-on-exec): the
-                // parent's EOF means the program runs.
-                let err = program.exec();
+                // Under the filter from here: the capability sets and execve. A failure
+                // is reported if the filter lets the message through; child_end stays
+                // open until execve closes it (close-on-exec): the parent's EOF means
+                // the program runs.
+                if !filter.as_ref().is_some_and(|f| f.notifies()) {
+                    if let Err(e) = prepared.confine(filter.as_ref()) {
+                        let _ = sync::send(&child_end, &Msg::Failed(e.to_string()));
+                        eprintln!("vessel-oci exec: {e}");
+                        exit_child(1)
+                    }
+                }
+                let err = prepared.exec();
                 eprintln!("vessel-oci exec: {err}");
                 exit_child(if err.errno() == Some(libc::ENOENT) { 127 } else { 126 })
             }
@@ -134,7 +151,14 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
             let mut fds = [rustix::event::PollFd::new(&parent_end, rustix::event::PollFlags::IN)];
             let timeout = rustix::time::Timespec { tv_sec: 2, tv_nsec: 0 };
             if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
-                let _ = sync::recv(&parent_end);
+                if let Ok(Some(Msg::Failed(text))) = sync::recv(&parent_end) {
+                    // SAFETY: kill and waitpid on our own child.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                    }
+                    return Err(Error::Init(text));
+                }
             }
             Ok(pid)
         }
