@@ -125,6 +125,32 @@ fn errors_are_reported_in_runc_s_log_format() {
     }
 }
 
+/// An ociVersion that is not a semantic version, or of a major version other than 1,
+/// is refused with a clear error, as crun does; runc 1.1 accepts anything.
+#[test]
+fn invalid_oci_version_is_refused() {
+    if is_runc() {
+        return; // runc 1.1.5 does not check ociVersion
+    }
+    for bad in ["1.0", "not-a-version", "2.0.0", ""] {
+        let mut c = TestContainer::new("err-ociversion");
+        c.spec["ociVersion"] = serde_json::json!(bad);
+        c.args(&["true"]);
+        let out = c.create();
+        out.assert_fail(&format!("create with ociVersion {bad:?}"));
+        let msgs = error_messages(&out.stderr);
+        assert!(
+            msgs.len() == 1 && msgs[0].contains("ociVersion") && msgs[0].contains(&format!("{bad:?}")),
+            "{bad:?}: the error names the field and value: {out}"
+        );
+        c.assert_no_leftovers("after a refused ociVersion");
+    }
+    let mut c = TestContainer::new("err-ociversion-ok");
+    c.spec["ociVersion"] = serde_json::json!("1.0.2-dev");
+    c.args(&["true"]);
+    c.run().assert_ok("run with ociVersion 1.0.2-dev");
+}
+
 #[test]
 fn delete_force_of_missing_container_succeeds() {
     // runc: `delete --force` of an id that does not exist is not an error, so podman's
