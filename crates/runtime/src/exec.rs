@@ -108,6 +108,7 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                 console::setup(sock, size, false)?;
             }
             crate::security::set_rlimits(opts.process.rlimits().as_deref().unwrap_or(&[]))?;
+            crate::security::set_personality(&opts.spec)?;
             let prepared = process::prepare(&opts.process, opts.preserve_fds)?;
             // A notify fd must reach the runtime before Ready (see launch::init).
             if let Some(f) = filter.as_ref().filter(|f| f.notifies()) {

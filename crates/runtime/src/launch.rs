@@ -454,6 +454,7 @@ fn prepare_init(
     security::set_names(l.spec)?;
     security::set_sysctls(l.spec)?;
     rootfs::restrict_paths(l.spec)?;
+    security::set_personality(l.spec)?;
     let prepared = process::prepare(process, l.preserve_fds)?;
     // A notify fd must reach the runtime, which is waiting for Ready: such a filter is
     // loaded now, and the exec fifo is then opened and written under it (as runc does).

@@ -1,13 +1,13 @@
 //! Process credentials and limits (runtime-spec config.md "Process", "User",
 //! "POSIX process"; config-linux.md "Sysctl"): rlimits (setrlimit(2)), oom_score_adj,
 //! user and groups, capabilities (capabilities(7), all five sets), no_new_privs
-//! (prctl(2) PR_SET_NO_NEW_PRIVS), hostname and domainname, sysctls.
+//! (prctl(2) PR_SET_NO_NEW_PRIVS), hostname and domainname, sysctls, personality.
 
 use std::collections::HashSet;
 use std::fs;
 
 use caps::{CapSet, Capability as Cap, CapsHashSet};
-use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimit, Process, Spec};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxPersonalityDomain, PosixRlimit, Process, Spec};
 
 use crate::error::{Context, Error, Result};
 
@@ -343,6 +343,36 @@ pub fn set_no_new_privs(process: &Process) -> Result<()> {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(Error::sys("prctl PR_SET_NO_NEW_PRIVS", std::io::Error::last_os_error()));
         }
+    }
+    Ok(())
+}
+
+/// Sets `linux.personality` (config-linux.md "Personality", personality(2)): the
+/// `LINUX32` domain makes `uname -m` answer i686 on x86_64, as with `setarch`. The
+/// personality survives execve, so the program and its children keep it.
+///
+/// Errors: [`Error::Invalid`] for flags (the spec defines none), [`Error::Sys`] when
+/// the kernel refuses the domain.
+pub fn set_personality(spec: &Spec) -> Result<()> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
+        return Ok(());
+    };
+    if let Some(flags) = p.flags().as_ref().filter(|f| !f.is_empty()) {
+        return Err(Error::Invalid(format!(
+            "linux.personality.flags {flags:?}: the runtime-spec defines no flags; remove them"
+        )));
+    }
+    let domain: libc::c_ulong = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,   // PER_LINUX
+        LinuxPersonalityDomain::PerLinux32 => 0x0008, // PER_LINUX32
+    };
+    // SAFETY: personality takes one integer and changes only this process's execution
+    // domain.
+    if unsafe { libc::personality(domain) } == -1 {
+        return Err(Error::sys(
+            format!("set personality {}", p.domain()),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
