@@ -293,6 +293,14 @@ fn spec_writes_config() {
         assert!(kinds.contains(&k), "{k} namespace in default spec: {kinds:?}");
     }
     assert!(v["linux"]["uidMappings"].is_null(), "no uidMappings without --rootless");
+    // runc after CVE-2022-29162: no inheritable or ambient capabilities by default.
+    let caps = &v["process"]["capabilities"];
+    for set in ["bounding", "effective", "permitted"] {
+        assert!(caps[set].as_array().is_some_and(|a| !a.is_empty()), "{set}: {caps}");
+    }
+    for set in ["inheritable", "ambient"] {
+        assert!(caps[set].as_array().is_none_or(|a| a.is_empty()), "{set}: {caps}");
+    }
 
     let rdir = c.dir.join("rootless");
     fs::create_dir(&rdir).unwrap();

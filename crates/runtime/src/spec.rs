@@ -177,7 +177,7 @@ pub fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
 
 /// The config `vessel-oci spec` writes: runc's default (busybox-friendly `sh`, a
 /// terminal, the standard mounts, masked and read-only paths, the default capability
-/// set). With `rootless`, a user namespace mapping the caller's uid and gid to root,
+/// set in bounding, effective and permitted only, as runc 1.1.2 and later write it). With `rootless`, a user namespace mapping the caller's uid and gid to root,
 /// and mounts a user namespace may make.
 pub fn default_spec(rootless: bool) -> Spec {
     let mut spec = if rootless {
@@ -204,6 +204,14 @@ pub fn default_spec(rootless: bool) -> Spec {
     spec.set_hostname(Some("vessel".into()));
     if let Some(p) = spec.process_mut() {
         p.set_terminal(Some(true));
+        // No inheritable or ambient capabilities: runc removed them from its default
+        // spec after CVE-2022-29162 (a program exec'd by the container's user could
+        // otherwise gain them as file capabilities' inheritable half allows).
+        if let Some(mut caps) = p.capabilities().clone() {
+            caps.set_inheritable(None);
+            caps.set_ambient(None);
+            p.set_capabilities(Some(caps));
+        }
     }
     if spec.linux().is_none() {
         spec.set_linux(LinuxBuilder::default().build().ok());
