@@ -183,9 +183,13 @@ struct ExecArgs {
     caps: Vec<String>,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: u32,
-    /// Accepted for runc compatibility.
+    /// Allow exec in a paused container (the process runs once it is resumed).
     #[arg(long = "ignore-paused")]
     ignore_paused: bool,
+    /// Run the process in a sub-cgroup of the container's cgroup: PATH, or
+    /// CONTROLLER[,CONTROLLER...]:PATH per cgroup v1 controller (repeatable).
+    #[arg(long = "cgroup", value_name = "[CONTROLLER:]PATH")]
+    cgroup: Vec<String>,
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -454,6 +458,8 @@ fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             preserve_fds: a.preserve_fds,
             spec: bundle_spec,
             seccomp_cache: Some(vessel_runtime::seccomp::cache_dir(root)),
+            sub_cgroups: a.cgroup.clone(),
+            ignore_paused: a.ignore_paused,
         },
     )?;
     let master = match ours {
