@@ -207,11 +207,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `--pid-file` as runc and crun do: the decimal pid without a newline, a
+/// relative path taken from the caller's cwd, replaced atomically (a hidden temp file
+/// in the same directory, then rename) so a reader never sees a partial pid.
 fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
-    let tmp = path.with_extension("vessel-tmp");
-    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("write pid file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename pid file to {}", path.display()))
+    let name = path
+        .file_name()
+        .with_context(|| format!("--pid-file {}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(pid.to_string().as_bytes())?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("write pid file {}: {e} (does its directory exist?)", path.display())
+    })
 }
 
 /// A console for a foreground run: the caller's socket, or our own socket pair
@@ -261,7 +274,12 @@ fn create(root: &Path, a: &CreateArgs, detach: bool) -> Result<(Container, Optio
         Some(sock) => Some(console::recv_fd(&sock)?),
         None => None,
     };
-    write_pid_file(a.pid_file.as_deref(), c.state.pid)?;
+    // A pid file that cannot be written fails the create and leaves nothing, as with
+    // runc and crun.
+    if let Err(e) = write_pid_file(a.pid_file.as_deref(), c.state.pid) {
+        let _ = c.delete(true);
+        return Err(e);
+    }
     Ok((c, master))
 }
 
