@@ -151,6 +151,22 @@ fn invalid_oci_version_is_refused() {
     c.run().assert_ok("run with ociVersion 1.0.2-dev");
 }
 
+/// An unknown capability name in config.json is an error naming it (stricter than
+/// runc 1.1, which warns and ignores it): a typo must not silently drop a capability.
+#[test]
+fn unknown_capability_name_is_an_error() {
+    if is_runc() {
+        return; // runc 1.1.5 ignores unknown capability names
+    }
+    let mut c = TestContainer::new("err-cap");
+    c.spec["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_KILL", "CAP_NO_SUCH_THING"]);
+    c.args(&["true"]);
+    let out = c.create();
+    out.assert_fail("create with an unknown capability");
+    assert!(out.stderr.contains("NO_SUCH_THING"), "the error names it: {out}");
+    c.assert_no_leftovers("after an unknown capability");
+}
+
 #[test]
 fn delete_force_of_missing_container_succeeds() {
     // runc: `delete --force` of an id that does not exist is not an error, so podman's
