@@ -48,6 +48,20 @@ impl Logger {
         }
     }
 
+    /// Reports a warning the way runc does: the formatted line (`level=warning`) to the
+    /// log file with `--log`, else to stderr.
+    pub fn warning(&self, msg: &str) {
+        let line = self.line("warning", msg);
+        match &self.file {
+            Some(path) => {
+                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// One log line at `level` in the chosen format (logrus's text or JSON formatter,
     /// time in RFC 3339 seconds, UTC).
     pub fn line(&self, level: &str, msg: &str) -> String {

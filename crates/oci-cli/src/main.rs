@@ -195,9 +195,17 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
+/// The logger of this invocation, for the runtime library's warnings.
+static LOGGER: std::sync::OnceLock<log::Logger> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logger = log::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug);
+    let logger = LOGGER.get_or_init(|| log::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug));
+    vessel_runtime::error::set_warning_sink(|msg| {
+        if let Some(l) = LOGGER.get() {
+            l.warning(msg);
+        }
+    });
     match run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {

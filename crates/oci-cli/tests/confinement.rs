@@ -410,6 +410,11 @@ fn failing_poststart_and_poststop_hooks_warn_and_the_rest_still_run() {
     let out = c.start();
     out.assert_ok("start with a failing poststart hook");
     assert!(out.stderr.contains("poststart"), "a warning names the phase: {out}");
+    // A warning in runc's log format, which clients do not take for an error.
+    assert!(
+        out.stderr.contains("level=warning") && !out.stderr.contains("level=error"),
+        "{out}"
+    );
     c.wait_status("stopped", Duration::from_secs(10));
     let out = c.delete();
     out.assert_ok("delete with a failing poststop hook");

@@ -94,7 +94,7 @@ fn failed(phase: Phase, hook: &Hook, msg: &str) -> Error {
 pub fn run_warn(spec: &Spec, phase: Phase, state: &str) {
     for hook in of(spec, phase) {
         if let Err(msg) = run_one(hook, state, None) {
-            eprintln!("vessel-oci: warning: {}", failed(phase, hook, &msg));
+            crate::error::warn(&failed(phase, hook, &msg).to_string());
         }
     }
 }

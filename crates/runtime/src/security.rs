@@ -114,7 +114,7 @@ fn to_caps(set: Option<&Capabilities>) -> CapsHashSet {
             match name.parse::<Cap>() {
                 Ok(cap) if caps::all().contains(&cap) => Some(cap),
                 _ => {
-                    eprintln!("vessel-oci: warning: capability {name} is not known here; skipped");
+                    crate::error::warn(&format!("capability {name} is not known here; skipped"));
                     None
                 }
             }
