@@ -500,9 +500,8 @@ fn hooks_without_env_get_the_environment_runc_and_crun_give() {
     c.wait_status("stopped", Duration::from_secs(10));
     let runtime_env = std::fs::read_to_string(c.dir.join("runtime.env")).unwrap_or_default();
     let start_env = std::fs::read_to_string(c.dir.join("start.env")).unwrap_or_default();
-    // cargo sets CARGO_MANIFEST_DIR for the test, and the runtime inherits it.
     assert!(
-        runtime_env.contains("CARGO_MANIFEST_DIR="),
+        runtime_env.contains("VESSEL_RUNTIME_ENV=from-the-caller"),
         "createRuntime env: {runtime_env}"
     );
     assert!(
