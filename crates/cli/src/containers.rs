@@ -635,6 +635,8 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
             preserve_fds: 0,
             spec,
             seccomp_cache: Some(vessel_runtime::seccomp::cache_dir(&engine.paths.oci_root())),
+            sub_cgroups: Vec::new(),
+            ignore_paused: false,
         },
     )
     .map_err(vessel_engine::error::classify)?;

@@ -183,17 +183,29 @@ struct ExecArgs {
     caps: Vec<String>,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: u32,
-    /// Accepted for runc compatibility.
+    /// Allow exec in a paused container (the process runs once it is resumed).
     #[arg(long = "ignore-paused")]
     ignore_paused: bool,
+    /// Run the process in a sub-cgroup of the container's cgroup: PATH, or
+    /// CONTROLLER[,CONTROLLER...]:PATH per cgroup v1 controller (repeatable).
+    #[arg(long = "cgroup", value_name = "[CONTROLLER:]PATH")]
+    cgroup: Vec<String>,
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
+/// The logger of this invocation, for the runtime library's warnings.
+static LOGGER: std::sync::OnceLock<log::Logger> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logger = log::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug);
+    let logger = LOGGER.get_or_init(|| log::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug));
+    vessel_runtime::error::set_warning_sink(|msg| {
+        if let Some(l) = LOGGER.get() {
+            l.warning(msg);
+        }
+    });
     match run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
@@ -203,11 +215,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `--pid-file` as runc and crun do: the decimal pid without a newline, a
+/// relative path taken from the caller's cwd, replaced atomically (a hidden temp file
+/// in the same directory, then rename) so a reader never sees a partial pid.
 fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
-    let tmp = path.with_extension("vessel-tmp");
-    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("write pid file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename pid file to {}", path.display()))
+    let name = path
+        .file_name()
+        .with_context(|| format!("--pid-file {}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(pid.to_string().as_bytes())?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("write pid file {}: {e} (does its directory exist?)", path.display())
+    })
 }
 
 /// A console for a foreground run: the caller's socket, or our own socket pair
@@ -257,7 +282,12 @@ fn create(root: &Path, a: &CreateArgs, detach: bool) -> Result<(Container, Optio
         Some(sock) => Some(console::recv_fd(&sock)?),
         None => None,
     };
-    write_pid_file(a.pid_file.as_deref(), c.state.pid)?;
+    // A pid file that cannot be written fails the create and leaves nothing, as with
+    // runc and crun.
+    if let Err(e) = write_pid_file(a.pid_file.as_deref(), c.state.pid) {
+        let _ = c.delete(true);
+        return Err(e);
+    }
     Ok((c, master))
 }
 
@@ -454,6 +484,8 @@ fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             preserve_fds: a.preserve_fds,
             spec: bundle_spec,
             seccomp_cache: Some(vessel_runtime::seccomp::cache_dir(root)),
+            sub_cgroups: a.cgroup.clone(),
+            ignore_paused: a.ignore_paused,
         },
     )?;
     let master = match ours {

@@ -122,6 +122,116 @@ fn seccomp_unknown_syscall_is_a_clear_error() {
     c.assert_no_leftovers("after a refused seccomp config");
 }
 
+/// An allow-list profile (everything else fails with EPERM) holding only what the
+/// container's programs need (static busybox `sh -c 'echo ...'` and `sleep`, found with
+/// strace) plus what any runtime must still do under the filter: the capability and id
+/// changes, then execve. No close_range, getcwd, openat, sendmsg or fifo write.
+fn minimal_allow_list() -> Value {
+    let program = [
+        "arch_prctl",
+        "brk",
+        "execve",
+        "exit_group",
+        "exit",
+        "getpid",
+        "getppid",
+        "getrandom",
+        "getuid",
+        "geteuid",
+        "getgid",
+        "getegid",
+        "mprotect",
+        "mmap",
+        "munmap",
+        "newfstatat",
+        "prlimit64",
+        "readlink",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigreturn",
+        "set_robust_list",
+        "set_tid_address",
+        "uname",
+        "write",
+        "nanosleep",
+        "clock_nanosleep",
+        "restart_syscall",
+    ];
+    let runtime = ["capget", "capset", "prctl", "setresuid", "setresgid", "setgroups"];
+    let names: Vec<&str> = program.iter().chain(runtime.iter()).copied().collect();
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]
+    })
+}
+
+/// The blocker of issue 17: the init did its own work (close_range, getcwd, the exec
+/// fifo, the sync socket) under the filter, so a strict allow-list killed it.
+#[test]
+fn seccomp_minimal_allow_list_runs_the_program() {
+    for (nnp, uid) in [(false, 0), (true, 0), (false, 1000), (true, 1000)] {
+        let mut c = TestContainer::new("seccomp-minimal");
+        c.spec["linux"]["seccomp"] = minimal_allow_list();
+        c.spec["process"]["noNewPrivileges"] = json!(nnp);
+        c.user(uid, uid, &[]);
+        c.sh("echo minimal-ok");
+        let out = c.run();
+        assert!(
+            out.ok() && out.stdout.contains("minimal-ok"),
+            "noNewPrivileges {nnp}, uid {uid}: {out}"
+        );
+    }
+}
+
+/// `exec` processes get the same order: their own work before the filter.
+#[test]
+fn seccomp_minimal_allow_list_exec() {
+    for nnp in [false, true] {
+        let mut c = TestContainer::new("seccomp-minimal-exec");
+        c.spec["linux"]["seccomp"] = minimal_allow_list();
+        c.spec["process"]["noNewPrivileges"] = json!(nnp);
+        c.start_sleeper();
+        let out = c.exec(&[], &["sh", "-c", "echo exec-ok"]);
+        assert!(
+            out.ok() && out.stdout.contains("exec-ok"),
+            "noNewPrivileges {nnp}: {out}"
+        );
+    }
+}
+
+/// A profile that makes getcwd fail on purpose and kills on close_range (an older
+/// docker profile has no close_range): the runtime needs neither under the filter.
+#[test]
+fn seccomp_profile_denying_getcwd_and_close_range() {
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["close_range"], "action": "SCMP_ACT_KILL_PROCESS"}
+        ]
+    });
+    for nnp in [false, true] {
+        let mut c = TestContainer::new("seccomp-getcwd");
+        c.spec["linux"]["seccomp"] = profile.clone();
+        c.spec["process"]["noNewPrivileges"] = json!(nnp);
+        c.sh("echo run-ok");
+        let out = c.run();
+        assert!(
+            out.ok() && out.stdout.contains("run-ok"),
+            "run, noNewPrivileges {nnp}: {out}"
+        );
+        c.sh("sleep 1000");
+        c.start_sleeper();
+        let out = c.exec(&[], &["sh", "-c", "echo exec-ok"]);
+        assert!(
+            out.ok() && out.stdout.contains("exec-ok"),
+            "exec, noNewPrivileges {nnp}: {out}"
+        );
+    }
+}
+
 /// Receives one message with an fd over a unix stream: (payload, fd).
 fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (String, OwnedFd) {
     let mut buf = [0u8; 8192];
@@ -239,7 +349,7 @@ fn hooks_run_in_their_phases_in_order() {
     assert!(phases.contains(&"program"), "the program ran: {got}");
     let st: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap_or_default()).expect("state on stdin");
     assert_eq!(st["id"], c.id.as_str(), "{st}");
-    assert_eq!(st["status"], "creating", "{st}");
+    assert_eq!(st["status"], if is_runc() { "creating" } else { "created" }, "{st}");
     assert!(st["pid"].as_i64().unwrap_or(0) > 0, "{st}");
 }
 
@@ -281,6 +391,127 @@ fn failing_poststop_hook_only_warns() {
     let out = c.run();
     out.assert_ok("run with a failing poststop hook");
     assert!(out.stderr.contains("poststop"), "a warning names the hook: {out}");
+}
+
+/// runtime-spec runtime.md "Lifecycle" and crun: a failing poststart or poststop hook
+/// is a warning, and the hooks after it still run (runtime-tools poststart_fail,
+/// poststop_fail).
+#[test]
+fn failing_poststart_and_poststop_hooks_warn_and_the_rest_still_run() {
+    let mut c = TestContainer::new("hooks-post-fail");
+    let log = c.dir.join("post.log");
+    let l = log.display().to_string();
+    c.spec["hooks"] = json!({
+        "poststart": [hook("exit 1"), hook(&format!("echo poststart-2 >> {l}"))],
+        "poststop": [hook("exit 1"), hook(&format!("echo poststop-2 >> {l}"))]
+    });
+    c.args(&["true"]);
+    c.create().assert_ok("create");
+    let out = c.start();
+    out.assert_ok("start with a failing poststart hook");
+    assert!(out.stderr.contains("poststart"), "a warning names the phase: {out}");
+    // A warning in runc's log format, which clients do not take for an error.
+    assert!(
+        out.stderr.contains("level=warning") && !out.stderr.contains("level=error"),
+        "{out}"
+    );
+    c.wait_status("stopped", Duration::from_secs(10));
+    let out = c.delete();
+    out.assert_ok("delete with a failing poststop hook");
+    assert!(out.stderr.contains("poststop"), "a warning names the phase: {out}");
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got, "poststart-2\npoststop-2\n", "the second hooks ran");
+}
+
+/// Every phase gets the state on stdin, with the id, bundle, annotations and the
+/// status crun gives (runtime-tools hooks_stdin: "created" for create-time hooks).
+#[test]
+fn hooks_read_the_state_on_stdin_in_every_phase() {
+    let mut c = TestContainer::new("hooks-stdin");
+    c.add_mount(json!({"destination": "/hostdir", "type": "bind", "source": c.dir, "options": ["rbind", "rw"]}));
+    c.spec["annotations"] = json!({"org.vessel.test": "hooks stdin"});
+    let d = c.dir.display().to_string();
+    c.spec["hooks"] = json!({
+        "prestart": [hook(&format!("cat > {d}/prestart.json"))],
+        "createRuntime": [hook(&format!("cat > {d}/createRuntime.json"))],
+        "createContainer": [hook(&format!("cat > {d}/createContainer.json"))],
+        "startContainer": [hook("cat > /hostdir/startContainer.json")],
+        "poststart": [hook(&format!("cat > {d}/poststart.json"))],
+        "poststop": [hook(&format!("cat > {d}/poststop.json"))]
+    });
+    c.args(&["true"]);
+    c.create().assert_ok("create");
+    c.start().assert_ok("start");
+    c.wait_status("stopped", Duration::from_secs(10));
+    c.delete().assert_ok("delete");
+    let bundle = std::fs::canonicalize(&c.bundle).unwrap();
+    for (phase, status) in [
+        ("prestart", "created"),
+        ("createRuntime", "created"),
+        ("createContainer", "created"),
+        ("startContainer", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let text = std::fs::read_to_string(c.dir.join(format!("{phase}.json"))).unwrap_or_default();
+        let st: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{phase}: state JSON: {e}: {text:?}"));
+        assert_eq!(st["id"], c.id.as_str(), "{phase}: {st}");
+        assert_eq!(st["bundle"], bundle.display().to_string(), "{phase}: {st}");
+        assert_eq!(st["annotations"]["org.vessel.test"], "hooks stdin", "{phase}: {st}");
+        if phase != "poststop" {
+            assert!(st["pid"].as_i64().unwrap_or(0) > 0, "{phase}: {st}");
+        }
+        // Only vessel-oci is held to crun's status words; runc 1.1 says "creating".
+        if !is_runc() {
+            assert_eq!(st["status"], status, "{phase}: {st}");
+        }
+    }
+}
+
+/// A hook without env of its own: in the runtime's phases it inherits the runtime's
+/// environment; startContainer, inside the container, gets process.env (runc, crun).
+#[test]
+fn hooks_without_env_get_the_environment_runc_and_crun_give() {
+    let mut c = TestContainer::new("hooks-env");
+    c.add_mount(json!({"destination": "/hostdir", "type": "bind", "source": c.dir, "options": ["rbind", "rw"]}));
+    c.env("VESSEL_PROCESS_ENV=from-config");
+    let d = c.dir.display().to_string();
+    c.spec["hooks"] = json!({
+        "createRuntime": [hook(&format!("env > {d}/runtime.env"))],
+        "startContainer": [hook("env > /hostdir/start.env")]
+    });
+    c.args(&["true"]);
+    c.write_spec();
+    let st = c
+        .cmd()
+        .env("VESSEL_RUNTIME_ENV", "from-the-caller")
+        .args(["create", "--bundle"])
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("spawn create");
+    if let Some(pid) = c.state_of(&c.id).and_then(|s| s["pid"].as_i64()) {
+        c.record_pid(pid as i32);
+    }
+    assert!(st.success(), "create: {st:?}");
+    c.start().assert_ok("start");
+    c.wait_status("stopped", Duration::from_secs(10));
+    let runtime_env = std::fs::read_to_string(c.dir.join("runtime.env")).unwrap_or_default();
+    let start_env = std::fs::read_to_string(c.dir.join("start.env")).unwrap_or_default();
+    assert!(
+        runtime_env.contains("VESSEL_RUNTIME_ENV=from-the-caller"),
+        "createRuntime env: {runtime_env}"
+    );
+    assert!(
+        start_env.contains("VESSEL_PROCESS_ENV=from-config"),
+        "startContainer env: {start_env}"
+    );
+    assert!(
+        !start_env.contains("VESSEL_RUNTIME_ENV="),
+        "no runtime env inside the container: {start_env}"
+    );
 }
 
 #[test]

@@ -74,16 +74,97 @@ fn unknown_container_id() {
     ] {
         let out = c.oci(&args);
         out.assert_fail(&args.join(" "));
-        assert!(out.all().contains("does not exist"), "{args:?}: {out}");
+        let msgs = error_messages(&out.stderr);
+        assert!(
+            msgs.len() == 1 && msgs[0].contains("does not exist"),
+            "{args:?}: one error line, in runc's format: {out}"
+        );
         // runc 1.1.5 says `container does not exist` without the id; vessel names it.
         if !is_runc() {
-            assert!(
-                out.all().contains(&format!("container \"{}\" does not exist", c.id)),
+            assert_eq!(
+                msgs[0],
+                format!("container \"{}\" does not exist", c.id),
                 "{args:?}: {out}"
             );
         }
     }
     c.assert_no_leftovers("unknown id");
+}
+
+/// Errors are printed as runc prints them, because clients parse them (issue 17, 9):
+/// logrus's text line on stderr by default, a JSON line under `--log-format json`, and
+/// with `--log FILE` the line goes to the file while stderr gets the bare message.
+#[test]
+fn errors_are_reported_in_runc_s_log_format() {
+    let c = TestContainer::new("err-format");
+    fs::create_dir_all(&c.root).unwrap();
+    let out = c.oci(&["delete", &c.id]);
+    out.assert_fail("delete of a missing container");
+    let line = out.stderr.trim_end();
+    assert!(
+        line.starts_with("time=\"") && line.contains("Z\" level=error msg=\""),
+        "text format: {out}"
+    );
+    let out = c.oci(&["--log-format", "json", "kill", &c.id, "KILL"]);
+    out.assert_fail("kill of a missing container");
+    let v: serde_json::Value = serde_json::from_str(out.stderr.trim_end()).expect("one JSON line on stderr");
+    assert_eq!(v["level"], "error", "{v}");
+    assert!(v["msg"].as_str().unwrap_or("").contains("does not exist"), "{v}");
+    assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+    for format in ["text", "json"] {
+        let log = c.dir.join(format!("{format}.log"));
+        let out = c.oci(&["--log", log.to_str().unwrap(), "--log-format", format, "state", &c.id]);
+        out.assert_fail("state of a missing container");
+        let logged = fs::read_to_string(&log).unwrap_or_default();
+        let msgs = error_messages(&logged);
+        assert!(
+            msgs.len() == 1 && msgs[0].contains("does not exist"),
+            "{format}: the log file holds the error line: {logged:?}"
+        );
+        assert_eq!(out.stderr.trim_end(), msgs[0], "{format}: stderr has the bare message");
+    }
+}
+
+/// An ociVersion that is not a semantic version, or of a major version other than 1,
+/// is refused with a clear error, as crun does; runc 1.1 accepts anything.
+#[test]
+fn invalid_oci_version_is_refused() {
+    if is_runc() {
+        return; // runc 1.1.5 does not check ociVersion
+    }
+    for bad in ["1.0", "not-a-version", "2.0.0", ""] {
+        let mut c = TestContainer::new("err-ociversion");
+        c.spec["ociVersion"] = serde_json::json!(bad);
+        c.args(&["true"]);
+        let out = c.create();
+        out.assert_fail(&format!("create with ociVersion {bad:?}"));
+        let msgs = error_messages(&out.stderr);
+        assert!(
+            msgs.len() == 1 && msgs[0].contains("ociVersion") && msgs[0].contains(&format!("{bad:?}")),
+            "{bad:?}: the error names the field and value: {out}"
+        );
+        c.assert_no_leftovers("after a refused ociVersion");
+    }
+    let mut c = TestContainer::new("err-ociversion-ok");
+    c.spec["ociVersion"] = serde_json::json!("1.0.2-dev");
+    c.args(&["true"]);
+    c.run().assert_ok("run with ociVersion 1.0.2-dev");
+}
+
+/// An unknown capability name in config.json is an error naming it (stricter than
+/// runc 1.1, which warns and ignores it): a typo must not silently drop a capability.
+#[test]
+fn unknown_capability_name_is_an_error() {
+    if is_runc() {
+        return; // runc 1.1.5 ignores unknown capability names
+    }
+    let mut c = TestContainer::new("err-cap");
+    c.spec["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_KILL", "CAP_NO_SUCH_THING"]);
+    c.args(&["true"]);
+    let out = c.create();
+    out.assert_fail("create with an unknown capability");
+    assert!(out.stderr.contains("NO_SUCH_THING"), "the error names it: {out}");
+    c.assert_no_leftovers("after an unknown capability");
 }
 
 #[test]

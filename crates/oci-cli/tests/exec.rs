@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -160,4 +161,90 @@ fn exec_into_missing_container_fails() {
     let out = c.exec(&[], &["true"]);
     out.assert_fail("exec into a missing container");
     assert!(out.all().contains("does not exist"), "{out}");
+}
+
+/// `exec --cgroup PATH` (runc 1.1): the process runs in that sub-cgroup of the
+/// container's cgroup, in every hierarchy; a missing sub-cgroup is an error.
+#[test]
+fn exec_cgroup_runs_in_a_sub_cgroup() {
+    let mut c = TestContainer::new("exec-cgroup");
+    c.start_sleeper();
+    let out = c.exec(&["--cgroup", "vessel-sub"], &["true"]);
+    out.assert_fail("exec into a sub-cgroup that does not exist");
+    let dirs = cgroup_dirs(&c.cgroups_path);
+    assert!(!dirs.is_empty(), "the container has cgroup dirs");
+    for d in &dirs {
+        fs::create_dir(d.join("vessel-sub")).unwrap();
+        // A new v1 cpuset cgroup takes no task until its cpus and mems are set.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let sub = d.join("vessel-sub").join(f);
+            if let (Ok(v), true) = (fs::read_to_string(d.join(f)), sub.exists() && !is_v2()) {
+                fs::write(sub, v.trim()).unwrap();
+            }
+        }
+    }
+    let out = c.exec(&["--cgroup", "vessel-sub"], &["cat", "/proc/self/cgroup"]);
+    out.assert_ok("exec --cgroup vessel-sub");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(!lines.is_empty(), "{out}");
+    for l in &lines {
+        assert!(l.ends_with("/vessel-sub"), "every hierarchy: {l:?} in {out}");
+    }
+    for bad in ["../escape", "a:b:c"] {
+        let out = c.exec(&["--cgroup", bad], &["true"]);
+        out.assert_fail(&format!("exec --cgroup {bad}"));
+    }
+    for d in &dirs {
+        let _ = fs::remove_dir(d.join("vessel-sub"));
+    }
+}
+
+/// `exec --cgroup CONTROLLER:PATH`, per cgroup v1 controller (refused on cgroup v2,
+/// which has one hierarchy).
+#[test]
+fn exec_cgroup_per_controller() {
+    let mut c = TestContainer::new("exec-cgroup-ctrl");
+    c.start_sleeper();
+    let mem = Path::new("/sys/fs/cgroup/memory").join(c.cgroups_path.trim_start_matches('/'));
+    if is_v2() || !mem.is_dir() {
+        let out = c.exec(&["--cgroup", "memory:vessel-sub"], &["true"]);
+        out.assert_fail("exec --cgroup memory:PATH on cgroup v2");
+        return;
+    }
+    fs::create_dir(mem.join("vessel-sub")).unwrap();
+    let out = c.exec(&["--cgroup", "memory:vessel-sub"], &["cat", "/proc/self/cgroup"]);
+    out.assert_ok("exec --cgroup memory:vessel-sub");
+    for l in out.stdout.lines() {
+        let ctrls = l.split(':').nth(1).unwrap_or("");
+        let in_sub = l.ends_with("/vessel-sub");
+        let is_memory = ctrls.split(',').any(|x| x == "memory");
+        assert_eq!(in_sub, is_memory, "only the memory hierarchy: {l:?} in {out}");
+    }
+    let _ = fs::remove_dir(mem.join("vessel-sub"));
+}
+
+/// exec into a paused container is refused unless `--ignore-paused`; with it, the
+/// process starts frozen and runs once the container is resumed (runc's semantics).
+#[test]
+fn exec_into_paused_container_needs_ignore_paused() {
+    let mut c = TestContainer::new("exec-paused");
+    c.start_sleeper();
+    c.oci(&["pause", &c.id]).assert_ok("pause");
+    let out = c.exec(&[], &["true"]);
+    out.assert_fail("exec into a paused container");
+    assert!(out.stderr.contains("paused"), "{out}");
+    assert!(out.stderr.contains("--ignore-paused"), "{out}");
+    let mut cmd = c.cmd();
+    cmd.args(["exec", "--ignore-paused", &c.id, "echo", "ran-after-resume"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = ChildGuard(cmd.spawn().expect("spawn exec --ignore-paused"));
+    c.record_pid(child.pid());
+    c.oci(&["resume", &c.id]).assert_ok("resume");
+    let mut child = child;
+    let st = wait_timeout(&mut child.0, Duration::from_secs(30)).expect("exec ends once resumed");
+    let mut stdout = String::new();
+    let _ = std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut stdout);
+    assert!(st.success(), "exec --ignore-paused: {st:?} {stdout}");
+    assert!(stdout.contains("ran-after-resume"), "{stdout}");
 }

@@ -224,6 +224,48 @@ fn create_pid_file() {
     assert_eq!(from_file, c.pid() as i64);
 }
 
+/// `--pid-file` as runc and crun write it: a relative path from the caller's cwd, the
+/// bare pid (no newline) replacing an older file, no temp file left; a pid file that
+/// cannot be written fails the create and leaves nothing behind.
+#[test]
+fn pid_file_relative_replaced_and_failure_leaves_nothing() {
+    let mut c = TestContainer::new("pidfile-rel");
+    c.args(&["sleep", "1000"]);
+    c.write_spec();
+    fs::write(c.dir.join("rel.pid"), "999999999\n").unwrap();
+    let st = c
+        .cmd()
+        .current_dir(&c.dir)
+        .args(["create", "--bundle"])
+        .arg(&c.bundle)
+        .args(["--pid-file", "rel.pid", &c.id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("spawn create");
+    if let Some(pid) = c.state_of(&c.id).and_then(|s| s["pid"].as_i64()) {
+        c.record_pid(pid as i32);
+    }
+    assert!(st.success(), "create --pid-file rel.pid: {st:?}");
+    let text = fs::read_to_string(c.dir.join("rel.pid")).expect("pid file in the caller's cwd");
+    assert_eq!(text, c.pid().to_string(), "the bare pid, replacing the old file");
+    let leftovers: Vec<String> = fs::read_dir(&c.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("rel.pid") && n != "rel.pid")
+        .collect();
+    assert!(leftovers.is_empty(), "no temp files: {leftovers:?}");
+
+    let mut c = TestContainer::new("pidfile-fail");
+    c.args(&["sleep", "1000"]);
+    let bad = c.dir.join("no-such-dir").join("x.pid");
+    let out = c.create_with(&["--pid-file", bad.to_str().unwrap()]);
+    out.assert_fail("create with a pid file in a missing directory");
+    assert!(c.state_of(&c.id).is_none(), "no container left: {out}");
+    c.assert_no_leftovers("after a pid file that could not be written");
+}
+
 #[test]
 fn list_table_json_quiet() {
     let mut c = TestContainer::new("list");
@@ -293,6 +335,14 @@ fn spec_writes_config() {
         assert!(kinds.contains(&k), "{k} namespace in default spec: {kinds:?}");
     }
     assert!(v["linux"]["uidMappings"].is_null(), "no uidMappings without --rootless");
+    // runc after CVE-2022-29162: no inheritable or ambient capabilities by default.
+    let caps = &v["process"]["capabilities"];
+    for set in ["bounding", "effective", "permitted"] {
+        assert!(caps[set].as_array().is_some_and(|a| !a.is_empty()), "{set}: {caps}");
+    }
+    for set in ["inheritable", "ambient"] {
+        assert!(caps[set].as_array().is_none_or(|a| a.is_empty()), "{set}: {caps}");
+    }
 
     let rdir = c.dir.join("rootless");
     fs::create_dir(&rdir).unwrap();

@@ -242,3 +242,24 @@ fn sysctl_in_own_namespaces() {
     assert_eq!(fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_fwd);
     assert_eq!(fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(), host_shm);
 }
+
+/// `linux.personality` LINUX32 is applied (as crun does; runc 1.1 ignores it): the
+/// program and `exec` processes see i686 from uname(2).
+#[test]
+fn personality_linux32() {
+    if std::env::consts::ARCH != "x86_64" {
+        return; // LINUX32 reports i686 only on x86_64
+    }
+    let mut c = TestContainer::new("personality");
+    c.spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+    c.sh("uname -m");
+    let out = c.run();
+    out.assert_ok("run");
+    assert_eq!(out.stdout.trim(), "i686", "{out}");
+    let mut c = TestContainer::new("personality-exec");
+    c.spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+    c.start_sleeper();
+    let out = c.exec(&[], &["uname", "-m"]);
+    out.assert_ok("exec");
+    assert_eq!(out.stdout.trim(), "i686", "{out}");
+}

@@ -313,7 +313,7 @@ impl Container {
         match spec::load(&self.state.bundle) {
             Ok(spec) => Some(spec),
             Err(e) => {
-                eprintln!("vessel-oci: warning: cannot run poststart/poststop hooks: {e}");
+                crate::error::warn(&format!("cannot run poststart/poststop hooks: {e}"));
                 None
             }
         }

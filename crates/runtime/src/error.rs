@@ -4,6 +4,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// Result of every fallible runtime operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,5 +65,23 @@ pub trait Context<T> {
 impl<T, E: Into<io::Error>> Context<T> for std::result::Result<T, E> {
     fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T> {
         self.map_err(|e| Error::sys(f(), e))
+    }
+}
+
+static WARNING_SINK: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Routes the runtime's warnings (a failing poststart or poststop hook, a capability
+/// this host does not know...) to `sink`, so that a front end prints them in its own
+/// format (vessel-oci: runc's `level=warning` log lines). The first call wins; without
+/// one, warnings go to stderr as `vessel-oci: warning: MSG`.
+pub fn set_warning_sink(sink: fn(&str)) {
+    let _ = WARNING_SINK.set(sink);
+}
+
+/// Reports a warning: something the operation went on without.
+pub fn warn(msg: &str) {
+    match WARNING_SINK.get() {
+        Some(sink) => sink(msg),
+        None => eprintln!("vessel-oci: warning: {msg}"),
     }
 }

@@ -1,8 +1,10 @@
 //! Lifecycle hooks (runtime-spec config.md "POSIX-platform Hooks", runtime.md
 //! "Lifecycle"): each hook runs with the container's state JSON on stdin, its own args
-//! and env, and an optional timeout in seconds. prestart, createRuntime,
+//! and env (without env: the runtime's environment, or `process.env` for
+//! startContainer), and an optional timeout in seconds. prestart, createRuntime,
 //! createContainer and startContainer failures fail the operation; poststart and
-//! poststop failures are only warned about, as the spec says.
+//! poststop failures are only warned about and the remaining hooks still run, as the
+//! spec and crun say.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -57,39 +59,62 @@ pub fn of(spec: &Spec, phase: Phase) -> &[Hook] {
 }
 
 /// Runs the hooks of `phase` in order with `state` (the state JSON) on stdin; stops at
-/// the first failure.
+/// the first failure. A hook without `env` inherits the runtime's environment, as with
+/// runc and crun.
 ///
-/// Errors: [`Error::Init`]-free [`Error::Invalid`] naming the phase, the hook's path and
-/// its exit status, stderr text or timeout.
+/// Errors: [`Error::Invalid`] naming the phase, the hook's path and its exit status,
+/// stderr text or timeout.
 pub fn run(spec: &Spec, phase: Phase, state: &str) -> Result<()> {
+    run_with_env(spec, phase, state, None)
+}
+
+/// Runs the startContainer hooks inside the container, where a hook without `env` of
+/// its own gets `process.env` (the container process's environment, which runc's and
+/// crun's init hold when they run these hooks), not the runtime's.
+///
+/// Errors: as [`run`].
+pub fn run_in_container(spec: &Spec, state: &str, process_env: &[String]) -> Result<()> {
+    run_with_env(spec, Phase::StartContainer, state, Some(process_env))
+}
+
+fn run_with_env(spec: &Spec, phase: Phase, state: &str, default_env: Option<&[String]>) -> Result<()> {
     for hook in of(spec, phase) {
-        run_one(hook, state)
-            .map_err(|msg| Error::Invalid(format!("{} hook {}: {msg}", phase.name(), hook.path().display())))?;
+        run_one(hook, state, default_env).map_err(|msg| failed(phase, hook, &msg))?;
     }
     Ok(())
 }
 
-/// Runs the hooks of a phase whose failures are only warnings (poststart, poststop).
+fn failed(phase: Phase, hook: &Hook, msg: &str) -> Error {
+    Error::Invalid(format!("{} hook {}: {msg}", phase.name(), hook.path().display()))
+}
+
+/// Runs every hook of a phase whose failures are only warnings (poststart, poststop:
+/// runtime-spec runtime.md "Lifecycle" and crun): a failing hook is reported on stderr
+/// and the remaining hooks still run.
 pub fn run_warn(spec: &Spec, phase: Phase, state: &str) {
-    if let Err(e) = run(spec, phase, state) {
-        eprintln!("vessel-oci: warning: {e}");
+    for hook in of(spec, phase) {
+        if let Err(msg) = run_one(hook, state, None) {
+            crate::error::warn(&failed(phase, hook, &msg).to_string());
+        }
     }
 }
 
-fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
+fn run_one(hook: &Hook, state: &str, default_env: Option<&[String]>) -> std::result::Result<(), String> {
     let args = hook.args().as_deref().unwrap_or(&[]);
     let mut cmd = Command::new(hook.path());
     if let Some(argv0) = args.first() {
         std::os::unix::process::CommandExt::arg0(&mut cmd, argv0);
     }
     cmd.args(args.iter().skip(1))
-        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for kv in hook.env().iter().flatten() {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+    if let Some(env) = hook.env().as_deref().or(default_env) {
+        cmd.env_clear();
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;

@@ -17,9 +17,9 @@ use crate::cgroups::{CgroupManager, Entry};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, Phase};
 use crate::namespaces::{self, Plan};
-use crate::process::{self, Program};
+use crate::process::{self, Prepared};
 use crate::seccomp::{self, Filter};
-use crate::security::{self, CapSets};
+use crate::security;
 use crate::state::{self, Status};
 use crate::sync::{self, Msg};
 use crate::{console, rootfs, spec};
@@ -224,7 +224,8 @@ pub fn launch(l: Launch<'_>) -> Result<i32> {
         if plan.user_new {
             namespaces::write_id_maps(pid, l.spec)?;
         }
-        let state = state::oci_state(l.id, Status::Creating, pid, l.bundle, l.spec).to_string();
+        // "created" in every create-time hook, as crun reports it (runtime-tools hooks_stdin).
+        let state = state::oci_state(l.id, Status::Created, pid, l.bundle, l.spec).to_string();
         let set_limits = || l.cgroup.set(&crate::cgroups::devices::effective_resources(l.spec));
         // The init enters its cgroup by itself once it has Go (see cgroups::Entry).
         // prestart and createRuntime hooks must see the container in its cgroup and end
@@ -326,7 +327,7 @@ fn init(
     let fifo = l.fifo.as_raw_fd();
     let spec = l.spec;
     match prepare_init(l, plan, &sync_fd, cgroup, filter) {
-        Ok((program, state)) => {
+        Ok((prepared, state)) => {
             sync::send(&sync_fd, &Msg::Ready)?;
             drop(sync_fd);
             // Blocks until `start` opens the fifo for reading. The write end stays open
@@ -343,11 +344,21 @@ fn init(
                 }
             };
             let _ = rustix::io::write(&fifo_w, b"0");
-            if let Err(e) = hooks::run(spec, Phase::StartContainer, &state) {
+            // Under the filter from here: the capability sets, the startContainer hooks
+            // (as runc runs them), execve.
+            let confined = filter.is_some_and(|f| f.notifies());
+            if !confined {
+                if let Err(e) = prepared.confine(filter) {
+                    eprintln!("vessel-oci: {e}");
+                    exit_child(1)
+                }
+            }
+            let env = spec.process().as_ref().and_then(|p| p.env().as_deref());
+            if let Err(e) = hooks::run_in_container(spec, &state, env.unwrap_or(&[])) {
                 eprintln!("vessel-oci: {e}");
                 exit_child(1)
             }
-            let err = program.exec();
+            let err = prepared.exec();
             drop(fifo_w);
             eprintln!("vessel-oci: {err}");
             exit_child(if err.errno() == Some(libc::ENOENT) { 127 } else { 126 })
@@ -365,7 +376,7 @@ fn prepare_init(
     sync_fd: &OwnedFd,
     (cgroup, in_cgroup2): (&Entry, bool),
     filter: Option<&Filter>,
-) -> Result<(Program, String)> {
+) -> Result<(Prepared, String)> {
     // Nothing in the container may open /proc/<init>/exe or fds while we are the runtime.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -443,42 +454,14 @@ fn prepare_init(
     security::set_names(l.spec)?;
     security::set_sysctls(l.spec)?;
     rootfs::restrict_paths(l.spec)?;
-    Ok((finish_process(process, l.preserve_fds, filter, sync_fd)?, state))
-}
-
-/// The identity steps shared by the init and `exec`: bounding set, user, cwd (checked
-/// inside the root), program lookup, capabilities, no_new_privs, fd hygiene, signal
-/// dispositions, and the seccomp filter: with no_new_privs as the very last step (as
-/// close to execve as possible); without it, before the user change, while the process
-/// still has CAP_SYS_ADMIN to load it (as runc does). A notify fd goes to the parent.
-pub(crate) fn finish_process(
-    process: &oci_spec::runtime::Process,
-    preserve_fds: u32,
-    filter: Option<&Filter>,
-    sync_fd: &OwnedFd,
-) -> Result<Program> {
-    let load = |f: &Filter| -> Result<()> {
-        if let Some(fd) = f.load()? {
+    security::set_personality(l.spec)?;
+    let prepared = process::prepare(process, l.preserve_fds)?;
+    // A notify fd must reach the runtime, which is waiting for Ready: such a filter is
+    // loaded now, and the exec fifo is then opened and written under it (as runc does).
+    if let Some(f) = filter.filter(|f| f.notifies()) {
+        if let Some(fd) = prepared.confine(Some(f))? {
             sync::send(sync_fd, &Msg::SeccompFd(fd))?;
         }
-        Ok(())
-    };
-    let nnp = process.no_new_privileges() == Some(true);
-    let caps = CapSets::new(process.capabilities().as_ref());
-    caps.drop_bounding()?;
-    if let Some(f) = filter.filter(|_| !nnp) {
-        load(f)?;
     }
-    security::set_user(process)?;
-    process::chdir_checked(process.cwd())?;
-    let program = Program::new(process)?;
-    caps.apply()?;
-    security::set_lsm_labels(process)?;
-    security::set_no_new_privs(process)?;
-    process::cloexec_from(3 + preserve_fds)?;
-    process::reset_signals();
-    if let Some(f) = filter.filter(|_| nnp) {
-        load(f)?;
-    }
-    Ok(program)
+    Ok((prepared, state))
 }

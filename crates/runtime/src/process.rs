@@ -1,23 +1,35 @@
 //! The last steps before a container process becomes the user's program
 //! (runtime-spec config.md "Process"): finding the executable, closing every fd the
 //! runtime holds beyond stdio and `--preserve-fds` (CVE-2024-21626), a cwd checked to
-//! lie inside the rootfs, default signal dispositions, and execve(2).
+//! lie inside the rootfs, default signal dispositions, the user change, and then,
+//! under the seccomp filter, only the capability sets and execve(2).
+//!
+//! The split is what keeps a seccomp profile from breaking the runtime: everything the
+//! process does for itself happens in [`prepare`], before the filter; [`Prepared::confine`]
+//! loads the filter and sets the capabilities, and [`Prepared::exec`] is one execve.
 
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Process;
 
 use crate::error::{Context, Error, Result};
+use crate::seccomp::Filter;
+use crate::security::{self, CapMasks, CapSets};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// A program ready for execve(2): resolved path, argv, envp.
+/// A program ready for execve(2): resolved path, argv, envp, and their NULL-terminated
+/// pointer arrays, built in advance so that [`Program::exec`] allocates nothing.
 pub struct Program {
     path: CString,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
+    // Kept alive for the pointers below (a CString's bytes do not move with it).
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString> {
@@ -54,29 +66,106 @@ impl Program {
                     )
                 })?
         };
+        let argv: Vec<CString> = args.iter().map(|a| cstring(a, "argument")).collect::<Result<_>>()?;
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|e| cstring(e, "environment entry"))
+            .collect::<Result<_>>()?;
+        let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect()
+        };
         Ok(Program {
             path: CString::new(path.as_os_str().as_bytes())
                 .map_err(|_| Error::Invalid("program path has a NUL byte".into()))?,
-            argv: args.iter().map(|a| cstring(a, "argument")).collect::<Result<_>>()?,
-            envp: env
-                .iter()
-                .map(|e| cstring(e, "environment entry"))
-                .collect::<Result<_>>()?,
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            _argv: argv,
+            _envp: envp,
         })
     }
 
-    /// Resets the signal mask and dispositions and calls execve(2). Returns only on
-    /// failure, with the error.
+    /// Calls execve(2) and nothing else (the signal dispositions were reset by
+    /// [`prepare`]). Returns only on failure, with the error.
     pub fn exec(&self) -> Error {
-        reset_signals();
-        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
-        envp.push(std::ptr::null());
-        // SAFETY: path, argv and envp are NUL-terminated C strings and NULL-terminated
-        // arrays that live until execve returns (it only returns on failure).
-        unsafe { libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        // SAFETY: path is a NUL-terminated C string; argv_ptrs and envp_ptrs are
+        // NULL-terminated arrays of pointers into the CStrings this struct owns, which
+        // live until execve returns (it only returns on failure).
+        unsafe { libc::execve(self.path.as_ptr(), self.argv_ptrs.as_ptr(), self.envp_ptrs.as_ptr()) };
         Error::sys(format!("exec {:?}", self.path), std::io::Error::last_os_error())
+    }
+}
+
+/// A container process (init or `exec`) that has done everything it does for itself:
+/// what remains is [`Prepared::confine`] and [`Prepared::exec`].
+pub struct Prepared {
+    program: Program,
+    caps: CapMasks,
+    nnp: bool,
+}
+
+/// Everything a container process does for itself before its seccomp filter (runc's
+/// order, with the filter moved past all of it): bounding set, cwd (as root first, as
+/// the user when root may not enter it, as runc does) checked inside the root with
+/// getcwd(2), the AppArmor/SELinux exec labels, the user change (groups, gid, uid,
+/// umask), the program lookup, the final capability sets computed and checked,
+/// no_new_privs, every fd from `3 + preserve_fds` up close-on-exec, and default signal
+/// dispositions. Without no_new_privs, every permitted capability is left effective
+/// for the filter's load (it needs CAP_SYS_ADMIN).
+///
+/// Errors: the step that failed, with its path or id.
+pub fn prepare(process: &Process, preserve_fds: u32) -> Result<Prepared> {
+    let cwd = process.cwd();
+    let caps = CapSets::new(process.capabilities().as_ref());
+    caps.drop_bounding()?;
+    let chdir_as_user = match std::env::set_current_dir(cwd) {
+        Ok(()) => false,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => true,
+        Err(e) => return Err(Error::sys(format!("chdir to cwd {}", cwd.display()), e)),
+    };
+    security::set_lsm_labels(process)?;
+    security::set_user(process)?;
+    if chdir_as_user {
+        std::env::set_current_dir(cwd).ctx(|| format!("chdir to cwd {} as the container's user", cwd.display()))?;
+    }
+    check_cwd(cwd)?;
+    let program = Program::new(process)?;
+    let masks = caps.masks()?;
+    let nnp = process.no_new_privileges() == Some(true);
+    if !nnp {
+        security::raise_permitted()?;
+    }
+    security::set_no_new_privs(process)?;
+    cloexec_from(3 + preserve_fds)?;
+    reset_signals();
+    Ok(Prepared {
+        program,
+        caps: masks,
+        nnp,
+    })
+}
+
+impl Prepared {
+    /// Loads the seccomp filter and sets the final capabilities: without no_new_privs
+    /// the filter first (it needs CAP_SYS_ADMIN, as runc does), with it the
+    /// capabilities first, so that as little as possible runs under the filter. Returns
+    /// the notify fd of a filter with SCMP_ACT_NOTIFY rules.
+    ///
+    /// Errors: the kernel's refusal of the filter or of the capability sets.
+    pub fn confine(&self, filter: Option<&Filter>) -> Result<Option<OwnedFd>> {
+        let mut notify = None;
+        if let Some(f) = filter.filter(|_| !self.nnp) {
+            notify = f.load()?;
+        }
+        self.caps.apply()?;
+        if let Some(f) = filter.filter(|_| self.nnp) {
+            notify = f.load()?;
+        }
+        Ok(notify)
+    }
+
+    /// execve(2) of the program; returns only on failure.
+    pub fn exec(&self) -> Error {
+        self.program.exec()
     }
 }
 
@@ -100,13 +189,12 @@ pub fn cloexec_from(first: u32) -> Result<()> {
     Ok(())
 }
 
-/// Changes into `process.cwd` and checks that the kernel can name the result from the
-/// current root: a cwd reached through a leaked fd (CVE-2024-21626) is not below the
-/// root, and getcwd(2) then fails or answers "(unreachable)".
+/// Checks that the kernel can name the current directory (`process.cwd`, just
+/// entered) from the current root: a cwd reached through a leaked fd (CVE-2024-21626)
+/// is not below the root, and getcwd(2) then fails or answers "(unreachable)".
 ///
-/// Errors: [`Error::Sys`] naming the cwd.
-pub fn chdir_checked(cwd: &Path) -> Result<()> {
-    std::env::set_current_dir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
+/// Errors: [`Error::Invalid`] naming the cwd.
+fn check_cwd(cwd: &Path) -> Result<()> {
     match std::env::current_dir() {
         Ok(p) if p.is_absolute() => Ok(()),
         _ => Err(Error::Invalid(format!(

@@ -54,7 +54,7 @@ fn compare(arg: &oci_spec::runtime::LinuxSeccompArg) -> ScmpArgCompare {
     ScmpArgCompare::new(arg.index() as u32, op, datum)
 }
 
-/// A compiled filter, ready to load as the last step before execve.
+/// A compiled filter, ready to load just before the capability change and execve.
 pub struct Filter {
     /// The BPF program (struct sock_filter instructions).
     program: Vec<libc::sock_filter>,
@@ -260,6 +260,12 @@ impl Filter {
             store(dir, key, &bytes);
         }
         Ok(make(p))
+    }
+
+    /// Whether the filter has SCMP_ACT_NOTIFY rules: then it is loaded before the
+    /// container process reports ready, so that its notify fd reaches the runtime.
+    pub fn notifies(&self) -> bool {
+        self.notify
     }
 
     /// Loads the filter into this process with seccomp(2). Returns the notification

@@ -1,13 +1,13 @@
 //! Process credentials and limits (runtime-spec config.md "Process", "User",
 //! "POSIX process"; config-linux.md "Sysctl"): rlimits (setrlimit(2)), oom_score_adj,
 //! user and groups, capabilities (capabilities(7), all five sets), no_new_privs
-//! (prctl(2) PR_SET_NO_NEW_PRIVS), hostname and domainname, sysctls.
+//! (prctl(2) PR_SET_NO_NEW_PRIVS), hostname and domainname, sysctls, personality.
 
 use std::collections::HashSet;
 use std::fs;
 
 use caps::{CapSet, Capability as Cap, CapsHashSet};
-use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimit, Process, Spec};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxPersonalityDomain, PosixRlimit, Process, Spec};
 
 use crate::error::{Context, Error, Result};
 
@@ -114,7 +114,7 @@ fn to_caps(set: Option<&Capabilities>) -> CapsHashSet {
             match name.parse::<Cap>() {
                 Ok(cap) if caps::all().contains(&cap) => Some(cap),
                 _ => {
-                    eprintln!("vessel-oci: warning: capability {name} is not known here; skipped");
+                    crate::error::warn(&format!("capability {name} is not known here; skipped"));
                     None
                 }
             }
@@ -157,34 +157,136 @@ impl CapSets {
         Ok(())
     }
 
-    /// Sets permitted, inheritable, effective and ambient (after the user change, which
-    /// kept the permitted set through PR_SET_KEEPCAPS).
-    pub fn apply(&self) -> Result<()> {
-        let err = |what: &'static str| {
-            move |e: caps::errors::CapsError| Error::Invalid(format!("set {what} capabilities: {e}"))
+    /// The final sets as kernel bit masks, checked now so that applying them after the
+    /// seccomp filter cannot fail for a reason known in advance: only capabilities this
+    /// kernel supports are kept, and effective must lie within permitted.
+    ///
+    /// Errors: [`Error::Invalid`] naming the effective capabilities missing from the
+    /// permitted set.
+    pub fn masks(&self) -> Result<CapMasks> {
+        let supported: HashSet<Cap> = caps::runtime::thread_all_supported();
+        let mask = |set: &CapsHashSet| -> u64 {
+            set.iter()
+                .filter(|c| supported.contains(c))
+                .fold(0u64, |m, c| m | (1u64 << c.index()))
         };
-        // Effective must stay within permitted: shrink effective first, then set the rest.
-        caps::set(
-            None,
-            CapSet::Effective,
-            &self.effective.intersection(&self.permitted).copied().collect(),
-        )
-        .map_err(err("effective"))?;
-        caps::set(None, CapSet::Permitted, &self.permitted).map_err(err("permitted"))?;
-        caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(err("inheritable"))?;
-        caps::set(None, CapSet::Effective, &self.effective).map_err(err("effective"))?;
-        caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
+        let not_permitted: Vec<String> = self
+            .effective
+            .difference(&self.permitted)
+            .map(|c| c.to_string())
+            .collect();
+        if !not_permitted.is_empty() {
+            return Err(Error::Invalid(format!(
+                "process.capabilities.effective has {} outside the permitted set: add them to \
+                 process.capabilities.permitted",
+                not_permitted.join(", ")
+            )));
+        }
+        let (permitted, inheritable) = (mask(&self.permitted), mask(&self.inheritable));
         // The kernel raises an ambient capability only if it is permitted and
         // inheritable; runc skips the others (with a warning in its log), and so do we.
-        for cap in self
+        let ambient = self
             .ambient
             .iter()
-            .filter(|c| self.permitted.contains(c) && self.inheritable.contains(c))
-        {
-            caps::raise(None, CapSet::Ambient, *cap).map_err(err("ambient"))?;
+            .filter(|c| supported.contains(c) && self.permitted.contains(c) && self.inheritable.contains(c))
+            .map(|c| c.index())
+            .collect();
+        Ok(CapMasks {
+            effective: mask(&self.effective),
+            permitted,
+            inheritable,
+            ambient,
+        })
+    }
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3` of linux/capability.h (two 32-bit words per set).
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct` of linux/capability.h.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct` of linux/capability.h.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// A process's final capability sets, computed before the seccomp filter is loaded
+/// (see [`CapSets::masks`]) and set after it with one capset(2) and one prctl(2) per
+/// ambient capability: nothing else runs under the filter for them.
+pub struct CapMasks {
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+    ambient: Vec<u8>,
+}
+
+impl CapMasks {
+    /// Sets permitted, inheritable and effective (capset(2)), then raises the ambient
+    /// capabilities (prctl(2) PR_CAP_AMBIENT_RAISE). Run it after the user change, which
+    /// kept the permitted set through PR_SET_KEEPCAPS; allocates nothing.
+    ///
+    /// Errors: [`Error::Sys`] with the kernel's answer.
+    pub fn apply(&self) -> Result<()> {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let word = |m: u64, i: u32| (m >> (32 * i)) as u32;
+        let data = [0u32, 1].map(|i| CapData {
+            effective: word(self.effective, i),
+            permitted: word(self.permitted, i),
+            inheritable: word(self.inheritable, i),
+        });
+        // SAFETY: header and data are the kernel's v3 structs (one header, two data
+        // words), valid for the duration of the call.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+        if rc != 0 {
+            return Err(Error::sys(
+                "capset (set the process's capabilities)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        for cap in &self.ambient {
+            // SAFETY: prctl with integer arguments only.
+            let rc = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    *cap as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                )
+            };
+            if rc != 0 {
+                return Err(Error::sys(
+                    format!("raise ambient capability {cap}"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// Makes every permitted capability effective again (a uid change away from 0 clears
+/// the effective set), and empties the ambient set: a filter loaded without
+/// no_new_privs needs CAP_SYS_ADMIN, and [`CapMasks::apply`] sets the final sets after it.
+///
+/// Errors: [`Error::Invalid`] with what the caps crate reported.
+pub fn raise_permitted() -> Result<()> {
+    let err = |e: caps::errors::CapsError| Error::Invalid(format!("raise the permitted capabilities: {e}"));
+    let permitted = caps::read(None, CapSet::Permitted).map_err(err)?;
+    caps::set(None, CapSet::Effective, &permitted).map_err(err)?;
+    caps::clear(None, CapSet::Ambient).map_err(err)
 }
 
 /// Switches to `process.user`: supplementary groups, gid, uid, umask, keeping the
@@ -241,6 +343,36 @@ pub fn set_no_new_privs(process: &Process) -> Result<()> {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(Error::sys("prctl PR_SET_NO_NEW_PRIVS", std::io::Error::last_os_error()));
         }
+    }
+    Ok(())
+}
+
+/// Sets `linux.personality` (config-linux.md "Personality", personality(2)): the
+/// `LINUX32` domain makes `uname -m` answer i686 on x86_64, as with `setarch`. The
+/// personality survives execve, so the program and its children keep it.
+///
+/// Errors: [`Error::Invalid`] for flags (the spec defines none), [`Error::Sys`] when
+/// the kernel refuses the domain.
+pub fn set_personality(spec: &Spec) -> Result<()> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
+        return Ok(());
+    };
+    if let Some(flags) = p.flags().as_ref().filter(|f| !f.is_empty()) {
+        return Err(Error::Invalid(format!(
+            "linux.personality.flags {flags:?}: the runtime-spec defines no flags; remove them"
+        )));
+    }
+    let domain: libc::c_ulong = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,   // PER_LINUX
+        LinuxPersonalityDomain::PerLinux32 => 0x0008, // PER_LINUX32
+    };
+    // SAFETY: personality takes one integer and changes only this process's execution
+    // domain.
+    if unsafe { libc::personality(domain) } == -1 {
+        return Err(Error::sys(
+            format!("set personality {}", p.domain()),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -959,3 +959,43 @@ pub fn read_cg(c: &TestContainer, controller: &str, file: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// The error messages in a runtime's stderr, as containerd and podman read them: the
+/// `msg` of each `time="..." level=error msg=...` line (logrus's text format, runc's
+/// default) or of each JSON line whose `level` is `error` (`--log-format json`).
+pub fn error_messages(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                return (v["level"] == "error").then(|| v["msg"].as_str().unwrap_or("").to_string());
+            }
+            let rest = line.strip_prefix("time=\"")?;
+            let (_, rest) = rest.split_once("\" level=error msg=")?;
+            Some(unquote_go(rest))
+        })
+        .collect()
+}
+
+/// Undoes Go's strconv.Quote for the escapes logrus writes (a bare value stays as is).
+fn unquote_go(v: &str) -> String {
+    let Some(inner) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return v.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
