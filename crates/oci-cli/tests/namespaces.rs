@@ -201,3 +201,39 @@ fn user_namespace_mappings() {
     c.wait_status("stopped", Duration::from_secs(10));
     c.delete().assert_ok("delete");
 }
+
+/// A config without a mount namespace runs, as runc runs it: the container shares the
+/// runtime's mounts (the runtime runs here in a private mount namespace of the test's,
+/// so nothing reaches the host's), no rootfs is prepared or switched to, and masked or
+/// read-only paths, which would change the runtime's own mounts, are refused.
+#[test]
+fn no_mount_namespace_shares_the_runtime_mounts() {
+    let mut c = TestContainer::new("ns-nomnt");
+    c.remove_namespace("mount").masked_paths(&[]).readonly_paths(&[]);
+    let marker = c.dir.join("marker");
+    fs::write(&marker, "host side\n").unwrap();
+    c.sh(&format!(
+        "cat {}; ls -A {} | wc -l",
+        marker.display(),
+        c.rootfs.join("proc").display()
+    ));
+    c.write_spec();
+    let bundle = c.bundle.to_str().unwrap().to_string();
+    let out = c.oci_in_private_mounts(&["run", "--bundle", &bundle, &c.id]);
+    out.assert_ok("run without a mount namespace");
+    assert_eq!(
+        out.lines(),
+        vec!["host side", "0"],
+        "the runtime's mounts, no /proc on the rootfs: {out}"
+    );
+    c.assert_no_leftovers("run without a mount namespace");
+
+    c.masked_paths(&["/proc/kcore"]);
+    c.write_spec();
+    let out = c.oci_in_private_mounts(&["run", "--bundle", &bundle, &c.id]);
+    assert!(!out.ok(), "masked paths without a mount namespace: {out}");
+    if !is_runc() {
+        assert!(out.stderr.contains("need a mount namespace"), "{out}");
+    }
+    c.assert_no_leftovers("refused masked paths without a mount namespace");
+}
