@@ -424,17 +424,11 @@ fn prepare_init(
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        console::setup(sock, size, rootfs::has_mount_namespace(l.spec))?;
+        console::setup(sock, size, true)?;
     }
     // A missing cwd is made inside the new root (as runc does), before "/" may become
     // read-only; where it really leads is checked after the user change.
-    // Without a mount namespace the cwd is the runtime's own world: not made (runc).
-    let made = if rootfs::has_mount_namespace(l.spec) {
-        std::fs::create_dir_all(process.cwd())
-    } else {
-        Ok(())
-    };
-    if let Err(e) = made {
+    if let Err(e) = std::fs::create_dir_all(process.cwd()) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
             return Err(Error::sys(format!("create cwd {}", process.cwd().display()), e));
         }

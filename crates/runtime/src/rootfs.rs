@@ -30,8 +30,9 @@ use mounts::{current_flags, sys_mount, Env};
 use paths::Root;
 
 /// Whether the container gets a mount namespace of its own. Without one (runc
-/// accepts that), the container shares the runtime's mounts: no rootfs is prepared,
-/// mounted or switched to, as runc does.
+/// accepts that), the container shares the runtime's mount namespace: the config's
+/// mounts and devices are made there, under the rootfs, and the init chroots into it,
+/// as runc does; the runtime changes no propagation there and never remounts "/".
 pub fn has_mount_namespace(spec: &Spec) -> bool {
     crate::spec::has_namespace(spec, LinuxNamespaceType::Mount)
 }
@@ -90,33 +91,32 @@ pub fn prepare_with(
     no_pivot: bool,
     cgroup_ready: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
-    if !has_mount_namespace(spec) {
-        // As runc: the container lives in the runtime's mounts; nothing to prepare.
-        return cgroup_ready();
-    }
+    let shared_ns = !has_mount_namespace(spec);
     let mut cgroup_ready = Some(cgroup_ready);
     let env = env_of(spec);
     let rootfs = std::fs::canonicalize(rootfs).ctx(|| format!("rootfs {} (root.path)", rootfs.display()))?;
     let propagation = rootfs_propagation(spec)?;
 
-    // Nothing done below may propagate back to the host's mounts. An unbindable "/"
-    // could not give the bind of the rootfs below: that one is applied at the end
-    // (as crun does).
-    let first = match propagation {
-        Some(p) if p & libc::MS_UNBINDABLE == 0 => p,
-        _ => libc::MS_SLAVE | libc::MS_REC,
-    };
-    sys_mount(None, Path::new("/"), None, first, None)
-        .ctx(|| "set the propagation of \"/\" (linux.rootfsPropagation)")?;
-    make_parent_private(&rootfs)?;
-    sys_mount(
-        Some(rootfs.as_os_str()),
-        &rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .ctx(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
+    if !shared_ns {
+        // Nothing done below may propagate back to the host's mounts. An unbindable "/"
+        // could not give the bind of the rootfs below: that one is applied at the end
+        // (as crun does).
+        let first = match propagation {
+            Some(p) if p & libc::MS_UNBINDABLE == 0 => p,
+            _ => libc::MS_SLAVE | libc::MS_REC,
+        };
+        sys_mount(None, Path::new("/"), None, first, None)
+            .ctx(|| "set the propagation of \"/\" (linux.rootfsPropagation)")?;
+        make_parent_private(&rootfs)?;
+        sys_mount(
+            Some(rootfs.as_os_str()),
+            &rootfs,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .ctx(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
+    }
 
     let root = Root::open(&rootfs)?;
     let spec_mounts = spec.mounts().as_deref().unwrap_or(&[]);
@@ -154,6 +154,12 @@ pub fn prepare_with(
     // host's /proc is ours, never from what the rootfs put at /proc.
     ProcFs::get()?;
 
+    if shared_ns {
+        // The runtime's mount namespace is not the container's to reshape (runc
+        // chroots here too); what was mounted stays there until unmounted.
+        chroot_root(&rootfs)?;
+        return Ok(());
+    }
     if no_pivot {
         move_root(&rootfs)?;
     } else {
@@ -279,6 +285,13 @@ fn pivot_root(rootfs: &Path) -> Result<()> {
     rustix::process::fchdir(&old).ctx(|| "chdir to the old root")?;
     sys_mount(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None).ctx(|| "make the old root a slave")?;
     rustix::mount::unmount(".", UnmountFlags::DETACH).ctx(|| "detach the old root")?;
+    rustix::process::chdir("/").ctx(|| "chdir to the new root")
+}
+
+/// Without a mount namespace: chroot into the rootfs (runc's way there).
+fn chroot_root(rootfs: &Path) -> Result<()> {
+    rustix::process::chdir(rootfs).ctx(|| format!("chdir to the rootfs {}", rootfs.display()))?;
+    rustix::process::chroot(".").ctx(|| "chroot into the rootfs (no mount namespace)")?;
     rustix::process::chdir("/").ctx(|| "chdir to the new root")
 }
 
