@@ -252,7 +252,7 @@ fn no_mount_namespace_shares_the_runtime_mounts() {
     let bundle = c.bundle.to_str().unwrap().to_string();
     let out = c.oci_in_private_mounts(&["run", "--bundle", &bundle, &c.id]);
     assert!(!out.ok(), "masked paths without a mount namespace: {out}");
-    if !is_runc() {
+    if is_vessel() {
         assert!(out.stderr.contains("need a mount namespace"), "{out}");
     }
     c.assert_no_leftovers("refused masked paths without a mount namespace");

@@ -1012,3 +1012,11 @@ impl TestContainer {
         run_cmd(&mut cmd, TIMEOUT)
     }
 }
+
+/// True when the runtime under test is vessel-oci (not `VESSEL_OCI` naming runc or
+/// crun): checks of vessel's own wording are made only then.
+pub fn is_vessel() -> bool {
+    oci_bin()
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("vessel"))
+}
