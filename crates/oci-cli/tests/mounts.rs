@@ -311,3 +311,50 @@ fn no_pivot() {
         "{out}"
     );
 }
+
+/// `linux.rootfsPropagation: "unbindable"` (crun applies it; runc 1.1.5 fails it with
+/// "bind the rootfs onto itself: Invalid argument"-like errors): the container's "/"
+/// ends up unbindable.
+#[test]
+fn rootfs_propagation_unbindable() {
+    let mut c = TestContainer::new("mnt-unbindable");
+    c.spec["linux"]["rootfsPropagation"] = json!("unbindable");
+    c.sh("awk '$5 == \"/\"' /proc/self/mountinfo");
+    let out = c.run();
+    out.assert_ok("run");
+    assert!(out.stdout.contains("unbindable"), "the new / is unbindable: {out}");
+}
+
+/// Recursive access-time options reach the submounts of a bind (mount_setattr with the
+/// MOUNT_ATTR__ATIME field): `rnoatime` gives noatime, `rstrictatime` takes relatime away.
+#[test]
+fn recursive_atime_options_reach_submounts() {
+    let mut c = TestContainer::new("mnt-ratime");
+    let src = c.dir.join("tree");
+    host_tmpfs(&src.join("sub"));
+    c.add_mount(json!({
+        "destination": "/na", "type": "bind", "source": src, "options": ["rbind", "rnoatime"]
+    }));
+    c.add_mount(json!({
+        "destination": "/sa", "type": "bind", "source": src, "options": ["rbind", "rstrictatime"]
+    }));
+    c.sh("awk '$5 == \"/na/sub\" || $5 == \"/sa/sub\" {print $5, $6}' /proc/self/mountinfo");
+    let out = c.run();
+    out.assert_ok("run");
+    let opts = |m: &str| -> Vec<String> {
+        out.lines()
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{m} "))
+                    .map(|o| o.split(',').map(String::from).collect())
+            })
+            .unwrap_or_else(|| panic!("no {m} in {out}"))
+    };
+    let na = opts("/na/sub");
+    assert!(na.contains(&"noatime".to_string()), "rnoatime: {na:?}");
+    let sa = opts("/sa/sub");
+    assert!(
+        !sa.contains(&"relatime".to_string()) && !sa.contains(&"noatime".to_string()),
+        "rstrictatime: {sa:?}"
+    );
+}

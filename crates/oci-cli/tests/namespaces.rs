@@ -201,3 +201,59 @@ fn user_namespace_mappings() {
     c.wait_status("stopped", Duration::from_secs(10));
     c.delete().assert_ok("delete");
 }
+
+/// A config without a mount namespace runs, as runc runs it: the container shares the
+/// runtime's mount namespace (the runtime runs here in a private mount namespace of the
+/// test's, so nothing reaches the host's), its mounts are made there under the rootfs
+/// (mountinfo shows them at their host path) and the init chroots into the rootfs.
+/// Masked or read-only paths, which would change the runtime's own mounts, are refused.
+#[test]
+fn no_mount_namespace_shares_the_runtime_mounts() {
+    let mut c = TestContainer::new("ns-nomnt");
+    c.remove_namespace("mount").masked_paths(&[]).readonly_paths(&[]);
+    let marker = c.dir.join("marker");
+    fs::write(&marker, "host side\n").unwrap();
+    c.sh(&format!(
+        "echo $$; test -f /bin/busybox && echo in-rootfs; test -e {} || echo host-out-of-sight; \
+         readlink /proc/self/ns/mnt",
+        marker.display()
+    ));
+    c.write_spec();
+    // The runtime prints its own mount namespace first, then execs vessel-oci.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("readlink /proc/self/ns/mnt; exec \"$0\" \"$@\"")
+        .arg(oci_bin())
+        .arg("--root")
+        .arg(&c.root)
+        .args(["run", "--bundle"])
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .stdin(Stdio::null());
+    let out = run_cmd(&mut cmd, TIMEOUT);
+    out.assert_ok("run without a mount namespace");
+    let l = out.lines();
+    assert_eq!(l.len(), 5, "{out}");
+    assert_eq!(
+        &l[1..4],
+        ["1", "in-rootfs", "host-out-of-sight"],
+        "chrooted into the rootfs: {out}"
+    );
+    assert_eq!(l[4], l[0], "the container shares the runtime's mount namespace: {out}");
+    assert_ne!(
+        l[0],
+        host_ns("mnt"),
+        "the runtime ran in its own private mount namespace: {out}"
+    );
+    c.assert_no_leftovers("run without a mount namespace");
+
+    c.masked_paths(&["/proc/kcore"]);
+    c.write_spec();
+    let bundle = c.bundle.to_str().unwrap().to_string();
+    let out = c.oci_in_private_mounts(&["run", "--bundle", &bundle, &c.id]);
+    assert!(!out.ok(), "masked paths without a mount namespace: {out}");
+    if is_vessel() {
+        assert!(out.stderr.contains("need a mount namespace"), "{out}");
+    }
+    c.assert_no_leftovers("refused masked paths without a mount namespace");
+}

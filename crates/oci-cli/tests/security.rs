@@ -1,5 +1,10 @@
 //! Security regressions: no fd leaks and no cwd escape (CVE-2024-21626), the runtime
-//! binary cannot be overwritten from inside a container (CVE-2019-5736).
+//! binary cannot be overwritten from inside a container (CVE-2019-5736), and crafted
+//! bundles (a rootfs and a config a tenant controls) cannot redirect what the runtime
+//! mounts or writes: masked paths through a symlinked /dev/null (CVE-2025-31133), the
+//! console through a symlinked /dev/console (CVE-2025-52565), sysctl writes through a
+//! symlink or a mount in /proc (CVE-2025-52881), procfs and sysfs mounted through a
+//! symlink (CVE-2023-27561 class). These aim only at canary files in the test's temp dir.
 
 mod common;
 
@@ -297,4 +302,167 @@ fn runtime_binary_not_writable_with_ptrace_and_held_fd() {
         !log.contains("WROTE"),
         "write through a held /proc/1/exe fd succeeded: {log}"
     );
+}
+
+// ---- crafted bundles ------------------------------------------------------------
+
+const CANARY: &str = "CANARY\n";
+
+/// CVE-2025-31133: with no /dev tmpfs and `/dev/null -> /canary` in the rootfs, masking
+/// /proc/keys and /proc/timer_list must not bind the canary there (where the container
+/// could read and write it): the runtime refuses a /dev/null that is not char 1:3.
+#[test]
+fn masked_paths_never_use_a_symlinked_dev_null() {
+    let mut c = TestContainer::new("sec-devnull");
+    c.remove_mounts(&["/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"]);
+    // A writable root: runc 1.1.5 would otherwise fail this bundle for another reason.
+    c.readonly(false);
+    let canary = c.canary("canary", CANARY);
+    c.rootfs_symlink("dev/null", "/canary");
+    // No redirection of stderr to /dev/null here: that is the canary.
+    c.sh("cat /proc/timer_list /proc/keys; { echo pwned > /proc/keys; } 2>&1; echo end");
+    let out = c.run();
+    assert_eq!(
+        fs::read_to_string(&canary).unwrap(),
+        CANARY,
+        "canary written through a mask: {out}"
+    );
+    assert!(!out.stdout.contains("CANARY"), "a masked path shows the canary: {out}");
+    if is_vessel() {
+        assert!(!out.ok(), "vessel-oci refuses the bundle: {out}");
+        assert!(out.stderr.contains("/dev/null") && out.stderr.contains("1:3"), "{out}");
+    }
+}
+
+/// The same bundle with a real /dev (the default tmpfs) still masks: the masked file
+/// reads empty and the directory mask is an empty tmpfs.
+#[test]
+fn masked_paths_with_the_null_device() {
+    let mut c = TestContainer::new("sec-devnull-ok");
+    c.canary("canary", CANARY);
+    c.rootfs_symlink("dev/null", "/canary");
+    c.sh("wc -c < /proc/timer_list; ls -A /sys/firmware | wc -l; grep -c ' /proc/keys ' /proc/self/mountinfo");
+    let out = c.run();
+    out.assert_ok("run");
+    assert_eq!(out.lines(), vec!["0", "0", "1"], "{out}");
+}
+
+/// CVE-2025-52565: with `terminal: true` and `/dev/console -> /canary` (or to a path
+/// that does not exist) in a rootfs without a /dev tmpfs, the pty must not be bound
+/// onto the canary, nor the missing file created.
+#[test]
+fn console_never_follows_a_symlinked_dev_console() {
+    for (name, target) in [("sec-console", "/canary"), ("sec-console-new", "/made-by-runtime")] {
+        let mut c = TestContainer::new(name);
+        c.remove_mounts(&["/dev"]);
+        let canary = c.canary("canary", CANARY);
+        c.rootfs_symlink("dev/console", target);
+        c.spec["process"]["terminal"] = serde_json::json!(true);
+        c.args(&["sleep", "30"]);
+        let sock = c.dir.join("console.sock");
+        // The runtime's connect and send complete on the listen backlog: no accept needed.
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let out = c.create_with(&["--console-socket", sock.to_str().unwrap()]);
+        let made = c.rootfs.join("made-by-runtime");
+        assert!(
+            !made.exists(),
+            "{name}: the runtime created the symlink's target: {out}"
+        );
+        if out.ok() {
+            let seen = c.rootfs.clone();
+            let inside = PathBuf::from(format!("/proc/{}/root/canary", c.pid()));
+            let m = fs::metadata(&inside).unwrap();
+            assert!(m.is_file(), "{name}: the pty is mounted on the canary: {m:?} {out}");
+            assert_eq!(fs::read_to_string(seen.join("canary")).unwrap(), CANARY);
+        }
+        assert_eq!(fs::read_to_string(&canary).unwrap(), CANARY);
+        if is_vessel() {
+            assert!(!out.ok(), "{name}: vessel-oci refuses the bundle: {out}");
+            assert!(out.stderr.contains("/dev/console"), "{name}: {out}");
+        }
+    }
+}
+
+/// CVE-2025-52881: with no /proc mount and `proc/sys/kernel/domainname -> /host/canary`
+/// in the rootfs (/host a bind of a host dir whose canary the container user may only
+/// read), the `kernel.domainname` sysctl must not be written into the canary.
+#[test]
+fn sysctl_never_written_through_a_proc_symlink() {
+    let mut c = TestContainer::new("sec-sysctl-link");
+    c.remove_mounts(&["/proc"]);
+    c.masked_paths(&[]).readonly_paths(&[]);
+    let host = c.dir.join("hostdir");
+    fs::create_dir(&host).unwrap();
+    let canary = host.join("canary");
+    fs::write(&canary, CANARY).unwrap();
+    fs::set_permissions(&canary, fs::Permissions::from_mode(0o444)).unwrap();
+    c.add_mount(serde_json::json!({"destination": "/host", "type": "bind", "source": host, "options": ["rbind"]}));
+    c.rootfs_symlink("proc/sys/kernel/domainname", "/host/canary");
+    c.spec["linux"]["sysctl"] = serde_json::json!({"kernel.domainname": "pwned"});
+    c.user(1000, 1000, &[]);
+    c.sh("cat /host/canary");
+    let out = c.run();
+    assert_eq!(
+        fs::read_to_string(&canary).unwrap(),
+        CANARY,
+        "sysctl written into the canary: {out}"
+    );
+    if !is_runc() {
+        // The sysctl went to the kernel, through the runtime's own procfs.
+        out.assert_ok("run");
+        assert_eq!(out.stdout, CANARY, "{out}");
+    }
+}
+
+/// CVE-2025-52881, second form: a config that binds a host directory over /proc/sys
+/// is refused (as runc refuses it; crun 1.8.1 takes the mount but writes the sysctl
+/// through its own procfs), so no sysctl lands in that directory.
+#[test]
+fn sysctl_never_written_into_a_dir_bound_over_proc_sys() {
+    let mut c = TestContainer::new("sec-sysctl-bind");
+    let fake = c.dir.join("fakesys");
+    fs::create_dir_all(fake.join("kernel")).unwrap();
+    let canary = fake.join("kernel/domainname");
+    fs::write(&canary, CANARY).unwrap();
+    c.add_mount(serde_json::json!({"destination": "/proc/sys", "type": "bind", "source": fake, "options": ["rbind"]}));
+    c.spec["linux"]["sysctl"] = serde_json::json!({"kernel.domainname": "pwned"});
+    let out = c.run();
+    assert_eq!(
+        fs::read_to_string(&canary).unwrap(),
+        CANARY,
+        "sysctl written into the bound dir: {out}"
+    );
+    if is_vessel() || is_runc() {
+        assert!(!out.ok(), "a mount over /proc/sys is refused: {out}");
+        assert!(out.stderr.contains("inside /proc"), "{out}");
+    }
+    c.assert_no_leftovers("refused bind over /proc/sys");
+}
+
+/// CVE-2023-27561 class: `/proc -> /fakeproc` (or `/sys -> /fakesys`) in the rootfs:
+/// procfs and sysfs go only on ordinary directories; the error says what is wrong.
+#[test]
+fn proc_and_sys_never_mounted_through_a_symlink() {
+    for (name, dir, fs_name) in [("sec-proclink", "proc", "proc"), ("sec-syslink", "sys", "sysfs")] {
+        let mut c = TestContainer::new(name);
+        fs::create_dir(c.rootfs.join(format!("fake{dir}"))).unwrap();
+        c.rootfs_symlink(dir, &format!("/fake{dir}"));
+        c.masked_paths(&[]).readonly_paths(&[]);
+        c.sh(&format!("ls -A /fake{dir} | wc -l"));
+        let out = c.run();
+        assert!(!out.ok(), "{name}: {fs_name} mounted through a symlink: {out}");
+        if is_runc() {
+            // runc: filesystem "proc" must be mounted on ordinary directory
+            assert!(out.stderr.contains("ordinary directory"), "{name}: {out}");
+        }
+        if is_vessel() {
+            assert!(
+                out.stderr.contains(&format!(
+                    "{fs_name} must be mounted on an ordinary directory, and /{dir} is a symlink"
+                )),
+                "{name}: {out}"
+            );
+        }
+        c.assert_no_leftovers(name);
+    }
 }

@@ -7,6 +7,9 @@ use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 use rustix::net::{
     self, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
@@ -14,6 +17,57 @@ use rustix::net::{
 use rustix::pty::{self, OpenptFlags};
 
 use crate::error::{Context, Error, Result};
+
+/// An `O_PATH` descriptor of the container's /dev/console, made as an empty regular
+/// file when absent, never through a symlink (CVE-2025-52565): /dev must be a
+/// directory reached without symlinks, and an existing /dev/console must be a
+/// regular file.
+///
+/// Errors: [`Error::Invalid`] saying what /dev or /dev/console is instead.
+fn console_target() -> Result<OwnedFd> {
+    let refuse = |what: &str| {
+        Error::Invalid(format!(
+            "{what}: refusing to mount the console there (process.terminal); mount a tmpfs on \
+             /dev in config.json or remove it from the image"
+        ))
+    };
+    let dev = match rustix::fs::openat2(
+        rustix::fs::CWD,
+        "/dev",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => return Err(refuse("/dev in the container is a symlink")),
+        Err(e) => return Err(Error::sys("open /dev in the container", e)),
+    };
+    let open = || {
+        rustix::fs::openat(
+            &dev,
+            "console",
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let fd = match open() {
+        Err(Errno::NOENT) => {
+            let create = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC;
+            match rustix::fs::openat(&dev, "console", create, Mode::from_raw_mode(0o600)) {
+                Ok(_) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(Error::sys("create /dev/console", e)),
+            }
+            open().ctx(|| "open /dev/console")?
+        }
+        r => r.ctx(|| "open /dev/console")?,
+    };
+    let st = rustix::fs::fstat(&fd).ctx(|| "stat /dev/console")?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => Ok(fd),
+        FileType::Symlink => Err(refuse("/dev/console in the container is a symlink")),
+        _ => Err(refuse("/dev/console in the container is not a regular file")),
+    }
+}
 
 /// Connects to the console socket a caller (containerd's shim, podman's conmon) listens on.
 ///
@@ -72,7 +126,8 @@ pub fn recv_fd(sock: impl AsFd) -> Result<OwnedFd> {
 /// (`process.consoleSize`: height rows, width columns), sends the master over
 /// `socket`, and makes the slave this process's stdin, stdout, stderr and
 /// controlling terminal (the caller must have called setsid). With `bind_console`,
-/// the slave is also bind-mounted on /dev/console (the init; not exec).
+/// the slave is also bind-mounted on /dev/console (the init; not exec), which must be
+/// absent or a regular file (see `console_target`).
 ///
 /// Errors: [`Error::Sys`] naming the step.
 pub fn setup(socket: OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> Result<()> {
@@ -93,24 +148,25 @@ pub fn setup(socket: OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> R
     }
     send_fd(&socket, &master, &name)?;
     drop(socket);
-    let slave = rustix::fs::open(
-        name.as_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
-        rustix::fs::Mode::empty(),
-    )
-    .ctx(|| format!("open pty slave {name}"))?;
+    // The slave comes from the master itself (TIOCGPTPEER), not from a path under the
+    // container's /dev/pts.
+    let slave = pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY)
+        .ctx(|| format!("open pty slave {name} (TIOCGPTPEER)"))?;
     drop(master);
     if bind_console {
-        let console = Path::new("/dev/console");
-        if !console.exists() {
-            std::fs::File::create(console).ctx(|| "create /dev/console")?;
-        }
-        nix::mount::mount(
-            Some(name.as_str()),
-            console,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
+        let target = console_target()?;
+        let tree = rustix::mount::open_tree(
+            &slave,
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH,
+        )
+        .ctx(|| format!("copy the mount of {name}"))?;
+        rustix::mount::move_mount(
+            &tree,
+            "",
+            &target,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )
         .ctx(|| format!("bind {name} onto /dev/console"))?;
     }

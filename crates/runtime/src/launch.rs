@@ -172,9 +172,7 @@ fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<Vec<(LinuxNamespaceTyp
 /// failed (id maps, cgroup).
 pub fn launch(l: Launch<'_>) -> Result<i32> {
     let plan = Plan::new(l.spec);
-    if !spec::has_namespace(l.spec, LinuxNamespaceType::Mount) {
-        return Err(Error::Invalid("linux.namespaces must include a mount namespace".into()));
-    }
+    rootfs::check(l.spec)?;
     if l.spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
         && !spec::has_namespace(l.spec, LinuxNamespaceType::Uts)
     {
@@ -324,7 +322,7 @@ fn init(
     cgroup: (&Entry, bool),
     filter: Option<&Filter>,
 ) -> Result<Infallible> {
-    let fifo = l.fifo.as_raw_fd();
+    let fifo = l.fifo;
     let spec = l.spec;
     match prepare_init(l, plan, &sync_fd, cgroup, filter) {
         Ok((prepared, state)) => {
@@ -332,11 +330,7 @@ fn init(
             drop(sync_fd);
             // Blocks until `start` opens the fifo for reading. The write end stays open
             // (close-on-exec) until execve, so `start` sees EOF once the program runs.
-            let fifo_w = match rustix::fs::open(
-                format!("/proc/self/fd/{fifo}"),
-                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            ) {
+            let fifo_w = match crate::procfs::ProcFs::get().and_then(|p| p.reopen(fifo, rustix::fs::OFlags::WRONLY)) {
                 Ok(fd) => fd,
                 Err(e) => {
                     eprintln!("vessel-oci: open the exec fifo: {e}");

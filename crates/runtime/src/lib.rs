@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod launch;
 pub mod namespaces;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
 pub mod sealed_exe;
 pub mod seccomp;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use crate::error::{Context, Error, Result};
+use crate::procfs::ProcFs;
 
 /// The clone(2)/setns(2) flag of a namespace type.
 pub fn flag(t: LinuxNamespaceType) -> libc::c_int {
@@ -151,8 +152,14 @@ pub fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
         if text.is_empty() {
             continue;
         }
-        let path = format!("/proc/{pid}/{file}");
-        fs::write(&path, &text).ctx(|| format!("write {path} ({})", text.trim().replace('\n', ", ")))?;
+        ProcFs::get()?
+            .write_pid(pid, file, text.as_bytes())
+            .map_err(|e| match e {
+                Error::Sys { context, source } => {
+                    Error::sys(format!("{context} ({})", text.trim().replace('\n', ", ")), source)
+                }
+                e => e,
+            })?;
     }
     Ok(())
 }
@@ -178,7 +185,12 @@ pub fn write_time_offsets(spec: &Spec) -> Result<()> {
             off.nanosecs().unwrap_or(0)
         ));
     }
-    fs::write("/proc/self/timens_offsets", &text).ctx(|| format!("write /proc/self/timens_offsets ({})", text.trim()))
+    ProcFs::get()?
+        .write_self("timens_offsets", text.as_bytes())
+        .map_err(|e| match e {
+            Error::Sys { context, source } => Error::sys(format!("{context} ({})", text.trim()), source),
+            e => e,
+        })
 }
 
 /// The namespaces of a running process that differ from our own, as (type, path) in

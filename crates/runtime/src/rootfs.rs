@@ -13,11 +13,10 @@ mod devices;
 mod mounts;
 mod options;
 mod paths;
+mod restrict;
 #[cfg(test)]
 mod tests;
 
-use std::ffi::OsStr;
-use std::io;
 use std::path::Path;
 
 use libc::c_ulong;
@@ -26,8 +25,43 @@ use rustix::fs::{Mode, OFlags};
 use rustix::mount::UnmountFlags;
 
 use crate::error::{Context, Error, Result};
-use mounts::{current_flags, remount_bind, set_attr_recursive, sys_mount, Env};
+use crate::procfs::ProcFs;
+use mounts::{current_flags, sys_mount, Env};
 use paths::Root;
+
+/// Whether the container gets a mount namespace of its own. Without one (runc
+/// accepts that), the container shares the runtime's mount namespace: the config's
+/// mounts and devices are made there, under the rootfs, and the init chroots into it,
+/// as runc does; the runtime changes no propagation there and never remounts "/".
+pub fn has_mount_namespace(spec: &Spec) -> bool {
+    crate::spec::has_namespace(spec, LinuxNamespaceType::Mount)
+}
+
+/// Checks what the rootfs steps need from a config before anything is made.
+///
+/// Errors: [`Error::Invalid`] for `linux.maskedPaths` or `linux.readonlyPaths`
+/// without a mount namespace (they would change the runtime's own mounts; runc
+/// refuses them the same way).
+pub fn check(spec: &Spec) -> Result<()> {
+    if has_mount_namespace(spec) {
+        return Ok(());
+    }
+    let linux = spec.linux().as_ref();
+    let masked = linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .is_some_and(|v| !v.is_empty());
+    let readonly = linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .is_some_and(|v| !v.is_empty());
+    if masked || readonly {
+        return Err(Error::Invalid(
+            "linux.maskedPaths and linux.readonlyPaths need a mount namespace of the container's own: \
+             add {\"type\": \"mount\"} to linux.namespaces or empty those lists"
+                .into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Sets up the rootfs and switches the calling process into it.
 ///
@@ -57,29 +91,32 @@ pub fn prepare_with(
     no_pivot: bool,
     cgroup_ready: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
+    let shared_ns = !has_mount_namespace(spec);
     let mut cgroup_ready = Some(cgroup_ready);
     let env = env_of(spec);
     let rootfs = std::fs::canonicalize(rootfs).ctx(|| format!("rootfs {} (root.path)", rootfs.display()))?;
     let propagation = rootfs_propagation(spec)?;
 
-    // Nothing done below may propagate back to the host's mounts.
-    sys_mount(
-        None,
-        Path::new("/"),
-        None,
-        propagation.unwrap_or(libc::MS_SLAVE | libc::MS_REC),
-        None,
-    )
-    .ctx(|| "set the propagation of \"/\" (linux.rootfsPropagation)")?;
-    make_parent_private(&rootfs)?;
-    sys_mount(
-        Some(rootfs.as_os_str()),
-        &rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .ctx(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
+    if !shared_ns {
+        // Nothing done below may propagate back to the host's mounts. An unbindable "/"
+        // could not give the bind of the rootfs below: that one is applied at the end
+        // (as crun does).
+        let first = match propagation {
+            Some(p) if p & libc::MS_UNBINDABLE == 0 => p,
+            _ => libc::MS_SLAVE | libc::MS_REC,
+        };
+        sys_mount(None, Path::new("/"), None, first, None)
+            .ctx(|| "set the propagation of \"/\" (linux.rootfsPropagation)")?;
+        make_parent_private(&rootfs)?;
+        sys_mount(
+            Some(rootfs.as_os_str()),
+            &rootfs,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .ctx(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
+    }
 
     let root = Root::open(&rootfs)?;
     let spec_mounts = spec.mounts().as_deref().unwrap_or(&[]);
@@ -113,7 +150,16 @@ pub fn prepare_with(
         devices::symlinks(&root, ptmx)?;
     }
     drop(root);
+    // The procfs handle for sysctls and process attributes is taken now, while the
+    // host's /proc is ours, never from what the rootfs put at /proc.
+    ProcFs::get()?;
 
+    if shared_ns {
+        // The runtime's mount namespace is not the container's to reshape (runc
+        // chroots here too); what was mounted stays there until unmounted.
+        chroot_root(&rootfs)?;
+        return Ok(());
+    }
     if no_pivot {
         move_root(&rootfs)?;
     } else {
@@ -130,6 +176,9 @@ pub fn prepare_with(
 /// after `prepare`, once the console is mounted. Keeps the nosuid, nodev, noexec and
 /// atime flags "/" has.
 pub fn finalize_root(spec: &Spec) -> Result<()> {
+    if !has_mount_namespace(spec) {
+        return Ok(());
+    }
     if spec.root().as_ref().and_then(|r| r.readonly()) != Some(true) {
         return Ok(());
     }
@@ -139,51 +188,38 @@ pub fn finalize_root(spec: &Spec) -> Result<()> {
     sys_mount(None, Path::new("/"), None, flags, None).ctx(|| "remount \"/\" read-only (root.readonly)")
 }
 
-/// Applies `linux.readonlyPaths` (bind + remount read-only, with the mounts below
-/// them) and `linux.maskedPaths` (/dev/null over files, a read-only empty tmpfs over
-/// directories), config-linux.md "Readonly Paths" and "Masked Paths". Called after the
-/// sysctls are written, in the container's root. Paths that do not exist in the rootfs
-/// are skipped, as runc does.
+/// Applies `linux.readonlyPaths` (a recursive copy of the path, made read-only,
+/// on top of it) and `linux.maskedPaths` (the verified /dev/null over files, a
+/// read-only empty tmpfs over directories), config-linux.md "Readonly Paths" and
+/// "Masked Paths", by file descriptor (see `restrict`). Called after the sysctls are
+/// written, in the container's root. Paths that do not exist in the rootfs are
+/// skipped, as runc does.
+///
+/// Errors: [`Error::Invalid`] when a file is to be masked and the container's
+/// /dev/null is not the null device; [`Error::Sys`] naming the path otherwise.
 pub fn restrict_paths(spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux().as_ref() else {
         return Ok(());
     };
-    for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
-        readonly_path(Path::new(p)).ctx(|| format!("make {p} read-only (linux.readonlyPaths)"))?;
+    let ro = linux.readonly_paths().as_deref().unwrap_or(&[]);
+    let masked = linux.masked_paths().as_deref().unwrap_or(&[]);
+    if ro.is_empty() && masked.is_empty() {
+        return Ok(());
     }
-    for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
-        mask_path(Path::new(p)).ctx(|| format!("mask {p} (linux.maskedPaths)"))?;
+    let root = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .ctx(|| "open the container's \"/\"")?;
+    for p in ro {
+        restrict::readonly_path(&root, Path::new(p)).ctx(|| format!("make {p} read-only (linux.readonlyPaths)"))?;
+    }
+    let mut dev_null = None;
+    for p in masked {
+        restrict::mask_path(&root, Path::new(p), &mut dev_null).map_err(|e| match e {
+            Error::Sys { context, source } => Error::sys(format!("mask {p} (linux.maskedPaths): {context}"), source),
+            Error::Invalid(m) => Error::Invalid(format!("mask {p} (linux.maskedPaths): {m}")),
+            e => e,
+        })?;
     }
     Ok(())
-}
-
-fn readonly_path(p: &Path) -> io::Result<()> {
-    match sys_mount(Some(p.as_os_str()), p, None, libc::MS_BIND | libc::MS_REC, None) {
-        Err(e) if mounts::is_enoent(&e) => return Ok(()),
-        r => r?,
-    }
-    // A lookup by name lands on the bind just made.
-    let fd = rustix::fs::open(p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
-    match set_attr_recursive(&fd, libc::MOUNT_ATTR_RDONLY, 0) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            let keep = current_flags(&fd)?;
-            remount_bind(p, keep | libc::MS_RDONLY)
-        }
-        r => r,
-    }
-}
-
-fn mask_path(p: &Path) -> io::Result<()> {
-    let meta = match std::fs::metadata(p) {
-        Err(e) if mounts::is_enoent(&e) => return Ok(()),
-        r => r?,
-    };
-    if meta.is_dir() {
-        let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        sys_mount(Some(OsStr::new("tmpfs")), p, Some("tmpfs"), flags, None)
-    } else {
-        sys_mount(Some(OsStr::new("/dev/null")), p, None, libc::MS_BIND, None)
-    }
 }
 
 /// Which namespaces of the config change how mounts are done.
@@ -249,6 +285,13 @@ fn pivot_root(rootfs: &Path) -> Result<()> {
     rustix::process::fchdir(&old).ctx(|| "chdir to the old root")?;
     sys_mount(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None).ctx(|| "make the old root a slave")?;
     rustix::mount::unmount(".", UnmountFlags::DETACH).ctx(|| "detach the old root")?;
+    rustix::process::chdir("/").ctx(|| "chdir to the new root")
+}
+
+/// Without a mount namespace: chroot into the rootfs (runc's way there).
+fn chroot_root(rootfs: &Path) -> Result<()> {
+    rustix::process::chdir(rootfs).ctx(|| format!("chdir to the rootfs {}", rootfs.display()))?;
+    rustix::process::chroot(".").ctx(|| "chroot into the rootfs (no mount namespace)")?;
     rustix::process::chdir("/").ctx(|| "chdir to the new root")
 }
 

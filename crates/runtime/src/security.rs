@@ -10,6 +10,7 @@ use caps::{CapSet, Capability as Cap, CapsHashSet};
 use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxPersonalityDomain, PosixRlimit, Process, Spec};
 
 use crate::error::{Context, Error, Result};
+use crate::procfs::ProcFs;
 
 fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
     Some(match name {
@@ -63,11 +64,19 @@ pub fn set_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
     Ok(())
 }
 
-/// Writes `process.oomScoreAdj` to /proc/self/oom_score_adj.
+/// Writes `process.oomScoreAdj` to /proc/self/oom_score_adj (through the verified
+/// procfs, [`ProcFs`]).
 pub fn set_oom_score_adj(adj: Option<i32>) -> Result<()> {
     match adj {
-        Some(v) => fs::write("/proc/self/oom_score_adj", v.to_string())
-            .ctx(|| format!("set oom_score_adj to {v} (lowering it needs CAP_SYS_RESOURCE)")),
+        Some(v) => ProcFs::get()?
+            .write_self("oom_score_adj", v.to_string().as_bytes())
+            .map_err(|e| match e {
+                Error::Sys { context, source } => Error::sys(
+                    format!("set oom_score_adj to {v} (lowering it needs CAP_SYS_RESOURCE): {context}"),
+                    source,
+                ),
+                e => e,
+            }),
         None => Ok(()),
     }
 }
@@ -89,7 +98,9 @@ pub fn set_names(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Writes `linux.sysctl` through /proc/sys (in the container's namespaces).
+/// Writes `linux.sysctl` through /proc/sys (in the container's namespaces), by way of
+/// the verified procfs ([`ProcFs`]): never into a file a symlink or a mount in the
+/// rootfs's /proc leads to.
 ///
 /// Errors: [`Error::Invalid`] for a key with path tricks, [`Error::Sys`] naming the key.
 pub fn set_sysctls(spec: &Spec) -> Result<()> {
@@ -100,8 +111,11 @@ pub fn set_sysctls(spec: &Spec) -> Result<()> {
         if key.is_empty() || key.contains("..") || key.starts_with(['.', '/']) {
             return Err(Error::Invalid(format!("bad sysctl name {key:?}")));
         }
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        fs::write(&path, value).ctx(|| format!("set sysctl {key}={value} ({path})"))?;
+        let rel = format!("sys/{}", key.replace('.', "/"));
+        ProcFs::get()?.write(&rel, value.as_bytes()).map_err(|e| match e {
+            Error::Sys { context, source } => Error::sys(format!("set sysctl {key}={value}: {context}"), source),
+            e => e,
+        })?;
     }
     Ok(())
 }
@@ -304,7 +318,7 @@ pub fn set_user(process: &Process) -> Result<()> {
     }
     let groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
     // setgroups is refused in a user namespace whose setgroups file says "deny".
-    let setgroups_denied = fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    let setgroups_denied = ProcFs::get()?.read_self("setgroups").is_ok_and(|s| s.trim() == "deny");
     if !setgroups_denied {
         // SAFETY: the pointer and length describe `groups`, valid during the call.
         if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
@@ -397,18 +411,21 @@ pub fn selinux_enabled() -> bool {
 pub fn set_lsm_labels(process: &Process) -> Result<()> {
     if let Some(profile) = process.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
         if apparmor_enabled() {
-            let attr = if std::path::Path::new("/proc/self/attr/apparmor/exec").exists() {
-                "/proc/self/attr/apparmor/exec"
+            let proc = ProcFs::get()?;
+            let attr = if proc.self_exists("attr/apparmor/exec") {
+                "attr/apparmor/exec"
             } else {
-                "/proc/self/attr/exec"
+                "attr/exec"
             };
-            fs::write(attr, format!("exec {profile}"))
-                .ctx(|| format!("set AppArmor profile {profile:?} (is it loaded?)"))?;
+            proc.write_self(attr, format!("exec {profile}").as_bytes())
+                .map_err(|e| Error::Invalid(format!("set AppArmor profile {profile:?} (is it loaded?): {e}")))?;
         }
     }
     if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
         if selinux_enabled() {
-            fs::write("/proc/self/attr/exec", label).ctx(|| format!("set SELinux label {label:?}"))?;
+            ProcFs::get()?
+                .write_self("attr/exec", label.as_bytes())
+                .map_err(|e| Error::Invalid(format!("set SELinux label {label:?}: {e}")))?;
         }
     }
     Ok(())

@@ -998,4 +998,63 @@ fn unquote_go(v: &str) -> String {
         }
     }
     out
+// ---- crafted bundles (escape tests) ---------------------------------------------
+
+impl TestContainer {
+    /// Drops the config's mounts whose destination is one of `dests` (e.g. the /dev
+    /// tmpfs, so that the container's /dev is the rootfs's own, as in a crafted bundle).
+    pub fn remove_mounts(&mut self, dests: &[&str]) -> &mut Self {
+        self.spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| !dests.iter().any(|d| m["destination"] == *d));
+        self
+    }
+
+    /// Writes a canary file at `rel` under the rootfs with `content` (mode 0644) and
+    /// returns its host path.
+    pub fn canary(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.rootfs.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        p
+    }
+
+    /// Replaces `rel` in the rootfs (file, empty dir or symlink) by a symlink to `target`.
+    pub fn rootfs_symlink(&self, rel: &str, target: &str) {
+        let p = self.rootfs.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        if let Ok(m) = fs::symlink_metadata(&p) {
+            if m.is_dir() {
+                fs::remove_dir(&p).unwrap();
+            } else {
+                fs::remove_file(&p).unwrap();
+            }
+        }
+        std::os::unix::fs::symlink(target, &p).unwrap();
+    }
+
+    /// `vessel-oci --root ROOT ARGS...` run by `unshare --mount --propagation private`:
+    /// the runtime, and a container that shares its mount namespace, mount nothing in
+    /// the host's.
+    #[track_caller]
+    pub fn oci_in_private_mounts<S: AsRef<OsStr>>(&self, args: &[S]) -> Out {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private"])
+            .arg(oci_bin())
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null());
+        run_cmd(&mut cmd, TIMEOUT)
+    }
+}
+
+/// True when the runtime under test is vessel-oci (not `VESSEL_OCI` naming runc or
+/// crun): checks of vessel's own wording are made only then.
+pub fn is_vessel() -> bool {
+    oci_bin()
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("vessel"))
 }

@@ -39,6 +39,11 @@ impl Manager {
                 Some((PathBuf::from(mnt), ctrls.join(",")))
             })
             .collect();
+        // The first mount of each hierarchy is the host's; later ones (a container
+        // without a mount namespace mounts cgroups under its rootfs in ours) are not
+        // where the runtime manages cgroups (runc takes the first one too).
+        let mut seen = std::collections::HashSet::new();
+        mounts.retain(|(_, ctrls)| seen.insert(ctrls.clone()));
         if hybrid {
             mounts.push((PathBuf::from("/sys/fs/cgroup/unified"), String::new()));
         }

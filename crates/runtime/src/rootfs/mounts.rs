@@ -166,6 +166,7 @@ pub(crate) fn mount_entry(root: &Root, env: Env, m: &Mount) -> Result<()> {
         return Err(Error::Invalid(format!("{what}: id-mapped mounts are not supported")));
     }
     let bind = opts.is_bind() || typ == "bind";
+    check_proc_mount(&what, dest, typ, bind, m.source().as_deref())?;
     if typ == "cgroup" && !bind {
         return cgroup::mount_cgroup(root, env, dest, &opts).map_err(|e| match e {
             Error::Sys { context, source } => Error::sys(format!("{what}: {context}"), source),
@@ -189,7 +190,10 @@ pub(crate) fn mount_entry(root: &Root, env: Env, m: &Mount) -> Result<()> {
             "{what}: a mount needs a type (or the \"bind\" option)"
         )));
     } else {
-        let target = root.ensure(dest, Kind::Dir)?;
+        let target = match typ {
+            "proc" | "sysfs" => root.ordinary_dir(dest, typ)?,
+            _ => root.ensure(dest, Kind::Dir)?,
+        };
         let host_fallback = match typ {
             "sysfs" if env.userns => Some("/sys"),
             "mqueue" if env.userns => Some("/dev/mqueue"),
@@ -227,6 +231,60 @@ pub(crate) fn mount_entry(root: &Root, env: Env, m: &Mount) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Files under /proc that a mount may cover: those lxcfs emulates (runc's list).
+const PROC_MOUNTS_ALLOWED: &[&str] = &[
+    "proc/cpuinfo",
+    "proc/diskstats",
+    "proc/meminfo",
+    "proc/stat",
+    "proc/swaps",
+    "proc/uptime",
+    "proc/loadavg",
+    "proc/slabinfo",
+    "proc/net/dev",
+    "proc/sys/kernel/ns_last_pid",
+];
+
+/// Refuses what runc refuses on /proc (its checkProcMount): on /proc itself only a
+/// procfs, or a bind of one; below it only the files lxcfs emulates. Anything else
+/// would put files of the config's choosing where the runtime writes sysctls and
+/// process attributes, or hide what masked paths hide.
+fn check_proc_mount(what: &str, dest: &Path, typ: &str, bind: bool, source: Option<&Path>) -> Result<()> {
+    let rel = super::paths::clean_relative(dest);
+    if !rel.starts_with("proc") {
+        return Ok(());
+    }
+    if rel == Path::new("proc") {
+        let ok = if bind {
+            source
+                .and_then(|s| rustix::fs::statfs(s).ok())
+                .is_some_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC)
+        } else {
+            typ == "proc"
+        };
+        return if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{what}: only a procfs (type proc, or a bind of one) may be mounted on /proc"
+            )))
+        };
+    }
+    if PROC_MOUNTS_ALLOWED.iter().any(|a| rel == Path::new(a)) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{what}: {} cannot be mounted because it is inside /proc; below /proc only {} may be \
+         covered (as runc allows, for lxcfs)",
+        dest.display(),
+        PROC_MOUNTS_ALLOWED
+            .iter()
+            .map(|a| format!("/{a}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// Binds the host path `src` onto `dest` inside `root` (`target` is its `O_PATH`

@@ -106,6 +106,18 @@ const ATTRS: &[(&str, bool, u64)] = &[
     ("rsymfollow", true, libc::MOUNT_ATTR_NOSYMFOLLOW),
 ];
 
+/// Recursive access-time options: each picks one value of the `MOUNT_ATTR__ATIME`
+/// field, which mount_setattr(2) changes only with the whole field in `attr_clr`.
+/// The clearing forms go back to the kernel's default, relatime.
+const ATIME_ATTRS: &[(&str, u64)] = &[
+    ("rnoatime", libc::MOUNT_ATTR_NOATIME),
+    ("rstrictatime", libc::MOUNT_ATTR_STRICTATIME),
+    ("rrelatime", libc::MOUNT_ATTR_RELATIME),
+    ("ratime", libc::MOUNT_ATTR_RELATIME),
+    ("rnorelatime", libc::MOUNT_ATTR_RELATIME),
+    ("rnostrictatime", libc::MOUNT_ATTR_RELATIME),
+];
+
 /// Parses the `options` of one mount. Later options win over earlier ones ("ro,rw" is rw).
 pub(crate) fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
     let mut o = MountOptions::default();
@@ -126,6 +138,9 @@ pub(crate) fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
                 o.attr_clr &= !attr;
                 o.attr_set |= attr;
             }
+        } else if let Some(&(_, attr)) = ATIME_ATTRS.iter().find(|(n, _)| *n == opt) {
+            o.attr_clr |= libc::MOUNT_ATTR__ATIME;
+            o.attr_set = (o.attr_set & !libc::MOUNT_ATTR__ATIME) | attr;
         } else {
             match opt {
                 "tmpcopyup" => o.tmpcopyup = true,
@@ -179,6 +194,11 @@ mod tests {
         assert!(!o.is_bind());
         assert_eq!(parse::<&str>(&[]).data(), None);
         assert_eq!(propagation("runbindable"), Some(libc::MS_UNBINDABLE | libc::MS_REC));
+
+        let o = parse(&["rbind", "rstrictatime", "rnoatime", "rnosuid"]);
+        assert_eq!(o.attr_set, libc::MOUNT_ATTR_NOATIME | libc::MOUNT_ATTR_NOSUID);
+        assert_eq!(o.attr_clr, libc::MOUNT_ATTR__ATIME);
+        assert_eq!(o.data(), None);
         assert_eq!(propagation("bogus"), None);
     }
 }

@@ -70,6 +70,61 @@ impl Root {
         }
     }
 
+    /// Opens `path` with `O_PATH | O_NOFOLLOW`, refusing a symlink in any of its
+    /// parents (ELOOP); a trailing symlink is returned as itself.
+    pub(crate) fn open_nofollow(&self, path: &Path) -> io::Result<OwnedFd> {
+        let rel = relative(path);
+        let rel: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &rel
+        };
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS;
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(self.fd.as_fd(), rel, flags, Mode::empty(), resolve) {
+                Err(Errno::AGAIN) if tries < 16 => tries += 1,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// An `O_PATH` descriptor of the directory `path`, created when missing, for a
+    /// file system that must sit on an ordinary directory (`fs` is "proc" or "sysfs"):
+    /// a symlink there, or in a directory above it, is refused rather than followed
+    /// (runc and crun refuse it too; CVE-2023-27561 class).
+    ///
+    /// Errors: [`Error::Invalid`] saying what `path` is instead.
+    pub(crate) fn ordinary_dir(&self, path: &Path, fs: &str) -> Result<OwnedFd> {
+        let refuse = |what: &str| {
+            Error::Invalid(format!(
+                "{fs} must be mounted on an ordinary directory, and {} {what} (in rootfs {}): \
+                 make it a directory in the image",
+                path.display(),
+                self.host.display()
+            ))
+        };
+        let fd = match self.open_nofollow(path) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.mkdir_all(path)?;
+                self.open_nofollow(path).map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) => refuse("is reached through a symlink"),
+                    _ => self.err("open directory", path, e),
+                })?
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse("is reached through a symlink")),
+            Err(e) => return Err(self.err("open directory", path, e)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat", path, e.into()))?;
+        match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::Directory => Ok(fd),
+            rustix::fs::FileType::Symlink => Err(refuse("is a symlink")),
+            _ => Err(refuse("is not a directory")),
+        }
+    }
+
     /// Creates every missing directory of `path` inside the root (mode 0755) and
     /// returns an `O_PATH` descriptor of the last one.
     pub(crate) fn mkdir_all(&self, path: &Path) -> Result<OwnedFd> {
@@ -140,6 +195,22 @@ pub(crate) fn create_file(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
         Ok(_) | Err(Errno::EXIST) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `path` without its root and with "." and ".." taken away lexically, as runc
+/// cleans a destination before it checks it: "/a/../proc/./sys" -> "proc/sys".
+pub(crate) fn clean_relative(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// `path` without its root: "/a/b" -> "a/b".

@@ -288,7 +288,7 @@ fn prepare_no_pivot_moves_root() {
               {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
               {"destination": "/bin/busybox", "type": "bind", "source": "/bin/busybox", "options": ["bind"]}
             ],
-            "linux": {"rootfsPropagation": "private"}}"#,
+            "linux": {"rootfsPropagation": "private", "namespaces": [{"type": "mount"}]}}"#,
     )
     .expect("spec");
     let r = in_child(|| {
@@ -500,7 +500,7 @@ fn prepare_with_shared_root_propagation() {
     let spec: Spec = serde_json::from_str(
         r#"{"ociVersion": "1.2.0", "root": {"path": "rootfs"},
             "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-            "linux": {"rootfsPropagation": "rshared"}}"#,
+            "linux": {"rootfsPropagation": "rshared", "namespaces": [{"type": "mount"}]}}"#,
     )
     .expect("spec");
     let r = in_child(|| {
