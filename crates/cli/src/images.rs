@@ -173,6 +173,18 @@ impl Progress for Bars {
             None => eprintln!("Copying blob {digest} {what}"),
         }
     }
+    fn devices_skipped(&self, digest: &Digest, n: u64) {
+        let line = format!(
+            "WARNING: layer {digest}: {n} device node(s) left out (creating them needs root; \
+             the container's /dev is its own)"
+        );
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
 }
 
 fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {

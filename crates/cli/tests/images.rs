@@ -1,11 +1,17 @@
 //! The `vessel` image commands end to end: a real registry on 127.0.0.1 (docker-registry), an
 //! image made by umoci and pushed by skopeo; pull, images, inspect, export, import, rmi, prune.
 
+#[path = "../../image/tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+mod instance;
 mod run_vessel;
 
+use instance::{stderr, stdout, Instance};
 use run_vessel::{sh, vessel};
 use std::fs;
 use std::net::TcpListener;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,4 +102,97 @@ fn pull_list_inspect_export_import_rmi() {
         &["pull", "--tls-verify=false", &format!("127.0.0.1:{port}/cli/nothere:1")],
     );
     assert_eq!(out.status.code(), Some(125));
+}
+
+/// `major:minor` of the block device holding the host's root file system (from mountinfo).
+fn root_disk() -> Option<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .ok()?
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 4 && f[4] == "/")
+        .map(|f| f[2].to_string())
+        .filter(|mm| Path::new(&format!("/sys/dev/block/{mm}")).exists())
+}
+
+/// Builds (with umoci, from a rootfs made with mknod as a debootstrap image has) the image
+/// `img:dev` in `dir`: busybox plus /dev/null, /dev/console, /dev/zero, `/disk`, a block
+/// node for the host's root disk `mm`, and `/loop`, one for /dev/loop0 (7:0), which the host
+/// itself can open (this machine's root may not open its disk: the loop node shows that
+/// the node in the layer is what would work outside the container).
+fn build_device_image(dir: &Path, mm: &str) {
+    let (major, minor) = mm.split_once(':').unwrap();
+    sh(
+        &format!(
+            "umoci init --layout img && umoci new --image img:dev \
+             && umoci config --image img:dev --config.cmd sh --config.env PATH=/bin \
+             && umoci unpack --image img:dev b >/dev/null && mkdir -p b/rootfs/bin b/rootfs/dev \
+             && cp /usr/bin/busybox b/rootfs/bin/ && for t in sh head ls stat cat echo; do ln -s busybox b/rootfs/bin/$t; done \
+             && mknod -m 666 b/rootfs/dev/null c 1 3 && mknod -m 600 b/rootfs/dev/console c 5 1 \
+             && mknod -m 666 b/rootfs/dev/zero c 1 5 && mknod -m 660 b/rootfs/disk b {major} {minor} \
+             && mknod -m 660 b/rootfs/loop b 7 0 && head -c1 b/rootfs/loop >/dev/null \
+             && umoci repack --image img:dev b && rm -rf b"
+        ),
+        dir,
+    );
+}
+
+/// The committed snapshot entries `rel` of the store under `root` (one per snapshot that has it).
+fn in_snapshots(root: &Path, rel: &str) -> Vec<fs::Metadata> {
+    fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::symlink_metadata(e.path().join("fs").join(rel)).ok())
+        .collect()
+}
+
+#[test]
+fn images_with_device_nodes_import_pull_and_run_with_the_nodes_useless() {
+    if !instance::have(&["docker-registry", "skopeo", "umoci", "busybox", "catatonit"]) {
+        return;
+    }
+    let Some(mm) = root_disk() else {
+        eprintln!("\n!!!!! SKIPPED: the root file system is not on a block device !!!!!\n");
+        return;
+    };
+    let i = Instance::new();
+    build_device_image(i.dir.path(), &mm);
+    // import: the nodes are created in the snapshot, as podman does as root.
+    let src = format!("oci:{}:dev", i.dir.path().join("img").display());
+    i.ok(&["image", "import", &src, "localhost/devs:1"]);
+    let disk = in_snapshots(&i.root(), "disk");
+    assert_eq!(disk.len(), 1);
+    assert!(disk[0].file_type().is_block_device());
+    assert!(in_snapshots(&i.root(), "dev/null")[0].file_type().is_char_device());
+
+    // pull from the loopback registry into another root, and run from it.
+    let reg = common::Registry::start(&i.dir.path().join("reg"), None);
+    let name = common::skopeo_push(i.dir.path(), "oci:img:dev", &reg, "debian/devs:1", "");
+    let p = Instance::new();
+    p.ok(&["pull", &name]);
+    assert!(in_snapshots(&p.root(), "disk")[0].file_type().is_block_device());
+    // The node shipped in the layer is there, but reading it fails (device cgroup, nodev);
+    // the container's own /dev works. Never written.
+    let out = p.v(&[
+        "run",
+        "--rm",
+        &name,
+        "sh",
+        "-c",
+        "stat -c '%F %t:%T' /disk /loop; head -c1 /disk >/dev/null && echo READ-THE-DISK; \
+         head -c1 /loop >/dev/null && echo OPENED-THE-LOOP; echo ok > /dev/null && echo devnull-ok",
+    ]);
+    let o = stdout(&out);
+    assert_eq!(o.matches("block special file").count(), 2, "{o}");
+    assert!(
+        !o.contains("READ-THE-DISK"),
+        "the block node of the host disk was readable"
+    );
+    assert!(!o.contains("OPENED-THE-LOOP"), "the loop node was opened inside");
+    assert!(o.contains("devnull-ok"), "{o}");
+    assert!(
+        stderr(&out).contains("Operation not permitted") || stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
 }

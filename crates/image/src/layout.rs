@@ -16,7 +16,7 @@ use crate::pull::{import_manifest, MAX_MANIFEST_SIZE};
 use crate::records::ImageRecord;
 use crate::reference::Reference;
 use crate::store::{tmp_name, write_atomic, Store};
-use crate::unpack::{entry_components, UnpackOptions};
+use crate::unpack::{entry_components, DeviceNodes, UnpackOptions};
 
 /// The annotation naming an image in a layout's index.json.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -195,7 +195,7 @@ pub fn import(store: &Store, loc: &Location, name: Option<&str>, platform: Optio
     store.remove_stale_tmp();
     let want = platform.cloned().unwrap_or_else(Platform::host);
     let opts = UnpackOptions {
-        allow_devices: false,
+        devices: DeviceNodes::for_this_user(),
         keep_setuid: true,
         keep_ownership: true,
     };

@@ -19,7 +19,7 @@ use crate::manifest::{self, choose_platform, parse_config, parse_manifestish, Ma
 use crate::records::{add_image, ImageRecord, LayerRecord};
 use crate::reference::Reference;
 use crate::store::Store;
-use crate::unpack::UnpackOptions;
+use crate::unpack::{DeviceNodes, UnpackOptions};
 
 /// Largest manifest or config accepted, bytes (the distribution spec suggests 4 MiB).
 pub const MAX_MANIFEST_SIZE: u64 = 8 << 20;
@@ -42,7 +42,8 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     /// Host platform, default TLS policy, credentials from files, 3 concurrent layers, and
-    /// unpack rules of an image runtime: setuid kept (su, ping), devices refused.
+    /// unpack rules of an image runtime: setuid kept (su, ping), device nodes created as
+    /// root and skipped otherwise ([`DeviceNodes::for_this_user`]).
     fn default() -> Self {
         PullOptions {
             platform: None,
@@ -50,7 +51,7 @@ impl Default for PullOptions {
             credentials: None,
             max_concurrent: 3,
             unpack: UnpackOptions {
-                allow_devices: false,
+                devices: DeviceNodes::for_this_user(),
                 keep_setuid: true,
                 keep_ownership: true,
             },
@@ -79,6 +80,8 @@ pub trait Progress: Send + Sync {
     fn layer_bytes(&self, _digest: &Digest, _n: u64) {}
     /// A layer is done.
     fn layer_done(&self, _digest: &Digest, _outcome: LayerOutcome) {}
+    /// `n` device node entries of a layer were left out ([`DeviceNodes::Skip`]: rootless).
+    fn devices_skipped(&self, _digest: &Digest, _n: u64) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -456,12 +459,15 @@ pub async fn pull(
                 } else if store.has_blob(&spec.digest) {
                     let st = store.clone();
                     let sp = spec.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let stats = tokio::task::spawn_blocking(move || {
                         let f = st.open_blob(&sp.digest)?;
                         ingest_layer(&st, io::BufReader::with_capacity(256 * 1024, f), &sp, false, &unpack)
                     })
                     .await
                     .map_err(|e| ImageError::io("unpack", store.blob_path(&spec.digest), io::Error::other(e)))??;
+                    if stats.skipped_devices > 0 {
+                        progress.devices_skipped(&spec.digest, stats.skipped_devices);
+                    }
                     LayerOutcome::UnpackedFromStore
                 } else {
                     let d = spec.digest.to_string();
@@ -505,8 +511,12 @@ pub async fn pull(
                         }
                     }
                     drop(tx);
-                    task.await
+                    let stats = task
+                        .await
                         .map_err(|e| ImageError::io("unpack", store.blob_path(&spec.digest), io::Error::other(e)))??;
+                    if stats.skipped_devices > 0 {
+                        progress.devices_skipped(&spec.digest, stats.skipped_devices);
+                    }
                     LayerOutcome::Downloaded
                 };
                 progress.layer_done(&spec.digest, outcome);
