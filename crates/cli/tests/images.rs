@@ -196,3 +196,52 @@ fn images_with_device_nodes_import_pull_and_run_with_the_nodes_useless() {
         stderr(&out)
     );
 }
+
+#[test]
+fn registry_errors_are_told_in_peoples_words() {
+    if !instance::have(&["docker-registry", "skopeo", "umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    common::build_image(i.dir.path());
+    let reg = common::Registry::start(&i.dir.path().join("reg"), None);
+    let name = common::push(i.dir.path(), &reg, "words/bb:1", None);
+    let once = |out: &std::process::Output| {
+        let e = stderr(out);
+        assert_eq!(out.status.code(), Some(125), "{e}");
+        assert_eq!(e.matches("vessel:").count(), 1, "one error line: {e}");
+        assert!(!e.contains("http://") && !e.contains("https://"), "no URL: {e}");
+        e
+    };
+    // A tag and a repository the registry does not have.
+    for missing in [
+        format!("{}/words/bb:2", reg.addr),
+        format!("{}/words/nothere:1", reg.addr),
+    ] {
+        let e = once(&i.v(&["pull", &missing]));
+        assert!(
+            e.contains(&format!("image {missing} not found in registry {}", reg.addr)),
+            "{e}"
+        );
+    }
+    // The image itself pulls; `run` of a missing tag says the same.
+    i.ok(&["pull", "-q", &name]);
+    let e = once(&i.v(&["run", "--rm", &format!("{}/words/bb:3", reg.addr), "true"]));
+    assert!(e.contains("not found in registry"), "{e}");
+    // A host name that does not resolve (.invalid never does).
+    let e = once(&i.v(&["pull", "nonexistent.invalid/x"]));
+    assert!(
+        e.contains("the host name \"nonexistent.invalid\" does not resolve"),
+        "{e}"
+    );
+    assert!(!e.contains("tls-verify"), "{e}");
+    // A loopback port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = once(&i.v(&["pull", &format!("127.0.0.1:{port}/x:1")]));
+    assert!(e.contains(&format!("registry 127.0.0.1:{port} does not answer")), "{e}");
+    assert!(e.contains("refused"), "{e}");
+    assert!(!e.contains("tls-verify"), "{e}");
+    // https asked of a plain-http registry: the hint is for this case.
+    let e = once(&i.v(&["pull", "--tls-verify=true", &name]));
+    assert!(e.contains("--tls-verify=false"), "{e}");
+}
