@@ -52,6 +52,10 @@ pub struct RmiArgs {
     /// Names or ids of images.
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Remove images that containers use (as docker: the containers keep the layers they
+    /// stand on until they are removed).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -325,24 +329,67 @@ fn inspect_json(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value> {
     }))
 }
 
-/// `vessel rmi` / `vessel image rm`.
+/// `vessel rmi` / `vessel image rm`: each image is untagged (one of several names) or
+/// removed; an image that containers use is refused unless `force`. Layers and blobs no
+/// image uses any more are freed when something was removed. Every failure is printed once;
+/// the last one is the command's error.
 pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
     let store = Store::open(root)?;
-    let mut failed = None;
+    // No database yet: no containers (and none is made by looking).
+    let db = if root.join("vessel.db").exists() {
+        Some(vessel_engine::db::Db::open(root)?)
+    } else {
+        None
+    };
+    let mut errors = Vec::new();
+    let mut removed = false;
     for name in &a.images {
-        match records::remove_image(&store, name) {
-            Ok(rec) => println!("Untagged/removed: {name} ({})", rec.id.short()),
-            Err(e) => {
-                eprintln!("vessel: {e}");
-                failed = Some(e);
+        match remove_one(&store, db.as_ref(), name, a.force) {
+            Ok(rec) => {
+                println!("Untagged/removed: {name} ({})", rec.id.short());
+                removed = true;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if removed {
+        records::prune(&store)?;
+    }
+    let last = errors.pop();
+    for e in errors {
+        eprintln!("vessel: {e:#}");
+    }
+    match last {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Removes one image (or one of its names), refusing an image in use unless `force`.
+fn remove_one(store: &Store, db: Option<&vessel_engine::db::Db>, name: &str, force: bool) -> Result<ImageRecord> {
+    let rec = records::find_image(store, name)?;
+    let untag_only = rec.names.len() > 1
+        && Reference::parse(name)
+            .ok()
+            .is_some_and(|r| r.digest.is_none() && rec.names.contains(&r.to_string()));
+    if !untag_only && !force {
+        if let Some(db) = db {
+            let users = db.using_image(&rec.id.to_string())?;
+            if !users.is_empty() {
+                let list: Vec<String> = users
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, &c.id[..c.id.len().min(12)]))
+                    .collect();
+                bail!(
+                    "image {name} is in use by container{} {}: remove {} first (`vessel rm`), or force with `vessel rmi -f`",
+                    if users.len() > 1 { "s" } else { "" },
+                    list.join(", "),
+                    if users.len() > 1 { "them" } else { "it" }
+                );
             }
         }
     }
-    records::prune(&store)?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    Ok(())
+    Ok(records::remove_image(store, name)?)
 }
 
 /// `vessel image ...`.

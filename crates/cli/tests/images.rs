@@ -245,3 +245,53 @@ fn registry_errors_are_told_in_peoples_words() {
     let e = once(&i.v(&["pull", "--tls-verify=true", &name]));
     assert!(e.contains("--tls-verify=false"), "{e}");
 }
+
+#[test]
+fn rmi_refuses_an_image_in_use_unless_forced_and_reports_each_error_once() {
+    if !instance::have(&["umoci", "busybox", "catatonit"]) {
+        return;
+    }
+    let i = Instance::new();
+    // A missing image: one error line, non-zero exit; `-f` is an option, not an image.
+    for args in [&["rmi", "nothere:1"][..], &["rmi", "-f", "nothere:1"][..]] {
+        let out = i.v(args);
+        assert_eq!(out.status.code(), Some(125));
+        let e = stderr(&out);
+        assert_eq!(e.matches("vessel:").count(), 1, "{e}");
+        assert!(e.contains("\"nothere:1\" not found"), "{e}");
+    }
+    // Two missing: each said once.
+    let e = stderr(&i.v(&["rmi", "a:1", "b:1"]));
+    assert_eq!(
+        (e.matches("\"a:1\"").count(), e.matches("\"b:1\"").count()),
+        (1, 1),
+        "{e}"
+    );
+
+    let img = i.busybox();
+    let id = i.ok(&["create", "--name", "user1", img, "echo", "still-runs"]);
+    let out = i.v(&["rmi", img]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(e.contains("in use by container user1"), "{e}");
+    assert_eq!(e.matches("vessel:").count(), 1, "{e}");
+    assert!(i.ok(&["images"]).contains("localhost/bb"), "refused, yet removed");
+    // By id too.
+    let image_id = i.ok(&["images", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&image_id).unwrap();
+    let hex = v[0]["id"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert!(!i.v(&["rmi", &hex[..12]]).status.success());
+    // One of two names is only untagged, in use or not.
+    i.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}:1", i.dir.path().join("img").display()),
+        "localhost/bb:two",
+    ]);
+    i.ok(&["rmi", "localhost/bb:two"]);
+    // Forced: the image goes, the container keeps its layers and still runs.
+    i.ok(&["rmi", "-f", img]);
+    assert_eq!(i.ok(&["images", "--format", "json"]).trim(), "[]");
+    assert!(i.ok(&["start", "-a", id.trim()]).contains("still-runs"));
+    i.ok(&["rm", id.trim()]);
+}
