@@ -241,18 +241,23 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     Ok(())
 }
 
-fn ago(secs: u64) -> String {
+/// How long ago `secs` (since the Unix epoch) was, in docker's words.
+fn ago(secs: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let d = now.saturating_sub(secs);
-    match d {
-        0..=59 => format!("{d} seconds ago"),
-        60..=3599 => format!("{} minutes ago", d / 60),
-        3600..=86399 => format!("{} hours ago", d / 3600),
-        _ => format!("{} days ago", d / 86400),
-    }
+    let d = now.saturating_sub(secs).max(0);
+    let (n, unit) = match d {
+        0..=59 => (d, "second"),
+        60..=3599 => (d / 60, "minute"),
+        3600..=86399 => (d / 3600, "hour"),
+        86400..=1_209_599 => (d / 86400, "day"),
+        1_209_600..=5_183_999 => (d / 604_800, "week"),
+        5_184_000..=31_535_999 => (d / 2_592_000, "month"),
+        _ => (d / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
 fn human(bytes: u64) -> String {
@@ -280,7 +285,10 @@ fn split_name(n: &str) -> (String, String) {
 /// `vessel images`.
 pub fn list(root: &Path, a: ListArgs) -> Result<()> {
     let store = Store::open(root)?;
-    let images = store.images()?;
+    let mut images = store.images()?;
+    for rec in &mut images {
+        rec.unpacked_size = rec.unpacked_size(&store);
+    }
     if a.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());
@@ -304,8 +312,8 @@ pub fn list(root: &Path, a: ListArgs) -> Result<()> {
                 repo,
                 tag,
                 rec.id.short().to_string(),
-                ago(rec.added),
-                human(rec.size),
+                rec.created_secs().map_or_else(|| "N/A".to_string(), ago),
+                human(rec.unpacked_size(&store)),
             ]);
         }
     }
@@ -321,7 +329,8 @@ fn inspect_json(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value> {
         "Digest": rec.manifest.to_string(),
         "RepoTags": rec.names,
         "Platform": rec.platform,
-        "Size": rec.size,
+        "Size": rec.unpacked_size(store),
+        "CompressedSize": rec.size,
         "Created": rec.created,
         "Record": rec,
         "Manifest": manifest,

@@ -295,3 +295,59 @@ fn rmi_refuses_an_image_in_use_unless_forced_and_reports_each_error_once() {
     assert!(i.ok(&["start", "-a", id.trim()]).contains("still-runs"));
     i.ok(&["rm", id.trim()]);
 }
+
+#[test]
+fn images_shows_the_config_creation_time_and_the_unpacked_size() {
+    if !instance::have(&["docker-registry", "skopeo", "umoci", "busybox", "catatonit"]) {
+        return;
+    }
+    let i = Instance::new();
+    sh(
+        "umoci init --layout img && umoci new --image img:1 \
+         && umoci config --image img:1 --config.cmd sh --config.env PATH=/bin --created 2020-01-02T03:04:05Z \
+         && umoci unpack --image img:1 b >/dev/null && mkdir -p b/rootfs/bin \
+         && cp /usr/bin/busybox b/rootfs/bin/ && ln -s busybox b/rootfs/bin/sh && ln -s busybox b/rootfs/bin/true \
+         && umoci repack --image img:1 b && rm -rf b",
+        i.dir.path(),
+    );
+    let reg = common::Registry::start(&i.dir.path().join("reg"), None);
+    let name = common::skopeo_push(i.dir.path(), "oci:img:1", &reg, "debian/old:bookworm", "");
+    // `run` of an image not yet here pulls it, naming the tag.
+    let out = i.v(&["run", "--rm", &name, "true"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("Trying to pull {name}...")),
+        "{}",
+        stderr(&out)
+    );
+
+    // What the layers unpack to: their uncompressed tar sizes, from the layout umoci wrote.
+    let v: serde_json::Value = serde_json::from_str(&i.ok(&["image", "inspect", &name])).unwrap();
+    let mut expected = 0u64;
+    for l in v[0]["Record"]["layers"].as_array().unwrap() {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let blob = i.dir.path().join("img/blobs/sha256").join(hex);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc {} | wc -c", blob.display()))
+            .output()
+            .unwrap();
+        expected += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap();
+    }
+    let compressed = v[0]["Record"]["size"].as_u64().unwrap();
+    assert!(expected > compressed, "busybox compresses: {expected} vs {compressed}");
+    assert_eq!(v[0]["Size"].as_u64(), Some(expected));
+    assert_eq!(v[0]["CompressedSize"].as_u64(), Some(compressed));
+    let v: serde_json::Value = serde_json::from_str(&i.ok(&["images", "--format", "json"])).unwrap();
+    assert_eq!(v[0]["unpacked_size"].as_u64(), Some(expected));
+
+    // The table: CREATED from the config (2020), SIZE the unpacked size (docker's units).
+    let table = i.ok(&["images"]);
+    let line = table.lines().find(|l| l.contains("debian/old")).unwrap();
+    assert!(line.contains("bookworm"), "{line}");
+    assert!(line.contains(" years ago"), "{line}");
+    assert!(
+        line.contains(&format!("{:.3} MB", expected as f64 / 1e6)),
+        "{line} (expected {expected} bytes)"
+    );
+}

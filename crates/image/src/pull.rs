@@ -577,6 +577,8 @@ fn finish(store: &Store, r: Resolved, names: Vec<String>) -> Result<ImageRecord>
         store.put_blob("index", b, d, None)?;
     }
     let size = r.config_bytes.len() as u64 + r.layers.iter().map(|(l, _)| l.size).sum::<u64>();
+    let snaps = store.snapshots();
+    let unpacked_size = r.layers.iter().map(|(l, _)| snaps.unpacked_size(&l.chain_id)).sum();
     let rec = ImageRecord {
         id: r.config_digest,
         names,
@@ -596,6 +598,7 @@ fn finish(store: &Store, r: Resolved, names: Vec<String>) -> Result<ImageRecord>
             })
             .collect(),
         size,
+        unpacked_size,
         created: r.created,
         added: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
