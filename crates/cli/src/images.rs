@@ -434,9 +434,10 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "Removed {} blobs and {} snapshots, {} freed",
+                    "Removed {} blobs, {} snapshots and {} partial files, {} freed",
                     r.blobs.len(),
                     r.snapshots.len(),
+                    r.partials,
                     human(r.bytes)
                 );
             }

@@ -2,7 +2,6 @@
 //! image made by umoci and pushed by skopeo; pull, images, inspect, export, import, rmi, prune.
 
 #[path = "../../image/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 mod instance;
 mod run_vessel;

@@ -9,6 +9,7 @@
 //! - [`unpack`] and [`layer`]: safe layer unpacking with overlay whiteouts.
 //! - [`snapshot`]: copy-on-write snapshots by chain id, overlay mounts for containers.
 //! - [`records`]: look-up, removal and garbage collection.
+//! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
 
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
+pub mod partials;
 pub mod pull;
 pub mod records;
 pub mod reference;

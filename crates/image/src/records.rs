@@ -87,7 +87,9 @@ pub struct PruneReport {
     pub blobs: Vec<Digest>,
     /// Layer snapshots removed (chain ids).
     pub snapshots: Vec<Digest>,
-    /// Bytes of blobs freed.
+    /// Partial files of unfinished pulls, imports and prunes removed.
+    pub partials: usize,
+    /// Bytes freed: blobs, layer snapshots (their unpacked size) and partial files.
     pub bytes: u64,
 }
 
@@ -200,7 +202,8 @@ pub fn remove_image(store: &Store, name: &str) -> Result<ImageRecord> {
 }
 
 /// Removes every blob and layer snapshot that no image record, and no active or committed
-/// container snapshot, references; and temporary files of processes that are gone. Takes the
+/// container snapshot, references; and the partial files of unfinished pulls, imports and
+/// prunes ([`Store::remove_partials`]). Takes the
 /// exclusive garbage-collection lock, so it waits for running pulls.
 ///
 /// # Errors
@@ -239,11 +242,14 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
     }
     for id in snapshotter.layer_snapshots()? {
         if !snaps.contains(&id) {
+            report.bytes += snapshotter.unpacked_size(&id);
             snapshotter.remove_committed(&id)?;
             report.snapshots.push(id);
         }
     }
-    store.remove_stale_tmp();
+    let partials = store.remove_partials()?;
+    report.partials = partials.count();
+    report.bytes += partials.bytes;
     Ok(report)
 }
 
