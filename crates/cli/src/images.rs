@@ -416,7 +416,17 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
         ImageCommand::Import { source, name, platform } => {
             let store = Store::open(root)?;
             let src = layout::Location::parse(&source)?;
-            let rec = layout::import(&store, &src, name.as_deref(), parse_platform(&platform)?.as_ref())?;
+            let bars = Bars {
+                multi: None,
+                bars: Mutex::new(HashMap::new()),
+            };
+            let rec = layout::import_with_progress(
+                &store,
+                &src,
+                name.as_deref(),
+                parse_platform(&platform)?.as_ref(),
+                &bars,
+            )?;
             println!("{}", rec.id.hex());
             Ok(())
         }

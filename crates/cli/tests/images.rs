@@ -350,3 +350,32 @@ fn images_shows_the_config_creation_time_and_the_unpacked_size() {
         "{line} (expected {expected} bytes)"
     );
 }
+
+#[test]
+fn rootless_import_leaves_device_nodes_out_with_a_warning() {
+    if !instance::have(&["umoci", "busybox", "unshare"]) {
+        return;
+    }
+    let Some(mm) = root_disk() else {
+        eprintln!("\n!!!!! SKIPPED: the root file system is not on a block device !!!!!\n");
+        return;
+    };
+    let i = Instance::new();
+    build_device_image(i.dir.path(), &mm);
+    // uid 0 of a user namespace of its own, as rootless podman runs: no CAP_MKNOD there.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", env!("CARGO_BIN_EXE_vessel"), "--root"])
+        .arg(i.root())
+        .args(["image", "import"])
+        .arg(format!("oci:{}:dev", i.dir.path().join("img").display()))
+        .arg("localhost/devs:1")
+        .output()
+        .unwrap();
+    let e = stderr(&out);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("WARNING: layer sha256:"), "{e}");
+    assert!(e.contains(": 5 device node(s) left out"), "{e}");
+    assert!(in_snapshots(&i.root(), "disk").is_empty());
+    assert!(in_snapshots(&i.root(), "dev/null").is_empty());
+    assert!(in_snapshots(&i.root(), "bin/busybox")[0].is_file());
+}

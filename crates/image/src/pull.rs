@@ -619,6 +619,7 @@ pub(crate) fn import_manifest(
     names: Vec<String>,
     want: &Platform,
     opts: &UnpackOptions,
+    progress: &dyn Progress,
     mut open_layer: impl FnMut(&LayerSpec) -> Result<Option<Box<dyn Read>>>,
 ) -> Result<ImageRecord> {
     let Manifestish::Manifest(m) = parse_manifestish(&manifest_bytes, &manifest_digest)? else {
@@ -668,7 +669,10 @@ pub(crate) fn import_manifest(
                 false,
             ),
         };
-        ingest_layer(store, reader, spec, write, opts)?;
+        let stats = ingest_layer(store, reader, spec, write, opts)?;
+        if stats.skipped_devices > 0 {
+            progress.devices_skipped(&spec.digest, stats.skipped_devices);
+        }
     }
     finish(store, resolved, names)
 }

@@ -38,13 +38,24 @@ pub enum DeviceNodes {
 
 impl DeviceNodes {
     /// What podman and docker do for the user running this process: [`DeviceNodes::Create`]
-    /// as root (effective uid 0), [`DeviceNodes::Skip`] otherwise.
+    /// as root (effective uid 0) in the initial user namespace, [`DeviceNodes::Skip`]
+    /// otherwise (rootless, uid 0 of a user namespace included: mknod needs CAP_MKNOD in
+    /// the initial one).
     pub fn for_this_user() -> DeviceNodes {
-        if rustix::process::geteuid().is_root() {
+        if rustix::process::geteuid().is_root() && !in_user_namespace() {
             DeviceNodes::Create
         } else {
             DeviceNodes::Skip
         }
+    }
+}
+
+/// Whether this process runs in a user namespace other than the initial one (whose
+/// `/proc/self/uid_map` maps the whole range `0 0 4294967295`).
+fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(m) => m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
+        Err(_) => false,
     }
 }
 
