@@ -148,13 +148,11 @@ fn resolve_in(dir: &Path, links: &HashMap<PathBuf, PathBuf>, p: &Path, loc: &str
         for c in cur.components() {
             match c {
                 std::path::Component::Normal(n) => norm.push(n),
-                std::path::Component::ParentDir => {
-                    if !norm.pop() {
-                        return Err(ImageError::Layout {
-                            location: loc.into(),
-                            reason: format!("{} leads outside the archive", p.display()),
-                        });
-                    }
+                std::path::Component::ParentDir if !norm.pop() => {
+                    return Err(ImageError::Layout {
+                        location: loc.into(),
+                        reason: format!("{} leads outside the archive", p.display()),
+                    });
                 }
                 _ => {}
             }

@@ -173,7 +173,7 @@ impl Store {
             return Ok(());
         }
         let mut w = self.blob_writer()?;
-        w.write_all(data).ctx("write temporary blob", &w.tmp.clone())?;
+        w.write_all(data).ctx("write temporary blob", w.tmp.clone())?;
         w.commit(what, expected, size)
     }
 
@@ -198,7 +198,7 @@ impl Store {
             if n == 0 {
                 break;
             }
-            w.write_all(&buf[..n]).ctx("write temporary blob", &w.tmp.clone())?;
+            w.write_all(&buf[..n]).ctx("write temporary blob", w.tmp.clone())?;
         }
         w.commit(what, expected, size)
     }
