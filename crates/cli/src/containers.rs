@@ -209,7 +209,7 @@ impl CreateArgs {
 fn puller(tls_verify: Option<bool>) -> impl FnMut(&Store, &str) -> vessel_image::Result<ImageRecord> {
     move |store, name| {
         let reference = Reference::parse(name)?;
-        eprintln!("Trying to pull {}...", reference.name());
+        eprintln!("Trying to pull {reference}...");
         let opts = vessel_image::pull::PullOptions {
             tls_verify,
             ..Default::default()

@@ -52,6 +52,10 @@ pub struct RmiArgs {
     /// Names or ids of images.
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Remove images that containers use (as docker: the containers keep the layers they
+    /// stand on until they are removed).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +177,18 @@ impl Progress for Bars {
             None => eprintln!("Copying blob {digest} {what}"),
         }
     }
+    fn devices_skipped(&self, digest: &Digest, n: u64) {
+        let line = format!(
+            "WARNING: layer {digest}: {n} device node(s) left out (creating them needs root; \
+             the container's /dev is its own)"
+        );
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
 }
 
 fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {
@@ -225,18 +241,23 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     Ok(())
 }
 
-fn ago(secs: u64) -> String {
+/// How long ago `secs` (since the Unix epoch) was, in docker's words.
+fn ago(secs: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let d = now.saturating_sub(secs);
-    match d {
-        0..=59 => format!("{d} seconds ago"),
-        60..=3599 => format!("{} minutes ago", d / 60),
-        3600..=86399 => format!("{} hours ago", d / 3600),
-        _ => format!("{} days ago", d / 86400),
-    }
+    let d = now.saturating_sub(secs).max(0);
+    let (n, unit) = match d {
+        0..=59 => (d, "second"),
+        60..=3599 => (d / 60, "minute"),
+        3600..=86399 => (d / 3600, "hour"),
+        86400..=1_209_599 => (d / 86400, "day"),
+        1_209_600..=5_183_999 => (d / 604_800, "week"),
+        5_184_000..=31_535_999 => (d / 2_592_000, "month"),
+        _ => (d / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
 fn human(bytes: u64) -> String {
@@ -264,7 +285,10 @@ fn split_name(n: &str) -> (String, String) {
 /// `vessel images`.
 pub fn list(root: &Path, a: ListArgs) -> Result<()> {
     let store = Store::open(root)?;
-    let images = store.images()?;
+    let mut images = store.images()?;
+    for rec in &mut images {
+        rec.unpacked_size = rec.unpacked_size(&store);
+    }
     if a.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());
@@ -288,8 +312,8 @@ pub fn list(root: &Path, a: ListArgs) -> Result<()> {
                 repo,
                 tag,
                 rec.id.short().to_string(),
-                ago(rec.added),
-                human(rec.size),
+                rec.created_secs().map_or_else(|| "N/A".to_string(), ago),
+                human(rec.unpacked_size(&store)),
             ]);
         }
     }
@@ -305,7 +329,8 @@ fn inspect_json(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value> {
         "Digest": rec.manifest.to_string(),
         "RepoTags": rec.names,
         "Platform": rec.platform,
-        "Size": rec.size,
+        "Size": rec.unpacked_size(store),
+        "CompressedSize": rec.size,
         "Created": rec.created,
         "Record": rec,
         "Manifest": manifest,
@@ -313,24 +338,67 @@ fn inspect_json(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value> {
     }))
 }
 
-/// `vessel rmi` / `vessel image rm`.
+/// `vessel rmi` / `vessel image rm`: each image is untagged (one of several names) or
+/// removed; an image that containers use is refused unless `force`. Layers and blobs no
+/// image uses any more are freed when something was removed. Every failure is printed once;
+/// the last one is the command's error.
 pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
     let store = Store::open(root)?;
-    let mut failed = None;
+    // No database yet: no containers (and none is made by looking).
+    let db = if root.join("vessel.db").exists() {
+        Some(vessel_engine::db::Db::open(root)?)
+    } else {
+        None
+    };
+    let mut errors = Vec::new();
+    let mut removed = false;
     for name in &a.images {
-        match records::remove_image(&store, name) {
-            Ok(rec) => println!("Untagged/removed: {name} ({})", rec.id.short()),
-            Err(e) => {
-                eprintln!("vessel: {e}");
-                failed = Some(e);
+        match remove_one(&store, db.as_ref(), name, a.force) {
+            Ok(rec) => {
+                println!("Untagged/removed: {name} ({})", rec.id.short());
+                removed = true;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if removed {
+        records::prune(&store)?;
+    }
+    let last = errors.pop();
+    for e in errors {
+        eprintln!("vessel: {e:#}");
+    }
+    match last {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Removes one image (or one of its names), refusing an image in use unless `force`.
+fn remove_one(store: &Store, db: Option<&vessel_engine::db::Db>, name: &str, force: bool) -> Result<ImageRecord> {
+    let rec = records::find_image(store, name)?;
+    let untag_only = rec.names.len() > 1
+        && Reference::parse(name)
+            .ok()
+            .is_some_and(|r| r.digest.is_none() && rec.names.contains(&r.to_string()));
+    if !untag_only && !force {
+        if let Some(db) = db {
+            let users = db.using_image(&rec.id.to_string())?;
+            if !users.is_empty() {
+                let list: Vec<String> = users
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, &c.id[..c.id.len().min(12)]))
+                    .collect();
+                bail!(
+                    "image {name} is in use by container{} {}: remove {} first (`vessel rm`), or force with `vessel rmi -f`",
+                    if users.len() > 1 { "s" } else { "" },
+                    list.join(", "),
+                    if users.len() > 1 { "them" } else { "it" }
+                );
             }
         }
     }
-    records::prune(&store)?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    Ok(())
+    Ok(records::remove_image(store, name)?)
 }
 
 /// `vessel image ...`.
@@ -348,7 +416,17 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
         ImageCommand::Import { source, name, platform } => {
             let store = Store::open(root)?;
             let src = layout::Location::parse(&source)?;
-            let rec = layout::import(&store, &src, name.as_deref(), parse_platform(&platform)?.as_ref())?;
+            let bars = Bars {
+                multi: None,
+                bars: Mutex::new(HashMap::new()),
+            };
+            let rec = layout::import_with_progress(
+                &store,
+                &src,
+                name.as_deref(),
+                parse_platform(&platform)?.as_ref(),
+                &bars,
+            )?;
             println!("{}", rec.id.hex());
             Ok(())
         }
@@ -366,9 +444,10 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "Removed {} blobs and {} snapshots, {} freed",
+                    "Removed {} blobs, {} snapshots and {} partial files, {} freed",
                     r.blobs.len(),
                     r.snapshots.len(),
+                    r.partials,
                     human(r.bytes)
                 );
             }

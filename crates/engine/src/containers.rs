@@ -624,6 +624,21 @@ impl Engine {
                 }
             }
         }
+        // What killed pulls, imports and prunes left (not the files of those running now).
+        let store = self.store()?;
+        let partial = if repair {
+            store.remove_partials()?
+        } else {
+            store.partials()?
+        };
+        if partial.count() > 0 {
+            found.push(format!(
+                "images: {} partial files of unfinished pulls, {:.1} MB ({} bytes), under content/tmp and snapshots/tmp",
+                partial.count(),
+                partial.bytes as f64 / 1e6,
+                partial.bytes
+            ));
+        }
         let containers = self.paths.root.join("containers");
         for entry in std::fs::read_dir(&containers).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();

@@ -345,6 +345,25 @@ impl Db {
     }
 }
 
+/// Which containers use an image: `vessel rmi` refuses to remove an image in use without
+/// `-f`, as docker and podman do.
+impl Db {
+    /// The records whose image id is `image_id` (the image's config digest, `sha256:<hex>`),
+    /// oldest first.
+    ///
+    /// Errors: [`Error::Db`].
+    pub fn using_image(&self, image_id: &str) -> Result<Vec<Record>> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM containers WHERE image_id = ?1 ORDER BY created_at"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = st.query_map(params![image_id], Db::from_row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

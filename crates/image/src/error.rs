@@ -152,6 +152,32 @@ pub enum ImageError {
         /// A hint (may be empty).
         hint: &'static str,
     },
+    /// A manifest (tag or digest) or repository that the registry does not have.
+    #[error("image {reference} not found in registry {registry}: check the repository name and the tag")]
+    NotInRegistry {
+        /// The reference asked for.
+        reference: String,
+        /// Registry host[:port].
+        registry: String,
+    },
+    /// A registry whose host name does not resolve.
+    #[error("registry {registry}: the host name {host:?} does not resolve: check the name (or the DNS set-up in /etc/resolv.conf)")]
+    RegistryUnresolvable {
+        /// Registry host[:port].
+        registry: String,
+        /// The host name.
+        host: String,
+    },
+    /// A registry host that does not answer (connection refused, unreachable, timed out).
+    #[error(
+        "registry {registry} does not answer ({reason}): is the registry running, and are the host and port right?"
+    )]
+    RegistryUnreachable {
+        /// Registry host[:port].
+        registry: String,
+        /// The OS error of the connection.
+        reason: String,
+    },
     /// Credentials that could not be read or stored.
     #[error("credentials for {registry}: {reason}")]
     Auth {

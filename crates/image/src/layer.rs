@@ -161,7 +161,7 @@ pub fn ingest_layer<R: Read>(
         })?;
         Ok(stats)
     });
-    let (diff_id, _, decoder, _) = inner.finish();
+    let (diff_id, tar_size, decoder, _) = inner.finish();
     let mut outer = decoder.into_inner();
     // Whatever went wrong, a blob that is not what was promised is the clearest report.
     let drained = outer.drain();
@@ -199,6 +199,7 @@ pub fn ingest_layer<R: Read>(
     if let Some(w) = writer {
         w.commit("layer blob", &spec.digest, Some(spec.size))?;
     }
+    pending.set_size(tar_size)?;
     snaps.commit_pending(pending, &spec.chain_id, spec.parent.as_ref())?;
     Ok(stats)
 }

@@ -12,11 +12,11 @@ use crate::digest::Digest;
 use crate::error::{ImageError, IoContext, Result};
 use crate::layer::Compression;
 use crate::manifest::{self, choose_platform, parse_manifestish, Manifestish, Platform};
-use crate::pull::{import_manifest, MAX_MANIFEST_SIZE};
+use crate::pull::{import_manifest, NoProgress, Progress, MAX_MANIFEST_SIZE};
 use crate::records::ImageRecord;
 use crate::reference::Reference;
 use crate::store::{tmp_name, write_atomic, Store};
-use crate::unpack::{entry_components, UnpackOptions};
+use crate::unpack::{entry_components, DeviceNodes, UnpackOptions};
 
 /// The annotation naming an image in a layout's index.json.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -148,13 +148,11 @@ fn resolve_in(dir: &Path, links: &HashMap<PathBuf, PathBuf>, p: &Path, loc: &str
         for c in cur.components() {
             match c {
                 std::path::Component::Normal(n) => norm.push(n),
-                std::path::Component::ParentDir => {
-                    if !norm.pop() {
-                        return Err(ImageError::Layout {
-                            location: loc.into(),
-                            reason: format!("{} leads outside the archive", p.display()),
-                        });
-                    }
+                std::path::Component::ParentDir if !norm.pop() => {
+                    return Err(ImageError::Layout {
+                        location: loc.into(),
+                        reason: format!("{} leads outside the archive", p.display()),
+                    });
                 }
                 _ => {}
             }
@@ -191,25 +189,60 @@ fn read_limited(path: &Path, loc: &str) -> Result<Vec<u8>> {
 /// # Errors
 /// [`ImageError::Layout`], [`ImageError::MissingBlob`], verification and unpack errors.
 pub fn import(store: &Store, loc: &Location, name: Option<&str>, platform: Option<&Platform>) -> Result<ImageRecord> {
+    import_with_progress(store, loc, name, platform, &NoProgress)
+}
+
+/// [`import`], telling `progress` of device nodes left out of a layer
+/// ([`Progress::devices_skipped`]: rootless).
+///
+/// # Errors
+/// As [`import`].
+pub fn import_with_progress(
+    store: &Store,
+    loc: &Location,
+    name: Option<&str>,
+    platform: Option<&Platform>,
+    progress: &dyn Progress,
+) -> Result<ImageRecord> {
     let _gc = store.gc_lock(false)?;
     store.remove_stale_tmp();
     let want = platform.cloned().unwrap_or_else(Platform::host);
     let opts = UnpackOptions {
-        allow_devices: false,
+        devices: DeviceNodes::for_this_user(),
         keep_setuid: true,
         keep_ownership: true,
     };
     let name = name.map(|n| Reference::parse(n).map(|r| r.to_string())).transpose()?;
     match loc {
-        Location::OciDir(dir, tag) => import_oci_dir(store, dir, tag.as_deref(), name, &want, &opts, &loc.to_string()),
+        Location::OciDir(dir, tag) => import_oci_dir(
+            store,
+            dir,
+            tag.as_deref(),
+            name,
+            &want,
+            &opts,
+            &loc.to_string(),
+            progress,
+        ),
         Location::OciArchive(file, tag) => {
             let tmp = TmpDir(store.root().join("content/tmp").join(tmp_name()));
             fs::create_dir_all(&tmp.0).ctx("create", &tmp.0)?;
             extract_files(file, &tmp.0, &loc.to_string())?;
             let name = name.or_else(|| default_name(file, tag.as_deref()));
-            import_oci_dir(store, &tmp.0, tag.as_deref(), name, &want, &opts, &loc.to_string())
+            import_oci_dir(
+                store,
+                &tmp.0,
+                tag.as_deref(),
+                name,
+                &want,
+                &opts,
+                &loc.to_string(),
+                progress,
+            )
         }
-        Location::DockerArchive(file) => import_docker_archive(store, file, name, &want, &opts, &loc.to_string()),
+        Location::DockerArchive(file) => {
+            import_docker_archive(store, file, name, &want, &opts, &loc.to_string(), progress)
+        }
     }
 }
 
@@ -234,6 +267,7 @@ fn default_name(path: &Path, tag: Option<&str>) -> Option<String> {
     .map(|r| r.to_string())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn import_oci_dir(
     store: &Store,
     dir: &Path,
@@ -242,6 +276,7 @@ fn import_oci_dir(
     want: &Platform,
     opts: &UnpackOptions,
     loc: &str,
+    progress: &dyn Progress,
 ) -> Result<ImageRecord> {
     let layout_err = |reason: String| ImageError::Layout {
         location: loc.into(),
@@ -337,6 +372,7 @@ fn import_oci_dir(
         name.into_iter().collect(),
         want,
         opts,
+        progress,
         |spec| {
             let p = blob(&spec.digest);
             let f = File::open(&p).map_err(|_| ImageError::MissingBlob {
@@ -349,6 +385,7 @@ fn import_oci_dir(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn import_docker_archive(
     store: &Store,
     file: &Path,
@@ -356,6 +393,7 @@ fn import_docker_archive(
     want: &Platform,
     opts: &UnpackOptions,
     loc: &str,
+    progress: &dyn Progress,
 ) -> Result<ImageRecord> {
     let layout_err = |reason: String| ImageError::Layout {
         location: loc.into(),
@@ -424,7 +462,7 @@ fn import_docker_archive(
             })
             .unwrap_or_default(),
     };
-    import_manifest(store, bytes, digest, config, names, want, opts, |spec| {
+    import_manifest(store, bytes, digest, config, names, want, opts, progress, |spec| {
         let p = paths
             .get(&spec.digest)
             .ok_or_else(|| layout_err(format!("layer {} vanished", spec.digest)))?;

@@ -3,11 +3,13 @@
 //! - [`reference`]: `registry[:port]/repo[:tag][@digest]` with Docker's normalisation.
 //! - [`store`]: the content store (`ROOT/content/blobs/sha256/<hex>`), verified on write,
 //!   published by rename; image records in `ROOT/images.json`.
-//! - [`pull`]: the registry client (OCI distribution spec, auth, multi-arch indexes).
+//! - [`pull`]: the registry client (OCI distribution spec, auth, multi-arch indexes);
+//!   `registry_error` tells its failures in people's words.
 //! - [`layout`]: OCI layout and archive import/export, docker-archive import.
 //! - [`unpack`] and [`layer`]: safe layer unpacking with overlay whiteouts.
 //! - [`snapshot`]: copy-on-write snapshots by chain id, overlay mounts for containers.
 //! - [`records`]: look-up, removal and garbage collection.
+//! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
 
 #![warn(missing_docs)]
 
@@ -17,10 +19,12 @@ pub mod error;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
+pub mod partials;
 pub mod pull;
 pub mod records;
 pub mod reference;
 pub mod registries;
+mod registry_error;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;

@@ -18,8 +18,9 @@ use crate::layer::{ingest_layer, Compression, LayerSpec};
 use crate::manifest::{self, choose_platform, parse_config, parse_manifestish, Manifestish, Platform};
 use crate::records::{add_image, ImageRecord, LayerRecord};
 use crate::reference::Reference;
+use crate::registry_error::{is_not_found, refuses_credentials, registry_err};
 use crate::store::Store;
-use crate::unpack::UnpackOptions;
+use crate::unpack::{DeviceNodes, UnpackOptions};
 
 /// Largest manifest or config accepted, bytes (the distribution spec suggests 4 MiB).
 pub const MAX_MANIFEST_SIZE: u64 = 8 << 20;
@@ -42,7 +43,8 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     /// Host platform, default TLS policy, credentials from files, 3 concurrent layers, and
-    /// unpack rules of an image runtime: setuid kept (su, ping), devices refused.
+    /// unpack rules of an image runtime: setuid kept (su, ping), device nodes created as
+    /// root and skipped otherwise ([`DeviceNodes::for_this_user`]).
     fn default() -> Self {
         PullOptions {
             platform: None,
@@ -50,7 +52,7 @@ impl Default for PullOptions {
             credentials: None,
             max_concurrent: 3,
             unpack: UnpackOptions {
-                allow_devices: false,
+                devices: DeviceNodes::for_this_user(),
                 keep_setuid: true,
                 keep_ownership: true,
             },
@@ -79,70 +81,13 @@ pub trait Progress: Send + Sync {
     fn layer_bytes(&self, _digest: &Digest, _n: u64) {}
     /// A layer is done.
     fn layer_done(&self, _digest: &Digest, _outcome: LayerOutcome) {}
+    /// `n` device node entries of a layer were left out ([`DeviceNodes::Skip`]: rootless).
+    fn devices_skipped(&self, _digest: &Digest, _n: u64) {}
 }
 
 /// A [`Progress`] that ignores everything.
 pub struct NoProgress;
 impl Progress for NoProgress {}
-
-fn registry_err(registry: &str, what: String, e: OciDistributionError) -> ImageError {
-    let message = e.to_string();
-    let hint = match &e {
-        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
-            " (log in with `vessel login REGISTRY`, or check the credentials in auth.json)"
-        }
-        OciDistributionError::RequestError(r) if r.is_connect() => {
-            " (is the registry running? for a plain-http registry pass --tls-verify=false)"
-        }
-        OciDistributionError::RequestError(_) => " (for a plain-http registry pass --tls-verify=false)",
-        _ => "",
-    };
-    ImageError::Registry {
-        registry: registry.into(),
-        what,
-        message,
-        hint,
-    }
-}
-
-/// Whether a registry answer says the manifest, blob or repository does not exist (HTTP 404,
-/// or a `*_UNKNOWN`/`NOT_FOUND` error code), judged on the error's structure, never on its text
-/// (which holds the URL and its port).
-fn is_not_found(e: &OciDistributionError) -> bool {
-    use oci_client::errors::OciErrorCode;
-    match e {
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::RequestError(r) => r.status().is_some_and(|s| s.as_u16() == 404),
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|err| {
-            matches!(
-                err.code,
-                OciErrorCode::ManifestUnknown
-                    | OciErrorCode::BlobUnknown
-                    | OciErrorCode::NameUnknown
-                    | OciErrorCode::NotFound
-            )
-        }),
-        _ => false,
-    }
-}
-/// Whether a registry answer refuses the credentials (HTTP 401/403, an `UNAUTHORIZED` or
-/// `DENIED` error code, a failed token request) or could not be had at all (a transport error),
-/// judged on the error's structure, never on its text (which holds the URL and its port).
-fn refuses_credentials(e: &OciDistributionError) -> bool {
-    use oci_client::errors::OciErrorCode;
-    match e {
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_)
-        | OciDistributionError::RequestError(_) => true,
-        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|err| matches!(err.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
-        _ => false,
-    }
-}
 
 /// A connected registry client for one reference.
 pub struct Registry {
@@ -232,7 +177,16 @@ impl Registry {
             .client
             .pull_manifest_raw(&Self::oref(reference), &self.auth, &manifest::ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| registry_err(&self.registry, format!("pull manifest {reference}"), e))?;
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    ImageError::NotInRegistry {
+                        reference: reference.to_string(),
+                        registry: self.registry.clone(),
+                    }
+                } else {
+                    registry_err(&self.registry, format!("pull manifest {reference}"), e)
+                }
+            })?;
         if data.len() as u64 > MAX_MANIFEST_SIZE {
             return Err(ImageError::BadManifest {
                 what: "manifest",
@@ -456,12 +410,15 @@ pub async fn pull(
                 } else if store.has_blob(&spec.digest) {
                     let st = store.clone();
                     let sp = spec.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let stats = tokio::task::spawn_blocking(move || {
                         let f = st.open_blob(&sp.digest)?;
                         ingest_layer(&st, io::BufReader::with_capacity(256 * 1024, f), &sp, false, &unpack)
                     })
                     .await
                     .map_err(|e| ImageError::io("unpack", store.blob_path(&spec.digest), io::Error::other(e)))??;
+                    if stats.skipped_devices > 0 {
+                        progress.devices_skipped(&spec.digest, stats.skipped_devices);
+                    }
                     LayerOutcome::UnpackedFromStore
                 } else {
                     let d = spec.digest.to_string();
@@ -505,8 +462,12 @@ pub async fn pull(
                         }
                     }
                     drop(tx);
-                    task.await
+                    let stats = task
+                        .await
                         .map_err(|e| ImageError::io("unpack", store.blob_path(&spec.digest), io::Error::other(e)))??;
+                    if stats.skipped_devices > 0 {
+                        progress.devices_skipped(&spec.digest, stats.skipped_devices);
+                    }
                     LayerOutcome::Downloaded
                 };
                 progress.layer_done(&spec.digest, outcome);
@@ -616,6 +577,8 @@ fn finish(store: &Store, r: Resolved, names: Vec<String>) -> Result<ImageRecord>
         store.put_blob("index", b, d, None)?;
     }
     let size = r.config_bytes.len() as u64 + r.layers.iter().map(|(l, _)| l.size).sum::<u64>();
+    let snaps = store.snapshots();
+    let unpacked_size = r.layers.iter().map(|(l, _)| snaps.unpacked_size(&l.chain_id)).sum();
     let rec = ImageRecord {
         id: r.config_digest,
         names,
@@ -635,6 +598,7 @@ fn finish(store: &Store, r: Resolved, names: Vec<String>) -> Result<ImageRecord>
             })
             .collect(),
         size,
+        unpacked_size,
         created: r.created,
         added: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -655,6 +619,7 @@ pub(crate) fn import_manifest(
     names: Vec<String>,
     want: &Platform,
     opts: &UnpackOptions,
+    progress: &dyn Progress,
     mut open_layer: impl FnMut(&LayerSpec) -> Result<Option<Box<dyn Read>>>,
 ) -> Result<ImageRecord> {
     let Manifestish::Manifest(m) = parse_manifestish(&manifest_bytes, &manifest_digest)? else {
@@ -704,47 +669,10 @@ pub(crate) fn import_manifest(
                 false,
             ),
         };
-        ingest_layer(store, reader, spec, write, opts)?;
-    }
-    finish(store, resolved, names)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn envelope(code: &str, url: &str) -> OciDistributionError {
-        let body = format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#);
-        OciDistributionError::RegistryError {
-            envelope: serde_json::from_str(&body).unwrap(),
-            url: url.into(),
+        let stats = ingest_layer(store, reader, spec, write, opts)?;
+        if stats.skipped_devices > 0 {
+            progress.devices_skipped(&spec.digest, stats.skipped_devices);
         }
     }
-
-    #[test]
-    fn answers_are_classified_by_structure_not_by_the_port_in_the_url() {
-        // Ports that read like status codes: 401xx and 404xx.
-        let url = "http://127.0.0.1:40173/v2/vessel/login-check/tags/list";
-        assert!(!refuses_credentials(&envelope("NAME_UNKNOWN", url)));
-        assert!(!is_not_found(&envelope(
-            "UNSUPPORTED",
-            "http://127.0.0.1:40404/v2/a/manifests/1"
-        )));
-        assert!(is_not_found(&envelope("NAME_UNKNOWN", url)));
-        assert!(is_not_found(&envelope("MANIFEST_UNKNOWN", url)));
-        assert!(refuses_credentials(&envelope("DENIED", url)));
-        assert!(refuses_credentials(&envelope("UNAUTHORIZED", url)));
-        assert!(refuses_credentials(&OciDistributionError::UnauthorizedError {
-            url: url.into()
-        }));
-        let server = |code| OciDistributionError::ServerError {
-            code,
-            url: "http://127.0.0.1:40104/v2/".into(),
-            message: "401 404".into(),
-        };
-        assert!(refuses_credentials(&server(403)));
-        assert!(!refuses_credentials(&server(500)));
-        assert!(is_not_found(&server(404)));
-        assert!(!is_not_found(&server(500)));
-    }
+    finish(store, resolved, names)
 }

@@ -43,8 +43,13 @@ pub struct ImageRecord {
     pub platform: String,
     /// Layers, bottom first.
     pub layers: Vec<LayerRecord>,
-    /// Config plus layer blob sizes, bytes (what was downloaded).
+    /// Config plus layer blob sizes, bytes (what was downloaded: the compressed size).
     pub size: u64,
+    /// Sum of the layers' uncompressed tar sizes, bytes (what `vessel images` shows as SIZE,
+    /// as podman and docker do); 0 in records written before vessel kept it (see
+    /// [`ImageRecord::unpacked_size`]).
+    #[serde(default)]
+    pub unpacked_size: u64,
     /// The config's `created` time (RFC 3339), when it has one.
     pub created: Option<String>,
     /// When it was pulled or imported, seconds since the Unix epoch.
@@ -57,6 +62,22 @@ impl ImageRecord {
     pub fn top_chain_id(&self) -> Option<&Digest> {
         self.layers.last().map(|l| &l.chain_id)
     }
+
+    /// The unpacked size, bytes: the recorded one, or for an older record the sum of its
+    /// layer snapshots' sizes in `store`.
+    pub fn unpacked_size(&self, store: &Store) -> u64 {
+        if self.unpacked_size > 0 || self.layers.is_empty() {
+            return self.unpacked_size;
+        }
+        let snaps = store.snapshots();
+        self.layers.iter().map(|l| snaps.unpacked_size(&l.chain_id)).sum()
+    }
+
+    /// The config's creation time, seconds since the Unix epoch (None when the config has
+    /// none or it is not RFC 3339).
+    pub fn created_secs(&self) -> Option<i64> {
+        self.created.as_deref().and_then(rfc3339_secs)
+    }
 }
 
 /// What [`prune`] removed.
@@ -66,7 +87,9 @@ pub struct PruneReport {
     pub blobs: Vec<Digest>,
     /// Layer snapshots removed (chain ids).
     pub snapshots: Vec<Digest>,
-    /// Bytes of blobs freed.
+    /// Partial files of unfinished pulls, imports and prunes removed.
+    pub partials: usize,
+    /// Bytes freed: blobs, layer snapshots (their unpacked size) and partial files.
     pub bytes: u64,
 }
 
@@ -179,7 +202,8 @@ pub fn remove_image(store: &Store, name: &str) -> Result<ImageRecord> {
 }
 
 /// Removes every blob and layer snapshot that no image record, and no active or committed
-/// container snapshot, references; and temporary files of processes that are gone. Takes the
+/// container snapshot, references; and the partial files of unfinished pulls, imports and
+/// prunes ([`Store::remove_partials`]). Takes the
 /// exclusive garbage-collection lock, so it waits for running pulls.
 ///
 /// # Errors
@@ -218,10 +242,93 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
     }
     for id in snapshotter.layer_snapshots()? {
         if !snaps.contains(&id) {
+            report.bytes += snapshotter.unpacked_size(&id);
             snapshotter.remove_committed(&id)?;
             report.snapshots.push(id);
         }
     }
-    store.remove_stale_tmp();
+    let partials = store.remove_partials()?;
+    report.partials = partials.count();
+    report.bytes += partials.bytes;
     Ok(report)
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time (`2024-05-01T12:00:00.5Z`,
+/// `...+02:00`); fractions are dropped. None when it is not one.
+pub fn rfc3339_secs(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &r[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => {
+            let oh = o.get(1..3)?.parse::<i64>().ok()?;
+            let om = o.get(4..6)?.parse::<i64>().ok()?;
+            let v = oh * 3600 + om * 60;
+            if o.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_secs;
+
+    #[test]
+    fn rfc3339_times_of_image_configs() {
+        assert_eq!(rfc3339_secs("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_secs("2000-03-01T00:00:00Z"), Some(951_868_800));
+        assert_eq!(rfc3339_secs("2024-05-01T12:00:00.123456789+02:00"), Some(1_714_557_600));
+        assert_eq!(rfc3339_secs("1969-12-31T23:59:59Z"), Some(-1));
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-05-01T12:00:00",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T12:00:00.Z",
+        ] {
+            assert_eq!(rfc3339_secs(bad), None, "{bad}");
+        }
+    }
 }

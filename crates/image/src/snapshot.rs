@@ -3,7 +3,8 @@
 //! containerd's snapshotter: `prepare`, `mount`, `commit`, `remove`.
 //!
 //! Layout under `ROOT/snapshots`: `<hex>/fs` a committed snapshot's files (an overlay lower,
-//! with overlay whiteouts), `<hex>/parent` the parent's id; `active/<key>/{upper,work,parent}`;
+//! with overlay whiteouts), `<hex>/parent` the parent's id, `<hex>/size` the layer's
+//! uncompressed tar size in bytes (decimal); `active/<key>/{upper,work,parent}`;
 //! `tmp/` snapshots being unpacked (renamed into place once complete and synced).
 
 use std::fs;
@@ -46,6 +47,25 @@ impl PendingSnapshot {
     pub(crate) fn fs_dir(&self) -> PathBuf {
         self.dir.join("fs")
     }
+
+    /// Records the layer's uncompressed tar size, bytes (published with the snapshot).
+    pub(crate) fn set_size(&self, bytes: u64) -> Result<()> {
+        let f = self.dir.join("size");
+        fs::write(&f, bytes.to_string()).ctx("write", &f)
+    }
+}
+
+/// Sum of the sizes of the regular files and symlinks under `dir`, bytes (not following
+/// symlinks); unreadable entries count 0.
+fn du(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => du(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 impl Drop for PendingSnapshot {
@@ -87,6 +107,20 @@ impl Snapshotter {
             Ok(s) => Ok(Some(Digest::from_hex(s.trim())?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ImageError::io("read", p, e)),
+        }
+    }
+
+    /// The unpacked size of committed layer snapshot `id`, bytes: its uncompressed tar size
+    /// as recorded at unpack, or (for a snapshot made before vessel recorded it) the sum of
+    /// its files' sizes. 0 when it does not exist.
+    pub fn unpacked_size(&self, id: &Digest) -> u64 {
+        let dir = self.dir(id);
+        match fs::read_to_string(dir.join("size"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            Some(n) => n,
+            None => du(&dir.join("fs")),
         }
     }
 

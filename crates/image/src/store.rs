@@ -31,14 +31,6 @@ pub(crate) fn tmp_name() -> String {
     )
 }
 
-/// Whether a temporary name made by [`tmp_name`] belongs to a process that is gone.
-pub(crate) fn tmp_is_stale(name: &str) -> bool {
-    let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-        return true;
-    };
-    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// The content store and everything else under one vessel root.
 ///
 /// Layout (all under `root`): `content/blobs/sha256/<hex>` blobs, `content/tmp/` blobs being
@@ -181,7 +173,7 @@ impl Store {
             return Ok(());
         }
         let mut w = self.blob_writer()?;
-        w.write_all(data).ctx("write temporary blob", &w.tmp.clone())?;
+        w.write_all(data).ctx("write temporary blob", w.tmp.clone())?;
         w.commit(what, expected, size)
     }
 
@@ -206,7 +198,7 @@ impl Store {
             if n == 0 {
                 break;
             }
-            w.write_all(&buf[..n]).ctx("write temporary blob", &w.tmp.clone())?;
+            w.write_all(&buf[..n]).ctx("write temporary blob", w.tmp.clone())?;
         }
         w.commit(what, expected, size)
     }
@@ -220,23 +212,11 @@ impl Store {
         }
     }
 
-    /// Removes what processes that are gone left in `content/tmp` and `snapshots/tmp` (a
-    /// killed pull's partial blobs and half-unpacked snapshots); entries of live processes,
-    /// ours included, stay. Cheap: two small directory listings. Best effort: errors are
-    /// ignored, the leftovers are never used as content.
+    /// Removes what pulls, imports and prunes that did not finish left in `content/tmp` and
+    /// `snapshots/tmp` ([`Store::remove_partials`]), best effort: errors are ignored, the
+    /// leftovers are never used as content.
     pub fn remove_stale_tmp(&self) {
-        for dir in [self.root.join("content/tmp"), self.root.join("snapshots/tmp")] {
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for e in rd.flatten() {
-                if e.file_name().to_str().is_some_and(tmp_is_stale) {
-                    let p = e.path();
-                    let _ = match e.file_type() {
-                        Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
-                        _ => fs::remove_file(&p),
-                    };
-                }
-            }
-        }
+        let _ = self.remove_partials();
     }
 
     /// The snapshotter over `ROOT/snapshots`.

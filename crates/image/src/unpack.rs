@@ -7,6 +7,11 @@
 //! create, follow or overwrite anything outside the directory: entries with `..` or absolute
 //! names are refused, a path through a symlink that leads out fails with `EXDEV`, hardlink
 //! targets must be inside, and device nodes and setuid/setgid bits are kept only when asked.
+//!
+//! Device nodes: an image runtime running as root creates them as podman and docker do
+//! (a debootstrap image ships `/dev/null`, `/dev/console`, ...); they are harmless there
+//! because a container gets its own `/dev` and the device cgroup refuses every node it does
+//! not list. Without `CAP_MKNOD` (rootless) they are skipped and counted.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -20,11 +25,45 @@ use rustix::io::Errno;
 
 use crate::error::{ImageError, IoContext, Result};
 
+/// What an unpack does with character and block device entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceNodes {
+    /// Such an entry is an error ([`ImageError::UnsafeEntry`]).
+    Refuse,
+    /// Create the node (needs `CAP_MKNOD`: root).
+    Create,
+    /// Leave the entry out and count it in [`UnpackStats::skipped_devices`] (rootless).
+    Skip,
+}
+
+impl DeviceNodes {
+    /// What podman and docker do for the user running this process: [`DeviceNodes::Create`]
+    /// as root (effective uid 0) in the initial user namespace, [`DeviceNodes::Skip`]
+    /// otherwise (rootless, uid 0 of a user namespace included: mknod needs CAP_MKNOD in
+    /// the initial one).
+    pub fn for_this_user() -> DeviceNodes {
+        if rustix::process::geteuid().is_root() && !in_user_namespace() {
+            DeviceNodes::Create
+        } else {
+            DeviceNodes::Skip
+        }
+    }
+}
+
+/// Whether this process runs in a user namespace other than the initial one (whose
+/// `/proc/self/uid_map` maps the whole range `0 0 4294967295`).
+fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(m) => m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
+        Err(_) => false,
+    }
+}
+
 /// What an unpack may keep from the layer.
 #[derive(Clone, Debug)]
 pub struct UnpackOptions {
-    /// Create character and block device nodes (otherwise such an entry is an error).
-    pub allow_devices: bool,
+    /// What to do with character and block device nodes.
+    pub devices: DeviceNodes,
     /// Keep setuid and setgid bits on files (otherwise they are cleared).
     pub keep_setuid: bool,
     /// Keep the entries' uid/gid (otherwise files belong to the unpacking user).
@@ -35,7 +74,7 @@ impl Default for UnpackOptions {
     /// The cautious default: no devices, no setuid/setgid, ownership kept.
     fn default() -> Self {
         UnpackOptions {
-            allow_devices: false,
+            devices: DeviceNodes::Refuse,
             keep_setuid: false,
             keep_ownership: true,
         }
@@ -53,6 +92,8 @@ pub struct UnpackStats {
     pub whiteouts: u64,
     /// Opaque directory markers turned into `trusted.overlay.opaque=y`.
     pub opaque_dirs: u64,
+    /// Device node entries left out ([`DeviceNodes::Skip`]).
+    pub skipped_devices: u64,
 }
 
 /// The xattr overlayfs reads to hide a lower directory's content.
@@ -280,11 +321,20 @@ impl Unpacker<'_> {
                     .ok_or_else(|| unsafe_entry(&raw, "hardlink without a target"))?,
             ),
             tar::EntryType::Char | tar::EntryType::Block => {
-                if !self.opts.allow_devices {
-                    return Err(unsafe_entry(
-                        &raw,
-                        "device node (devices are not allowed in this unpack)",
-                    ));
+                match self.opts.devices {
+                    DeviceNodes::Create => {}
+                    DeviceNodes::Refuse => {
+                        return Err(unsafe_entry(
+                            &raw,
+                            "device node (devices are not allowed in this unpack)",
+                        ))
+                    }
+                    DeviceNodes::Skip => {
+                        // Still refuse a name that would lead out of the layer.
+                        entry_components(&raw)?;
+                        self.stats.skipped_devices += 1;
+                        return Ok(());
+                    }
                 }
                 let ft = if etype == tar::EntryType::Char {
                     rustix::fs::FileType::CharacterDevice

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use vessel_image::unpack::{unpack_tar, UnpackOptions};
+use vessel_image::unpack::{unpack_tar, DeviceNodes, UnpackOptions};
 use vessel_image::ImageError;
 
 /// One tar entry, with a raw name (so `..` and absolute names can be written).
@@ -225,7 +225,7 @@ fn device_nodes_only_when_allowed() {
     assert_refused(&[E::Char("dev/evil")], "char device");
     let s = Scene::new();
     let opts = UnpackOptions {
-        allow_devices: true,
+        devices: DeviceNodes::Create,
         ..Default::default()
     };
     s.unpack(&[E::Char("null")], &opts).unwrap();
@@ -233,6 +233,27 @@ fn device_nodes_only_when_allowed() {
         .unwrap()
         .file_type()
         .is_char_device());
+    // Rootless: skipped and counted, the rest of the layer unpacked.
+    let s = Scene::new();
+    let opts = UnpackOptions {
+        devices: DeviceNodes::Skip,
+        ..Default::default()
+    };
+    let stats = s
+        .unpack(&[E::Char("dev/null"), E::File("f", b"x", 0o644)], &opts)
+        .unwrap();
+    assert_eq!(stats.skipped_devices, 1);
+    assert!(fs::symlink_metadata(s.layer().join("dev/null")).is_err());
+    assert!(s.layer().join("f").is_file());
+    // A device entry whose name leads out is refused even when devices are allowed.
+    for devices in [DeviceNodes::Create, DeviceNodes::Skip] {
+        let s = Scene::new();
+        let opts = UnpackOptions {
+            devices,
+            ..Default::default()
+        };
+        assert!(s.unpack(&[E::Char("../evil")], &opts).is_err());
+    }
 }
 
 #[test]
