@@ -212,7 +212,8 @@ const SHARED: &[Shared] = &[
 /// Removes the chains the firewall and portmap plugins share between all containers of
 /// the caller's network namespace, with the rules of the built-in chains that jump to
 /// them, when no container's rule is left in them (as after the last root's reset).
-/// Returns the chains removed, as `table/chain`. IPv4 and, where ip6tables works, IPv6.
+/// Returns the chains removed, as `PROGRAM table/chain`. IPv4 and, where ip6tables
+/// works, IPv6; nothing when iptables is not installed.
 ///
 /// Errors: [`NetError::Exec`], [`NetError::Command`] from iptables.
 pub(crate) fn remove_idle_shared_chains() -> Result<Vec<String>> {
@@ -221,6 +222,8 @@ pub(crate) fn remove_idle_shared_chains() -> Result<Vec<String>> {
         for group in SHARED {
             let listing = match run(program, &["-w", "-t", group.table, "-S"]) {
                 Ok(l) => l,
+                // No iptables at all: no plugin can have made a chain either.
+                Err(NetError::Exec { .. }) => continue,
                 Err(e) if program == "iptables" => return Err(e),
                 Err(_) => continue,
             };
