@@ -615,9 +615,37 @@ fn a_deleted_root_leaves_nothing_once_another_root_checks() {
     assert_eq!(b.ok(&["system", "check"]).trim(), "no problems found");
 }
 
+/// `vessel ARGS` of instance `i` on a terminal (script(1)) on which `input` is typed; what
+/// the terminal showed.
+fn on_terminal(i: &Instance, args: &str, input: &str) -> String {
+    use std::io::Write;
+    let cmd = i.cmd();
+    let mut line: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    line.extend(
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|s| s.to_string_lossy().into_owned()),
+    );
+    line.push(args.to_string());
+    let mut child = Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    eprintln!("on a terminal: vessel {args}: {}\n{text}", out.status);
+    text
+}
+
 #[test]
 fn system_reset_removes_the_root_and_what_it_made_on_the_host() {
-    if !ready() {
+    if !ready() || !have(&["script"]) {
         return;
     }
     let ns = Netns::new("reset");
@@ -667,6 +695,11 @@ fn system_reset_removes_the_root_and_what_it_made_on_the_host() {
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("-f"), "{}", stderr(&o));
     assert_eq!(a.ok(&["ps", "-aq"]).lines().count(), 2);
+    // On a terminal it asks; "n" keeps everything.
+    let asked = on_terminal(&a, "system reset", "n\n");
+    assert!(asked.contains("Are you sure you want to continue? [y/N]"), "{asked}");
+    assert!(asked.contains("nothing removed"), "{asked}");
+    assert_eq!(a.ok(&["ps", "-aq"]).lines().count(), 2);
     // -f: root a's containers, images, networks and warm attachment go; b's stay, and
     // so does vessel0, which b uses.
     a.ok(&["system", "reset", "-f"]);
@@ -680,8 +713,10 @@ fn system_reset_removes_the_root_and_what_it_made_on_the_host() {
     assert!(a.mounts_under_root().is_empty());
     assert!(!a.root().join("containers").exists());
     assert!(b.v(&["exec", "r", "ping", "-c1", "-W2", "10.88.0.1"]).status.success());
-    // The last root's reset takes vessel0 and the plugins' shared chains too.
-    b.ok(&["system", "reset", "-f"]);
+    // The last root's reset ("y" on a terminal) takes vessel0 and the plugins' shared
+    // chains too.
+    let done = on_terminal(&b, "system reset", "y\n");
+    assert!(done.contains("removed container r"), "{done}");
     assert_eq!(veths(&ns), 0, "{}", ns.sh("ip -o link"));
     assert!(
         ns.sh("ip -o link show type bridge").is_empty(),
