@@ -585,12 +585,30 @@ fn a_deleted_root_leaves_nothing_once_another_root_checks() {
     let a = instance(&ns);
     let b = instance(&ns);
     let img = a.busybox();
-    // Two warm attachments of root a on vessel0: veths, addresses, namespace files under a.
+    let img_b = b.busybox();
+    // Root b keeps a container on vessel0 throughout.
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "--name",
+        "keep",
+        img_b,
+        "sleep",
+        "1000",
+    ]);
+    let keep_ip = ip_on_default(&b, "keep");
+    // Two warm attachments of root a on vessel0 (veths, addresses, namespace files under
+    // a), and a network of its own whose bridge stays after its container.
     for n in ["w1", "w2"] {
         a.ok(&["run", "-d", "--network", "bridge", "--name", n, img, "sleep", "1000"]);
     }
     a.ok(&["rm", "-f", "w1", "w2"]);
-    assert_eq!((warm(&a, "vessel"), veths(&ns), ns.reserved("vessel").len()), (2, 2, 2));
+    a.ok(&["network", "create", "--warm", "0", "--subnet", "10.93.0.0/24", "gnet"]);
+    a.ok(&["run", "--rm", "--network", "gnet", img, "true"]);
+    assert_eq!((warm(&a, "vessel"), veths(&ns), ns.reserved("vessel").len()), (2, 3, 3));
+    assert!(!ns.sh("ip -o link show vessel1").is_empty());
     // Deleting root a fails on its namespace files (mount points), and leaves the rest.
     let rm = Command::new("rm").arg("-rf").arg(a.root()).output().unwrap();
     assert!(
@@ -598,17 +616,29 @@ fn a_deleted_root_leaves_nothing_once_another_root_checks() {
         "rm -rf of a root holding namespace files succeeded"
     );
     assert!(!a.root().join("vessel.db").exists());
-    // Root b's check finds them (a's root is gone) and releases them.
+    // Root b's check finds them (a's root is gone): two attachments and a's own bridge
+    // (vessel0 stays: b uses it).
     let o = b.v(&["system", "check", "--dry-run"]);
     assert_eq!(o.status.code(), Some(1));
     let report = stdout(&o);
-    assert_eq!(report.matches("is gone").count(), 2, "{report}");
+    assert_eq!(report.matches("is gone").count(), 3, "{report}");
     assert!(report.contains(&a.root().display().to_string()), "{report}");
-    assert_eq!(veths(&ns), 2);
+    assert!(
+        report.contains("bridge vessel1") && !report.contains("bridge vessel0"),
+        "{report}"
+    );
+    assert_eq!(veths(&ns), 3);
     let report = b.ok(&["system", "check"]);
-    assert_eq!(report.matches("is gone").count(), 2, "{report}");
-    assert_eq!(veths(&ns), 0, "{}", ns.sh("ip -o link"));
-    assert!(ns.reserved("vessel").is_empty(), "{:?}", ns.reserved("vessel"));
+    assert_eq!(report.matches("is gone").count(), 3, "{report}");
+    assert_eq!(veths(&ns), 1, "{}", ns.sh("ip -o link"));
+    assert!(ns.sh("ip -o link show vessel1").is_empty());
+    assert!(!ns.sh("ip -o link show vessel0").is_empty());
+    assert_eq!(ns.reserved("vessel"), vec![keep_ip]);
+    assert!(ns.reserved("gnet").is_empty());
+    assert!(b
+        .v(&["exec", "keep", "ping", "-c1", "-W2", "10.88.0.1"])
+        .status
+        .success());
     assert!(a.mounts_under_root().is_empty(), "{:?}", a.mounts_under_root());
     let rm = Command::new("rm").arg("-rf").arg(a.root()).output().unwrap();
     assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));

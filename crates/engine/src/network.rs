@@ -167,16 +167,18 @@ fn root_exists(root: &Path) -> bool {
 /// `vessel system check`: the roots registered in the host-wide state of the caller's
 /// network namespace whose directory is gone, with the attachments they left (warm ones
 /// on a shared bridge: a veth, an address, a namespace file that keeps the deleted
-/// root's directory from being removed). With `repair`, each is released (CNI DEL, the
-/// namespace file unmounted and removed) and the root's registration goes. One line per
-/// finding.
+/// root's directory from being removed) and the bridges their containers used. With
+/// `repair`, each attachment is released (CNI DEL, the namespace file unmounted and
+/// removed), each of those bridges that no veth and no other existing root uses is
+/// removed, and the root's registration goes. One line per finding.
 ///
 /// Errors: the first failure to read the state or to release.
 pub fn check_gone_roots(paths: &Paths, repair: bool) -> Result<Vec<String>> {
     let host = HostState::open();
     let me = std::path::absolute(&paths.root).unwrap_or_else(|_| paths.root.clone());
+    let roots = host.roots().map_err(net_err)?;
     let mut found = Vec::new();
-    for r in host.roots().map_err(net_err)? {
+    for r in &roots {
         if r.root == me || root_exists(&r.root) {
             continue;
         }
@@ -187,8 +189,25 @@ pub fn check_gone_roots(paths: &Paths, repair: bool) -> Result<Vec<String>> {
                 r.root.display()
             ));
         }
+        // A bridge another existing root uses stays (this root's own included).
+        let used_elsewhere = |b: &String| {
+            roots
+                .iter()
+                .any(|o| o.root != r.root && (o.root == me || root_exists(&o.root)) && o.bridges.contains(b))
+        };
+        let bridges: Vec<&String> = r
+            .bridges
+            .iter()
+            .filter(|b| !used_elsewhere(b) && vessel_net::netlink::link_exists(b))
+            .collect();
+        for b in &bridges {
+            found.push(format!("root {} is gone: bridge {b}", r.root.display()));
+        }
         if repair {
             vessel_net::release_all(&r.state).map_err(net_err)?;
+            for b in bridges {
+                host.remove_bridge(b).map_err(net_err)?;
+            }
             host.unregister(&r.root).map_err(net_err)?;
         }
     }
@@ -450,7 +469,9 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
 /// A new namespace file `ns` with loopback up, attached to `net` (CNI ADD) under
 /// `cni_id` with the container's ports, address and MAC. On error nothing is left.
 fn attach_new(paths: &Paths, rec: &Record, net: &vessel_net::Network, cni_id: &str, ns: &Path) -> Result<Attachment> {
-    let cni_root = HostState::open().register(&paths.root).map_err(net_err)?;
+    let cni_root = HostState::open()
+        .register_bridge(&paths.root, &net.bridge)
+        .map_err(net_err)?;
     vessel_net::netns::create(ns).map_err(net_err)?;
     let attached = vessel_net::setup_loopback(ns).and_then(|()| {
         vessel_net::attach(

@@ -10,8 +10,9 @@
 //! - `ipam/<bridge>/<network>/`: host-local's reservations, one directory per bridge, so
 //!   every root on `vessel0` draws its addresses from one pool (each address once).
 //! - `roots/<key>/root`: the path of a vessel root that uses a bridge network here
-//!   (`<key>`: 16 hex digits of a hash of that path), and `roots/<key>/cni/` its CNI
-//!   cache and tuning state ([`crate::attach`] with `roots/<key>` as its root). They live
+//!   (`<key>`: 16 hex digits of a hash of that path), `roots/<key>/bridges/<bridge>` one
+//!   empty file per bridge its containers were attached to, and `roots/<key>/cni/` its
+//!   CNI cache and tuning state ([`crate::attach`] with `roots/<key>` as its root). They live
 //!   here, not under the root, so that the attachments of a root whose directory was
 //!   deleted can still be found and released (CNI DEL from the cache).
 //! - `.lock`: taken while roots are registered, unregistered or listed for removal.
@@ -42,6 +43,8 @@ pub struct RootEntry {
     /// Its state directory here (`roots/<key>`): the `root` argument of the CNI calls
     /// ([`crate::attach`], [`crate::detach`], [`crate::Pool::open`]) for that root.
     pub state: PathBuf,
+    /// The bridges its containers were attached to ([`HostState::register_bridge`]), sorted.
+    pub bridges: Vec<String>,
 }
 
 impl HostState {
@@ -103,6 +106,46 @@ impl HostState {
         Ok(state)
     }
 
+    /// [`HostState::register`], and records that the root attaches containers to
+    /// `bridge` (so that the bridge can be removed once the root is gone).
+    ///
+    /// Errors: [`NetError::BadName`] for a bad bridge name, [`NetError::Io`].
+    pub fn register_bridge(&self, root: &Path, bridge: &str) -> Result<PathBuf> {
+        util::check_network_name(bridge)?;
+        let state = self.register(root)?;
+        let mark = state.join("bridges").join(bridge);
+        if !mark.exists() {
+            util::write_atomic(&mark, b"")?;
+        }
+        Ok(state)
+    }
+
+    /// Removes `bridge` from the caller's network namespace when no interface is enslaved
+    /// to it, and then host-local's state for it when that holds no reservation. Returns
+    /// whether the bridge is gone.
+    ///
+    /// Errors: [`NetError::Netlink`], [`NetError::Io`].
+    pub fn remove_bridge(&self, bridge: &str) -> Result<bool> {
+        netlink::remove_bridge_if_unused(bridge)?;
+        if netlink::link_exists(bridge) {
+            return Ok(false);
+        }
+        let dir = self.ipam_dir(bridge);
+        let reserved = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|n| std::fs::read_dir(n.path()).into_iter().flatten().flatten())
+            .any(|f| f.file_name().to_string_lossy().parse::<std::net::IpAddr>().is_ok());
+        if !reserved {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(NetError::io("remove", dir, e)),
+                _ => {}
+            }
+        }
+        Ok(true)
+    }
+
     /// Every registered root, sorted by path.
     ///
     /// Errors: [`NetError::Io`] when the directory cannot be read.
@@ -118,7 +161,19 @@ impl HostState {
             .filter_map(|e| {
                 let text = std::fs::read(e.path().join("root")).ok()?;
                 let root = PathBuf::from(String::from_utf8(text).ok()?);
-                Some(RootEntry { root, state: e.path() })
+                let mut bridges: Vec<String> = std::fs::read_dir(e.path().join("bridges"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|b| b.file_name().to_string_lossy().into_owned())
+                    .filter(|b| util::check_network_name(b).is_ok())
+                    .collect();
+                bridges.sort();
+                Some(RootEntry {
+                    root,
+                    state: e.path(),
+                    bridges,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.root.cmp(&b.root));
@@ -218,6 +273,11 @@ mod tests {
             ["/srv/a", "/srv/b"]
         );
         assert_eq!(roots[0].state, a);
+        assert!(roots[0].bridges.is_empty());
+        s.register_bridge(Path::new("/srv/a"), "vessel0").unwrap();
+        s.register_bridge(Path::new("/srv/a"), "vessel3").unwrap();
+        assert_eq!(s.roots().unwrap()[0].bridges, ["vessel0", "vessel3"]);
+        assert!(s.register_bridge(Path::new("/srv/a"), "../x").is_err());
         s.unregister(Path::new("/srv/a")).unwrap();
         assert_eq!(s.roots().unwrap().len(), 1);
         assert_eq!(s.ipam_dir("vessel0"), t.path().join("state/ipam/vessel0"));
