@@ -102,7 +102,14 @@ impl HostState {
             return Ok(state);
         }
         let _lock = self.lock()?;
-        util::write_atomic(&file, root.as_os_str().as_encoded_bytes())?;
+        self.register_locked(&root)
+    }
+
+    /// [`HostState::register`] for a caller that holds [`HostState::lock`].
+    pub(crate) fn register_locked(&self, root: &Path) -> Result<PathBuf> {
+        let root = absolute(root);
+        let state = self.root_state(&root);
+        util::write_atomic(&state.join("root"), root.as_os_str().as_encoded_bytes())?;
         Ok(state)
     }
 

@@ -112,6 +112,9 @@ impl Networks {
             return Err(NetError::NetworkExists(name.to_string()));
         }
         let host_state = HostState::open();
+        // Held until the new network is written: two roots creating networks at once
+        // never pick the same bridge or subnet.
+        let host_lock = host_state.lock()?;
         // The networks of the other roots of this network namespace count too: their
         // bridges and subnets are this namespace's (the default network is the same in
         // every root, and shared).
@@ -156,8 +159,9 @@ impl Networks {
             created: util::now_rfc3339(),
             warm,
         };
-        host_state.register(&self.root)?;
+        host_state.register_locked(&self.root)?;
         self.write(&network)?;
+        drop(host_lock);
         Ok(network)
     }
 
