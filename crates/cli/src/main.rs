@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod containers;
 mod images;
+mod network;
+mod system;
 
 /// vessel: OS-level virtualization (containers and images).
 #[derive(Parser, Debug)]
@@ -67,10 +69,10 @@ enum Command {
     Port(containers::PortArgs),
     /// Manage container networks.
     #[command(subcommand)]
-    Network(containers::NetworkCommand),
+    Network(network::NetworkCommand),
     /// Check and clean vessel's state.
     #[command(subcommand)]
-    System(containers::SystemCommand),
+    System(system::SystemCommand),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
     /// List local images.
@@ -127,8 +129,8 @@ fn main() {
         Command::Unpause(a) => with_engine(&|e| c::pause(e, &a, false)),
         Command::Rename(a) => with_engine(&|e| c::rename(e, &a)),
         Command::Port(a) => with_engine(&|e| c::port(e, &a)),
-        Command::Network(n) => with_engine(&|e| c::network(e, &n)),
-        Command::System(s) => with_engine(&|e| c::system(e, &s)),
+        Command::Network(n) => with_engine(&|e| network::network(e, &n)),
+        Command::System(s) => with_engine(&|e| system::system(e, &s)),
         Command::Pull(a) => images::pull(&root, a).map(|()| 0),
         Command::Images(a) => images::list(&root, a).map(|()| 0),
         Command::Image(i) => images::image(&root, i).map(|()| 0),

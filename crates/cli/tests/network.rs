@@ -36,9 +36,42 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// The host-wide network state vessel keeps for this namespace
+    /// (`/run/vessel-net/netns-<inode>`, see vessel_net::host).
+    fn state(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(format!("/run/netns/{}", self.0)).unwrap().ino();
+        std::path::PathBuf::from(format!("/run/vessel-net/netns-{ino}"))
+    }
+
+    /// The addresses host-local holds for `network` (on any bridge) in this namespace.
+    fn reserved(&self, network: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state().join("ipam"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|b| {
+                std::fs::read_dir(b.path().join(network))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        let state = std::fs::metadata(format!("/run/netns/{}", self.0)).map(|_| self.state());
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        if let Ok(state) = state {
+            let _ = std::fs::remove_dir_all(state);
+        }
     }
 }
 
@@ -352,15 +385,7 @@ fn addresses_are_released_and_a_killed_monitor_leaves_nothing() {
     let nat = ns.sh("iptables-save -t nat 2>/dev/null");
     assert!(!nat.contains("8181"), "{nat}");
     assert!(!ns.sh("ip -o link").contains("veth"), "{}", ns.sh("ip -o link"));
-    let ipam = i.root().join("cni/ipam/small");
-    let kept: Vec<_> = std::fs::read_dir(&ipam)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("10.97."))
-                .collect()
-        })
-        .unwrap_or_default();
+    let kept = ns.reserved("small");
     assert!(kept.is_empty(), "addresses still reserved: {kept:?}");
     i.ok(&["rm", &id]);
     // A missing plugin: a one-line error naming the package, nothing left.
@@ -485,6 +510,252 @@ fn warm_attachments_are_reused_only_when_nothing_could_change_them() {
     // network rm releases the warm ones with the network: no veth, no address left.
     i.ok(&["network", "rm", "w", "cold"]);
     assert_eq!(veths(&ns), 0, "{}", ns.sh("ip -o link"));
-    assert!(!i.root().join("cni/ipam/w").exists());
+    assert!(ns.reserved("w").is_empty());
+    assert!(!ns.state().join("ipam/vessel1/w").exists());
     assert_eq!(i.ok(&["system", "check"]).trim(), "no problems found");
+}
+
+/// The address of container `name` on the default network, from `network inspect`.
+fn ip_on_default(i: &Instance, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&i.ok(&["network", "inspect", "vessel"])).unwrap();
+    v[0]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == name)
+        .and_then(|c| c["Attachment"]["ip"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn two_roots_on_one_bridge_never_share_an_address() {
+    if !ready() {
+        return;
+    }
+    let ns = Netns::new("roots");
+    let a = instance(&ns);
+    let b = instance(&ns);
+    let (img_a, img_b) = (a.busybox(), b.busybox());
+    // Both roots put containers on the default network (bridge vessel0, 10.88.0.0/16) at once.
+    for (i, img, names) in [(&a, img_a, ["x", "x2"]), (&b, img_b, ["y", "y2"])] {
+        for n in names {
+            i.ok(&["run", "-d", "--network", "bridge", "--name", n, img, "sleep", "1000"]);
+        }
+    }
+    let ips = [
+        ip_on_default(&a, "x"),
+        ip_on_default(&a, "x2"),
+        ip_on_default(&b, "y"),
+        ip_on_default(&b, "y2"),
+    ];
+    let mut unique = ips.to_vec();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "addresses handed out twice: {ips:?}");
+    // One bridge: a container of one root reaches the other root's.
+    assert!(a.v(&["exec", "x", "ping", "-c1", "-W2", &ips[2]]).status.success());
+    // One root's CNI DEL (rm, then prune releasing the warm attachments) leaves the other
+    // root's firewall rules and addresses alone.
+    a.ok(&["rm", "-f", "x", "x2"]);
+    assert!(a
+        .ok(&["system", "prune", "-f"])
+        .contains("Released warm network attachments: 2"));
+    let rules = ns.sh("iptables -w -S CNI-FORWARD");
+    for ip in &ips[2..] {
+        assert!(rules.contains(&format!("-s {ip}/32")), "{ip}: {rules}");
+    }
+    assert_eq!(ns.reserved("vessel"), {
+        let mut v = ips[2..].to_vec();
+        v.sort();
+        v
+    });
+    assert!(b.v(&["exec", "y", "ping", "-c1", "-W2", "10.88.0.1"]).status.success());
+    assert!(b.v(&["exec", "y", "ping", "-c1", "-W2", &ips[3]]).status.success());
+    assert_eq!(b.ok(&["system", "check"]).trim(), "no problems found");
+    assert_eq!(a.ok(&["system", "check"]).trim(), "no problems found");
+}
+
+#[test]
+fn a_deleted_root_leaves_nothing_once_another_root_checks() {
+    if !ready() {
+        return;
+    }
+    let ns = Netns::new("gone");
+    let a = instance(&ns);
+    let b = instance(&ns);
+    let img = a.busybox();
+    let img_b = b.busybox();
+    // Root b keeps a container on vessel0 throughout.
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "--name",
+        "keep",
+        img_b,
+        "sleep",
+        "1000",
+    ]);
+    let keep_ip = ip_on_default(&b, "keep");
+    // Two warm attachments of root a on vessel0 (veths, addresses, namespace files under
+    // a), and a network of its own whose bridge stays after its container.
+    for n in ["w1", "w2"] {
+        a.ok(&["run", "-d", "--network", "bridge", "--name", n, img, "sleep", "1000"]);
+    }
+    a.ok(&["rm", "-f", "w1", "w2"]);
+    a.ok(&["network", "create", "--warm", "0", "--subnet", "10.93.0.0/24", "gnet"]);
+    a.ok(&["run", "--rm", "--network", "gnet", img, "true"]);
+    assert_eq!((warm(&a, "vessel"), veths(&ns), ns.reserved("vessel").len()), (2, 3, 3));
+    assert!(!ns.sh("ip -o link show vessel1").is_empty());
+    // Deleting root a fails on its namespace files (mount points), and leaves the rest.
+    let rm = Command::new("rm").arg("-rf").arg(a.root()).output().unwrap();
+    assert!(
+        !rm.status.success(),
+        "rm -rf of a root holding namespace files succeeded"
+    );
+    assert!(!a.root().join("vessel.db").exists());
+    // Root b's check finds them (a's root is gone): two attachments and a's own bridge
+    // (vessel0 stays: b uses it).
+    let o = b.v(&["system", "check", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report = stdout(&o);
+    assert_eq!(report.matches("is gone").count(), 3, "{report}");
+    assert!(report.contains(&a.root().display().to_string()), "{report}");
+    assert!(
+        report.contains("bridge vessel1") && !report.contains("bridge vessel0"),
+        "{report}"
+    );
+    assert_eq!(veths(&ns), 3);
+    let report = b.ok(&["system", "check"]);
+    assert_eq!(report.matches("is gone").count(), 3, "{report}");
+    assert_eq!(veths(&ns), 1, "{}", ns.sh("ip -o link"));
+    assert!(ns.sh("ip -o link show vessel1").is_empty());
+    assert!(!ns.sh("ip -o link show vessel0").is_empty());
+    assert_eq!(ns.reserved("vessel"), vec![keep_ip]);
+    assert!(ns.reserved("gnet").is_empty());
+    assert!(b
+        .v(&["exec", "keep", "ping", "-c1", "-W2", "10.88.0.1"])
+        .status
+        .success());
+    assert!(a.mounts_under_root().is_empty(), "{:?}", a.mounts_under_root());
+    let rm = Command::new("rm").arg("-rf").arg(a.root()).output().unwrap();
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    assert_eq!(b.ok(&["system", "check"]).trim(), "no problems found");
+}
+
+/// `vessel ARGS` of instance `i` on a terminal (script(1)) on which `input` is typed; what
+/// the terminal showed.
+fn on_terminal(i: &Instance, args: &str, input: &str) -> String {
+    use std::io::Write;
+    let cmd = i.cmd();
+    let mut line: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    line.extend(
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|s| s.to_string_lossy().into_owned()),
+    );
+    line.push(args.to_string());
+    let mut child = Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    eprintln!("on a terminal: vessel {args}: {}\n{text}", out.status);
+    text
+}
+
+#[test]
+fn system_reset_removes_the_root_and_what_it_made_on_the_host() {
+    if !ready() || !have(&["script"]) {
+        return;
+    }
+    let ns = Netns::new("reset");
+    let a = instance(&ns);
+    let b = instance(&ns);
+    let (img_a, img_b) = (a.busybox(), b.busybox());
+    a.ok(&["network", "create", "--subnet", "10.94.0.0/24", "anet"]);
+    a.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "anet",
+        "--name",
+        "p",
+        "-p",
+        "8383:80",
+        img_a,
+        "sleep",
+        "1000",
+    ]);
+    a.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "--name",
+        "q",
+        img_a,
+        "sleep",
+        "1000",
+    ]);
+    a.ok(&["run", "--rm", "--network", "bridge", img_a, "true"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "--name",
+        "r",
+        img_b,
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(veths(&ns), 4, "{}", ns.sh("ip -o link"));
+    // Without -f and without a terminal: refused, nothing removed.
+    let o = a.v(&["system", "reset"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("-f"), "{}", stderr(&o));
+    assert_eq!(a.ok(&["ps", "-aq"]).lines().count(), 2);
+    // On a terminal it asks; "n" keeps everything.
+    let asked = on_terminal(&a, "system reset", "n\n");
+    assert!(asked.contains("Are you sure you want to continue? [y/N]"), "{asked}");
+    assert!(asked.contains("nothing removed"), "{asked}");
+    assert_eq!(a.ok(&["ps", "-aq"]).lines().count(), 2);
+    // -f: root a's containers, images, networks and warm attachment go; b's stay, and
+    // so does vessel0, which b uses.
+    a.ok(&["system", "reset", "-f"]);
+    assert_eq!(a.ok(&["ps", "-aq"]), "");
+    assert_eq!(a.ok(&["images", "--format", "json"]).trim(), "[]");
+    assert!(!a.ok(&["network", "ls"]).contains("anet"));
+    assert_eq!(veths(&ns), 1, "{}", ns.sh("ip -o link"));
+    assert!(ns.sh("ip -o link show vessel1").is_empty());
+    assert!(!ns.sh("ip -o link show vessel0").is_empty());
+    assert!(!ns.sh("iptables-save -t nat").contains("8383"));
+    assert!(a.mounts_under_root().is_empty());
+    assert!(!a.root().join("containers").exists());
+    assert!(b.v(&["exec", "r", "ping", "-c1", "-W2", "10.88.0.1"]).status.success());
+    // The last root's reset ("y" on a terminal) takes vessel0 and the plugins' shared
+    // chains too.
+    let done = on_terminal(&b, "system reset", "y\n");
+    assert!(done.contains("removed container r"), "{done}");
+    assert_eq!(veths(&ns), 0, "{}", ns.sh("ip -o link"));
+    assert!(
+        ns.sh("ip -o link show type bridge").is_empty(),
+        "{}",
+        ns.sh("ip -o link")
+    );
+    let rules = ns.sh("iptables-save");
+    assert!(!rules.contains("CNI-"), "{rules}");
+    let roots = std::fs::read_dir(ns.state().join("roots")).map_or(0, |d| d.count());
+    assert_eq!(roots, 0);
+    assert!(ns.reserved("vessel").is_empty());
 }

@@ -607,11 +607,12 @@ impl Engine {
             .collect();
         owned.extend(pool.free_all());
         let owned = |cid: &str| owned.iter().any(|o| o == cid);
-        for (cid, net, ifname) in vessel_net::attached(&self.paths.root)? {
+        let cni_root = network::cni_root(&self.paths);
+        for (cid, net, ifname) in vessel_net::attached(&cni_root)? {
             if !owned(&cid) {
                 found.push(format!("network {net}: leaked attachment ({ifname}) {cid}"));
                 if repair {
-                    vessel_net::detach(&self.paths.root, &cid, &net, &ifname, None)?;
+                    vessel_net::detach(&cni_root, &cid, &net, &ifname, None)?;
                 }
             }
         }

@@ -21,6 +21,7 @@ pub mod paths;
 pub mod rootfs;
 pub mod seccomp_profile;
 pub mod stats;
+pub mod system;
 pub mod units;
 pub mod users;
 pub mod wire;

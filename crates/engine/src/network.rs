@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
-use vessel_net::{AttachRequest, Attachment, Networks, Pool, PortMapping, Protocol, DEFAULT_NETWORK};
+use vessel_net::{AttachRequest, Attachment, HostState, Networks, Pool, PortMapping, Protocol, DEFAULT_NETWORK};
 
 use crate::db::{Db, Record};
 use crate::error::{Error, IoContext, Result};
@@ -54,10 +54,22 @@ pub fn netns_path(paths: &Paths, id: &str) -> PathBuf {
     paths.runroot.join("netns").join(id)
 }
 
+/// The directory the CNI calls of root `paths.root` keep their cache and tuning state in
+/// (their `root`): the root's entry in the host-wide state of the caller's network
+/// namespace ([`vessel_net::host`]), so that a deleted root's attachments can still be
+/// released and several roots share one address pool per bridge.
+pub fn cni_root(paths: &Paths) -> PathBuf {
+    HostState::open().root_state(&paths.root)
+}
+
 /// The warm attachments of `paths`: namespace files in `RUNROOT/netns`, free markers in
-/// `RUNROOT/warm`.
+/// `RUNROOT/warm`, CNI cache in [`cni_root`].
 pub fn pool(paths: &Paths) -> Pool {
-    Pool::open(&paths.root, &paths.runroot.join("netns"), &paths.runroot.join("warm"))
+    Pool::open(
+        &cni_root(paths),
+        &paths.runroot.join("netns"),
+        &paths.runroot.join("warm"),
+    )
 }
 
 /// The file recording a container's attachment (for inspect, peers' hosts, teardown).
@@ -144,6 +156,96 @@ pub fn drain_all(paths: &Paths) -> Result<usize> {
         }
     }
     first.map_or(Ok(n), Err)
+}
+
+/// Whether the vessel root at `root` still exists (its records are there): a root whose
+/// directory was deleted has none.
+fn root_exists(root: &Path) -> bool {
+    root.join("vessel.db").exists()
+}
+
+/// `vessel system check`: the roots registered in the host-wide state of the caller's
+/// network namespace whose directory is gone, with the attachments they left (warm ones
+/// on a shared bridge: a veth, an address, a namespace file that keeps the deleted
+/// root's directory from being removed) and the bridges their containers used. With
+/// `repair`, each attachment is released (CNI DEL, the namespace file unmounted and
+/// removed), each of those bridges that no veth and no other existing root uses is
+/// removed, and the root's registration goes. One line per finding.
+///
+/// Errors: the first failure to read the state or to release.
+pub fn check_gone_roots(paths: &Paths, repair: bool) -> Result<Vec<String>> {
+    let host = HostState::open();
+    let me = std::path::absolute(&paths.root).unwrap_or_else(|_| paths.root.clone());
+    let roots = host.roots().map_err(net_err)?;
+    let mut found = Vec::new();
+    for r in &roots {
+        if r.root == me || root_exists(&r.root) {
+            continue;
+        }
+        let left = vessel_net::attached(&r.state).map_err(net_err)?;
+        for (cid, net, ifname) in &left {
+            found.push(format!(
+                "root {} is gone: network {net}: attachment ({ifname}) {cid}",
+                r.root.display()
+            ));
+        }
+        // A bridge another existing root uses stays (this root's own included).
+        let used_elsewhere = |b: &String| {
+            roots
+                .iter()
+                .any(|o| o.root != r.root && (o.root == me || root_exists(&o.root)) && o.bridges.contains(b))
+        };
+        let bridges: Vec<&String> = r
+            .bridges
+            .iter()
+            .filter(|b| !used_elsewhere(b) && vessel_net::netlink::link_exists(b))
+            .collect();
+        for b in &bridges {
+            found.push(format!("root {} is gone: bridge {b}", r.root.display()));
+        }
+        if repair {
+            vessel_net::release_all(&r.state).map_err(net_err)?;
+            for b in bridges {
+                host.remove_bridge(b).map_err(net_err)?;
+            }
+            host.unregister(&r.root).map_err(net_err)?;
+        }
+    }
+    Ok(found)
+}
+
+/// `vessel system reset`, the network part (after every container of the root is
+/// removed): releases every attachment the root still holds (warm ones, leftovers),
+/// removes its networks (their bridges and address state) and its registration, and,
+/// when no other existing root of this network namespace is registered, the default
+/// network's bridge `vessel0`, its address state and the plugins' shared iptables chains.
+/// One line per thing removed.
+///
+/// Errors: the first failure; what follows it is not tried.
+pub fn reset(paths: &Paths) -> Result<Vec<String>> {
+    let host = HostState::open();
+    let state = cni_root(paths);
+    let mut out: Vec<String> = vessel_net::release_all(&state)
+        .map_err(net_err)?
+        .into_iter()
+        .map(|(cid, net, _)| format!("network {net}: attachment {cid}"))
+        .collect();
+    let nets = Networks::open(&paths.root);
+    for n in nets.list().map_err(net_err)? {
+        if n.name != DEFAULT_NETWORK {
+            nets.remove(&n.name, &[]).map_err(net_err)?;
+            out.push(format!("network {}", n.name));
+        }
+    }
+    host.unregister(&paths.root).map_err(net_err)?;
+    let others = host.roots().map_err(net_err)?.into_iter().any(|r| root_exists(&r.root));
+    if !others {
+        out.extend(
+            host.remove_shared(vessel_net::network::DEFAULT_BRIDGE)
+                .map_err(net_err)?,
+        );
+    }
+    Ok(out)
 }
 
 /// Whether a container needs an attachment made for it: it asks for a particular address
@@ -321,7 +423,7 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
             let (cni_id, ns, a) = match warm {
                 Some(w) => {
                     let ports = &rec.options.publish;
-                    if let Err(e) = vessel_net::publish(&paths.root, &w.cni_id, &net, "eth0", &w.netns, ports) {
+                    if let Err(e) = vessel_net::publish(&cni_root(paths), &w.cni_id, &net, "eth0", &w.netns, ports) {
                         let _ = pool.release(&name, &w.cni_id);
                         return Err(net_err(e));
                     }
@@ -367,10 +469,13 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
 /// A new namespace file `ns` with loopback up, attached to `net` (CNI ADD) under
 /// `cni_id` with the container's ports, address and MAC. On error nothing is left.
 fn attach_new(paths: &Paths, rec: &Record, net: &vessel_net::Network, cni_id: &str, ns: &Path) -> Result<Attachment> {
+    let cni_root = HostState::open()
+        .register_bridge(&paths.root, &net.bridge)
+        .map_err(net_err)?;
     vessel_net::netns::create(ns).map_err(net_err)?;
     let attached = vessel_net::setup_loopback(ns).and_then(|()| {
         vessel_net::attach(
-            &paths.root,
+            &cni_root,
             &AttachRequest {
                 container_id: cni_id,
                 netns: ns,
@@ -425,7 +530,7 @@ pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
         (Some(net), Some(db)) if keep && done && !tainted && recyclable(paths, db, rec) => {
             // The port mappings go first (CNI DEL of portmap alone), so that nothing of
             // them outlives the container even while the rest waits for the next one.
-            vessel_net::unpublish(&paths.root, &cni_id, &name, "eth0", &pool.netns(&cni_id)).is_ok()
+            vessel_net::unpublish(&cni_root(paths), &cni_id, &name, "eth0", &pool.netns(&cni_id)).is_ok()
                 && pool.give(&name, &cni_id, net.warm).unwrap_or(false)
         }
         _ => false,

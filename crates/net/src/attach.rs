@@ -474,6 +474,36 @@ pub fn attached(root: &Path) -> Result<Vec<(String, String, String)>> {
         .collect())
 }
 
+/// Releases every attachment in the cache of `root` (`vessel system reset`, or the
+/// attachments of a root whose directory is gone): CNI DEL of each, with its namespace
+/// when that still exists, then the namespace file it was added with is unmounted and
+/// removed (only a file named after the attachment's CNI id, as vessel makes them).
+/// Returns (container id, network, interface) of each one released.
+///
+/// Errors: the first failure; the other attachments are still released.
+pub fn release_all(root: &Path) -> Result<Vec<(String, String, String)>> {
+    let mut done = Vec::new();
+    let mut first = None;
+    for e in cni::cache_list(root)? {
+        let ns = Path::new(&e.netns);
+        let ours = !e.netns.is_empty() && ns.file_name().is_some_and(|n| n == e.container_id.as_str());
+        let res = detach(root, &e.container_id, &e.network, &e.ifname, ours.then_some(ns)).and_then(|()| {
+            if ours {
+                netns::remove(ns)
+            } else {
+                Ok(())
+            }
+        });
+        match res {
+            Ok(()) => done.push((e.container_id, e.network, e.ifname)),
+            Err(err) => {
+                first.get_or_insert(err);
+            }
+        }
+    }
+    first.map_or(Ok(done), Err)
+}
+
 /// Brings up `lo` inside the network namespace `netns` (what the CNI loopback plugin
 /// does, done directly over rtnetlink): every container needs it, `--network none`
 /// included.

@@ -52,7 +52,8 @@ pub fn find_plugin(plugin: &str, path: &str) -> Result<PathBuf> {
 }
 
 /// The configuration list of `network` (CNI spec, "Section 1: Network configuration
-/// format"), with vessel's state under `root`/cni:
+/// format"), with tuning's state under `root`/cni and host-local's in the host-wide
+/// [`crate::HostState::ipam_dir`] of the bridge (shared by every root on it):
 /// bridge (+ host-local IPAM), portmap, firewall, tuning — podman's CNI chain.
 pub(crate) fn conflist(root: &Path, network: &Network) -> Result<Value> {
     let subnet = network.subnet_net()?;
@@ -63,7 +64,7 @@ pub(crate) fn conflist(root: &Path, network: &Network) -> Result<Value> {
     }
     let mut ipam = json!({
         "type": "host-local",
-        "dataDir": cni_dir.join("ipam"),
+        "dataDir": crate::host::HostState::open().ipam_dir(&network.bridge),
         "ranges": [[range]],
     });
     if !network.internal {
@@ -494,7 +495,8 @@ mod tests {
             p.iter().map(plugin_type).collect::<Vec<_>>(),
             ["bridge", "portmap", "firewall", "tuning"]
         );
-        assert_eq!(p[0]["ipam"]["dataDir"], "/var/lib/vessel/cni/ipam");
+        let ipam = p[0]["ipam"]["dataDir"].as_str().unwrap();
+        assert!(ipam.ends_with("/ipam/vessel3"), "{ipam}");
         assert_eq!(p[0]["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
         assert_eq!(p[0]["isGateway"], true);
         let internal = Network { internal: true, ..n };

@@ -1,9 +1,14 @@
-//! The one piece of firewall clean-up the plugins leave to the runtime: when DEL runs
-//! without a network namespace (the container's namespace is gone), the bridge plugin
-//! (1.1.1) releases the address but skips its masquerade teardown, leaving a
-//! `CNI-<hash>` chain in the nat table and the POSTROUTING rule that jumps to it. The
-//! rule carries the comment `name: "<network>" id: "<container>"` (the plugins'
-//! `utils.FormatComment`), which is how it is found here.
+//! The firewall clean-up the plugins leave to the runtime.
+//!
+//! - When DEL runs without a network namespace (the container's namespace is gone), the
+//!   bridge plugin (1.1.1) releases the address but skips its masquerade teardown,
+//!   leaving a `CNI-<hash>` chain in the nat table and the POSTROUTING rule that jumps to
+//!   it. The rule carries the comment `name: "<network>" id: "<container>"` (the
+//!   plugins' `utils.FormatComment`), which is how it is found here.
+//! - The chains the firewall and portmap plugins make once per network namespace and
+//!   never remove (`CNI-FORWARD`, `CNI-ADMIN`; `CNI-HOSTPORT-DNAT`, `-SETMARK`, `-MASQ`)
+//!   go with `vessel system reset` of the last root, when no container's rule is left
+//!   in them ([`remove_idle_shared_chains`]).
 
 use std::process::Command;
 
@@ -110,9 +115,189 @@ pub(crate) fn teardown_masquerade(network: &str, container_id: &str, result: Opt
     Ok(())
 }
 
+/// Splits one line of `iptables -S` into its words: white space separates them, double
+/// quotes group them (with `\"` and `\\` escapes inside).
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// One table's chains and rules as `iptables -S` lists them: (chains made with `-N`,
+/// rules as (chain, words after the chain)).
+fn parse_listing(listing: &str) -> (Vec<String>, Vec<Rule>) {
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    for line in listing.lines() {
+        let w = split_words(line);
+        match (w.first().map(String::as_str), w.get(1)) {
+            (Some("-N"), Some(c)) => chains.push(c.clone()),
+            (Some("-A"), Some(c)) => rules.push((c.clone(), w[2..].to_vec())),
+            _ => {}
+        }
+    }
+    (chains, rules)
+}
+
+/// The target (`-j X`) of a rule's words.
+fn target(words: &[String]) -> Option<&str> {
+    words
+        .iter()
+        .position(|w| w == "-j")
+        .and_then(|i| words.get(i + 1))
+        .map(String::as_str)
+}
+
+/// One rule of a listing: its chain and the words after the chain.
+type Rule = (String, Vec<String>);
+
+/// A group of shared chains of one table and when they hold no container's rule.
+struct Shared {
+    table: &'static str,
+    chains: &'static [&'static str],
+    /// Whether the rules of the group (chain, words) are only the plugins' fixed ones.
+    idle: fn(&[Rule]) -> bool,
+}
+
+const SHARED: &[Shared] = &[
+    // The firewall plugin: CNI-FORWARD holds the jump to CNI-ADMIN and, per container,
+    // an accept of its address; CNI-ADMIN is for the administrator's own rules.
+    Shared {
+        table: "filter",
+        chains: &["CNI-FORWARD", "CNI-ADMIN"],
+        idle: |rules| {
+            rules
+                .iter()
+                .all(|(c, w)| c == "CNI-FORWARD" && target(w) == Some("CNI-ADMIN"))
+        },
+    },
+    // portmap: CNI-HOSTPORT-DNAT holds one jump per container with published ports;
+    // SETMARK and MASQ hold one fixed rule each.
+    Shared {
+        table: "nat",
+        chains: &["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"],
+        idle: |rules| rules.iter().all(|(c, _)| c != "CNI-HOSTPORT-DNAT"),
+    },
+];
+
+/// Removes the chains the firewall and portmap plugins share between all containers of
+/// the caller's network namespace, with the rules of the built-in chains that jump to
+/// them, when no container's rule is left in them (as after the last root's reset).
+/// Returns the chains removed, as `PROGRAM table/chain`. IPv4 and, where ip6tables
+/// works, IPv6; nothing when iptables is not installed.
+///
+/// Errors: [`NetError::Exec`], [`NetError::Command`] from iptables.
+pub(crate) fn remove_idle_shared_chains() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for program in ["iptables", "ip6tables"] {
+        for group in SHARED {
+            let listing = match run(program, &["-w", "-t", group.table, "-S"]) {
+                Ok(l) => l,
+                // No iptables at all: no plugin can have made a chain either.
+                Err(NetError::Exec { .. }) => continue,
+                Err(e) if program == "iptables" => return Err(e),
+                Err(_) => continue,
+            };
+            let (chains, rules) = parse_listing(&listing);
+            let present: Vec<&str> = group
+                .chains
+                .iter()
+                .copied()
+                .filter(|c| chains.iter().any(|x| x == c))
+                .collect();
+            let inside: Vec<Rule> = rules
+                .iter()
+                .filter(|(c, _)| group.chains.contains(&c.as_str()))
+                .cloned()
+                .collect();
+            if present.is_empty() || !(group.idle)(&inside) {
+                continue;
+            }
+            for (chain, words) in &rules {
+                let into_group = target(words).is_some_and(|t| group.chains.contains(&t));
+                if into_group && !group.chains.contains(&chain.as_str()) {
+                    let mut args = vec!["-w", "-t", group.table, "-D", chain.as_str()];
+                    args.extend(words.iter().map(String::as_str));
+                    run(program, &args)?;
+                }
+            }
+            for c in &present {
+                run(program, &["-w", "-t", group.table, "-F", c])?;
+            }
+            for c in &present {
+                run(program, &["-w", "-t", group.table, "-X", c])?;
+                removed.push(format!("{program} {}/{c}", group.table));
+            }
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings() {
+        let l = "-P FORWARD ACCEPT\n-N CNI-ADMIN\n-N CNI-FORWARD\n\
+            -A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD\n\
+            -A CNI-FORWARD -m comment --comment \"CNI firewall plugin admin overrides\" -j CNI-ADMIN\n";
+        let (chains, rules) = parse_listing(l);
+        assert_eq!(chains, ["CNI-ADMIN", "CNI-FORWARD"]);
+        assert_eq!(
+            rules[0],
+            (
+                "FORWARD".to_string(),
+                [
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "CNI firewall plugin rules",
+                    "-j",
+                    "CNI-FORWARD"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
+        let inside: Vec<_> = rules.iter().filter(|(c, _)| c.starts_with("CNI-")).cloned().collect();
+        assert!((SHARED[0].idle)(&inside));
+        let busy = vec![(
+            "CNI-FORWARD".to_string(),
+            ["-s", "10.88.0.2/32", "-j", "ACCEPT"].map(String::from).to_vec(),
+        )];
+        assert!(!(SHARED[0].idle)(&busy));
+        assert_eq!(split_words(r#"a "b \"c\" d" e"#), ["a", "b \"c\" d", "e"]);
+    }
 
     #[test]
     fn finds_rules() {

@@ -6,6 +6,10 @@
 //!   (bridge + host-local, portmap, firewall, tuning) into a container's network
 //!   namespace, by executing the plugin binaries as libcni does (CNI spec 1.0.0), with
 //!   libcni's cache under ROOT/cni/cache so DEL works after a crash.
+//! - [`host`]: what every vessel root of one network namespace shares (host-local's
+//!   address reservations per bridge, the registry of roots and their CNI caches), so
+//!   that several roots on `vessel0` never hand out one address twice and the
+//!   attachments of a deleted root can still be released.
 //! - [`netns`]: persistent network namespace files, as `ip netns add`.
 //! - [`warm`]: attachments kept, still attached, after their container ended, for the
 //!   next container on the network to take without a CNI ADD (and DEL).
@@ -14,7 +18,9 @@
 //!
 //! Everything the plugins change lives in the network namespace of the calling
 //! process (the bridge, iptables rules, sysctls) and in the container's namespace;
-//! their state files live under ROOT/cni (host-local's `ipam/`, tuning's `tuning/`).
+//! their state files live under ROOT/cni (the CNI cache, tuning's `tuning/`), where ROOT
+//! is the `root` argument (the engine passes the root's directory in [`host`]), and
+//! host-local's reservations under [`HostState::ipam_dir`].
 //! The plugins come from Debian's containernetworking-plugins (/usr/lib/cni), or the
 //! directories of `$VESSEL_CNI_PATH`.
 //!
@@ -39,6 +45,7 @@ pub mod attach;
 pub mod cni;
 pub mod dns;
 pub mod error;
+pub mod host;
 mod iptables;
 pub mod netlink;
 pub mod netns;
@@ -48,10 +55,13 @@ pub mod routes;
 mod util;
 pub mod warm;
 
-pub use attach::{attach, attached, attachment, detach, publish, setup_loopback, unpublish, AttachRequest, Attachment};
+pub use attach::{
+    attach, attached, attachment, detach, publish, release_all, setup_loopback, unpublish, AttachRequest, Attachment,
+};
 pub use cni::{CNI_PATH, CNI_PATH_ENV, CNI_VERSION};
 pub use dns::{hosts, resolv_conf};
 pub use error::{NetError, PluginFailure, Result};
+pub use host::{HostState, RootEntry};
 pub use network::{Network, Networks, DEFAULT_NETWORK, DEFAULT_WARM};
 pub use ports::{free_port, parse_publish, PortMapping, Protocol};
 pub use warm::{Pool, Warm};

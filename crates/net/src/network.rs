@@ -9,6 +9,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, NetError, Result};
+use crate::host::HostState;
 use crate::{netlink, routes, util};
 
 /// The network containers join when none is named: 10.88.0.0/16 with gateway
@@ -85,9 +86,12 @@ impl Networks {
         util::Lock::take(&self.dir().join(".lock"))
     }
 
-    /// Makes a network that keeps up to `warm` warm attachments. `subnet` defaults to the first 10.89.N.0/24 that overlaps no
-    /// network and no route of the calling process's network namespace; `gateway` to
-    /// the subnet's first address; the bridge is the first free `vesselN`.
+    /// Makes a network that keeps up to `warm` warm attachments. `subnet` defaults to the
+    /// first 10.89.N.0/24 that overlaps no network (of this root or of another root
+    /// registered in the caller's [`HostState`]) and no route of the calling process's
+    /// network namespace; `gateway` to the subnet's first address; the bridge is the
+    /// first `vesselN` that no such network and no interface has. The root is registered
+    /// in the [`HostState`].
     ///
     /// Errors: [`NetError::BadName`], [`NetError::NetworkExists`], [`NetError::BadSubnet`],
     /// [`NetError::BadAddress`] (gateway outside the subnet), [`NetError::SubnetOverlap`]
@@ -107,7 +111,19 @@ impl Networks {
         if name == DEFAULT_NETWORK || self.file(name).exists() {
             return Err(NetError::NetworkExists(name.to_string()));
         }
-        let others = self.read_all()?;
+        let host_state = HostState::open();
+        // Held until the new network is written: two roots creating networks at once
+        // never pick the same bridge or subnet.
+        let host_lock = host_state.lock()?;
+        // The networks of the other roots of this network namespace count too: their
+        // bridges and subnets are this namespace's (the default network is the same in
+        // every root, and shared).
+        let mut others = self.read_all()?;
+        let me = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        for r in host_state.roots()?.into_iter().filter(|r| r.root != me) {
+            let theirs = Networks::open(&r.root).read_all().unwrap_or_default();
+            others.extend(theirs.into_iter().filter(|n| n.name != DEFAULT_NETWORK));
+        }
         let host = routes::host_routes();
         let subnet = match subnet {
             Some(s) => {
@@ -143,7 +159,9 @@ impl Networks {
             created: util::now_rfc3339(),
             warm,
         };
+        host_state.register_locked(&self.root)?;
         self.write(&network)?;
+        drop(host_lock);
         Ok(network)
     }
 
@@ -242,7 +260,7 @@ impl Networks {
         self.read_all()
     }
 
-    /// Removes a network's definition, its IPAM state and its bridge (when it exists in
+    /// Removes a network's definition, its IPAM state ([`HostState::ipam_dir`]) and its bridge (when it exists in
     /// the calling process's network namespace and no interface is enslaved to it).
     /// `users` are the names of the containers attached to it, which the engine knows:
     /// the removal is refused while there are any.
@@ -262,11 +280,7 @@ impl Networks {
         }
         let _lock = self.lock()?;
         netlink::remove_bridge_if_unused(&network.bridge)?;
-        let ipam = self.root.join("cni").join("ipam").join(name);
-        match std::fs::remove_dir_all(&ipam) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(NetError::io("remove", ipam, e)),
-            _ => {}
-        }
+        HostState::open().remove_ipam(&network.bridge, name)?;
         let path = self.file(name);
         std::fs::remove_file(&path).at("remove", &path)?;
         if let Ok(d) = std::fs::File::open(self.dir()) {

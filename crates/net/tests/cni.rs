@@ -593,3 +593,72 @@ fn warm_pool_and_ports_published_on_a_warm_attachment() {
     assert!(ipam_files(&sb.root, "vessel").is_empty());
     assert!(attached(&sb.root).unwrap().is_empty());
 }
+
+#[test]
+fn two_roots_share_one_pool_and_release_all_then_remove_shared() {
+    let Some(sb) = sandbox("two_roots_share_one_pool_and_release_all_then_remove_shared") else {
+        return;
+    };
+    let host = vessel_net::HostState::open();
+    // Two roots, each with its own definitions and its own CNI cache in the host state.
+    let (ra, rb) = (sb.dir.join("a"), sb.dir.join("b"));
+    let (sa, sb_state) = (host.register(&ra).unwrap(), host.register(&rb).unwrap());
+    let (na, nb) = (
+        Networks::open(&ra).get(DEFAULT_NETWORK).unwrap(),
+        Networks::open(&rb).get(DEFAULT_NETWORK).unwrap(),
+    );
+    let mut ips = Vec::new();
+    for (state, net, id) in [
+        (&sa, &na, "ra1"),
+        (&sb_state, &nb, "rb1"),
+        (&sa, &na, "ra2"),
+        (&sb_state, &nb, "rb2"),
+    ] {
+        let ns = sb.container(id);
+        let ports = if id == "ra1" {
+            parse_publish("18090:80").unwrap()
+        } else {
+            Vec::new()
+        };
+        let a = attach(
+            state,
+            &AttachRequest {
+                ports: &ports,
+                ..req(id, &ns, net)
+            },
+        )
+        .unwrap();
+        ips.push(a.ip);
+    }
+    let mut unique = ips.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "{ips:?}");
+    assert_eq!(ipam_files(&sb.root, "vessel"), unique);
+    // A network of root b avoids root a's: another bridge, another subnet.
+    let a_net = Networks::open(&ra).create("mine", None, None, false, 0).unwrap();
+    let b_net = Networks::open(&rb).create("mine", None, None, false, 0).unwrap();
+    assert_ne!(a_net.bridge, b_net.bridge);
+    assert_ne!(a_net.subnet, b_net.subnet);
+    // Root a's whole cache is released: its namespaces, addresses and rules go, b's stay.
+    let released = vessel_net::release_all(&sa).unwrap();
+    assert_eq!(released.len(), 2);
+    assert!(!sb.dir.join("ns/ra1").exists() && !sb.dir.join("ns/ra2").exists());
+    assert_eq!(ipam_files(&sb.root, "vessel").len(), 2);
+    let filter = sh("iptables -S");
+    assert!(!filter.contains(&format!("{}/32", ips[0])) && filter.contains(&format!("{}/32", ips[1])));
+    // The bridge and the firewall plugin's chains stay while b's veths and rules are
+    // there (portmap's go: no container publishes a port any more); then they go too.
+    let removed = host.remove_shared("vessel0").unwrap();
+    assert!(removed.iter().all(|r| r.contains("nat/CNI-HOSTPORT-")), "{removed:?}");
+    assert!(sh("iptables -S").contains("-N CNI-FORWARD"));
+    assert!(!sh("ip -o link show vessel0").is_empty());
+    vessel_net::release_all(&sb_state).unwrap();
+    let removed = host.remove_shared("vessel0").unwrap();
+    assert!(removed.contains(&"bridge vessel0".to_string()), "{removed:?}");
+    assert!(!sh("iptables-save").contains("CNI-"), "{}", sh("iptables-save"));
+    assert!(!host.ipam_dir("vessel0").exists());
+    host.unregister(&ra).unwrap();
+    host.unregister(&rb).unwrap();
+    assert!(host.roots().unwrap().is_empty());
+}

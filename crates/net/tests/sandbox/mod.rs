@@ -2,7 +2,7 @@
 //! `unshare --net --mount` (with an environment marker naming the test). The child's
 //! network namespace plays the host (bridges, iptables rules and sysctls land there and
 //! vanish with it); its private mount namespace holds a tmpfs for ROOT and the
-//! containers' namespace files. Helpers run commands and servers in those namespaces.
+//! containers' namespace files and the host-wide network state (`VESSEL_NET_STATE`). Helpers run commands and servers in those namespaces.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -65,7 +65,9 @@ pub fn sandbox_with_env(name: &str, env: &[(&str, &str)]) -> Option<Sandbox> {
         .arg(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(STEP_ENV, name)
-        .env(DIR_ENV, tmp.path());
+        .env(DIR_ENV, tmp.path())
+        // The host-wide network state inside the sandbox's tmpfs, never /run's.
+        .env(vessel_net::host::STATE_ENV, tmp.path().join("net-state"));
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -162,15 +164,23 @@ pub fn http_get(addr: &str) -> String {
     panic!("GET http://{addr}/: {last}");
 }
 
-pub fn ipam_files(root: &Path, network: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join("cni/ipam").join(network))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-                .collect()
+/// The addresses host-local holds for `network` (under any bridge) in the sandbox's
+/// host-wide state ([`vessel_net::HostState`]); `_root` is the library's root.
+pub fn ipam_files(_root: &Path, network: &str) -> Vec<String> {
+    let ipam = vessel_net::HostState::open().dir().join("ipam");
+    let mut v: Vec<String> = std::fs::read_dir(ipam)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|bridge| {
+            std::fs::read_dir(bridge.path().join(network))
+                .into_iter()
+                .flatten()
+                .flatten()
         })
-        .unwrap_or_default();
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
     v.sort();
     v
 }
