@@ -281,11 +281,11 @@ fn rm_leaves_nothing_and_bad_input_is_one_clear_line() {
     assert_eq!(left("snapshots/active"), 0);
     let cases: [(&[&str], i32, &str); 6] = [
         (&["run", "--rm", "localhost/nothere:1", "true"], 125, "nothere"),
-        (&["run", "--rm", "--memory", "12q", img, "true"], 2, "12q"),
-        (&["run", "--rm", "-v", "relative:/x", img, "true"], 2, "relative"),
+        (&["run", "--rm", "--memory", "12q", img, "true"], 125, "12q"),
+        (&["run", "--rm", "-v", "relative:/x", img, "true"], 125, "relative"),
         (
             &["run", "--rm", "-v", "/nonexistent-vessel-path:/x", img, "true"],
-            2,
+            125,
             "nonexistent",
         ),
         (&["run", "--rm", img, "nothere"], 127, "nothere"),

@@ -1,0 +1,96 @@
+//! vessel's own errors and safer defaults, end to end with the real binary: docker's
+//! exit codes (125 for every error of vessel's, flag parsing included), set-up errors
+//! that reach the command that asked, the default capability set with a working
+//! `ping`, and a `host` image that hands no host secret to its containers.
+
+mod instance;
+mod run_vessel;
+
+use std::process::Command;
+
+use instance::{have, stderr, stdout, Instance};
+
+#[test]
+fn every_error_of_vessels_own_exits_125() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let vol = i.dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    // /proc refuses mkdir (ENOENT): a volume target that cannot be made is vessel's
+    // error, not a missing command.
+    let into_proc = format!("{}:/proc/vessel-target", vol.display());
+    let cases: [(&[&str], i32, &str); 8] = [
+        (&["run", "--rm", "--memory", "12q", img, "true"], 125, "12q"),
+        (&["run", "--rm", "--cpus", "many", img, "true"], 125, "many"),
+        (&["run", "--rm", "-v", "relative:/x", img, "true"], 125, "relative"),
+        (&["run", "--rm", "--no-such-flag", img, "true"], 125, "no-such-flag"),
+        (&["run", "--rm", "-v", &into_proc, img, "true"], 125, "vessel-target"),
+        (&["run", "--rm", img, "nothere"], 127, "nothere"),
+        (&["run", "--rm", img, "/bin/noexec"], 126, "noexec"),
+        (&["run", "--rm", img, "sh", "-c", "exit 2"], 2, ""),
+    ];
+    for (args, code, word) in cases {
+        let o = i.v(args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(word), "{args:?}: {}", stderr(&o));
+        assert_eq!(i.ok(&["ps", "-aq"]), "", "{args:?} left a container");
+    }
+    for flag in ["--help", "--version"] {
+        let o = i.v(&[flag]);
+        assert_eq!(o.status.code(), Some(0), "{flag}");
+        assert!(!stdout(&o).is_empty());
+    }
+    assert_eq!(i.v(&["run", "--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_set_up_error_reaches_run_and_start() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    // An exited container: its start spawns a new monitor, which creates it again.
+    i.ok(&["run", "--name", "ended", img, "true"]);
+    // vessel in a private mount namespace where /sys/fs/cgroup is an empty tmpfs, as
+    // under `ip netns exec`.
+    let hidden = |args: &[&str]| {
+        let base = i.cmd();
+        let mut c = Command::new("unshare");
+        c.args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --make-rprivate / && mount -t tmpfs none /sys/fs/cgroup && exec \"$@\"",
+            "sh",
+        ]);
+        c.arg(base.get_program()).args(base.get_args()).args(args);
+        for (k, v) in base.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        let o = c.output().unwrap();
+        eprintln!("hidden vessel {args:?}: {}\n{}{}", o.status, stdout(&o), stderr(&o));
+        o
+    };
+    for args in [
+        &["run", "--rm", img, "true"][..],
+        &["run", "-d", img, "true"],
+        &["start", "ended"],
+    ] {
+        let o = hidden(args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.contains("no cgroup hierarchy"), "{args:?}: {err}");
+        assert!(err.contains("ip netns exec"), "{args:?}: {err}");
+    }
+    // Nothing was left by the failed runs; the ended container stays as it was.
+    assert_eq!(i.ok(&["ps", "-aq"]).lines().count(), 1);
+    assert!(i.ok(&["ps", "-a"]).contains("Exited (0)"));
+    assert!(i.mounts_under_root().is_empty());
+    i.ok(&["rm", "ended"]);
+}
