@@ -94,3 +94,65 @@ fn a_set_up_error_reaches_run_and_start() {
     assert!(i.mounts_under_root().is_empty());
     i.ok(&["rm", "ended"]);
 }
+
+#[test]
+fn default_capabilities_are_podmans_and_ping_still_works() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let status = i.ok(&["run", "--rm", img, "grep", "CapBnd", "/proc/self/status"]);
+    let hex = status.split_whitespace().nth(1).unwrap();
+    let bnd = u64::from_str_radix(hex, 16).unwrap();
+    // capability.h: CAP_NET_RAW 13, CAP_MKNOD 27, CAP_AUDIT_WRITE 29.
+    for (name, bit) in [("NET_RAW", 13), ("MKNOD", 27), ("AUDIT_WRITE", 29)] {
+        assert_eq!(bnd & (1 << bit), 0, "CAP_{name} in the default set: {status}");
+    }
+    // CAP_CHOWN 0, CAP_KILL 5, CAP_NET_BIND_SERVICE 10 stay.
+    assert_eq!(bnd & 0b100_0010_0001, 0b100_0010_0001, "{status}");
+    // ping without CAP_NET_RAW: an ICMP socket, allowed by the container's own
+    // net.ipv4.ping_group_range.
+    let range = i.ok(&["run", "--rm", img, "cat", "/proc/sys/net/ipv4/ping_group_range"]);
+    assert_eq!(range.split_whitespace().collect::<Vec<_>>(), ["0", "2147483647"]);
+    // iputils' ping as a user, in the host image: a copy, since Debian's own has a file
+    // capability (cap_net_raw=ep) that the kernel refuses to exec without CAP_NET_RAW
+    // in the bounding set; without it ping falls back to an ICMP socket.
+    if have(&["ping"]) {
+        let copy = i.dir.path().join("ping");
+        std::fs::copy("/usr/bin/ping", &copy).unwrap();
+        let vol = format!("{}:/tmp/ping:ro", copy.display());
+        for user in ["0", "1000"] {
+            let o = i.v(&[
+                "run",
+                "--rm",
+                "-u",
+                user,
+                "-v",
+                &vol,
+                "host",
+                "/tmp/ping",
+                "-c",
+                "1",
+                "-W",
+                "5",
+                "127.0.0.1",
+            ]);
+            assert!(o.status.success(), "as {user}: {}", stderr(&o));
+            assert!(stdout(&o).contains("1 received"), "{}", stdout(&o));
+        }
+    }
+    // --cap-add NET_RAW gives it back.
+    let status = i.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "NET_RAW",
+        img,
+        "grep",
+        "CapBnd",
+        "/proc/self/status",
+    ]);
+    let bnd = u64::from_str_radix(status.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_ne!(bnd & (1 << 13), 0);
+}

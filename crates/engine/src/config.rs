@@ -24,15 +24,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::options::{RunOptions, Seccomp};
 use crate::{seccomp_profile, users};
 
-/// docker's default capability set (docker run reference, "Runtime privilege and Linux
-/// capabilities"); podman's is the same minus CAP_MKNOD, CAP_NET_RAW and CAP_AUDIT_WRITE.
+/// The default capability set: podman's (containers.conf `default_capabilities`), which
+/// is docker's (docker run reference, "Runtime privilege and Linux capabilities") minus
+/// CAP_MKNOD, CAP_NET_RAW and CAP_AUDIT_WRITE. `ping` works without CAP_NET_RAW
+/// through ICMP sockets: see [`PING_GROUP_RANGE`].
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
     "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
     "CAP_SETGID",
     "CAP_SETUID",
     "CAP_SETFCAP",
@@ -40,8 +40,12 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT",
     "CAP_KILL",
-    "CAP_AUDIT_WRITE",
 ];
+
+/// `net.ipv4.ping_group_range` for a container with its own network namespace, as
+/// podman sets it: every group may open ICMP echo sockets (icmp(7)), so `ping` works
+/// without CAP_NET_RAW. The sysctl is per network namespace; the host's is untouched.
+pub const PING_GROUP_RANGE: (&str, &str) = ("net.ipv4.ping_group_range", "0 2147483647");
 
 /// Every capability, indexed by its number (linux/capability.h; capabilities(7)).
 const ALL_CAPABILITIES: &[&str] = &[
@@ -848,7 +852,14 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     linux.set_resources(Some(limits));
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
-    linux.set_sysctl(None);
+    let own_netns = matches!(
+        crate::network::mode(opts),
+        crate::network::Mode::None | crate::network::Mode::Bridge(_)
+    );
+    linux.set_sysctl(own_netns.then(|| {
+        let (key, value) = PING_GROUP_RANGE;
+        [(key.to_string(), value.to_string())].into()
+    }));
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     if opts.privileged {
         linux.set_devices(Some(host_devices()));
@@ -1258,6 +1269,32 @@ mod tests {
         assert!(e.to_string().contains("--hostname"), "{e}");
         let s = build_with(&f, &opts(|o| o.hostname = Some("web-1.example".into())), &img).unwrap();
         assert_eq!(s.hostname().as_deref(), Some("web-1.example"));
+    }
+
+    #[test]
+    fn ping_group_range_only_in_an_own_network_namespace() {
+        let f = fixture();
+        let sysctl = |net: Option<&str>| {
+            let o = opts(|o| {
+                o.command = vec!["sh".into()];
+                o.network = net.map(String::from);
+            });
+            let s = build_with(&f, &o, &image("{}")).unwrap();
+            s.linux().as_ref().unwrap().sysctl().clone().unwrap_or_default()
+        };
+        for net in [None, Some("none"), Some("web")] {
+            assert_eq!(
+                sysctl(net).get("net.ipv4.ping_group_range").map(String::as_str),
+                Some("0 2147483647"),
+                "{net:?}"
+            );
+        }
+        for net in ["host", "container:other"] {
+            assert!(sysctl(Some(net)).is_empty(), "{net}");
+        }
+        for c in ["CAP_NET_RAW", "CAP_MKNOD", "CAP_AUDIT_WRITE"] {
+            assert!(!DEFAULT_CAPABILITIES.contains(&c), "{c}");
+        }
     }
 
     #[test]
