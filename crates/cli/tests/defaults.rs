@@ -156,3 +156,27 @@ fn default_capabilities_are_podmans_and_ping_still_works() {
     let bnd = u64::from_str_radix(status.split_whitespace().nth(1).unwrap(), 16).unwrap();
     assert_ne!(bnd & (1 << 13), 0);
 }
+
+#[test]
+fn host_image_hands_no_host_secret_to_containers() {
+    let i = Instance::new();
+    // Checked inside, printing names only (never a hash or a key): users whose
+    // password field is not a locked one, and secret files that can be read.
+    let script = "awk -F: '$2 !~ /^(!|\\*|!\\*)$/ {print \"unlocked \" FILENAME \" \" $1}' /etc/shadow /etc/gshadow; \
+                  for f in /etc/shadow- /etc/gshadow- /etc/security/opasswd /etc/ssh/ssh_host_*_key /etc/ssl/private/* \
+                  /etc/sudoers.d/* /etc/krb5.keytab; do [ -e \"$f\" ] && echo \"present $f\"; done; \
+                  cut -d: -f1 /etc/shadow | sort | tr '\\n' ' '";
+    let out = i.ok(&["run", "--rm", "host", "sh", "-c", script]);
+    assert!(!out.contains("unlocked "), "{out}");
+    assert!(!out.contains("present "), "{out}");
+    // The users stay: the same names as the host's passwd.
+    let host = std::fs::read_to_string("/etc/passwd").unwrap();
+    let mut names: Vec<&str> = host.lines().filter_map(|l| l.split(':').next()).collect();
+    names.sort_unstable();
+    let inside: Vec<&str> = out.split_whitespace().collect();
+    let mut inside_sorted = inside.clone();
+    inside_sorted.sort_unstable();
+    assert_eq!(inside_sorted, names);
+    // The host's own files are untouched.
+    assert!(std::path::Path::new("/etc/shadow").exists());
+}
