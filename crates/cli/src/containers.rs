@@ -688,12 +688,20 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
 /// `vessel inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Print each container through a Go template (docker's subset: `{{.State.Pid}}`,
+    /// `{{json .Config}}`, `{{range .Config.Env}}{{.}} {{end}}`, `{{if}}`), or `json`.
+    #[arg(short = 'f', long)]
+    format: Option<String>,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
+    let template = match a.format.as_deref() {
+        None | Some("json") => None,
+        Some(t) => Some(crate::template::Template::parse(t)?),
+    };
     let mut out = Vec::new();
     for c in &a.containers {
         let r = engine.find(c)?;
@@ -711,6 +719,7 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
             _ => o.cpus.map_or(0, |c| (c * 1e9) as i64),
         };
         let pids_limit = res.pids().map_or(o.pids_limit.unwrap_or(0), |p| p.limit().max(0));
+        let attachment = vessel_engine::network::attachment(&engine.paths, &r.id);
         out.push(serde_json::json!({
             "Id": r.id,
             "Name": r.name,
@@ -733,7 +742,11 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
             "ImageName": r.image,
             "NetworkSettings": {
                 "Mode": o.network.clone().unwrap_or_else(|| "bridge".into()),
-                "Attachment": vessel_engine::network::attachment(&engine.paths, &r.id),
+                "IPAddress": attachment.as_ref().map_or("", |a| a.ip.as_str()),
+                "IPPrefixLen": attachment.as_ref().map_or(0, |a| a.prefix),
+                "Gateway": attachment.as_ref().and_then(|a| a.gateway.as_deref()).unwrap_or(""),
+                "MacAddress": attachment.as_ref().map_or("", |a| a.mac.as_str()),
+                "Attachment": attachment,
                 "Ports": o.publish,
             },
             "LogPath": engine.paths.log(&r.id),
@@ -752,7 +765,14 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
             },
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match template {
+        Some(t) => {
+            for v in &out {
+                println!("{}", t.render(v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(0)
 }
 

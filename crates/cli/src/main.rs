@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod containers;
 mod images;
+mod template;
 
 /// vessel: OS-level virtualization (containers and images).
 #[derive(Parser, Debug)]

@@ -60,7 +60,7 @@ fn oom_killed_is_recorded() {
 }
 
 #[test]
-fn ps_shows_published_ports() {
+fn ps_shows_published_ports_and_inspect_takes_templates() {
     if !have(&["umoci", "busybox"]) || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
         return;
     }
@@ -84,6 +84,19 @@ fn ps_shows_published_ports() {
         ])
         .trim()
         .to_string();
+    // docker's template subset on the same container.
+    let v = inspect(&i, &id);
+    let f = |t: &str| i.ok(&["inspect", "--format", t, &id]);
+    assert_eq!(f("{{.State.Pid}}").trim(), v["State"]["Pid"].to_string());
+    let ip = f("{{.NetworkSettings.IPAddress}}");
+    assert!(ip.trim().starts_with("10.88."), "{ip}");
+    assert_eq!(ip.trim(), v["NetworkSettings"]["Attachment"]["ip"].as_str().unwrap());
+    let config: serde_json::Value = serde_json::from_str(&f("{{json .Config}}")).unwrap();
+    assert_eq!(config, v["Config"]);
+    assert_eq!(f("{{range .Config.Cmd}}<{{.}}>{{end}}"), "<sleep><1000>\n");
+    assert_eq!(f("{{if .State.Running}}up{{else}}down{{end}}"), "up\n");
+    let o = i.v(&["inspect", "--format", "{{.State.Pid", &id]);
+    assert_eq!(o.status.code(), Some(125));
     let table = i.ok(&["ps"]);
     assert!(table.contains("0.0.0.0:8080->80/tcp"), "{table}");
     assert!(table.contains("127.0.0.1:5353->53/udp"), "{table}");
