@@ -456,6 +456,43 @@ fn status(engine: &Engine, r: &Record) -> String {
     }
 }
 
+fn protocol(p: &vessel_net::PortMapping) -> &'static str {
+    match p.protocol {
+        vessel_net::Protocol::Tcp => "tcp",
+        vessel_net::Protocol::Udp => "udp",
+    }
+}
+
+/// The PORTS column of `ps`, docker's form: `0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp`.
+fn ports_text(ports: &[vessel_net::PortMapping]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip.as_deref().unwrap_or("0.0.0.0"),
+                p.host_port,
+                p.container_port,
+                protocol(p)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `Ports` of `ps --format json`, podman's shape.
+fn ps_ports(ports: &[vessel_net::PortMapping]) -> Vec<serde_json::Value> {
+    ports
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "host_ip": p.host_ip.as_deref().unwrap_or(""), "container_port": p.container_port,
+                "host_port": p.host_port, "range": 1, "protocol": protocol(p),
+            })
+        })
+        .collect()
+}
+
 pub fn ps(engine: &Engine, a: &PsArgs) -> Result<i32> {
     let recs: Vec<Record> = engine
         .list()?
@@ -476,7 +513,7 @@ pub fn ps(engine: &Engine, a: &PsArgs) -> Result<i32> {
                     "Id": r.id, "Names": [r.name], "Image": r.image, "ImageID": r.image_id,
                     "Command": r.command, "Created": r.created_at, "State": r.state.as_str(),
                     "Status": status(engine, r), "Pid": r.pid.unwrap_or(0), "ExitCode": r.exit_code.unwrap_or(0),
-                    "StartedAt": r.started_at, "ExitedAt": r.finished_at, "Ports": [],
+                    "StartedAt": r.started_at, "ExitedAt": r.finished_at, "Ports": ps_ports(&r.options.publish),
                 })
             })
             .collect();
@@ -505,7 +542,7 @@ pub fn ps(engine: &Engine, a: &PsArgs) -> Result<i32> {
             format!("\"{cmd}\""),
             format!("{} ago", human(since(&r.created_at))),
             status(engine, r),
-            String::new(),
+            ports_text(&r.options.publish),
             r.name.clone(),
         ]);
     }
@@ -652,17 +689,38 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
 /// `vessel inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Print each container through a Go template (docker's subset: `{{.State.Pid}}`,
+    /// `{{json .Config}}`, `{{range .Config.Env}}{{.}} {{end}}`, `{{if}}`), or `json`.
+    #[arg(short = 'f', long)]
+    format: Option<String>,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
+    let template = match a.format.as_deref() {
+        None | Some("json") => None,
+        Some(t) => Some(crate::template::Template::parse(t)?),
+    };
     let mut out = Vec::new();
     for c in &a.containers {
         let r = engine.find(c)?;
         let spec = engine.spec(&r).ok();
         let o = &r.options;
+        // Limits as config.json has them now: `update` changes them there.
+        let res = spec
+            .as_ref()
+            .and_then(|s| s.linux().as_ref())
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
+        let memory = res.memory().and_then(|m| m.limit()).or(o.memory).unwrap_or(0);
+        let nano_cpus = match res.cpu().as_ref().map(|c| (c.quota(), c.period())) {
+            Some((Some(q), Some(p))) if q > 0 && p > 0 => q.saturating_mul(1_000_000_000) / p as i64,
+            _ => o.cpus.map_or(0, |c| (c * 1e9) as i64),
+        };
+        let pids_limit = res.pids().map_or(o.pids_limit.unwrap_or(0), |p| p.limit().max(0));
+        let attachment = vessel_engine::network::attachment(&engine.paths, &r.id);
         out.push(serde_json::json!({
             "Id": r.id,
             "Name": r.name,
@@ -673,6 +731,7 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "Status": r.state.as_str(),
                 "Running": matches!(r.state, State::Running | State::Paused),
                 "Paused": r.state == State::Paused,
+                "OOMKilled": r.oom_killed,
                 "Pid": r.pid.unwrap_or(0),
                 "ExitCode": r.exit_code.unwrap_or(0),
                 "StartedAt": r.started_at,
@@ -684,7 +743,11 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
             "ImageName": r.image,
             "NetworkSettings": {
                 "Mode": o.network.clone().unwrap_or_else(|| "bridge".into()),
-                "Attachment": vessel_engine::network::attachment(&engine.paths, &r.id),
+                "IPAddress": attachment.as_ref().map_or("", |a| a.ip.as_str()),
+                "IPPrefixLen": attachment.as_ref().map_or(0, |a| a.prefix),
+                "Gateway": attachment.as_ref().and_then(|a| a.gateway.as_deref()).unwrap_or(""),
+                "MacAddress": attachment.as_ref().map_or("", |a| a.mac.as_str()),
+                "Attachment": attachment,
                 "Ports": o.publish,
             },
             "LogPath": engine.paths.log(&r.id),
@@ -696,15 +759,21 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "Tty": o.tty, "OpenStdin": o.interactive, "StopSignal": r.stop_signal,
             },
             "HostConfig": {
-                "Memory": o.memory.unwrap_or(0), "NanoCpus": o.cpus.map_or(0, |c| (c * 1e9) as i64),
-                "PidsLimit": o.pids_limit.unwrap_or(0), "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,
+                "Memory": memory, "NanoCpus": nano_cpus, "PidsLimit": pids_limit, "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,
                 "CapAdd": o.cap_add, "CapDrop": o.cap_drop, "AutoRemove": o.rm, "Init": o.init,
                 "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
                 "Tmpfs": o.tmpfs,
             },
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match template {
+        Some(t) => {
+            for v in &out {
+                println!("{}", t.render(v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(0)
 }
 
@@ -901,10 +970,7 @@ pub struct PortArgs {
 pub fn port(engine: &Engine, a: &PortArgs) -> Result<i32> {
     let r = engine.find(&a.container)?;
     for p in &r.options.publish {
-        let proto = match p.protocol {
-            vessel_net::Protocol::Tcp => "tcp",
-            vessel_net::Protocol::Udp => "udp",
-        };
+        let proto = protocol(p);
         println!(
             "{}/{proto} -> {}:{}",
             p.container_port,

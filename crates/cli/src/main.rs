@@ -10,6 +10,7 @@ mod containers;
 mod images;
 mod network;
 mod system;
+mod template;
 
 /// vessel: OS-level virtualization (containers and images).
 #[derive(Parser, Debug)]
@@ -92,7 +93,18 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            // docker's code for every error of its own, flag parsing included.
+            let _ = e.print();
+            std::process::exit(125);
+        }
+    };
     let paths = vessel_engine::Paths::new(
         cli.root.clone().unwrap_or_else(|| "/var/lib/vessel".into()),
         cli.runroot.clone().unwrap_or_else(|| match &cli.root {

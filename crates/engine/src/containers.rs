@@ -175,6 +175,7 @@ impl Engine {
             created_at: now(),
             started_at: None,
             finished_at: None,
+            oom_killed: false,
         };
         // The record first: it reserves the name, and a crash from here on leaves a
         // record that `rm` and `system check` can find.
@@ -312,10 +313,10 @@ impl Engine {
     fn answer(&self, r: &Record, sock: &OwnedFd) -> Result<String> {
         match wire::recv(sock) {
             Ok(Some((msg, _))) => match msg.strip_prefix("error ") {
-                Some(e) if e.contains("executable file not found") || e.contains("No such file") => {
-                    Err(Error::CommandNotFound(e.into()))
+                Some(e) if crate::error::command_exit_code(e) == Some(127) => Err(Error::CommandNotFound(e.into())),
+                Some(e) if crate::error::command_exit_code(e) == Some(126) => {
+                    Err(Error::CommandNotExecutable(e.into()))
                 }
-                Some(e) if e.contains("Permission denied") => Err(Error::CommandNotExecutable(e.into())),
                 Some(e) => Err(Error::Monitor {
                     id: r.id.clone(),
                     msg: e.into(),

@@ -87,6 +87,10 @@ pub struct Record {
     pub started_at: Option<String>,
     /// When the last run ended.
     pub finished_at: Option<String>,
+    /// Whether the kernel's OOM killer ended a process of the last run (docker's
+    /// `State.OOMKilled`).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// An open records database.
@@ -111,11 +115,18 @@ CREATE TABLE IF NOT EXISTS containers (
     exit_code INTEGER,
     created_at TEXT NOT NULL,
     started_at TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    oom_killed INTEGER NOT NULL DEFAULT 0
 );";
 
+/// Columns added after the first schema, each with what adds it to an older database.
+const ADDED_COLUMNS: &[(&str, &str)] = &[(
+    "oom_killed",
+    "ALTER TABLE containers ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0",
+)];
+
 const COLUMNS: &str = "id, name, image, image_id, options, command, stop_signal, state, pid, monitor_pid, \
-                       monitor_start, exit_code, created_at, started_at, finished_at";
+                       monitor_start, exit_code, created_at, started_at, finished_at, oom_killed";
 
 impl Db {
     /// Opens (creating when missing) `root/vessel.db` in WAL mode.
@@ -133,6 +144,19 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        for (column, add) in ADDED_COLUMNS {
+            let has: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('containers') WHERE name = ?1",
+                    [column],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(err)?
+                > 0;
+            if !has {
+                conn.execute_batch(add).map_err(err)?;
+            }
+        }
         Ok(Db { conn, path })
     }
 
@@ -150,7 +174,9 @@ impl Db {
         let options = serde_json::to_string(&r.options).unwrap_or_default();
         let command = serde_json::to_string(&r.command).unwrap_or_default();
         let res = self.conn.execute(
-            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
+            &format!(
+                "INSERT INTO containers ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+            ),
             params![
                 r.id,
                 r.name,
@@ -166,7 +192,8 @@ impl Db {
                 r.exit_code,
                 r.created_at,
                 r.started_at,
-                r.finished_at
+                r.finished_at,
+                r.oom_killed
             ],
         );
         match res {
@@ -198,6 +225,7 @@ impl Db {
             created_at: row.get(12)?,
             started_at: row.get(13)?,
             finished_at: row.get(14)?,
+            oom_killed: row.get(15)?,
         })
     }
 
@@ -296,8 +324,8 @@ impl Db {
     /// Records the container as running since `at`.
     pub fn set_running(&self, id: &str, at: &str) -> Result<()> {
         self.exec(
-            "UPDATE containers SET state = 'running', started_at = ?2, finished_at = NULL, exit_code = NULL \
-             WHERE id = ?1",
+            "UPDATE containers SET state = 'running', started_at = ?2, finished_at = NULL, exit_code = NULL, \
+             oom_killed = 0 WHERE id = ?1",
             params![id, at],
         )
     }
@@ -317,6 +345,12 @@ impl Db {
              monitor_pid = NULL, monitor_start = NULL WHERE id = ?1",
             params![id, exit_code.unwrap_or(-1), at],
         )
+    }
+
+    /// Records that the OOM killer ended a process of the current run (cleared by the
+    /// next [`Db::set_running`]).
+    pub fn set_oom_killed(&self, id: &str) -> Result<()> {
+        self.exec("UPDATE containers SET oom_killed = 1 WHERE id = ?1", params![id])
     }
 
     /// Renames a container.
@@ -385,6 +419,7 @@ mod tests {
             created_at: "2026-11-21T00:00:00.000000000Z".into(),
             started_at: None,
             finished_at: None,
+            oom_killed: false,
         }
     }
 

@@ -75,16 +75,33 @@ impl Error {
     }
 }
 
+/// The exit code docker gives a failed set-up whose report reads `text`: 127 when the
+/// container's command was not found, 126 when it could not be executed, None for
+/// every other failure (a volume target that cannot be made, a cgroup error: 125).
+/// Only the runtime's messages about the program itself count: `exec: "CMD": ...`
+/// from the PATH lookup and `exec "PATH": ...` from execve(2).
+pub fn command_exit_code(text: &str) -> Option<i32> {
+    let program = text.contains("exec: \"") || text.contains("exec \"");
+    if !program {
+        None
+    } else if text.contains("executable file not found") || text.contains("No such file or directory") {
+        Some(127)
+    } else if text.contains("Permission denied") {
+        Some(126)
+    } else {
+        None
+    }
+}
+
 /// Turns a runtime error into docker's 127 (command not found) and 126 (not
-/// executable) errors where the init or exec process reported a failed lookup.
+/// executable) errors where the init or exec process reported a failed lookup of its
+/// program ([`command_exit_code`]); every other error stays a runtime error (125).
 pub fn classify(e: vessel_runtime::Error) -> Error {
     let text = e.to_string();
-    if text.contains("executable file not found") || text.contains("No such file or directory") {
-        Error::CommandNotFound(text)
-    } else if text.contains("Permission denied") {
-        Error::CommandNotExecutable(text)
-    } else {
-        Error::Runtime(e)
+    match command_exit_code(&text) {
+        Some(127) => Error::CommandNotFound(text),
+        Some(126) => Error::CommandNotExecutable(text),
+        _ => Error::Runtime(e),
     }
 }
 

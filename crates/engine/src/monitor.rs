@@ -521,7 +521,10 @@ impl Monitor<'_> {
     /// After the exit: runtime state, mounts, record; then tells the clients.
     fn finish(&mut self, code: i32) {
         let id = self.rec.id.clone();
+        let mut oom_killed = false;
         if let Ok(c) = Container::load(&self.paths.oci_root(), &id) {
+            // Before delete removes the cgroup and its counters.
+            oom_killed = crate::stats::oom_kills(&c.state.cgroup_path) > 0;
             let _ = c.delete(true);
         }
         self.container = None;
@@ -531,6 +534,9 @@ impl Monitor<'_> {
         let _ = std::fs::remove_dir_all(self.paths.run_dir(&id));
         if let Ok(db) = Db::open(&self.paths.root) {
             let _ = db.set_exited(&id, Some(code), &now());
+            if oom_killed {
+                let _ = db.set_oom_killed(&id);
+            }
             if self.rec.options.rm {
                 if let Ok(store) = vessel_image::Store::open(&self.paths.root) {
                     let _ = rootfs::remove(&store, &bundle, &id);

@@ -93,6 +93,44 @@ pub fn sample(oci_root: &Path, id: &str) -> Result<Sample> {
     })
 }
 
+/// How many processes the kernel's OOM killer has killed in the memory cgroup at
+/// `cgroup_path` (a container's `cgroup_path` from its runtime state): the `oom_kill`
+/// counter of v1 memory.oom_control or v2 memory.events (cgroup-v1/memory.rst "OOM
+/// Control", cgroup-v2.rst "memory.events"). 0 when no memory hierarchy serves the
+/// cgroup, the file cannot be read, or the kernel does not count (before 4.13).
+pub fn oom_kills(cgroup_path: &Path) -> u64 {
+    let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    let file = match cgroups::hierarchy() {
+        cgroups::Hierarchy::Unified => Path::new(cgroups::CGROUP_ROOT).join(rel).join("memory.events"),
+        _ => match memory_v1_mount() {
+            Some(m) => m.join(rel).join("memory.oom_control"),
+            None => return 0,
+        },
+    };
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The mount point of the v1 hierarchy that carries the memory controller, from
+/// /proc/self/mountinfo.
+fn memory_v1_mount() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let mut post = post.split(' ');
+        if post.next()? != "cgroup" {
+            return None;
+        }
+        let opts = post.nth(1)?;
+        opts.split(',')
+            .any(|o| o == "memory")
+            .then(|| pre.split(' ').nth(4).map(std::path::PathBuf::from))?
+    })
+}
+
 /// CPU use between two samples in percent, docker's formula: (Δcpu_ns / Δsystem_ns) ×
 /// online_cpus × 100, so one busy cpu is 100 and the whole host is online_cpus × 100.
 /// 0 when either delta is not positive (the same sample twice, counters reset).

@@ -175,3 +175,28 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A network namespace made for one test (`ip netns add`), deleted on drop with
+/// everything in it; an [`Instance`] with `netns` set runs vessel in it as its "host".
+pub struct TestNetns(pub String);
+
+impl TestNetns {
+    pub fn new(tag: &str) -> TestNetns {
+        let name = format!(
+            "vessel-{tag}-{:08x}",
+            std::process::id() ^ Instant::now().elapsed().subsec_nanos()
+        );
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"])
+            .status();
+        TestNetns(name)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

@@ -23,6 +23,8 @@ use rustix::fs::{Mode, OFlags};
 use vessel_image::{Digest, Store};
 
 use super::{Prepared, Undo, HOST_IMAGE};
+
+pub mod secrets;
 use crate::error::{Error, IoContext, Result};
 
 /// The bundle's directory holding the upper and work dirs of the private /etc overlay.
@@ -264,7 +266,8 @@ fn etc_dirs(bundle: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Makes the /etc overlay's upper (owner and mode of the host's /etc: the overlay's root
-/// takes them from the upper) and work dirs, when missing.
+/// takes them from the upper) and work dirs, when missing, and hides the host's secrets
+/// in the upper ([`secrets::hide`]).
 fn make_etc_dirs(bundle: &Path, host: &Path) -> Result<()> {
     let (upper, work) = etc_dirs(bundle);
     let etc = host.join("etc");
@@ -275,7 +278,8 @@ fn make_etc_dirs(bundle: &Path, host: &Path) -> Result<()> {
         }
     }
     fs::set_permissions(&upper, fs::Permissions::from_mode(meta.mode() & 0o7777)).at("chmod", &upper)?;
-    std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid())).at("chown", &upper)
+    std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid())).at("chown", &upper)?;
+    secrets::hide(&upper, &etc)
 }
 
 /// The config.json mounts of a host container in `bundle`, made from the host root `host`.

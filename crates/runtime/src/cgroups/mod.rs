@@ -34,6 +34,24 @@ use crate::error::{Context, Error, Result};
 /// The cgroup filesystem root.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// statfs(2) f_type of a cgroup v1 hierarchy.
+const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+
+/// The error when /sys/fs/cgroup shows no hierarchy at all (an empty directory, a
+/// tmpfs over it, or the sysfs that `ip netns exec` mounts afresh).
+pub(crate) fn no_hierarchy() -> Error {
+    Error::Invalid(format!(
+        "no cgroup hierarchy is visible at {CGROUP_ROOT} in this mount namespace (it is empty or not a cgroup file system), \
+         so the container cannot be given a cgroup: `ip netns exec` is a common cause, as it remounts /sys and hides the \
+         hierarchies; run from a namespace that sees them (e.g. `nsenter --net=/run/netns/NAME` instead) or mount them"
+    ))
+}
+
+/// Whether `path` is the root of a mounted cgroup (v1) file system, seen from here:
+/// a hierarchy that mountinfo lists but another mount covers is not.
+fn is_cgroup_v1(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == CGROUP_SUPER_MAGIC)
+}
 
 /// How the host mounts its cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,9 @@ use crate::error::Result;
 const HOST: &str = "this cgroup v1 host";
 
 fn need(m: &Manager, controller: &str, field: &str) -> Result<PathBuf> {
+    if m.has_none() {
+        return Err(super::no_hierarchy());
+    }
     m.controller_dir(controller).ok_or_else(|| {
         invalid(
             field,

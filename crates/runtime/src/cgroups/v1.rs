@@ -38,6 +38,9 @@ impl Manager {
                     .collect();
                 Some((PathBuf::from(mnt), ctrls.join(",")))
             })
+            // A hierarchy covered by another mount (a tmpfs over /sys/fs/cgroup) is
+            // listed but cannot be reached.
+            .filter(|(mnt, _)| super::is_cgroup_v1(mnt))
             .collect();
         // The first mount of each hierarchy is the host's; later ones (a container
         // without a mount namespace mounts cgroups under its rootfs in ours) are not
@@ -102,8 +105,18 @@ fn init_cpuset(dir: &Path) -> Result<()> {
 }
 
 impl Manager {
+    /// Whether no hierarchy at all is visible (see [`super::no_hierarchy`]).
+    pub(crate) fn has_none(&self) -> bool {
+        self.mounts.is_empty()
+    }
+
     /// Makes the directory in every hierarchy (cpuset ones with cpus and mems).
+    ///
+    /// Errors: [`super::no_hierarchy`] when no hierarchy is visible.
     fn create(&self) -> Result<()> {
+        if self.has_none() {
+            return Err(super::no_hierarchy());
+        }
         for (dir, ctrls) in self.dirs() {
             fs::create_dir_all(&dir).ctx(|| format!("create cgroup {}", dir.display()))?;
             if ctrls.split(',').any(|c| c == "cpuset") {
