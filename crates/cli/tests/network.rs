@@ -552,7 +552,19 @@ fn two_roots_on_one_bridge_never_share_an_address() {
     // Both roots put containers on the default network (bridge vessel0, 10.88.0.0/16) at once.
     for (i, img, names) in [(&a, img_a, ["x", "x2"]), (&b, img_b, ["y", "y2"])] {
         for n in names {
-            i.ok(&["run", "-d", "--network", "bridge", "--name", n, img, "sleep", "1000"]);
+            i.ok(&[
+                "run",
+                "-d",
+                "--cap-add",
+                "NET_RAW",
+                "--network",
+                "bridge",
+                "--name",
+                n,
+                img,
+                "sleep",
+                "1000",
+            ]);
         }
     }
     let ips = [
@@ -602,6 +614,8 @@ fn a_deleted_root_leaves_nothing_once_another_root_checks() {
     b.ok(&[
         "run",
         "-d",
+        "--cap-add",
+        "NET_RAW",
         "--network",
         "bridge",
         "--name",
@@ -614,7 +628,19 @@ fn a_deleted_root_leaves_nothing_once_another_root_checks() {
     // Two warm attachments of root a on vessel0 (veths, addresses, namespace files under
     // a), and a network of its own whose bridge stays after its container.
     for n in ["w1", "w2"] {
-        a.ok(&["run", "-d", "--network", "bridge", "--name", n, img, "sleep", "1000"]);
+        a.ok(&[
+            "run",
+            "-d",
+            "--cap-add",
+            "NET_RAW",
+            "--network",
+            "bridge",
+            "--name",
+            n,
+            img,
+            "sleep",
+            "1000",
+        ]);
     }
     a.ok(&["rm", "-f", "w1", "w2"]);
     a.ok(&["network", "create", "--warm", "0", "--subnet", "10.93.0.0/24", "gnet"]);
@@ -723,6 +749,8 @@ fn system_reset_removes_the_root_and_what_it_made_on_the_host() {
     b.ok(&[
         "run",
         "-d",
+        "--cap-add",
+        "NET_RAW",
         "--network",
         "bridge",
         "--name",

@@ -998,6 +998,8 @@ fn unquote_go(v: &str) -> String {
         }
     }
     out
+}
+
 // ---- crafted bundles (escape tests) ---------------------------------------------
 
 impl TestContainer {
