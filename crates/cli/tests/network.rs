@@ -552,19 +552,7 @@ fn two_roots_on_one_bridge_never_share_an_address() {
     // Both roots put containers on the default network (bridge vessel0, 10.88.0.0/16) at once.
     for (i, img, names) in [(&a, img_a, ["x", "x2"]), (&b, img_b, ["y", "y2"])] {
         for n in names {
-            i.ok(&[
-                "run",
-                "-d",
-                "--cap-add",
-                "NET_RAW",
-                "--network",
-                "bridge",
-                "--name",
-                n,
-                img,
-                "sleep",
-                "1000",
-            ]);
+            pinger(i, n, img);
         }
     }
     let ips = [
@@ -611,36 +599,12 @@ fn a_deleted_root_leaves_nothing_once_another_root_checks() {
     let img = a.busybox();
     let img_b = b.busybox();
     // Root b keeps a container on vessel0 throughout.
-    b.ok(&[
-        "run",
-        "-d",
-        "--cap-add",
-        "NET_RAW",
-        "--network",
-        "bridge",
-        "--name",
-        "keep",
-        img_b,
-        "sleep",
-        "1000",
-    ]);
+    pinger(&b, "keep", img_b);
     let keep_ip = ip_on_default(&b, "keep");
     // Two warm attachments of root a on vessel0 (veths, addresses, namespace files under
     // a), and a network of its own whose bridge stays after its container.
     for n in ["w1", "w2"] {
-        a.ok(&[
-            "run",
-            "-d",
-            "--cap-add",
-            "NET_RAW",
-            "--network",
-            "bridge",
-            "--name",
-            n,
-            img,
-            "sleep",
-            "1000",
-        ]);
+        pinger(&a, n, img);
     }
     a.ok(&["rm", "-f", "w1", "w2"]);
     a.ok(&["network", "create", "--warm", "0", "--subnet", "10.93.0.0/24", "gnet"]);
@@ -746,19 +710,7 @@ fn system_reset_removes_the_root_and_what_it_made_on_the_host() {
         "1000",
     ]);
     a.ok(&["run", "--rm", "--network", "bridge", img_a, "true"]);
-    b.ok(&[
-        "run",
-        "-d",
-        "--cap-add",
-        "NET_RAW",
-        "--network",
-        "bridge",
-        "--name",
-        "r",
-        img_b,
-        "sleep",
-        "1000",
-    ]);
+    pinger(&b, "r", img_b);
     assert_eq!(veths(&ns), 4, "{}", ns.sh("ip -o link"));
     // Without -f and without a terminal: refused, nothing removed.
     let o = a.v(&["system", "reset"]);
@@ -798,4 +750,22 @@ fn system_reset_removes_the_root_and_what_it_made_on_the_host() {
     let roots = std::fs::read_dir(ns.state().join("roots")).map_or(0, |d| d.count());
     assert_eq!(roots, 0);
     assert!(ns.reserved("vessel").is_empty());
+}
+
+/// Starts a detached `sleep 1000` container NAME of IMG on the default bridge network,
+/// with CAP_NET_RAW so that busybox's ping (raw sockets only) works in it.
+fn pinger(i: &Instance, name: &str, img: &str) {
+    i.ok(&[
+        "run",
+        "-d",
+        "--cap-add",
+        "NET_RAW",
+        "--network",
+        "bridge",
+        "--name",
+        name,
+        img,
+        "sleep",
+        "1000",
+    ]);
 }
