@@ -67,11 +67,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let state = std::fs::metadata(format!("/run/netns/{}", self.0)).map(|_| self.state());
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        if let Ok(state) = state {
-            let _ = std::fs::remove_dir_all(state);
+        // The state goes first: it is keyed by the namespace's inode, which a test
+        // running alongside may be given for its new namespace once this one is deleted.
+        if std::fs::metadata(format!("/run/netns/{}", self.0)).is_ok() {
+            let _ = std::fs::remove_dir_all(self.state());
         }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 

@@ -300,7 +300,7 @@ fn update_bad_input_changes_nothing() {
     let check = |what: &str, out: Out, needle: &str| {
         out.assert_fail(what);
         assert!(
-            out.stderr.contains(needle),
+            out.mentions(needle),
             "{what}: the error should mention {needle:?}: {out}"
         );
         assert_eq!((memory_limit(&c), pids_max(&c)), before, "{what}: limits changed");
@@ -469,7 +469,7 @@ fn bad_device_rule_fails_create_cleanly() {
     c.spec["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwx"}]);
     let out = c.create();
     out.assert_fail("create with access rwx");
-    assert!(out.stderr.contains("devices[1]") && out.stderr.contains("'x'"), "{out}");
+    assert!(out.mentions("devices[1]") && out.mentions("'x'"), "{out}");
     c.assert_no_leftovers("after a bad device rule");
 }
 
@@ -502,7 +502,7 @@ fn bad_and_unsupported_resources_fail_create_cleanly() {
         let out = c.create();
         out.assert_fail(&format!("create with {res}"));
         assert!(
-            out.stderr.contains(needle),
+            out.mentions(needle),
             "{res}: the error should mention {needle:?}: {out}"
         );
         c.assert_no_leftovers(&format!("after {res}"));

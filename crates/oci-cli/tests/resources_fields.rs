@@ -68,7 +68,7 @@ fn create_fails(test: &str, res: Value, needles: &[&str]) {
     out.assert_fail(&format!("create with {res}"));
     for n in needles {
         assert!(
-            out.stderr.contains(n),
+            out.mentions(n),
             "create with {res}: the error should mention {n:?}: {out}"
         );
     }
@@ -93,7 +93,7 @@ fn update_fails(c: &TestContainer, res: &Value, needles: &[&str], controller: &s
     out.assert_fail(&format!("update with {res}"));
     for n in needles {
         assert!(
-            out.stderr.contains(n),
+            out.mentions(n),
             "update with {res}: the error should mention {n:?}: {out}"
         );
     }
@@ -521,8 +521,8 @@ fn network_class_id_and_priorities() {
         out.assert_ok("create with network fields on cgroup v2");
         for f in ["network.classID", "network.priorities"] {
             assert!(
-                out.stderr.contains(&format!("warning: linux.resources.{f} is ignored"))
-                    && out.stderr.contains("cgroup v1"),
+                out.mentions(&format!("warning: linux.resources.{f} is ignored"))
+                    && out.mentions("cgroup v1"),
                 "the warning names {f}: {out}"
             );
         }
@@ -531,7 +531,7 @@ fn network_class_id_and_priorities() {
         assert!(!cg_file(&c, "", "net_cls.classid").exists());
         let out = update(&c, &class);
         out.assert_ok("update with network.classID on cgroup v2");
-        assert!(out.stderr.contains("network.classID is ignored"), "{out}");
+        assert!(out.mentions("network.classID is ignored"), "{out}");
         return;
     }
     if v1_mounted("net_cls") {

@@ -126,6 +126,13 @@ impl Out {
         format!("{}{}", self.stdout, self.stderr)
     }
 
+    /// Whether stderr mentions `needle`: as written, or inside one of its log
+    /// messages once logrus's Go quoting (`msg="say \"x\""`) or the JSON log format is
+    /// undone, so needles with quotes match both runc-style and plain stderr.
+    pub fn mentions(&self, needle: &str) -> bool {
+        self.stderr.contains(needle) || log_messages(&self.stderr, None).iter().any(|m| m.contains(needle))
+    }
+
     /// stdout's lines, trimmed.
     pub fn lines(&self) -> Vec<String> {
         self.stdout.lines().map(|l| l.trim().to_string()).collect()
@@ -964,15 +971,22 @@ pub fn read_cg(c: &TestContainer, controller: &str, file: &str) -> String {
 /// `msg` of each `time="..." level=error msg=...` line (logrus's text format, runc's
 /// default) or of each JSON line whose `level` is `error` (`--log-format json`).
 pub fn error_messages(stderr: &str) -> Vec<String> {
+    log_messages(stderr, Some("error"))
+}
+
+/// The `msg` of each logrus text or JSON line of stderr, of `level` only when given.
+fn log_messages(stderr: &str, level: Option<&str>) -> Vec<String> {
     stderr
         .lines()
         .filter_map(|line| {
             if let Ok(v) = serde_json::from_str::<Value>(line) {
-                return (v["level"] == "error").then(|| v["msg"].as_str().unwrap_or("").to_string());
+                let wanted = level.is_none_or(|l| v["level"] == l);
+                return wanted.then(|| v["msg"].as_str().unwrap_or("").to_string());
             }
             let rest = line.strip_prefix("time=\"")?;
-            let (_, rest) = rest.split_once("\" level=error msg=")?;
-            Some(unquote_go(rest))
+            let (_, rest) = rest.split_once("\" level=")?;
+            let (found, rest) = rest.split_once(" msg=")?;
+            level.is_none_or(|l| l == found).then(|| unquote_go(rest))
         })
         .collect()
 }
