@@ -521,8 +521,7 @@ fn network_class_id_and_priorities() {
         out.assert_ok("create with network fields on cgroup v2");
         for f in ["network.classID", "network.priorities"] {
             assert!(
-                out.mentions(&format!("warning: linux.resources.{f} is ignored"))
-                    && out.mentions("cgroup v1"),
+                out.mentions(&format!("warning: linux.resources.{f} is ignored")) && out.mentions("cgroup v1"),
                 "the warning names {f}: {out}"
             );
         }
