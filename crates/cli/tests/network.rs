@@ -70,7 +70,9 @@ impl Drop for Netns {
         // The state goes first: it is keyed by the namespace's inode, which a test
         // running alongside may be given for its new namespace once this one is deleted.
         if std::fs::metadata(format!("/run/netns/{}", self.0)).is_ok() {
-            let _ = std::fs::remove_dir_all(self.state());
+            let state = self.state();
+            let _ = std::fs::remove_dir_all(&state);
+            let _ = std::fs::remove_file(state.with_extension("lock"));
         }
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }

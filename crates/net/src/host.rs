@@ -16,6 +16,10 @@
 //!   here, not under the root, so that the attachments of a root whose directory was
 //!   deleted can still be found and released (CNI DEL from the cache).
 //! - `.lock`: taken while roots are registered, unregistered or listed for removal.
+//! - `netns-cookie`: the namespace's cookie (`SO_NETNS_COOKIE`). An inode number is given
+//!   again to a namespace made after the first is gone; a directory whose cookie is not
+//!   the caller's namespace's is that gone namespace's, and is removed before use (its
+//!   sibling `netns-<inode>.lock` guards that).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -58,7 +62,9 @@ impl HostState {
         let ns = std::fs::metadata("/proc/thread-self/ns/net")
             .map(|m| m.ino().to_string())
             .unwrap_or_else(|_| "unknown".into());
-        HostState::at(&Path::new(STATE_BASE).join(format!("netns-{ns}")))
+        let dir = Path::new(STATE_BASE).join(format!("netns-{ns}"));
+        forget_stale(&dir);
+        HostState::at(&dir)
     }
 
     /// The state kept in `dir`.
@@ -245,6 +251,69 @@ impl HostState {
     }
 }
 
+/// The file in a state directory naming the network namespace it belongs to by its cookie.
+const COOKIE_FILE: &str = "netns-cookie";
+
+/// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h, Linux 5.14), which the libc crate
+/// does not export for every architecture.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The caller's network namespace's cookie: unique for the boot, unlike its inode number,
+/// which a namespace made after this one is gone may be given again. `None` on kernels
+/// without `SO_NETNS_COOKIE`.
+fn netns_cookie() -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let sock = rustix::net::socket(rustix::net::AddressFamily::UNIX, rustix::net::SocketType::DGRAM, None).ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `sock` is an open socket for the whole call; `cookie` and `len` are live,
+    // writable locals and `len` holds the size of `cookie`, so the kernel writes at most
+    // that many bytes into it.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+}
+
+/// Makes `dir` (a `netns-<inode>` state directory) the caller's namespace's: when it was
+/// left by a namespace that is gone and whose inode number the caller's now has (another
+/// cookie recorded), its reservations and roots describe nothing that exists, so it is
+/// moved aside and removed; then the caller's cookie is recorded. A directory without a
+/// cookie (made by an older vessel) is taken as the caller's. Best effort: when the cookie
+/// cannot be read or written, `dir` is used as it is.
+fn forget_stale(dir: &Path) {
+    let Some(cookie) = netns_cookie() else {
+        return;
+    };
+    let file = dir.join(COOKIE_FILE);
+    let want = cookie.to_string();
+    let recorded = || std::fs::read_to_string(&file).ok().map(|t| t.trim().to_string());
+    if recorded().as_deref() == Some(want.as_str()) {
+        return;
+    }
+    // A sibling lock: the directory itself may be about to move.
+    let Ok(_lock) = util::Lock::take(&dir.with_extension("lock")) else {
+        return;
+    };
+    match recorded() {
+        Some(r) if r == want => return,
+        Some(_) => {
+            let aside = dir.with_extension(format!("stale-{cookie}"));
+            if std::fs::rename(dir, &aside).is_ok() {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+        }
+        None => {}
+    }
+    let _ = util::write_atomic(&file, want.as_bytes());
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -264,6 +333,45 @@ fn root_key(root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// State left by a namespace whose inode number the caller's now has (another cookie)
+    /// is dropped; the caller's own state, and an older vessel's without a cookie, stay.
+    #[test]
+    fn state_of_a_gone_namespace_with_the_same_inode_is_dropped() {
+        let Some(cookie) = netns_cookie() else {
+            eprintln!("no SO_NETNS_COOKIE on this kernel: nothing to check");
+            return;
+        };
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("netns-4026531840");
+        let held = dir.join("ipam/vessel0/vessel/10.88.0.2");
+        std::fs::create_dir_all(held.parent().unwrap()).unwrap();
+        std::fs::write(&held, "c1").unwrap();
+        // An older vessel's directory: no cookie yet; kept, and the cookie recorded.
+        forget_stale(&dir);
+        assert!(held.exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join(COOKIE_FILE)).unwrap(),
+            cookie.to_string()
+        );
+        // The caller's own: kept.
+        forget_stale(&dir);
+        assert!(held.exists());
+        // Another namespace's: dropped, with nothing left beside it but the lock.
+        std::fs::write(dir.join(COOKIE_FILE), (cookie + 1).to_string()).unwrap();
+        forget_stale(&dir);
+        assert!(!held.exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join(COOKIE_FILE)).unwrap(),
+            cookie.to_string()
+        );
+        let mut names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["netns-4026531840", "netns-4026531840.lock"]);
+    }
 
     #[test]
     fn registry() {

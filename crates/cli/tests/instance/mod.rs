@@ -197,6 +197,14 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
+        // vessel's host-wide network state of the namespace (vessel_net::host), keyed by
+        // its inode: removed while the namespace still holds that inode.
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(format!("/run/netns/{}", self.0)) {
+            let state = format!("/run/vessel-net/netns-{}", m.ino());
+            let _ = std::fs::remove_dir_all(&state);
+            let _ = std::fs::remove_file(format!("{state}.lock"));
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
