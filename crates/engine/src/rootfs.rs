@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::ImageConfiguration;
 use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
 use rustix::mount::UnmountFlags;
+use vessel_image::snapshot::ActiveSnapshot;
 use vessel_image::{ImageError, ImageRecord, Store};
 
 use crate::error::{Error, IoContext, Result};
+use crate::quota;
 
 pub use host::host_image_config;
 
@@ -95,9 +97,10 @@ fn prepare_image(store: &Store, bundle: &Path, rootfs: &Path, key: &str, rec: &I
     let image_config = image_config(store, rec)?;
     let snapshots = store.snapshots();
     let mut undo = Undo::new(store);
-    snapshots.prepare(key, rec.top_chain_id())?;
+    let active = snapshots.prepare(key, rec.top_chain_id())?;
     undo.snapshot = Some(key.to_string());
     undo.make_dirs(bundle, rootfs)?;
+    undo.mount_disk(bundle, &active, false)?;
     snapshots.mount(key, rootfs)?;
     undo.mounted = Some(rootfs.to_path_buf());
     undo.disarm();
@@ -125,15 +128,19 @@ pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool) -> Result<()> 
         return Ok(());
     }
     // Checked before anything is made: a missing snapshot leaves no new directory.
-    store.snapshots().active(key)?;
+    let active = store.snapshots().active(key)?;
     if !rootfs.is_dir() {
         fs::create_dir_all(&rootfs).at("create", &rootfs)?;
     }
+    let mut undo = Undo::new(store);
+    undo.mount_disk(bundle, &active, host)?;
     if host {
-        host::mount(store, bundle, &rootfs, key, Path::new("/"))
+        host::mount(store, bundle, &rootfs, key, Path::new("/"))?;
     } else {
-        Ok(store.snapshots().mount(key, &rootfs)?)
+        store.snapshots().mount(key, &rootfs)?;
     }
+    undo.disarm();
+    Ok(())
 }
 
 /// Unmounts `<bundle>/rootfs` (every mount stacked there). Idempotent: a bundle or rootfs
@@ -143,7 +150,8 @@ pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool) -> Result<()> 
 /// # Errors
 /// [`Error::Io`] when the kernel refuses the unmount for another reason (EPERM).
 pub fn unmount(bundle: &Path) -> Result<()> {
-    unmount_all(&bundle.join(ROOTFS_DIR))
+    unmount_all(&bundle.join(ROOTFS_DIR))?;
+    quota::unmount(bundle)
 }
 
 /// Removes a container's root file system: unmounts it, removes the active snapshot `key`,
@@ -169,6 +177,11 @@ pub fn remove(store: &Store, bundle: &Path, key: &str) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     host::remove_dirs(bundle)?;
+    let disk = quota::disk_image(bundle);
+    match fs::remove_file(&disk) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::io("remove", disk, e)),
+        _ => {}
+    }
     match fs::remove_dir(&rootfs) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -250,6 +263,8 @@ struct Undo<'a> {
     store: &'a Store,
     armed: bool,
     mounted: Option<PathBuf>,
+    /// The bundle whose quota'd file system this call mounted ([`quota::mount`]).
+    disk: Option<PathBuf>,
     snapshot: Option<String>,
     /// Directories made by this call, removed when empty (newest last).
     dirs: Vec<PathBuf>,
@@ -263,6 +278,7 @@ impl<'a> Undo<'a> {
             store,
             armed: true,
             mounted: None,
+            disk: None,
             snapshot: None,
             dirs: Vec::new(),
             trees: Vec::new(),
@@ -283,6 +299,23 @@ impl<'a> Undo<'a> {
         Ok(())
     }
 
+    /// For a container with a quota (a disk image in `bundle`): mounts its file system on
+    /// the active snapshot's dir, so that `upper` and `work` are on it, and with `host_etc`
+    /// binds a dir of it onto `<bundle>/host-etc` (the host image's /etc overlay dirs).
+    /// Nothing for a container without a quota.
+    fn mount_disk(&mut self, bundle: &Path, active: &ActiveSnapshot, host_etc: bool) -> Result<()> {
+        if !quota::has_disk(bundle) {
+            return Ok(());
+        }
+        let dir = active.upper.parent().unwrap_or(&active.upper);
+        quota::mount(bundle, dir)?;
+        self.disk = Some(bundle.to_path_buf());
+        if host_etc {
+            quota::bind_host_etc(dir, &bundle.join(host::HOST_ETC_DIR))?;
+        }
+        Ok(())
+    }
+
     fn disarm(&mut self) {
         self.armed = false;
     }
@@ -296,6 +329,11 @@ impl Drop for Undo<'_> {
         if let Some(m) = &self.mounted {
             if unmount_all(m).is_err() {
                 // A mount we cannot take off keeps its upper dir: leave the snapshot too.
+                return;
+            }
+        }
+        if let Some(b) = &self.disk {
+            if quota::unmount(b).is_err() {
                 return;
             }
         }
