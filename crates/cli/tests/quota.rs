@@ -125,8 +125,8 @@ fn dd(q: &Quota, name: &str, file: &str, mib: u64) -> (i32, u64, String) {
     let err = stderr(&out);
     let size = err
         .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no size in {err}"));
     (out.status.code().unwrap_or(-1), size, err)
 }
@@ -174,7 +174,7 @@ fn quota_stops_writes_at_the_limit_while_another_container_writes_freely_and_upd
     let d = &v["DiskQuota"];
     assert_eq!(d["Limit"].as_u64(), Some(600 * MIB), "{d}");
     let used = d["Used"].as_u64().unwrap();
-    assert!(used >= 400 * MIB && used <= 600 * MIB, "{d}");
+    assert!((400 * MIB..=600 * MIB).contains(&used), "{d}");
     assert!(d["Available"].as_u64().unwrap() < 200 * MIB, "{d}");
     let free = q.inspect("free");
     assert!(
