@@ -219,16 +219,16 @@ fn fs_size(img: &Path) -> Result<u64> {
 /// Mounts the container's file system on its active snapshot dir `dir` (attaching its disk
 /// image to a loop device) and makes what the snapshot needs there: `upper` (mode 0755),
 /// `work`, and the `parent` file the dir had. Grows the file system when its image file is
-/// larger. Does nothing when it is mounted there already.
+/// larger. Does nothing when it is mounted there already. Returns whether it mounted it.
 ///
 /// # Errors
 /// [`Error::Io`] when the loop device cannot be attached, the mount fails (the mount and
 /// loop device are undone), or the dirs cannot be made.
-pub fn mount(bundle: &Path, dir: &Path) -> Result<()> {
+pub fn mount(bundle: &Path, dir: &Path) -> Result<bool> {
     let img = disk_image(bundle);
     let here = fs::canonicalize(dir).at("resolve", dir)?;
     if backed_by_mounted(&img).contains(&here) {
-        return Ok(());
+        return Ok(false);
     }
     let parent = match fs::read(dir.join("parent")) {
         Ok(p) => Some(p),
@@ -236,6 +236,22 @@ pub fn mount(bundle: &Path, dir: &Path) -> Result<()> {
         Err(e) => return Err(Error::io("read", dir.join("parent"), e)),
     };
     let grow = fs_size(&img)? < fs::metadata(&img).at("stat", &img)?.len();
+    // The snapshot's own (empty) upper and work go: while the file system is not mounted,
+    // a reader of `<dir>/upper` then fails instead of seeing an empty layer.
+    for name in ["upper", "work"] {
+        let d = dir.join(name);
+        match fs::remove_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    "remove (files were written there while the container's file system was not mounted)",
+                    d,
+                    e,
+                ))
+            }
+        }
+    }
     let dev = LoopDevice::attach(&img)?;
     // nouuid: a copy of an image (a backup restored beside its original) mounts too.
     rustix::mount::mount(&dev.path, dir, "xfs", MountFlags::empty(), c"nouuid").map_err(|e| {
@@ -269,7 +285,7 @@ pub fn mount(bundle: &Path, dir: &Path) -> Result<()> {
     if made.is_err() {
         let _ = unmount(bundle);
     }
-    made
+    made.map(|()| true)
 }
 
 /// Binds `<dir>/host-etc` (made when missing) of the mounted container file system onto

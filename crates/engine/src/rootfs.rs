@@ -191,6 +191,55 @@ pub fn remove(store: &Store, bundle: &Path, key: &str) -> Result<()> {
     }
 }
 
+/// The writable layer of a container, reachable while its rootfs may not be mounted (for
+/// snapshots, backups, commit, diff). For a container with a disk quota its file system is
+/// mounted for as long as this value lives (unless the rootfs was mounted already).
+#[derive(Debug)]
+pub struct Writable {
+    /// The overlay upper dir (`ROOT/snapshots/active/<key>/upper`).
+    pub upper: PathBuf,
+    /// The host image's /etc overlay upper dir (`<bundle>/host-etc/upper`), for host containers.
+    pub host_etc_upper: Option<PathBuf>,
+    /// The bundle whose quota'd file system this value mounted (unmounted on drop).
+    mounted: Option<PathBuf>,
+}
+
+impl Drop for Writable {
+    fn drop(&mut self) {
+        if let Some(bundle) = &self.mounted {
+            // A start meanwhile mounted the rootfs on it: it stays.
+            if !is_mounted(bundle).unwrap_or(true) {
+                let _ = quota::unmount(bundle);
+            }
+        }
+    }
+}
+
+/// The writable layer of container `key` in `bundle`, mounting its disk quota's file
+/// system when it is not (a stopped container with `--storage-opt size`: its upper dir is
+/// on that file system, see [`quota`]).
+///
+/// # Errors
+/// [`Error::Image`] (`SnapshotNotFound`) when the container has no active snapshot,
+/// [`Error::Io`] when its file system cannot be mounted.
+pub fn writable(store: &Store, bundle: &Path, key: &str) -> Result<Writable> {
+    let active = store.snapshots().active(key)?;
+    let host_etc = bundle.join(host::HOST_ETC_DIR);
+    let host = host_etc.is_dir();
+    let mut mounted = None;
+    if quota::has_disk(bundle) && !is_mounted(bundle)? {
+        let mut undo = Undo::new(store);
+        undo.mount_disk(bundle, &active, host)?;
+        mounted = undo.disk.take();
+        undo.disarm();
+    }
+    Ok(Writable {
+        upper: active.upper.clone(),
+        host_etc_upper: host.then(|| host_etc.join("upper")),
+        mounted,
+    })
+}
+
 /// Reads and parses the configuration blob of `rec` (its id is the config digest).
 ///
 /// # Errors
@@ -308,10 +357,12 @@ impl<'a> Undo<'a> {
             return Ok(());
         }
         let dir = active.upper.parent().unwrap_or(&active.upper);
-        quota::mount(bundle, dir)?;
-        self.disk = Some(bundle.to_path_buf());
-        if host_etc {
-            quota::bind_host_etc(dir, &bundle.join(host::HOST_ETC_DIR))?;
+        if quota::mount(bundle, dir)? {
+            self.disk = Some(bundle.to_path_buf());
+        }
+        let etc = bundle.join(host::HOST_ETC_DIR);
+        if host_etc && !is_mount_point(&etc)? {
+            quota::bind_host_etc(dir, &etc)?;
         }
         Ok(())
     }
