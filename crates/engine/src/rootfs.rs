@@ -65,7 +65,10 @@ pub struct Prepared {
 /// snapshot `key` (over the image's top chain id, or with no parent for the host image),
 /// creates `<bundle>/rootfs` (and `bundle`) when missing and mounts the overlay there.
 /// For the host image it also makes the skeleton root (once per store and host layout) and
-/// the dirs of the private /etc overlay (`<bundle>/host-etc/{upper,work}`).
+/// the dirs of the private /etc overlay (`<bundle>/host-etc/{upper,work}`). When `bundle`
+/// holds a disk quota's image ([`quota::create`] made it), the container's own file system
+/// is mounted on the snapshot's dir first, so the upper and work dirs (and the host image's
+/// /etc ones) are on it.
 ///
 /// On error nothing is left behind: no snapshot, no mount, no directory this call created.
 ///
@@ -143,20 +146,25 @@ pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool) -> Result<()> 
     Ok(())
 }
 
-/// Unmounts `<bundle>/rootfs` (every mount stacked there). Idempotent: a bundle or rootfs
-/// that does not exist or is not mounted is fine. A busy mount is detached lazily (it goes
-/// from the mount table at once, the kernel frees it when its last user is gone).
+/// Unmounts `<bundle>/rootfs` (every mount stacked there), and for a container with a disk
+/// quota its own file system ([`quota::unmount`]: its loop device then detaches itself).
+/// Idempotent: a bundle or rootfs that does not exist or is not mounted is fine. A busy
+/// mount is detached lazily (it goes from the mount table at once, the kernel frees it when
+/// its last user is gone).
 ///
 /// # Errors
 /// [`Error::Io`] when the kernel refuses the unmount for another reason (EPERM).
 pub fn unmount(bundle: &Path) -> Result<()> {
     unmount_all(&bundle.join(ROOTFS_DIR))?;
-    quota::unmount(bundle)
+    if quota::has_disk(bundle) {
+        quota::unmount(bundle)?;
+    }
+    Ok(())
 }
 
 /// Removes a container's root file system: unmounts it, removes the active snapshot `key`,
-/// the host image's /etc overlay dirs and the empty `<bundle>/rootfs`. Idempotent: missing
-/// pieces are fine. The bundle itself (config.json, logs) stays for the caller to remove.
+/// the host image's /etc overlay dirs, the disk quota's image (`disk.img`) and the empty
+/// `<bundle>/rootfs`. Idempotent: missing pieces are fine. The bundle itself (config.json, logs) stays for the caller to remove.
 ///
 /// # Errors
 /// [`Error::Io`] when the rootfs cannot be unmounted or a directory cannot be removed (the
