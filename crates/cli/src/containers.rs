@@ -98,6 +98,9 @@ pub struct CreateArgs {
     /// The container's MAC address.
     #[arg(long = "mac-address")]
     mac_address: Option<String>,
+    /// Storage options: size=SIZE, a disk quota for the container's writes (k, m, g: base 1024).
+    #[arg(long, value_parser = parse_storage_opt)]
+    storage_opt: Vec<String>,
     /// Cgroup under which the container's cgroup is made [default: /vessel].
     #[arg(long, env = "VESSEL_CGROUP_PARENT")]
     cgroup_parent: Option<String>,
@@ -153,6 +156,12 @@ fn parse_add_host(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_storage_opt(s: &str) -> Result<String, String> {
+    vessel_engine::quota::parse_storage_opts(&[s.to_string()])
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_volume(s: &str) -> Result<vessel_engine::options::Volume, String> {
     units::parse_volume(s).map_err(|e| e.to_string())
 }
@@ -200,6 +209,7 @@ impl CreateArgs {
             add_hosts: self.add_host.clone(),
             ip: self.ip.clone(),
             mac: self.mac_address.clone(),
+            storage_opt: vessel_engine::quota::parse_storage_opts(&self.storage_opt)?,
         })
     }
 }
@@ -721,6 +731,7 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
         };
         let pids_limit = res.pids().map_or(o.pids_limit.unwrap_or(0), |p| p.limit().max(0));
         let attachment = vessel_engine::network::attachment(&engine.paths, &r.id);
+        let disk = engine.disk_usage(&r)?;
         out.push(serde_json::json!({
             "Id": r.id,
             "Name": r.name,
@@ -763,7 +774,11 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "CapAdd": o.cap_add, "CapDrop": o.cap_drop, "AutoRemove": o.rm, "Init": o.init,
                 "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
                 "Tmpfs": o.tmpfs,
+                "StorageOpt": (!o.storage_opt.is_empty()).then_some(&o.storage_opt),
             },
+            "DiskQuota": disk.map(|d| serde_json::json!({
+                "Limit": d.limit, "Used": d.used, "Available": d.available,
+            })),
         }));
     }
     match template {
@@ -860,11 +875,21 @@ pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
             "NET IO",
             "BLOCK IO",
             "PIDS",
+            "DISK USAGE / LIMIT",
         ]);
         let mut json = Vec::new();
         for (r, p) in recs.iter().zip(prev.iter_mut()) {
             let cur = sample(&oci, &r.id).ok();
             if let Some(c) = &cur {
+                let disk = engine.disk_usage(r).ok().flatten();
+                let disk_text = match disk {
+                    Some(d) => format!(
+                        "{} / {}",
+                        d.used.map_or_else(|| "--".to_string(), format_bytes),
+                        format_bytes(d.limit)
+                    ),
+                    None => "-- / --".to_string(),
+                };
                 let cpu = p.as_ref().map_or(0.0, |p| cpu_percent(p, c));
                 let mem_pct = if c.mem_limit > 0 {
                     c.mem_usage as f64 * 100.0 / c.mem_limit as f64
@@ -880,11 +905,13 @@ pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
                     format!("{} / {}", format_bytes(c.net_rx), format_bytes(c.net_tx)),
                     format!("{} / {}", format_bytes(c.blk_read), format_bytes(c.blk_write)),
                     c.pids.to_string(),
+                    disk_text,
                 ]);
                 json.push(serde_json::json!({
                     "id": r.id, "name": r.name, "cpu_percent": cpu, "mem_usage": c.mem_usage,
                     "mem_limit": c.mem_limit, "mem_percent": mem_pct, "net_rx": c.net_rx, "net_tx": c.net_tx,
                     "block_read": c.blk_read, "block_write": c.blk_write, "pids": c.pids,
+                    "disk_usage": disk.and_then(|d| d.used), "disk_limit": disk.map(|d| d.limit),
                 }));
             }
             *p = cur;
@@ -905,6 +932,10 @@ pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
 pub struct UpdateArgs {
     #[command(flatten)]
     limits: Limits,
+    /// Storage options: size=SIZE grows the disk quota of a container made with one
+    /// (running or stopped; shrinking is refused).
+    #[arg(long, value_parser = parse_storage_opt)]
+    storage_opt: Vec<String>,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -912,8 +943,17 @@ pub struct UpdateArgs {
 
 pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
     let l = &a.limits;
+    if !a.storage_opt.is_empty() {
+        let opts = vessel_engine::quota::parse_storage_opts(&a.storage_opt)?;
+        if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
+            return each(engine, &a.containers, |r| engine.update_storage(r, &opts));
+        }
+        for c in &a.containers {
+            engine.update_storage(&engine.find(c)?, &opts)?;
+        }
+    }
     if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
-        bail!("vessel update: give --memory, --cpus or --pids-limit");
+        bail!("vessel update: give --memory, --cpus, --pids-limit or --storage-opt size=SIZE");
     }
     let mut res = LinuxResourcesBuilder::default();
     if let Some(m) = l.memory {

@@ -183,6 +183,9 @@ impl Engine {
         let made = (|| -> Result<()> {
             let bundle = self.paths.bundle(&id);
             std::fs::create_dir_all(&bundle).at("create", &bundle)?;
+            if let Some(size) = crate::quota::size_limit(&rec.options.storage_opt)? {
+                crate::quota::create(&bundle, size)?;
+            }
             let prepared = rootfs::prepare(&store, &bundle, &id, &source)?;
             let exposed: Vec<String> = prepared
                 .image_config
@@ -658,6 +661,20 @@ impl Engine {
                     let store = self.store()?;
                     rootfs::remove(&store, &bundle, &id)?;
                     std::fs::remove_dir_all(&bundle).at("remove", &bundle)?;
+                }
+            }
+        }
+        // Loop devices of this root's disk images (`--storage-opt size`) that no running
+        // container uses: what a killed `run` or monitor left mounted.
+        for (id, dev) in crate::quota::loops_under(&self.paths.root) {
+            if !records.iter().any(|r| r.id == id && r.state.is_live()) {
+                found.push(format!(
+                    "loop device {} of container {id} ({}) not used by a running container",
+                    dev.path.display(),
+                    dev.backing.display()
+                ));
+                if repair {
+                    crate::quota::release(&dev)?;
                 }
             }
         }

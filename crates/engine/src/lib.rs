@@ -18,6 +18,7 @@ pub mod names;
 pub mod network;
 pub mod options;
 pub mod paths;
+pub mod quota;
 pub mod rootfs;
 pub mod seccomp_profile;
 pub mod stats;

@@ -97,4 +97,7 @@ pub struct RunOptions {
     pub ip: Option<String>,
     /// `--mac-address`.
     pub mac: Option<String>,
+    /// `--storage-opt KEY=VALUE`, checked ([`crate::quota::parse_storage_opts`]): `size` is
+    /// the container's disk quota as the user gave it (`2G`; `vessel update` changes it).
+    pub storage_opt: std::collections::BTreeMap<String, String>,
 }

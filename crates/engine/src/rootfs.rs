@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::ImageConfiguration;
 use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
 use rustix::mount::UnmountFlags;
+use vessel_image::snapshot::ActiveSnapshot;
 use vessel_image::{ImageError, ImageRecord, Store};
 
 use crate::error::{Error, IoContext, Result};
+use crate::quota;
 
 pub use host::host_image_config;
 
@@ -63,7 +65,10 @@ pub struct Prepared {
 /// snapshot `key` (over the image's top chain id, or with no parent for the host image),
 /// creates `<bundle>/rootfs` (and `bundle`) when missing and mounts the overlay there.
 /// For the host image it also makes the skeleton root (once per store and host layout) and
-/// the dirs of the private /etc overlay (`<bundle>/host-etc/{upper,work}`).
+/// the dirs of the private /etc overlay (`<bundle>/host-etc/{upper,work}`). When `bundle`
+/// holds a disk quota's image ([`quota::create`] made it), the container's own file system
+/// is mounted on the snapshot's dir first, so the upper and work dirs (and the host image's
+/// /etc ones) are on it.
 ///
 /// On error nothing is left behind: no snapshot, no mount, no directory this call created.
 ///
@@ -95,9 +100,10 @@ fn prepare_image(store: &Store, bundle: &Path, rootfs: &Path, key: &str, rec: &I
     let image_config = image_config(store, rec)?;
     let snapshots = store.snapshots();
     let mut undo = Undo::new(store);
-    snapshots.prepare(key, rec.top_chain_id())?;
+    let active = snapshots.prepare(key, rec.top_chain_id())?;
     undo.snapshot = Some(key.to_string());
     undo.make_dirs(bundle, rootfs)?;
+    undo.mount_disk(bundle, &active, false)?;
     snapshots.mount(key, rootfs)?;
     undo.mounted = Some(rootfs.to_path_buf());
     undo.disarm();
@@ -125,30 +131,40 @@ pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool) -> Result<()> 
         return Ok(());
     }
     // Checked before anything is made: a missing snapshot leaves no new directory.
-    store.snapshots().active(key)?;
+    let active = store.snapshots().active(key)?;
     if !rootfs.is_dir() {
         fs::create_dir_all(&rootfs).at("create", &rootfs)?;
     }
+    let mut undo = Undo::new(store);
+    undo.mount_disk(bundle, &active, host)?;
     if host {
-        host::mount(store, bundle, &rootfs, key, Path::new("/"))
+        host::mount(store, bundle, &rootfs, key, Path::new("/"))?;
     } else {
-        Ok(store.snapshots().mount(key, &rootfs)?)
+        store.snapshots().mount(key, &rootfs)?;
     }
+    undo.disarm();
+    Ok(())
 }
 
-/// Unmounts `<bundle>/rootfs` (every mount stacked there). Idempotent: a bundle or rootfs
-/// that does not exist or is not mounted is fine. A busy mount is detached lazily (it goes
-/// from the mount table at once, the kernel frees it when its last user is gone).
+/// Unmounts `<bundle>/rootfs` (every mount stacked there), and for a container with a disk
+/// quota its own file system ([`quota::unmount`]: its loop device then detaches itself).
+/// Idempotent: a bundle or rootfs that does not exist or is not mounted is fine. A busy
+/// mount is detached lazily (it goes from the mount table at once, the kernel frees it when
+/// its last user is gone).
 ///
 /// # Errors
 /// [`Error::Io`] when the kernel refuses the unmount for another reason (EPERM).
 pub fn unmount(bundle: &Path) -> Result<()> {
-    unmount_all(&bundle.join(ROOTFS_DIR))
+    unmount_all(&bundle.join(ROOTFS_DIR))?;
+    if quota::has_disk(bundle) {
+        quota::unmount(bundle)?;
+    }
+    Ok(())
 }
 
 /// Removes a container's root file system: unmounts it, removes the active snapshot `key`,
-/// the host image's /etc overlay dirs and the empty `<bundle>/rootfs`. Idempotent: missing
-/// pieces are fine. The bundle itself (config.json, logs) stays for the caller to remove.
+/// the host image's /etc overlay dirs, the disk quota's image (`disk.img`) and the empty
+/// `<bundle>/rootfs`. Idempotent: missing pieces are fine. The bundle itself (config.json, logs) stays for the caller to remove.
 ///
 /// # Errors
 /// [`Error::Io`] when the rootfs cannot be unmounted or a directory cannot be removed (the
@@ -169,6 +185,11 @@ pub fn remove(store: &Store, bundle: &Path, key: &str) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     host::remove_dirs(bundle)?;
+    let disk = quota::disk_image(bundle);
+    match fs::remove_file(&disk) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::io("remove", disk, e)),
+        _ => {}
+    }
     match fs::remove_dir(&rootfs) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -176,6 +197,55 @@ pub fn remove(store: &Store, bundle: &Path, key: &str) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => fs::remove_dir_all(&rootfs).at("remove", &rootfs),
         Err(e) => Err(Error::io("remove", rootfs, e)),
     }
+}
+
+/// The writable layer of a container, reachable while its rootfs may not be mounted (for
+/// snapshots, backups, commit, diff). For a container with a disk quota its file system is
+/// mounted for as long as this value lives (unless the rootfs was mounted already).
+#[derive(Debug)]
+pub struct Writable {
+    /// The overlay upper dir (`ROOT/snapshots/active/<key>/upper`).
+    pub upper: PathBuf,
+    /// The host image's /etc overlay upper dir (`<bundle>/host-etc/upper`), for host containers.
+    pub host_etc_upper: Option<PathBuf>,
+    /// The bundle whose quota'd file system this value mounted (unmounted on drop).
+    mounted: Option<PathBuf>,
+}
+
+impl Drop for Writable {
+    fn drop(&mut self) {
+        if let Some(bundle) = &self.mounted {
+            // A start meanwhile mounted the rootfs on it: it stays.
+            if !is_mounted(bundle).unwrap_or(true) {
+                let _ = quota::unmount(bundle);
+            }
+        }
+    }
+}
+
+/// The writable layer of container `key` in `bundle`, mounting its disk quota's file
+/// system when it is not (a stopped container with `--storage-opt size`: its upper dir is
+/// on that file system, see [`quota`]).
+///
+/// # Errors
+/// [`Error::Image`] (`SnapshotNotFound`) when the container has no active snapshot,
+/// [`Error::Io`] when its file system cannot be mounted.
+pub fn writable(store: &Store, bundle: &Path, key: &str) -> Result<Writable> {
+    let active = store.snapshots().active(key)?;
+    let host_etc = bundle.join(host::HOST_ETC_DIR);
+    let host = host_etc.is_dir();
+    let mut mounted = None;
+    if quota::has_disk(bundle) && !is_mounted(bundle)? {
+        let mut undo = Undo::new(store);
+        undo.mount_disk(bundle, &active, host)?;
+        mounted = undo.disk.take();
+        undo.disarm();
+    }
+    Ok(Writable {
+        upper: active.upper.clone(),
+        host_etc_upper: host.then(|| host_etc.join("upper")),
+        mounted,
+    })
 }
 
 /// Reads and parses the configuration blob of `rec` (its id is the config digest).
@@ -250,6 +320,8 @@ struct Undo<'a> {
     store: &'a Store,
     armed: bool,
     mounted: Option<PathBuf>,
+    /// The bundle whose quota'd file system this call mounted ([`quota::mount`]).
+    disk: Option<PathBuf>,
     snapshot: Option<String>,
     /// Directories made by this call, removed when empty (newest last).
     dirs: Vec<PathBuf>,
@@ -263,6 +335,7 @@ impl<'a> Undo<'a> {
             store,
             armed: true,
             mounted: None,
+            disk: None,
             snapshot: None,
             dirs: Vec::new(),
             trees: Vec::new(),
@@ -283,6 +356,25 @@ impl<'a> Undo<'a> {
         Ok(())
     }
 
+    /// For a container with a quota (a disk image in `bundle`): mounts its file system on
+    /// the active snapshot's dir, so that `upper` and `work` are on it, and with `host_etc`
+    /// binds a dir of it onto `<bundle>/host-etc` (the host image's /etc overlay dirs).
+    /// Nothing for a container without a quota.
+    fn mount_disk(&mut self, bundle: &Path, active: &ActiveSnapshot, host_etc: bool) -> Result<()> {
+        if !quota::has_disk(bundle) {
+            return Ok(());
+        }
+        let dir = active.upper.parent().unwrap_or(&active.upper);
+        if quota::mount(bundle, dir)? {
+            self.disk = Some(bundle.to_path_buf());
+        }
+        let etc = bundle.join(host::HOST_ETC_DIR);
+        if host_etc && !is_mount_point(&etc)? {
+            quota::bind_host_etc(dir, &etc)?;
+        }
+        Ok(())
+    }
+
     fn disarm(&mut self) {
         self.armed = false;
     }
@@ -296,6 +388,11 @@ impl Drop for Undo<'_> {
         if let Some(m) = &self.mounted {
             if unmount_all(m).is_err() {
                 // A mount we cannot take off keeps its upper dir: leave the snapshot too.
+                return;
+            }
+        }
+        if let Some(b) = &self.disk {
+            if quota::unmount(b).is_err() {
                 return;
             }
         }

@@ -453,3 +453,60 @@ fn host_image_refuses_bundle_paths_overlay_options_cannot_carry() {
     assert!(matches!(e, Error::BadInput(_)), "{e:?}");
     assert!(!b.exists() && !env.active("vessel-comma").exists());
 }
+
+/// The loop devices whose backing file is `file`.
+fn loops_of(file: &Path) -> Vec<String> {
+    let want = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("loop/backing_file")).is_ok_and(|b| {
+                Path::new(b.trim_end()) == want || b.trim_end() == format!("{} (deleted)", want.display())
+            })
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn writable_layer_of_a_stopped_container_with_a_disk_quota() {
+    if !have(&["mkfs.xfs", "xfs_growfs"]) {
+        return;
+    }
+    let env = Env::new();
+    let key = "vessel-quota-writable";
+    let bundle = env.bundle(key);
+    fs::create_dir_all(&bundle).unwrap();
+    vessel_engine::quota::create(&bundle, 300 << 20).unwrap();
+    let disk = bundle.join("disk.img");
+    let p = rootfs::prepare(&env.store, &bundle, key, &Source::Host).unwrap();
+    assert_eq!(loops_of(&disk).len(), 1);
+    fs::write(p.rootfs.join("root/file"), "in the layer").unwrap();
+    fs::write(bundle.join("host-etc/upper/etc-file"), "in /etc").unwrap();
+    let upper = env.active(key).join("upper");
+    assert_eq!(fs::read_to_string(upper.join("root/file")).unwrap(), "in the layer");
+    // Both uppers are on the container's own xfs, not on the store's file system.
+    assert_eq!(mounted_at(&env.active(key)), ["xfs"]);
+    assert_eq!(mounted_at(&bundle.join("host-etc")), ["xfs"]);
+
+    // Unmounted (a stopped container): the layer's path does not pretend to be empty.
+    rootfs::unmount(&bundle).unwrap();
+    assert!(loops_of(&disk).is_empty());
+    assert!(!upper.exists() && !bundle.join("host-etc/upper").exists());
+    {
+        let w = rootfs::writable(&env.store, &bundle, key).unwrap();
+        assert_eq!(w.upper, upper);
+        assert_eq!(fs::read_to_string(w.upper.join("root/file")).unwrap(), "in the layer");
+        let etc = w.host_etc_upper.clone().unwrap();
+        assert_eq!(fs::read_to_string(etc.join("etc-file")).unwrap(), "in /etc");
+    }
+    assert!(!upper.exists() && loops_of(&disk).is_empty(), "unmounted again on drop");
+
+    // Mounted again (a start): the same files; then removed whole.
+    rootfs::mount(&env.store, &bundle, key, true).unwrap();
+    assert_eq!(fs::read_to_string(p.rootfs.join("root/file")).unwrap(), "in the layer");
+    rootfs::remove(&env.store, &bundle, key).unwrap();
+    assert_gone(&env, &bundle, key);
+    assert!(!disk.exists() && loops_of(&disk).is_empty());
+}

@@ -347,6 +347,7 @@ pub(super) fn prepare(store: &Store, bundle: &Path, rootfs: &Path, key: &str, ho
         _ => {}
     }
     undo.trees.push(etc);
+    undo.mount_disk(bundle, &active, true)?;
     make_etc_dirs(bundle, host)?;
     let extra_mounts = mounts(bundle, host, &layout)?;
     vessel_image::snapshot::mount_overlay(&[skeleton], Some((&active.upper, &active.work)), rootfs)?;
