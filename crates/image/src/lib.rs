@@ -8,12 +8,14 @@
 //! - [`layout`]: OCI layout and archive import/export, docker-archive import.
 //! - [`unpack`] and [`layer`]: safe layer unpacking with overlay whiteouts.
 //! - [`snapshot`]: copy-on-write snapshots by chain id, overlay mounts for containers.
+//! - [`diff`]: layers from a container's writable upper dir, and its changes (`vessel diff`).
 //! - [`records`]: look-up, removal and garbage collection.
 //! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod layer;

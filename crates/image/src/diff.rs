@@ -1,0 +1,563 @@
+//! Layers from a container's writable upper dir (`vessel commit`) and the list of its changes
+//! (`vessel diff`).
+//!
+//! The upper of an overlay mount holds what the container changed: new and modified files
+//! (copied up whole), whiteouts (character devices 0:0) for deleted entries, and directories
+//! marked `trusted.overlay.opaque=y` whose lower content is hidden. A layer turns these into
+//! the OCI image spec's form (image-spec `layer.md`, "Whiteouts"): `.wh.NAME` for a deleted
+//! entry and `.wh..wh..opq` inside an opaque directory. The tar is deterministic (entries in
+//! byte order of their names, numeric owners, no user or group names, gzip header without
+//! time or name), long names and xattrs go in PAX headers, and files linked more than once in
+//! the upper become hardlink entries to the first name. The blob goes through the content
+//! store ([`Store::blob_writer`]), the only writer of blobs.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::error::{IoContext, Result};
+use crate::store::Store;
+
+/// The media type of the layers vessel writes: OCI, gzip.
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// The xattr overlayfs sets on an opaque directory.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// A layer made from an upper dir and stored as a blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLayer {
+    /// The gzip blob's digest (the manifest's layer descriptor).
+    pub digest: Digest,
+    /// The blob's size, bytes.
+    pub size: u64,
+    /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar, bytes.
+    pub tar_size: u64,
+    /// [`LAYER_MEDIA_TYPE`].
+    pub media_type: &'static str,
+}
+
+/// What happened to a path, in `docker diff`'s letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// `A`: the path is not in the image's layers.
+    Added,
+    /// `C`: the path is in the layers and was changed (or is a directory with changes below).
+    Changed,
+    /// `D`: the path was deleted.
+    Deleted,
+}
+
+impl ChangeKind {
+    /// `A`, `C` or `D`.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One line of `vessel diff`: a kind and an absolute path inside the container.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    /// The absolute path (`/etc/motd`).
+    pub path: String,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+/// What one entry of the upper dir is.
+enum Kind {
+    /// A 0:0 character device: the lower entry of that name is deleted.
+    Whiteout,
+    /// A directory; `opaque` when the lower content is hidden.
+    Dir { opaque: bool },
+    /// Anything else (file, symlink, device, fifo, socket).
+    Other,
+}
+
+fn kind(meta: &fs::Metadata, path: &Path) -> Kind {
+    let ft = meta.file_type();
+    if ft.is_char_device() && meta.rdev() == 0 {
+        Kind::Whiteout
+    } else if ft.is_dir() {
+        Kind::Dir {
+            opaque: opaque_value(path),
+        }
+    } else {
+        Kind::Other
+    }
+}
+
+fn opaque_value(path: &Path) -> bool {
+    let mut v = [0u8; 4];
+    matches!(rustix::fs::lgetxattr(path, OPAQUE_XATTR, &mut v[..]), Ok(1) if v[0] == b'y')
+}
+
+/// The names in `dir`, sorted bytewise (a deterministic order).
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .ctx("list", dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .ctx("list", dir)?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// Whether `rel` exists in any of `lowers` (not following a final symlink).
+fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
+    lowers.iter().any(|l| fs::symlink_metadata(l.join(rel)).is_ok())
+}
+
+/// The changes of upper dir `upper` over `lowers` (topmost first), sorted by path: `D` for
+/// whiteouts, `A` for entries no lower has, `C` for the others (a directory copied up because
+/// something below it changed is `C`, as docker shows it). Inside an opaque directory that a
+/// lower has, the lower entries not in the upper are `D`.
+///
+/// # Errors
+/// [`crate::ImageError::Io`] when the upper dir cannot be read.
+pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    walk_changes(upper, Path::new(""), lowers, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn walk_changes(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+    let dir = upper.join(rel);
+    let names = sorted_names(&dir)?;
+    for name in &names {
+        let r = rel.join(name);
+        let p = upper.join(&r);
+        let meta = fs::symlink_metadata(&p).ctx("stat", &p)?;
+        let path = format!("/{}", r.display());
+        match kind(&meta, &p) {
+            Kind::Whiteout => out.push(Change {
+                path,
+                kind: ChangeKind::Deleted,
+            }),
+            k => {
+                let existed = in_lowers(lowers, &r);
+                out.push(Change {
+                    path: path.clone(),
+                    kind: if existed { ChangeKind::Changed } else { ChangeKind::Added },
+                });
+                if let Kind::Dir { opaque } = k {
+                    if opaque && existed {
+                        for l in lowers {
+                            let Ok(rd) = fs::read_dir(l.join(&r)) else { continue };
+                            for e in rd.flatten() {
+                                let n = e.file_name();
+                                if !names_contains(&p, &n) {
+                                    out.push(Change {
+                                        path: format!("{path}/{}", Path::new(&n).display()),
+                                        kind: ChangeKind::Deleted,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    walk_changes(upper, &r, lowers, out)?;
+                }
+            }
+        }
+    }
+    out.dedup();
+    Ok(())
+}
+
+fn names_contains(dir: &Path, name: &std::ffi::OsStr) -> bool {
+    fs::symlink_metadata(dir.join(name)).is_ok()
+}
+
+/// Writes what it is given to the inner writer and hashes it.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Makes a gzip layer blob of upper dir `upper` in `store` (see the module's doc) and returns
+/// its digests. Nothing is kept when it fails.
+///
+/// # Errors
+/// [`crate::ImageError::Io`] when the upper dir cannot be read or the blob written.
+pub fn write_layer(store: &Store, upper: &Path) -> Result<NewLayer> {
+    let blob = store.blob_writer()?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(blob, flate2::Compression::default());
+    let mut tar = TarWriter {
+        out: Hashing {
+            inner: gz,
+            hasher: Sha256::new(),
+            count: 0,
+        },
+        links: HashMap::new(),
+    };
+    tar.dir(upper, Path::new(""))?;
+    // The end of the archive: two zero blocks.
+    tar.out.write_all(&[0u8; 1024]).ctx("write layer", upper)?;
+    let Hashing {
+        inner: gz,
+        hasher,
+        count: tar_size,
+    } = tar.out;
+    let diff_id = Digest::from_hasher(hasher);
+    let blob = gz.finish().ctx("compress layer", upper)?;
+    let (digest, size) = blob.commit_computed("layer blob")?;
+    Ok(NewLayer {
+        digest,
+        size,
+        diff_id,
+        tar_size,
+        media_type: LAYER_MEDIA_TYPE,
+    })
+}
+
+/// The tar stream being written, and the first name of each multiply-linked file.
+struct TarWriter<W: Write> {
+    out: Hashing<W>,
+    links: HashMap<(u64, u64), String>,
+}
+
+/// One PAX record: `LEN key=value\n`, LEN counting the whole record in decimal.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// The user xattrs of `path` (`trusted.overlay.*`, overlayfs's own, left out).
+fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(path, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::RANGE) => {
+            let need = rustix::fs::llistxattr(path, &mut [0u8; 0][..]).ctx("list xattrs of", path)?;
+            names = vec![0u8; need];
+            rustix::fs::llistxattr(path, &mut names[..]).ctx("list xattrs of", path)?
+        }
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e).ctx("list xattrs of", path),
+    };
+    let mut out = Vec::new();
+    for raw in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let Ok(name) = std::str::from_utf8(raw) else { continue };
+        if name.starts_with("trusted.overlay.") {
+            continue;
+        }
+        let len = rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]).ctx("read xattr of", path)?;
+        let mut v = vec![0u8; len];
+        let got = rustix::fs::lgetxattr(path, name, &mut v[..]).ctx("read xattr of", path)?;
+        v.truncate(got);
+        out.push((name.to_string(), v));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What one tar entry is made of.
+struct Entry<'a> {
+    name: String,
+    kind: tar::EntryType,
+    meta: Option<&'a fs::Metadata>,
+    link: Option<Vec<u8>>,
+    xattrs: Vec<(String, Vec<u8>)>,
+    size: u64,
+}
+
+impl<W: Write> TarWriter<W> {
+    fn dir(&mut self, upper: &Path, rel: &Path) -> Result<()> {
+        let dir = upper.join(rel);
+        for name in sorted_names(&dir)? {
+            let r = rel.join(&name);
+            let p = upper.join(&r);
+            let meta = fs::symlink_metadata(&p).ctx("stat", &p)?;
+            let tar_name = String::from_utf8_lossy(r.as_os_str().as_bytes()).into_owned();
+            match kind(&meta, &p) {
+                Kind::Whiteout => {
+                    let wh = match r.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        Some(parent) => format!("{}/.wh.{}", parent.display(), name.to_string_lossy()),
+                        None => format!(".wh.{}", name.to_string_lossy()),
+                    };
+                    self.marker(wh, &meta, &p)?;
+                }
+                Kind::Dir { opaque } => {
+                    self.entry(
+                        Entry {
+                            name: format!("{tar_name}/"),
+                            kind: tar::EntryType::Directory,
+                            meta: Some(&meta),
+                            link: None,
+                            xattrs: xattrs(&p)?,
+                            size: 0,
+                        },
+                        &p,
+                        None,
+                    )?;
+                    if opaque {
+                        self.marker(format!("{tar_name}/.wh..wh..opq"), &meta, &p)?;
+                    }
+                    self.dir(upper, &r)?;
+                }
+                Kind::Other => self.other(tar_name, &meta, &p)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// An empty regular file marking a whiteout, with the time of what it stands for.
+    fn marker(&mut self, name: String, meta: &fs::Metadata, p: &Path) -> Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(0);
+        h.set_mtime(meta.mtime().max(0) as u64);
+        self.write_header(h, &name, None, &[], p)
+    }
+
+    fn other(&mut self, name: String, meta: &fs::Metadata, p: &Path) -> Result<()> {
+        let ft = meta.file_type();
+        let xattrs = xattrs(p)?;
+        if ft.is_file() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.links.get(&key).cloned() {
+                return self.entry(
+                    Entry {
+                        name,
+                        kind: tar::EntryType::Link,
+                        meta: Some(meta),
+                        link: Some(first.into_bytes()),
+                        xattrs: Vec::new(),
+                        size: 0,
+                    },
+                    p,
+                    None,
+                );
+            }
+            self.links.insert(key, name.clone());
+        }
+        let (kind, link, size) = if ft.is_file() {
+            (tar::EntryType::Regular, None, meta.len())
+        } else if ft.is_symlink() {
+            let target = fs::read_link(p).ctx("read link", p)?;
+            (tar::EntryType::Symlink, Some(target.as_os_str().as_bytes().to_vec()), 0)
+        } else if ft.is_char_device() {
+            (tar::EntryType::Char, None, 0)
+        } else if ft.is_block_device() {
+            (tar::EntryType::Block, None, 0)
+        } else if ft.is_fifo() {
+            (tar::EntryType::Fifo, None, 0)
+        } else {
+            // Sockets have no tar form; docker leaves them out too.
+            return Ok(());
+        };
+        let file = if ft.is_file() {
+            Some(
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(p)
+                    .ctx("open", p)?,
+            )
+        } else {
+            None
+        };
+        self.entry(
+            Entry {
+                name,
+                kind,
+                meta: Some(meta),
+                link,
+                xattrs,
+                size,
+            },
+            p,
+            file,
+        )
+    }
+
+    fn entry(&mut self, e: Entry<'_>, p: &Path, file: Option<fs::File>) -> Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(e.kind);
+        if let Some(m) = e.meta {
+            h.set_mode(m.mode() & 0o7777);
+            h.set_uid(u64::from(m.uid()));
+            h.set_gid(u64::from(m.gid()));
+            h.set_mtime(m.mtime().max(0) as u64);
+            if matches!(e.kind, tar::EntryType::Char | tar::EntryType::Block) {
+                let rdev = m.rdev();
+                h.set_device_major(libc::major(rdev)).ctx("tar header of", p)?;
+                h.set_device_minor(libc::minor(rdev)).ctx("tar header of", p)?;
+            }
+        }
+        h.set_size(e.size);
+        self.write_header(h, &e.name, e.link.as_deref(), &e.xattrs, p)?;
+        if let Some(f) = file {
+            // Exactly the size in the header: a file that changes under us must not make
+            // the archive inconsistent (the container is paused, but be safe).
+            let mut r = f.take(e.size);
+            let n = io::copy(&mut r, &mut self.out).ctx("read", p)?;
+            if n < e.size {
+                io::copy(&mut io::repeat(0).take(e.size - n), &mut self.out).ctx("write layer", p)?;
+            }
+            let pad = (512 - e.size % 512) % 512;
+            self.out.write_all(&vec![0u8; pad as usize]).ctx("write layer", p)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the header (preceded by a PAX header when the name or link target is too long
+    /// for ustar, or there are xattrs).
+    fn write_header(
+        &mut self,
+        mut h: tar::Header,
+        name: &str,
+        link: Option<&[u8]>,
+        xattrs: &[(String, Vec<u8>)],
+        p: &Path,
+    ) -> Result<()> {
+        let mut pax = Vec::new();
+        if h.set_path(name).is_err() {
+            pax.extend(pax_record("path", name.as_bytes()));
+            set_truncated_name(&mut h, name.as_bytes());
+        }
+        if let Some(l) = link {
+            if l.len() > 100 || h.set_link_name_literal(l).is_err() {
+                pax.extend(pax_record("linkpath", l));
+                let cut = &l[..l.len().min(100)];
+                h.set_link_name_literal(cut).ctx("tar header of", p)?;
+            }
+        }
+        for (k, v) in xattrs {
+            pax.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
+        }
+        if !pax.is_empty() {
+            let mut x = tar::Header::new_ustar();
+            x.set_entry_type(tar::EntryType::XHeader);
+            let short: String = name.chars().filter(|c| *c != '/').take(80).collect();
+            set_truncated_name(&mut x, format!("PaxHeaders/{short}").as_bytes());
+            x.set_mode(0o644);
+            x.set_size(pax.len() as u64);
+            x.set_mtime(0);
+            x.set_cksum();
+            self.out.write_all(x.as_bytes()).ctx("write layer", p)?;
+            let pad = (512 - pax.len() % 512) % 512;
+            pax.extend(std::iter::repeat_n(0u8, pad));
+            self.out.write_all(&pax).ctx("write layer", p)?;
+        }
+        h.set_cksum();
+        self.out.write_all(h.as_bytes()).ctx("write layer", p)
+    }
+}
+
+/// Puts the first 99 bytes of `name` in the header's name field (the PAX `path` record
+/// carries the whole name).
+fn set_truncated_name(h: &mut tar::Header, name: &[u8]) {
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    let n = name.len().min(99);
+    field[..n].copy_from_slice(&name[..n]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(store: &Store, layer: &NewLayer) -> Vec<(String, tar::EntryType, Vec<u8>)> {
+        let f = store.open_blob(&layer.digest).unwrap();
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let mut out = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let t = e.header().entry_type();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.push((name, t, data));
+        }
+        out
+    }
+
+    #[test]
+    fn whiteouts_opaque_dirs_long_names_and_hardlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("root")).unwrap();
+        let upper = t.path().join("upper");
+        let lower = t.path().join("lower");
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::create_dir_all(upper.join("opq")).unwrap();
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::create_dir_all(lower.join("opq")).unwrap();
+        fs::write(lower.join("etc/gone"), "x").unwrap();
+        fs::write(lower.join("opq/old"), "x").unwrap();
+        fs::write(upper.join("etc/new"), "new\n").unwrap();
+        fs::hard_link(upper.join("etc/new"), upper.join("etc/new2")).unwrap();
+        let long = "l".repeat(150);
+        fs::write(upper.join(&long), "long").unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &upper.join("etc/gone"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        rustix::fs::setxattr(&upper.join("opq"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        let layer = write_layer(&store, &upper).unwrap();
+        let again = write_layer(&store, &upper).unwrap();
+        assert_eq!(layer, again, "the same upper makes the same blob");
+        let names: Vec<(String, tar::EntryType)> =
+            entries(&store, &layer).into_iter().map(|(n, t, _)| (n, t)).collect();
+        assert!(names.contains(&("etc/.wh.gone".into(), tar::EntryType::Regular)), "{names:?}");
+        assert!(names.contains(&("opq/.wh..wh..opq".into(), tar::EntryType::Regular)), "{names:?}");
+        assert!(names.contains(&("etc/new2".into(), tar::EntryType::Link)), "{names:?}");
+        assert!(names.contains(&(long.clone(), tar::EntryType::Regular)), "{names:?}");
+        let changes = changes(&upper, &[lower]).unwrap();
+        let lines: Vec<String> = changes.iter().map(|c| format!("{} {}", c.kind.letter(), c.path)).collect();
+        assert_eq!(
+            lines,
+            [
+                "C /etc".to_string(),
+                "D /etc/gone".into(),
+                "A /etc/new".into(),
+                "A /etc/new2".into(),
+                format!("A /{long}"),
+                "C /opq".into(),
+                "D /opq/old".into(),
+            ]
+        );
+    }
+}
