@@ -400,7 +400,10 @@ mod tests {
 
     #[test]
     fn change_instructions() {
-        assert_eq!(C::parse(r#"CMD ["echo","hi"]"#), Ok(C::Cmd(vec!["echo".into(), "hi".into()])));
+        assert_eq!(
+            C::parse(r#"CMD ["echo","hi"]"#),
+            Ok(C::Cmd(vec!["echo".into(), "hi".into()]))
+        );
         assert_eq!(
             C::parse("CMD=echo hi"),
             Ok(C::Cmd(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]))
@@ -412,7 +415,10 @@ mod tests {
             C::parse(r#"LABEL a=1 b="x y""#),
             Ok(C::Label(vec![("a".into(), "1".into()), ("b".into(), "x y".into())]))
         );
-        assert_eq!(C::parse("EXPOSE 80 53/udp"), Ok(C::Expose(vec!["80/tcp".into(), "53/udp".into()])));
+        assert_eq!(
+            C::parse("EXPOSE 80 53/udp"),
+            Ok(C::Expose(vec!["80/tcp".into(), "53/udp".into()]))
+        );
         assert_eq!(C::parse("workdir /srv"), Ok(C::Workdir("/srv".into())));
         assert!(C::parse("WORKDIR srv").is_err());
         assert!(C::parse("EXPOSE http").is_err());

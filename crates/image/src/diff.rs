@@ -151,7 +151,11 @@ fn walk_changes(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Chan
                 let existed = in_lowers(lowers, &r);
                 out.push(Change {
                     path: path.clone(),
-                    kind: if existed { ChangeKind::Changed } else { ChangeKind::Added },
+                    kind: if existed {
+                        ChangeKind::Changed
+                    } else {
+                        ChangeKind::Added
+                    },
                 });
                 if let Kind::Dir { opaque } = k {
                     if opaque && existed {
@@ -541,12 +545,21 @@ mod tests {
         assert_eq!(layer, again, "the same upper makes the same blob");
         let names: Vec<(String, tar::EntryType)> =
             entries(&store, &layer).into_iter().map(|(n, t, _)| (n, t)).collect();
-        assert!(names.contains(&("etc/.wh.gone".into(), tar::EntryType::Regular)), "{names:?}");
-        assert!(names.contains(&("opq/.wh..wh..opq".into(), tar::EntryType::Regular)), "{names:?}");
+        assert!(
+            names.contains(&("etc/.wh.gone".into(), tar::EntryType::Regular)),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&("opq/.wh..wh..opq".into(), tar::EntryType::Regular)),
+            "{names:?}"
+        );
         assert!(names.contains(&("etc/new2".into(), tar::EntryType::Link)), "{names:?}");
         assert!(names.contains(&(long.clone(), tar::EntryType::Regular)), "{names:?}");
         let changes = changes(&upper, &[lower]).unwrap();
-        let lines: Vec<String> = changes.iter().map(|c| format!("{} {}", c.kind.letter(), c.path)).collect();
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} {}", c.kind.letter(), c.path))
+            .collect();
         assert_eq!(
             lines,
             [

@@ -72,9 +72,13 @@ pub async fn push(
     }
     let manifest_bytes = store.read_blob(&rec.manifest)?;
     let mut blobs: Vec<(Digest, u64)> = rec.layers.iter().map(|l| (l.digest.clone(), l.size)).collect();
-    let config_size = store
-        .blob_size(&rec.id)
-        .ok_or_else(|| ImageError::io("read blob", store.blob_path(&rec.id), std::io::ErrorKind::NotFound.into()))?;
+    let config_size = store.blob_size(&rec.id).ok_or_else(|| {
+        ImageError::io(
+            "read blob",
+            store.blob_path(&rec.id),
+            std::io::ErrorKind::NotFound.into(),
+        )
+    })?;
     blobs.push((rec.id.clone(), config_size));
     let mut report = PushReport::default();
     for (digest, size) in blobs {
