@@ -533,13 +533,13 @@ mod tests {
         fs::write(upper.join(&long), "long").unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &upper.join("etc/gone"),
+            upper.join("etc/gone"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::empty(),
             0,
         )
         .unwrap();
-        rustix::fs::setxattr(&upper.join("opq"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(upper.join("opq"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
         let layer = write_layer(&store, &upper).unwrap();
         let again = write_layer(&store, &upper).unwrap();
         assert_eq!(layer, again, "the same upper makes the same blob");
