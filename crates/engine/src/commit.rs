@@ -103,10 +103,12 @@ impl Engine {
         let store = self.store()?;
         let base = match vessel_image::records::find_image(&store, &r.image_id) {
             Ok(b) => b,
-            Err(ImageError::ImageNotFound { .. }) => return Err(Error::BadInput(format!(
+            Err(ImageError::ImageNotFound { .. }) => {
+                return Err(Error::BadInput(format!(
                 "the image of container {} ({}, {}) is no longer in the store: pull it again to commit the container",
                 r.name, r.image, r.image_id
-            ))),
+            )))
+            }
             Err(e) => return Err(e.into()),
         };
         let active = store.snapshots().active(&r.id)?;
