@@ -148,6 +148,25 @@ fn commit_of_a_running_container_pauses_it_and_host_containers_are_refused() {
     let v: serde_json::Value = serde_json::from_str(&i.ok(&["image", "inspect", "localhost/live:1"])).unwrap();
     assert_eq!(v[0]["Config"]["config"]["Cmd"], serde_json::json!(["sleep", "1000"]));
 
+    // What the runtime made to mount on (/proc, /dev, /sys, /etc/hosts, ...) is no change.
+    i.ok(&["run", "--name", "fresh", img, "true"]);
+    assert_eq!(i.ok(&["diff", "fresh"]), "");
+    // A host container: its own files over the skeleton, its /etc over the host's.
+    i.ok(&[
+        "run",
+        "--name",
+        "hd",
+        "host",
+        "sh",
+        "-c",
+        "echo y > /root/y && echo x > /etc/vessel-diff-probe",
+    ]);
+    let d = i.ok(&["diff", "hd"]);
+    for line in ["C /root\n", "A /root/y\n", "C /etc\n", "A /etc/vessel-diff-probe\n"] {
+        assert!(d.contains(line), "{line:?} in {d}");
+    }
+    assert!(!d.contains("/proc") && !d.contains("/usr"), "{d}");
+
     i.ok(&["create", "--name", "h", "host", "true"]);
     let o = i.v(&["commit", "h", "localhost/h:1"]);
     assert_eq!(o.status.code(), Some(125));

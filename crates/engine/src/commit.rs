@@ -3,6 +3,9 @@
 //! image's layers becomes a new top layer ([`vessel_image::commit`]); a running container is
 //! paused while the layer is read, so that it is one consistent state.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
+
 use vessel_image::commit::{CommitOptions, ConfigChange};
 use vessel_image::diff::{self, Change};
 use vessel_image::{ImageError, ImageRecord, Reference};
@@ -10,7 +13,7 @@ use vessel_image::{ImageError, ImageRecord, Reference};
 use crate::containers::Engine;
 use crate::db::{Record, State};
 use crate::error::{Error, Result};
-use crate::rootfs::HOST_IMAGE;
+use crate::rootfs::{self, HOST_IMAGE};
 
 /// What `vessel commit` asks for besides the container.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +79,17 @@ fn run_defaults(r: &Record) -> Vec<ConfigChange> {
 }
 
 impl Engine {
+    /// The mount destinations of `r`'s config.json (none when it cannot be read).
+    fn mount_points(&self, r: &Record) -> Vec<PathBuf> {
+        self.spec(r)
+            .ok()
+            .and_then(|s| s.mounts().clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.destination().clone())
+            .collect()
+    }
+
     /// `vessel commit`: a new image of `r`'s image layers plus its changes, named `req.name`,
     /// created now.
     ///
@@ -112,6 +126,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let active = store.snapshots().active(&r.id)?;
+        let skip = diff::placeholders(&active.upper, &active.lowers, &self.mount_points(r));
         let opts = CommitOptions {
             names,
             created: vessel_runtime::state::now_rfc3339(),
@@ -120,6 +135,7 @@ impl Engine {
             created_by: r.command.join(" "),
             defaults: run_defaults(r),
             changes,
+            skip,
         };
         let fresh = self.find(&r.id)?;
         let _thaw = if req.pause && fresh.state == State::Running {
@@ -147,7 +163,13 @@ impl Engine {
     pub fn diff(&self, r: &Record) -> Result<Vec<Change>> {
         let store = self.store()?;
         let active = store.snapshots().active(&r.id)?;
-        let mut out = diff::changes(&active.upper, &active.lowers)?;
+        let mut lowers = active.lowers.clone();
+        if r.image_id == HOST_IMAGE {
+            // Its root's lower: the skeleton (empty /usr, /var, /root, ...).
+            lowers.push(rootfs::host_skeleton(&store)?);
+        }
+        let skip = diff::placeholders(&active.upper, &lowers, &self.mount_points(r));
+        let mut out = diff::changes(&active.upper, &lowers, &skip)?;
         if r.image_id == HOST_IMAGE {
             let etc_upper = self.paths.bundle(&r.id).join("host-etc/upper");
             if etc_upper.is_dir() {
@@ -156,7 +178,7 @@ impl Engine {
                     path: "/etc".into(),
                     kind: diff::ChangeKind::Changed,
                 });
-                for mut c in diff::changes(&etc_upper, &[std::path::PathBuf::from("/etc")])? {
+                for mut c in diff::changes(&etc_upper, &[PathBuf::from("/etc")], &HashSet::new())? {
                     c.path = format!("/etc{}", c.path);
                     out.push(c);
                 }

@@ -11,7 +11,7 @@
 //! the upper become hardlink entries to the first name. The blob goes through the content
 //! store ([`Store::blob_writer`]), the only writer of blobs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -123,22 +123,32 @@ fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
 /// The changes of upper dir `upper` over `lowers` (topmost first), sorted by path: `D` for
 /// whiteouts, `A` for entries no lower has, `C` for the others (a directory copied up because
 /// something below it changed is `C`, as docker shows it). Inside an opaque directory that a
-/// lower has, the lower entries not in the upper are `D`.
+/// lower has, the lower entries not in the upper are `D`. Paths in `skip` (relative, see
+/// [`placeholders`]) are left out.
 ///
 /// # Errors
 /// [`crate::ImageError::Io`] when the upper dir cannot be read.
-pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
+pub fn changes(upper: &Path, lowers: &[PathBuf], skip: &HashSet<PathBuf>) -> Result<Vec<Change>> {
     let mut out = Vec::new();
-    walk_changes(upper, Path::new(""), lowers, &mut out)?;
+    walk_changes(upper, Path::new(""), lowers, skip, &mut out)?;
     out.sort();
     Ok(out)
 }
 
-fn walk_changes(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+fn walk_changes(
+    upper: &Path,
+    rel: &Path,
+    lowers: &[PathBuf],
+    skip: &HashSet<PathBuf>,
+    out: &mut Vec<Change>,
+) -> Result<()> {
     let dir = upper.join(rel);
     let names = sorted_names(&dir)?;
     for name in &names {
         let r = rel.join(name);
+        if skip.contains(&r) {
+            continue;
+        }
         let p = upper.join(&r);
         let meta = fs::symlink_metadata(&p).ctx("stat", &p)?;
         let path = format!("/{}", r.display());
@@ -172,7 +182,7 @@ fn walk_changes(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Chan
                             }
                         }
                     }
-                    walk_changes(upper, &r, lowers, out)?;
+                    walk_changes(upper, &r, lowers, skip, out)?;
                 }
             }
         }
@@ -183,6 +193,72 @@ fn walk_changes(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Chan
 
 fn names_contains(dir: &Path, name: &std::ffi::OsStr) -> bool {
     fs::symlink_metadata(dir.join(name)).is_ok()
+}
+
+/// The entries of `upper` that only the runtime made: for each mount point in `mount_points`
+/// (absolute paths inside the container: config.json's mount destinations), the upper's
+/// entry when no lower has it and it is an empty file or an empty directory (what the
+/// runtime creates to mount on), and then each parent directory whose every entry is such a
+/// placeholder and which is new or a copy-up with the lower's mode and owners. Returned relative to the root, for [`changes`] and
+/// [`write_layer`] to leave out, as docker's init layer keeps `/etc/hosts`, `/proc`, ...
+/// out of `docker diff` and `docker commit`.
+pub fn placeholders(upper: &Path, lowers: &[PathBuf], mount_points: &[PathBuf]) -> HashSet<PathBuf> {
+    let mut skip = HashSet::new();
+    for m in mount_points {
+        let rel = m.strip_prefix("/").unwrap_or(m);
+        if rel.as_os_str().is_empty() || in_lowers(lowers, rel) {
+            continue;
+        }
+        let p = upper.join(rel);
+        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        let empty = if meta.is_dir() {
+            fs::read_dir(&p).map(|mut d| d.next().is_none()).unwrap_or(false)
+        } else {
+            meta.is_file() && meta.len() == 0
+        };
+        if empty {
+            skip.insert(rel.to_path_buf());
+        }
+    }
+    // Parents made only to hold placeholders, deepest first.
+    let mut parents: Vec<PathBuf> = skip
+        .iter()
+        .flat_map(|p| p.ancestors().skip(1).map(Path::to_path_buf).collect::<Vec<_>>())
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    parents.dedup();
+    for d in parents {
+        if skip.contains(&d) || !copied_up_unchanged(upper, lowers, &d) {
+            continue;
+        }
+        let all_skipped = fs::read_dir(upper.join(&d))
+            .map(|rd| rd.flatten().all(|e| skip.contains(&d.join(e.file_name()))))
+            .unwrap_or(false);
+        if all_skipped {
+            skip.insert(d);
+        }
+    }
+    skip
+}
+
+/// Whether directory `rel` of the upper is new (no lower has it), or a copy-up of the
+/// topmost lower's with the same mode and owners (copied up only to hold a mount point).
+fn copied_up_unchanged(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
+    let Ok(u) = fs::symlink_metadata(upper.join(rel)) else {
+        return false;
+    };
+    match lowers.iter().find_map(|l| fs::symlink_metadata(l.join(rel)).ok()) {
+        None => u.is_dir(),
+        Some(l) => {
+            u.is_dir()
+                && l.is_dir()
+                && u.mode() == l.mode()
+                && u.uid() == l.uid()
+                && u.gid() == l.gid()
+                && !opaque_value(&upper.join(rel))
+        }
+    }
 }
 
 /// Writes what it is given to the inner writer and hashes it.
@@ -205,11 +281,12 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// Makes a gzip layer blob of upper dir `upper` in `store` (see the module's doc) and returns
-/// its digests. Nothing is kept when it fails.
+/// its digests, leaving out the paths in `skip` (relative, see [`placeholders`]). Nothing is
+/// kept when it fails.
 ///
 /// # Errors
 /// [`crate::ImageError::Io`] when the upper dir cannot be read or the blob written.
-pub fn write_layer(store: &Store, upper: &Path) -> Result<NewLayer> {
+pub fn write_layer(store: &Store, upper: &Path, skip: &HashSet<PathBuf>) -> Result<NewLayer> {
     let blob = store.blob_writer()?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
@@ -221,6 +298,7 @@ pub fn write_layer(store: &Store, upper: &Path) -> Result<NewLayer> {
             count: 0,
         },
         links: HashMap::new(),
+        skip,
     };
     tar.dir(upper, Path::new(""))?;
     // The end of the archive: two zero blocks.
@@ -243,9 +321,10 @@ pub fn write_layer(store: &Store, upper: &Path) -> Result<NewLayer> {
 }
 
 /// The tar stream being written, and the first name of each multiply-linked file.
-struct TarWriter<W: Write> {
+struct TarWriter<'s, W: Write> {
     out: Hashing<W>,
     links: HashMap<(u64, u64), String>,
+    skip: &'s HashSet<PathBuf>,
 }
 
 /// One PAX record: `LEN key=value\n`, LEN counting the whole record in decimal.
@@ -300,11 +379,14 @@ struct Entry<'a> {
     size: u64,
 }
 
-impl<W: Write> TarWriter<W> {
+impl<W: Write> TarWriter<'_, W> {
     fn dir(&mut self, upper: &Path, rel: &Path) -> Result<()> {
         let dir = upper.join(rel);
         for name in sorted_names(&dir)? {
             let r = rel.join(&name);
+            if self.skip.contains(&r) {
+                continue;
+            }
             let p = upper.join(&r);
             let meta = fs::symlink_metadata(&p).ctx("stat", &p)?;
             let tar_name = String::from_utf8_lossy(r.as_os_str().as_bytes()).into_owned();
@@ -540,8 +622,9 @@ mod tests {
         )
         .unwrap();
         rustix::fs::setxattr(upper.join("opq"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
-        let layer = write_layer(&store, &upper).unwrap();
-        let again = write_layer(&store, &upper).unwrap();
+        let none = HashSet::new();
+        let layer = write_layer(&store, &upper, &none).unwrap();
+        let again = write_layer(&store, &upper, &none).unwrap();
         assert_eq!(layer, again, "the same upper makes the same blob");
         let names: Vec<(String, tar::EntryType)> =
             entries(&store, &layer).into_iter().map(|(n, t, _)| (n, t)).collect();
@@ -555,7 +638,7 @@ mod tests {
         );
         assert!(names.contains(&("etc/new2".into(), tar::EntryType::Link)), "{names:?}");
         assert!(names.contains(&(long.clone(), tar::EntryType::Regular)), "{names:?}");
-        let changes = changes(&upper, &[lower]).unwrap();
+        let changes = changes(&upper, &[lower.clone()], &none).unwrap();
         let lines: Vec<String> = changes
             .iter()
             .map(|c| format!("{} {}", c.kind.letter(), c.path))
@@ -572,5 +655,36 @@ mod tests {
                 "D /opq/old".into(),
             ]
         );
+    }
+
+    #[test]
+    fn runtime_mount_points_are_placeholders() {
+        let t = tempfile::tempdir().unwrap();
+        let (upper, lower) = (t.path().join("upper"), t.path().join("lower"));
+        for d in ["proc", "etc", "new/deep/m", "tmp"] {
+            fs::create_dir_all(upper.join(d)).unwrap();
+        }
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::create_dir_all(lower.join("tmp")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::write(upper.join("etc/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
+        let mounts: Vec<PathBuf> = ["/proc", "/etc/hosts", "/etc/resolv.conf", "/new/deep/m", "/tmp"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let skip = placeholders(&upper, &[lower.clone()], &mounts);
+        let mut got: Vec<String> = skip.iter().map(|p| p.display().to_string()).collect();
+        got.sort();
+        assert_eq!(got, ["etc/hosts", "new", "new/deep", "new/deep/m", "proc"]);
+        let lines: Vec<String> = changes(&upper, &[lower.clone()], &skip)
+            .unwrap()
+            .iter()
+            .map(|c| format!("{} {}", c.kind.letter(), c.path))
+            .collect();
+        assert_eq!(lines, ["C /etc", "A /etc/resolv.conf", "C /tmp"]);
+        // A lower dir copied up only for a placeholder is one too.
+        fs::remove_file(upper.join("etc/resolv.conf")).unwrap();
+        let skip2 = placeholders(&upper, &[lower.clone()], &mounts);
+        assert!(skip2.contains(Path::new("etc")), "{skip2:?}");
     }
 }
