@@ -121,6 +121,21 @@ fn commit_diff_run_push_pull_and_tag() {
     assert_eq!(stderr(&o).matches(" done").count(), 0);
     let manifest = stdout(&o).trim().to_string();
 
+    // Other tools read the layers the same way: skopeo copies it out, umoci unpacks it
+    // (its OCI whiteouts applied, no runtime mount point in it).
+    if have(&["skopeo"]) {
+        common::sh(
+            &format!(
+                "skopeo copy -q --src-tls-verify=false docker://{dest} oci:from-reg:1 \
+                 && umoci unpack --image from-reg:1 u >/dev/null \
+                 && test ! -e u/rootfs/data/file && test ! -e u/rootfs/data/sub && test -d u/rootfs/newdir \
+                 && grep -qx new u/rootfs/etc/motd && grep -qx added u/rootfs/added \
+                 && test ! -e u/rootfs/proc && test ! -e u/rootfs/etc/hosts && rm -rf u"
+            ),
+            t.path(),
+        );
+    }
+
     // A fresh root pulls it by name and runs it as committed.
     let fresh = Instance::new();
     let pulled = fresh.ok(&["pull", "-q", &dest]).trim().to_string();
