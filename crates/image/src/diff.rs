@@ -638,7 +638,7 @@ mod tests {
         );
         assert!(names.contains(&("etc/new2".into(), tar::EntryType::Link)), "{names:?}");
         assert!(names.contains(&(long.clone(), tar::EntryType::Regular)), "{names:?}");
-        let changes = changes(&upper, &[lower.clone()], &none).unwrap();
+        let changes = changes(&upper, std::slice::from_ref(&lower), &none).unwrap();
         let lines: Vec<String> = changes
             .iter()
             .map(|c| format!("{} {}", c.kind.letter(), c.path))
@@ -672,11 +672,11 @@ mod tests {
             .iter()
             .map(PathBuf::from)
             .collect();
-        let skip = placeholders(&upper, &[lower.clone()], &mounts);
+        let skip = placeholders(&upper, std::slice::from_ref(&lower), &mounts);
         let mut got: Vec<String> = skip.iter().map(|p| p.display().to_string()).collect();
         got.sort();
         assert_eq!(got, ["etc/hosts", "new", "new/deep", "new/deep/m", "proc"]);
-        let lines: Vec<String> = changes(&upper, &[lower.clone()], &skip)
+        let lines: Vec<String> = changes(&upper, std::slice::from_ref(&lower), &skip)
             .unwrap()
             .iter()
             .map(|c| format!("{} {}", c.kind.letter(), c.path))
@@ -684,7 +684,7 @@ mod tests {
         assert_eq!(lines, ["C /etc", "A /etc/resolv.conf", "C /tmp"]);
         // A lower dir copied up only for a placeholder is one too.
         fs::remove_file(upper.join("etc/resolv.conf")).unwrap();
-        let skip2 = placeholders(&upper, &[lower.clone()], &mounts);
+        let skip2 = placeholders(&upper, std::slice::from_ref(&lower), &mounts);
         assert!(skip2.contains(Path::new("etc")), "{skip2:?}");
     }
 }
