@@ -307,3 +307,44 @@ fn cp_both_ways_for_running_and_stopped_containers_never_leaves_the_root() {
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("/nothere"), "{}", stderr(&o));
 }
+
+fn python_jwt() -> bool {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("\n!!!!! SKIPPED: python3 jwt/cryptography missing (apt-get install python3-jwt python3-cryptography) !!!!!\n");
+    }
+    ok
+}
+
+#[test]
+fn push_with_bearer_token_auth_after_login() {
+    if !have(&["umoci", "busybox", "docker-registry", "python3"]) || !python_jwt() {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let t = tempfile::tempdir().unwrap();
+    // Dropped in reverse order: the registry first, then the token server (both by pid).
+    let tokens = common::TokenServer::start(&t.path().join("tokens"), "alice", "s3cret");
+    let reg = Registry::start_with_tokens(&t.path().join("reg"), &tokens);
+    let dest = format!("{}/private/pushed:1", reg.addr);
+    // Anonymous: the token grants nothing, the registry refuses.
+    let o = i.v(&["push", img, &dest]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("vessel login"), "{}", stderr(&o));
+    let o = i.with_stdin(&["login", "-u", "alice", "--password-stdin", &reg.addr], "s3cret\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    i.ok(&["push", img, &dest]);
+    assert!(
+        tokens.requests().contains("alice repository:private/pushed:pull,push"),
+        "{}",
+        tokens.requests()
+    );
+    let fresh = Instance::new();
+    fresh.ok(&["pull", "--creds", "alice:s3cret", &dest]);
+    assert_eq!(fresh.ok(&["run", "--rm", &dest, "echo", "pushed"]), "pushed\n");
+}
