@@ -12,9 +12,10 @@ pub struct CpArgs {
     /// container, the caller outside).
     #[arg(short, long)]
     pub archive: bool,
-    /// CONTAINER:SRC_PATH or a host path.
+    /// CONTAINER:SRC_PATH, a host path, or `-`: a tar stream on stdin, unpacked into the
+    /// container directory DEST_PATH.
     pub source: String,
-    /// CONTAINER:DEST_PATH or a host path.
+    /// CONTAINER:DEST_PATH, a host path, or `-`: a tar of SRC_PATH on stdout.
     pub destination: String,
 }
 
@@ -28,6 +29,19 @@ fn container_path(arg: &str) -> Option<(&str, &str)> {
 /// `vessel cp`.
 pub fn cp(e: &Engine, a: &CpArgs) -> Result<i32> {
     match (container_path(&a.source), container_path(&a.destination)) {
+        (Some((name, src)), None) if a.destination == "-" => {
+            let r = e.find(name)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            e.copy_out_tar(&r, if src.is_empty() { "/" } else { src }, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
+        (None, Some((name, dest))) if a.source == "-" => {
+            let r = e.find(name)?;
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            e.copy_in_tar(&r, &mut input, if dest.is_empty() { "/" } else { dest }, a.archive)?;
+        }
         (Some((name, src)), None) => {
             let r = e.find(name)?;
             e.copy_out(

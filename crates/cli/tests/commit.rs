@@ -294,6 +294,42 @@ fn cp_both_ways_for_running_and_stopped_containers_never_leaves_the_root() {
     );
     assert_eq!(fs::metadata(&canary).unwrap().uid(), 0);
 
+    // `-`: a tar of the source on stdout; a tar on stdin unpacked into a directory.
+    let o = i.cmd().args(["cp", "c:/d", "-"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    fs::write(t.path().join("out.tar"), &o.stdout).unwrap();
+    let listing = common::sh_out("tar -tf out.tar | sort", t.path());
+    assert!(listing.contains("d/\nd/a\nd/e/\nd/e/b\n"), "{listing}");
+    common::sh(
+        "mkdir -p src/sub && echo t > src/sub/t && tar -C src -cf in.tar sub",
+        t.path(),
+    );
+    let tar_in = |file: &str, dest: &str| {
+        let f = fs::File::open(t.path().join(file)).unwrap();
+        let o = i.cmd().args(["cp", "-", dest]).stdin(f).output().unwrap();
+        eprintln!("cp - {dest} < {file}: {}\n{}", o.status, stderr(&o));
+        o
+    };
+    assert!(tar_in("in.tar", "c:/d").status.success());
+    assert_eq!(i.ok(&["exec", "c", "cat", "/d/sub/t"]), "t\n");
+    // Tar entries that lead out (`..`, through the /escape symlink) are refused.
+    let py = format!(
+        "import tarfile, io\n\
+         for name, out in (('../../../../../..{tp}/canary', 'dotdot.tar'), ('escape/canary', 'link.tar')):\n\
+         \x20   t = tarfile.open(out, 'w'); i = tarfile.TarInfo(name); i.size = 4\n\
+         \x20   t.addfile(i, io.BytesIO(b'evil')); t.close()\n"
+    );
+    fs::write(t.path().join("evil.py"), py).unwrap();
+    common::sh("python3 evil.py", t.path());
+    for evil in ["dotdot.tar", "link.tar"] {
+        assert_eq!(tar_in(evil, "c:/").status.code(), Some(125), "{evil}");
+    }
+    assert_eq!(
+        fs::read_to_string(&canary).unwrap(),
+        "host secret\n",
+        "the canary is untouched"
+    );
+
     // A stopped container: its root is mounted for the copy and unmounted after.
     i.ok(&["stop", "-t", "1", "c"]);
     let before = i.mounts_under_root().len();

@@ -8,7 +8,8 @@
 //! a symlink in the container (`/x -> /etc`) resolves inside the container, never to the
 //! host's files. Below the resolved directory every entry is opened by name relative to its
 //! parent's descriptor with `O_NOFOLLOW`, so nothing is ever followed out of the root.
-//! Mounts made inside the container (volumes, tmpfs) are not part of that view.
+//! Mounts made inside the container (volumes, tmpfs) are not part of that view. `-` (a tar
+//! stream on stdin or stdout) is in [`stream`].
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -20,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
+
+mod stream;
 
 use crate::containers::Engine;
 use crate::db::Record;
