@@ -178,9 +178,20 @@ fn walk(dir: &OwnedFd, rel: &Path, shown: &Path) -> Result<OwnedFd> {
         Mode::empty(),
     )
     .at("open", shown)?;
+    let mut so_far = PathBuf::new();
     for c in rel.components() {
         let n = c.as_os_str();
-        cur = make_dir(&cur, n, shown)?;
+        so_far.push(n);
+        cur = match make_dir(&cur, n, shown) {
+            Err(Error::BadInput(_)) => {
+                return Err(Error::BadInput(format!(
+                    "tar entry {} passes through {}, which is a symlink or a file in the container: refused",
+                    shown.display(),
+                    so_far.display()
+                )))
+            }
+            other => other?,
+        };
     }
     Ok(cur)
 }
