@@ -34,7 +34,7 @@ pub struct CommitArgs {
     #[arg(short, long = "change")]
     pub changes: Vec<String>,
     /// Pause a running container while its changes are read.
-    #[arg(short, long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(short, long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
     pub pause: bool,
     /// Print only the image id.
     #[arg(short, long)]

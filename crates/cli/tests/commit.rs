@@ -158,6 +158,11 @@ fn commit_of_a_running_container_pauses_it_and_host_containers_are_refused() {
     i.ok(&["commit", "-q", "live", "localhost/live:1"]);
     let ps: serde_json::Value = serde_json::from_str(&i.ok(&["ps", "--format", "json"])).unwrap();
     assert_eq!(ps[0]["State"], "running", "thawed after the commit");
+    // docker's boolean flag: `--pause` alone takes no value, `--pause=false` does not freeze.
+    i.ok(&["commit", "--pause", "live", "localhost/live:2"]);
+    i.ok(&["commit", "--pause=false", "live", "localhost/live:3"]);
+    let ps: serde_json::Value = serde_json::from_str(&i.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(ps[0]["State"], "running");
     assert_eq!(i.ok(&["run", "--rm", "localhost/live:1", "cat", "/state"]), "running\n");
     // docker keeps the container's own command as the new image's CMD.
     let v: serde_json::Value = serde_json::from_str(&i.ok(&["image", "inspect", "localhost/live:1"])).unwrap();
