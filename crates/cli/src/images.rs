@@ -119,9 +119,13 @@ pub enum ImageCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Give an image more names (as `vessel tag`).
+    Tag(crate::commit::TagArgs),
+    /// Push an image to a registry (as `vessel push`).
+    Push(crate::commit::PushArgs),
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -130,9 +134,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Progress on a terminal: one bar per layer; otherwise one line per layer event.
-struct Bars {
-    multi: Option<MultiProgress>,
-    bars: Mutex<HashMap<Digest, ProgressBar>>,
+pub(crate) struct Bars {
+    pub(crate) multi: Option<MultiProgress>,
+    pub(crate) bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
 impl Progress for Bars {
@@ -198,7 +202,7 @@ fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {
     }
 }
 
-fn parse_creds(c: &Option<String>) -> Result<Option<Credentials>> {
+pub(crate) fn parse_creds(c: &Option<String>) -> Result<Option<Credentials>> {
     match c {
         Some(s) => {
             let Some((u, p)) = s.split_once(':') else {
@@ -437,6 +441,8 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
             layout::export(&store, &rec, &dst)?;
             Ok(())
         }
+        ImageCommand::Tag(a) => crate::commit::tag(root, &a).map(|_| ()),
+        ImageCommand::Push(a) => crate::commit::push(root, &a).map(|_| ()),
         ImageCommand::Prune { format } => {
             let store = Store::open(root)?;
             let r = records::prune(&store)?;

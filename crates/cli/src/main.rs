@@ -1,12 +1,14 @@
 //! `vessel`: the user's command line, in podman/docker conventions. One module per command
 //! group (`images`: pull, images, image ..., rmi, login, logout; `containers`: run, create,
-//! start, stop, ps, logs, exec, ...); the logic lives in the library crates.
+//! start, stop, ps, logs, exec, ...; `commit`: commit, diff, push, tag; `cp`); the logic lives in the library crates.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod commit;
 mod containers;
+mod cp;
 mod images;
 mod network;
 mod system;
@@ -90,6 +92,16 @@ enum Command {
     /// The per-container monitor (internal: started by run, create and start).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+    /// Make an image of a container's changes.
+    Commit(commit::CommitArgs),
+    /// List a container's changed files (A: added, C: changed, D: deleted).
+    Diff(commit::DiffArgs),
+    /// Push an image to a registry.
+    Push(commit::PushArgs),
+    /// Copy files between a container and the host.
+    Cp(cp::CpArgs),
+    /// Give an image more names.
+    Tag(commit::TagArgs),
 }
 
 fn main() {
@@ -149,6 +161,11 @@ fn main() {
         Command::Rmi(a) => images::rmi(&root, a).map(|()| 0),
         Command::Login(a) => images::login(&root, a).map(|()| 0),
         Command::Logout(a) => images::logout(&root, a).map(|()| 0),
+        Command::Commit(a) => with_engine(&|e| commit::commit(e, &a)),
+        Command::Diff(a) => with_engine(&|e| commit::diff(e, &a)),
+        Command::Push(a) => commit::push(&root, &a),
+        Command::Cp(a) => with_engine(&|e| cp::cp(e, &a)),
+        Command::Tag(a) => commit::tag(&root, &a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -7,8 +7,10 @@
 //! prepares a root file system ([`rootfs`]) and a config.json ([`config`]), and the
 //! monitor hands both to vessel-runtime.
 
+pub mod commit;
 pub mod config;
 pub mod containers;
+pub mod cp;
 pub mod db;
 pub mod error;
 pub mod exec;

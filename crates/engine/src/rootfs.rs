@@ -248,6 +248,15 @@ pub fn writable(store: &Store, bundle: &Path, key: &str) -> Result<Writable> {
     })
 }
 
+/// The skeleton root that containers of the host image have as their overlay's lower (made
+/// when missing, for this host's layout).
+///
+/// # Errors
+/// [`Error::Io`] when the host's layout cannot be read or the skeleton made.
+pub fn host_skeleton(store: &Store) -> Result<PathBuf> {
+    host::skeleton(store)
+}
+
 /// Reads and parses the configuration blob of `rec` (its id is the config digest).
 ///
 /// # Errors

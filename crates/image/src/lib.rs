@@ -5,15 +5,20 @@
 //!   published by rename; image records in `ROOT/images.json`.
 //! - [`pull`]: the registry client (OCI distribution spec, auth, multi-arch indexes);
 //!   `registry_error` tells its failures in people's words.
+//! - [`push`]: pushing a local image to a registry (blobs the registry has are skipped).
 //! - [`layout`]: OCI layout and archive import/export, docker-archive import.
 //! - [`unpack`] and [`layer`]: safe layer unpacking with overlay whiteouts.
 //! - [`snapshot`]: copy-on-write snapshots by chain id, overlay mounts for containers.
+//! - [`commit`]: new images from a base image and a container's changes.
+//! - [`diff`]: layers from a container's writable upper dir, and its changes (`vessel diff`).
 //! - [`records`]: look-up, removal and garbage collection.
 //! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod commit;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod layer;
@@ -21,6 +26,7 @@ pub mod layout;
 pub mod manifest;
 pub mod partials;
 pub mod pull;
+pub mod push;
 pub mod records;
 pub mod reference;
 pub mod registries;

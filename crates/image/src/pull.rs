@@ -91,9 +91,9 @@ impl Progress for NoProgress {}
 
 /// A connected registry client for one reference.
 pub struct Registry {
-    client: Client,
-    auth: RegistryAuth,
-    registry: String,
+    pub(crate) client: Client,
+    pub(crate) auth: RegistryAuth,
+    pub(crate) registry: String,
 }
 
 impl Registry {
@@ -135,7 +135,7 @@ impl Registry {
         })
     }
 
-    fn oref(reference: &Reference) -> oci_client::Reference {
+    pub(crate) fn oref(reference: &Reference) -> oci_client::Reference {
         match (&reference.tag, &reference.digest) {
             (_, Some(d)) => oci_client::Reference::with_digest(
                 reference.registry.clone(),

@@ -81,6 +81,12 @@ pub(crate) fn registry_err(registry: &str, what: String, e: OciDistributionError
         OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
             " (log in with `vessel login REGISTRY`, or check the credentials in auth.json)"
         }
+        OciDistributionError::ServerError { code: 401 | 403, .. } => {
+            " (log in with `vessel login REGISTRY`, or check the credentials in auth.json)"
+        }
+        OciDistributionError::RequestError(r) if r.status().is_some_and(|s| matches!(s.as_u16(), 401 | 403)) => {
+            " (log in with `vessel login REGISTRY`, or check the credentials in auth.json)"
+        }
         OciDistributionError::RequestError(r) if r.url().is_some_and(|u| u.scheme() == "https") => {
             " (for a plain-http registry pass --tls-verify=false)"
         }
@@ -100,6 +106,10 @@ pub(crate) fn registry_err(registry: &str, what: String, e: OciDistributionError
             })
             .collect::<Vec<_>>()
             .join("; "),
+        // A status error's text names the URL: the status alone says it.
+        OciDistributionError::RequestError(r) if r.status().is_some() => {
+            format!("HTTP {}", r.status().map(|s| s.to_string()).unwrap_or_default())
+        }
         OciDistributionError::RequestError(r) => innermost(r),
         _ => e.to_string(),
     };

@@ -345,6 +345,18 @@ impl BlobWriter {
         self.count == 0
     }
 
+    /// Publishes the blob under the digest of what was written (for blobs vessel makes
+    /// itself: committed layers); returns that digest and the size, bytes.
+    ///
+    /// # Errors
+    /// [`ImageError::Io`] when it cannot be synced or renamed.
+    pub fn commit_computed(self, what: &str) -> Result<(Digest, u64)> {
+        let digest = Digest::from_hasher(self.hasher.clone());
+        let size = self.count;
+        self.commit(what, &digest, Some(size))?;
+        Ok((digest, size))
+    }
+
     /// Checks digest and size, fsyncs, and renames the blob into place.
     ///
     /// # Errors

@@ -374,6 +374,11 @@ pub(super) fn mount(store: &Store, bundle: &Path, rootfs: &Path, key: &str, host
     )?)
 }
 
+/// The skeleton of this host's layout under `store` (made when missing).
+pub(super) fn skeleton(store: &Store) -> Result<PathBuf> {
+    ensure_skeleton(store.root(), &Layout::of(Path::new("/"))?)
+}
+
 /// Removes the /etc overlay dirs of a host container (nothing when there are none).
 pub(super) fn remove_dirs(bundle: &Path) -> Result<()> {
     let etc = bundle.join(HOST_ETC_DIR);
