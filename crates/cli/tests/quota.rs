@@ -392,3 +392,35 @@ fn killed_run_and_killed_monitor_leave_no_loop_device_after_system_check() {
     q.i.ok(&["rm", "-f", "m"]);
     q.assert_clean();
 }
+
+/// `diff` and `commit` of a stopped container with a quota read its writable layer (on a
+/// file system that is not mounted while the container is stopped) and leave it unmounted.
+#[test]
+fn diff_and_commit_of_a_stopped_container_with_a_quota_see_its_files() {
+    if !have(&["umoci", "busybox"]) || !have_xfs() {
+        return;
+    }
+    let q = Quota::new();
+    let img = q.i.busybox();
+    q.i.ok(&[
+        "run",
+        "--name",
+        "c",
+        "--storage-opt",
+        "size=300m",
+        img,
+        "sh",
+        "-c",
+        "echo hi > /made",
+    ]);
+    let diff = q.i.ok(&["diff", "c"]);
+    assert!(diff.lines().any(|l| l.trim() == "A /made"), "{diff}");
+    q.i.ok(&["commit", "c", "localhost/from-quota:1"]);
+    assert_eq!(
+        q.i.ok(&["run", "--rm", "localhost/from-quota:1", "cat", "/made"])
+            .trim(),
+        "hi"
+    );
+    q.i.ok(&["rm", "c"]);
+    q.assert_clean();
+}

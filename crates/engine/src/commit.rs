@@ -126,6 +126,8 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let active = store.snapshots().active(&r.id)?;
+        // A stopped container with a disk quota has its upper on its own file system.
+        let _writable = rootfs::writable(&store, &self.paths.bundle(&r.id), &r.id)?;
         let skip = diff::placeholders(&active.upper, &active.lowers, &self.mount_points(r));
         let opts = CommitOptions {
             names,
@@ -163,6 +165,7 @@ impl Engine {
     pub fn diff(&self, r: &Record) -> Result<Vec<Change>> {
         let store = self.store()?;
         let active = store.snapshots().active(&r.id)?;
+        let _writable = rootfs::writable(&store, &self.paths.bundle(&r.id), &r.id)?;
         let mut lowers = active.lowers.clone();
         if r.image_id == HOST_IMAGE {
             // Its root's lower: the skeleton (empty /usr, /var, /root, ...).
