@@ -93,7 +93,7 @@ impl Engine {
     }
 
     /// The runtime container of `id`, when its state exists.
-    fn runtime(&self, id: &str) -> Option<Container> {
+    pub(crate) fn runtime(&self, id: &str) -> Option<Container> {
         Container::load(&self.paths.oci_root(), id).ok()
     }
 
@@ -227,6 +227,13 @@ impl Engine {
 
     /// Spawns `vessel __monitor ID` in its own session and waits for its report.
     fn spawn_monitor(&self, id: &str) -> Result<i32> {
+        self.spawn_monitor_with(id, None)
+    }
+
+    /// Spawns the monitor of `id`; with `restore`, it restores the container from
+    /// that dir of CRIU images instead of creating it, and it runs at once. Returns
+    /// the init's pid once the monitor reported it.
+    pub(crate) fn spawn_monitor_with(&self, id: &str, restore: Option<&Path>) -> Result<i32> {
         let exe = std::env::current_exe().at("find own binary", "/proc/self/exe")?;
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| Error::io("pipe for", self.paths.bundle(id), e.into()))?;
@@ -242,6 +249,12 @@ impl Engine {
             .arg(&self.paths.runroot)
             .arg("__monitor")
             .arg(id)
+            .args(
+                restore
+                    .map(|d| [std::ffi::OsStr::new("--restore"), d.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(w))
             .stderr(Stdio::from(log))

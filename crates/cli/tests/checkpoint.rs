@@ -1,0 +1,135 @@
+//! `vessel checkpoint` and `vessel restore` end to end: a counter that continues where
+//! it stopped (no number lost or repeated, in its file and in its log), `--leave-running`,
+//! and refused operations. CRIU is the one `scripts/setup` installs.
+
+mod instance;
+mod run_vessel;
+
+use std::fs;
+use std::path::PathBuf;
+
+use instance::{cgroup_exists, have, stderr, wait_for, Instance};
+
+/// Appends 1, 2, 3... to /count and prints each number.
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i >> /count; echo $i; sleep 0.05; done";
+
+/// The container's full id.
+fn id_of(i: &Instance, name: &str) -> String {
+    i.ok(&["inspect", "-f", "{{.Id}}", name]).trim().to_string()
+}
+
+/// The counter's file in the container's writable layer.
+fn count_file(i: &Instance, id: &str) -> PathBuf {
+    i.root().join("snapshots/active").join(id).join("upper/count")
+}
+
+/// The numbers of a counter's output, checked to be 1..=N: none lost or repeated.
+#[track_caller]
+fn checked(text: &str, what: &str) -> u64 {
+    let nums: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    for (k, n) in nums.iter().enumerate() {
+        assert_eq!(
+            *n,
+            k as u64 + 1,
+            "{what}: {n} at line {}: a number lost or repeated",
+            k + 1
+        );
+    }
+    nums.len() as u64
+}
+
+fn count(i: &Instance, id: &str) -> u64 {
+    checked(&fs::read_to_string(count_file(i, id)).unwrap_or_default(), "count file")
+}
+
+/// A running counter named `name`.
+fn counter(i: &Instance, name: &str) -> String {
+    let img = i.busybox();
+    i.ok(&["run", "-d", "--name", name, img, "sh", "-c", COUNTER]);
+    let id = id_of(i, name);
+    wait_for("the counter to count", || count(i, &id) >= 3);
+    id
+}
+
+fn state(i: &Instance, name: &str) -> String {
+    i.ok(&["inspect", "-f", "{{.State.Status}}", name]).trim().to_string()
+}
+
+#[test]
+fn checkpoint_and_restore_continue_the_count() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let id = counter(&i, "vessel-cr-count");
+    i.ok(&["checkpoint", "vessel-cr-count"]);
+    assert_eq!(state(&i, "vessel-cr-count"), "exited", "checkpoint ends the container");
+    assert!(!cgroup_exists(&i.root(), &id), "no cgroup while checkpointed");
+    let stopped_at = count(&i, &id);
+
+    let out = i.ok(&["restore", "vessel-cr-count"]);
+    assert_eq!(out.trim(), "vessel-cr-count");
+    assert_eq!(state(&i, "vessel-cr-count"), "running");
+    wait_for("the count to continue", || count(&i, &id) >= stopped_at + 5);
+    // Its stdout reaches the log through the new monitor's pipes, without a gap.
+    wait_for("the log to continue", || {
+        checked(&i.ok(&["logs", "vessel-cr-count"]), "log") >= stopped_at + 5
+    });
+    // The new monitor reaps the restored init and records its exit.
+    i.ok(&["kill", "vessel-cr-count"]);
+    wait_for("the exit to be recorded", || state(&i, "vessel-cr-count") == "exited");
+    assert!(!cgroup_exists(&i.root(), &id), "cgroup removed after the exit");
+    assert!(
+        i.mounts_under_root().is_empty(),
+        "nothing mounted: {:?}",
+        i.mounts_under_root()
+    );
+}
+
+#[test]
+fn checkpoint_leave_running_keeps_counting() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let id = counter(&i, "vessel-cr-leave");
+    let pid = i.ok(&["inspect", "-f", "{{.State.Pid}}", "vessel-cr-leave"]);
+    i.ok(&["checkpoint", "--leave-running", "vessel-cr-leave"]);
+    assert_eq!(state(&i, "vessel-cr-leave"), "running");
+    assert_eq!(
+        i.ok(&["inspect", "-f", "{{.State.Pid}}", "vessel-cr-leave"]),
+        pid,
+        "same init"
+    );
+    let n = count(&i, &id);
+    wait_for("the count to go on", || count(&i, &id) > n + 3);
+    assert!(
+        i.root()
+            .join("containers")
+            .join(&id)
+            .join("checkpoint/inventory.img")
+            .exists(),
+        "images kept for restore"
+    );
+    // Restore of a running container is refused.
+    let o = i.v(&["restore", "vessel-cr-leave"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("running"), "{}", stderr(&o));
+}
+
+#[test]
+fn checkpoint_of_a_stopped_container_and_restore_without_images_are_refused() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    i.ok(&["run", "--name", "vessel-cr-stopped", img, "true"]);
+    let o = i.v(&["checkpoint", "vessel-cr-stopped"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("not running"), "{}", stderr(&o));
+    let o = i.v(&["restore", "vessel-cr-stopped"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("no checkpoint"), "{}", stderr(&o));
+    assert!(i.mounts_under_root().is_empty());
+}
