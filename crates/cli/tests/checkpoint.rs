@@ -133,3 +133,82 @@ fn checkpoint_of_a_stopped_container_and_restore_without_images_are_refused() {
     assert!(stderr(&o).contains("no checkpoint"), "{}", stderr(&o));
     assert!(i.mounts_under_root().is_empty());
 }
+
+/// A counter checkpointed into an archive.
+fn exported(i: &Instance, name: &str) -> (String, PathBuf) {
+    let id = counter(i, name);
+    let file = i.dir.path().join("ck.tar.zst");
+    i.ok(&["checkpoint", "--export", file.to_str().unwrap(), name]);
+    (id, file)
+}
+
+#[test]
+fn export_then_import_into_a_fresh_root_runs_there_with_its_name() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let (id, file) = exported(&i, "vessel-cr-move");
+    let stopped_at = count(&i, &id);
+    // "Another host": a fresh root on this machine, with the image.
+    let other = Instance::new();
+    other.busybox();
+    let out = other.ok(&["restore", "--import", file.to_str().unwrap()]);
+    assert_eq!(out.trim(), "vessel-cr-move", "name kept");
+    assert_eq!(state(&other, "vessel-cr-move"), "running");
+    let new_id = id_of(&other, "vessel-cr-move");
+    // Its files came along (the count so far) and its memory (the count goes on).
+    wait_for("the count to continue there", || {
+        count(&other, &new_id) >= stopped_at + 5
+    });
+    other.ok(&["rm", "-f", "vessel-cr-move"]);
+    assert!(other.mounts_under_root().is_empty());
+}
+
+#[test]
+fn tampered_or_truncated_archive_and_taken_name_are_refused_leaving_nothing() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let (_, file) = exported(&i, "vessel-cr-bad");
+    let other = Instance::new();
+    other.busybox();
+    let data = fs::read(&file).unwrap();
+    // Truncated.
+    let short = i.dir.path().join("short.tar.zst");
+    fs::write(&short, &data[..data.len() / 2]).unwrap();
+    // Tampered: the writable layer's count file changed (the archive re-made with it).
+    let tampered = i.dir.path().join("tampered.tar.zst");
+    run_vessel::sh(
+        &format!(
+            "mkdir t && cd t && zstd -dqc {} | tar x && echo 999 >> upper/count && tar c --format=gnu manifest.json record.json config.json checkpoint upper | zstd -q > {}",
+            file.display(),
+            tampered.display()
+        ),
+        i.dir.path(),
+    );
+    for (bad, what) in [(&short, "truncated"), (&tampered, "tampered")] {
+        let o = other.v(&["restore", "--import", bad.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(125), "{what}: {}", stderr(&o));
+        assert!(stderr(&o).contains("damaged or was altered"), "{what}: {}", stderr(&o));
+        assert_eq!(other.ok(&["ps", "-aq"]).trim(), "", "{what}: no container left");
+        assert!(other.mounts_under_root().is_empty(), "{what}: nothing mounted");
+        assert_eq!(other.left("snapshots/active"), 0, "{what}: no snapshot left");
+    }
+    // The name is taken in the target root.
+    other.ok(&["create", "--name", "vessel-cr-bad", "localhost/bb:1", "true"]);
+    let o = other.v(&["restore", "--import", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("vessel-cr-bad"), "{}", stderr(&o));
+    assert_eq!(other.ok(&["ps", "-aq"]).lines().count(), 1, "only the first container");
+    // Under another name it comes back.
+    other.ok(&[
+        "restore",
+        "--import",
+        file.to_str().unwrap(),
+        "--name",
+        "vessel-cr-bad2",
+    ]);
+    assert_eq!(state(&other, "vessel-cr-bad2"), "running");
+}

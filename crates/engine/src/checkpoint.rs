@@ -9,11 +9,14 @@
 //! dumped init's stdio to them (`--inherit-fd`); the restored init is the monitor's
 //! child, so its exit is reaped and recorded as after `run`.
 
+pub mod archive;
+
 use std::path::{Path, PathBuf};
 
+use vessel_image::{ImageRecord, Store};
 use vessel_runtime::checkpoint::CheckpointOptions;
 
-use crate::db::State;
+use crate::db::{Record, State};
 use crate::error::{Error, IoContext, Result};
 use crate::Engine;
 
@@ -122,4 +125,74 @@ pub fn restore_from(engine: &Engine, id: &str, images_dir: &Path) -> Result<i32>
     }
     let images = std::path::absolute(images_dir).at("resolve", images_dir)?;
     engine.spawn_monitor_with(id, Some(&images))
+}
+
+/// The writable layer (overlay upper dir) of container `id`.
+pub fn upper_dir(engine: &Engine, id: &str) -> PathBuf {
+    engine
+        .paths
+        .store_root()
+        .join("snapshots")
+        .join("active")
+        .join(id)
+        .join("upper")
+}
+
+/// Writes the checkpointed (exited) container `id` to the archive `file`: its record,
+/// config, CRIU images (as [`dump`] left them in [`images_dir`]) and writable layer.
+///
+/// Errors: [`Error::WrongState`] while it runs; [`Error::BadInput`] without images.
+pub fn export(engine: &Engine, id: &str, file: &Path) -> Result<()> {
+    let r = engine.db.get(id)?.ok_or_else(|| Error::NoSuchContainer(id.into()))?;
+    let images = images_dir(engine, id);
+    if !images.join("inventory.img").exists() {
+        return Err(Error::BadInput(format!(
+            "container {} has no checkpoint to export: run `vessel checkpoint {}` first",
+            r.name, r.name
+        )));
+    }
+    archive::export(
+        file,
+        &r,
+        &engine.paths.bundle(id).join("config.json"),
+        &images,
+        &upper_dir(engine, id),
+    )
+}
+
+/// Brings back the container of a checkpoint archive (made by [`export`], on this or
+/// another root), running, under its name or `name`. Every member's digest is checked
+/// before anything is made; the image must be here (or `pull` gets it). On error
+/// nothing is left of it.
+///
+/// Errors: [`Error::BadInput`] for a damaged or altered archive; [`Error::NameInUse`]
+/// when the name is taken; the restore's errors.
+pub fn import(
+    engine: &Engine,
+    file: &Path,
+    name: Option<&str>,
+    pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
+) -> Result<Record> {
+    let old = archive::verify(file)?;
+    let mut opts = old.options.clone();
+    let name = name.unwrap_or(&old.name).to_string();
+    if engine.db.find(&name).is_ok() {
+        return Err(Error::NameInUse(name));
+    }
+    opts.name = Some(name);
+    opts.rm = old.options.rm;
+    let rec = engine.make(opts, pull, false)?;
+    let restored = (|| -> Result<()> {
+        // The overlay is written only while unmounted; the monitor mounts it again.
+        crate::rootfs::unmount(&engine.paths.bundle(&rec.id))?;
+        let images = images_dir(engine, &rec.id);
+        std::fs::create_dir_all(&images).at("create", &images)?;
+        archive::extract(file, &images, &upper_dir(engine, &rec.id))?;
+        restore_from(engine, &rec.id, &images).map(|_| ())
+    })();
+    if let Err(e) = restored {
+        let _ = engine.purge(&rec);
+        return Err(e);
+    }
+    engine.db.get(&rec.id)?.ok_or(Error::NoSuchContainer(rec.id))
 }

@@ -141,6 +141,18 @@ impl Engine {
         opts: RunOptions,
         pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
     ) -> Result<Record> {
+        self.make(opts, pull, true)
+    }
+
+    /// [`Engine::create`], with the monitor spawned only when `spawn`: without, the
+    /// container is left exited with its files in place (a checkpoint import fills
+    /// its writable layer, then restores it).
+    pub(crate) fn make(
+        &self,
+        opts: RunOptions,
+        pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
+        spawn: bool,
+    ) -> Result<Record> {
         let store = self.store()?;
         let source = if opts.image == HOST_IMAGE {
             Source::Host
@@ -214,7 +226,9 @@ impl Engine {
             rec.stop_signal = config::stop_signal(&prepared.image_config);
             self.db
                 .set_config(&id, &rec.image_id, &rec.options, &rec.command, rec.stop_signal)?;
-            self.spawn_monitor(&id)?;
+            if spawn {
+                self.spawn_monitor(&id)?;
+            }
             Ok(())
         })();
         if let Err(e) = made {
@@ -296,7 +310,7 @@ impl Engine {
     }
 
     /// Removes every trace of `r`: snapshot, bundle, run dir, record.
-    fn purge(&self, r: &Record) -> Result<()> {
+    pub(crate) fn purge(&self, r: &Record) -> Result<()> {
         let bundle = self.paths.bundle(&r.id);
         if let Some(c) = self.runtime(&r.id) {
             let _ = c.delete(true);
