@@ -204,8 +204,26 @@ struct ExecArgs {
 /// The logger of this invocation, for the runtime library's warnings.
 static LOGGER: std::sync::OnceLock<log::Logger> = std::sync::OnceLock::new();
 
+/// The command line with go-runc's single-dash long flags (containerd's shim passes
+/// `-no-subreaper` to `restore`, which Go's flag parsers accept) in clap's form.
+fn args() -> Vec<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.iter().any(|a| a == "exec") {
+        return args;
+    }
+    args.into_iter()
+        .map(|a| {
+            if a == "-no-subreaper" {
+                "--no-subreaper".into()
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     let logger = LOGGER.get_or_init(|| log::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug));
     vessel_runtime::error::set_warning_sink(|msg| {
         if let Some(l) = LOGGER.get() {

@@ -917,3 +917,68 @@ fn containerd_task_checkpoint() {
     assert!(images2.join("inventory.img").exists());
     c.wait_status(&id, "STOPPED");
 }
+
+/// containerd's `ctr containers checkpoint --task` (a checkpoint image in its content
+/// store) and `ctr containers restore --live` bring a counter back through vessel-oci's
+/// restore; the count goes on.
+#[test]
+fn containerd_container_checkpoint_and_restore() {
+    if !need(
+        "containerd_container_checkpoint_and_restore",
+        &["containerd", "ctr", "umoci", "skopeo"],
+    ) {
+        return;
+    }
+    let c = Containerd::start("restore");
+    c.import_image();
+    let id = format!("vessel-ctr-{}", random_hex(3));
+    c.ctr_run(
+        &["-d"],
+        &id,
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.05; done",
+        ],
+    )
+    .ok();
+    c.wait_status(&id, "RUNNING");
+    let reference = format!("vessel.test/checkpoint/{id}:1");
+    c.ctr(&["containers", "checkpoint", "--task", "--rw", &id, &reference])
+        .ok();
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
+    c.wait_status(&id, "STOPPED");
+    c.ctr(&["task", "delete", &id]).ok();
+    c.ctr(&["containers", "delete", &id]).ok();
+    // Restores the container and its task (vessel-oci restore), running.
+    c.ctr(&["containers", "restore", "--live", "--rw", &id, &reference])
+        .ok();
+    c.wait_status(&id, "RUNNING");
+    let count = |n: u32| -> u64 {
+        let r = c.ctr(&[
+            "task",
+            "exec",
+            "--fifo-dir",
+            &c.fifo_dir(),
+            "--exec-id",
+            &format!("c{n}"),
+            &id,
+            "cat",
+            "/count",
+        ]);
+        r.ok();
+        let nums: Vec<u64> = r.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        for (k, v) in nums.iter().enumerate() {
+            assert_eq!(*v, k as u64 + 1, "a number lost or repeated: {r}");
+        }
+        nums.len() as u64
+    };
+    let at = count(0);
+    let start = Instant::now();
+    let mut n = 1;
+    while count(n) < at + 5 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the count continues");
+        sleep(Duration::from_millis(100));
+        n += 1;
+    }
+}
