@@ -278,3 +278,53 @@ fn vessel_criu() -> std::path::PathBuf {
         None => "criu".into(),
     }
 }
+
+/// The rootfs bind mount CRIU restores from (`criu-root`) exists only in the private
+/// mount namespace the runtime makes for CRIU: seen from the host there is none, and a
+/// restore killed (-9) part way leaves none. CRIU is replaced by a script that reports
+/// what it sees and waits.
+#[test]
+fn killed_restore_leaves_no_mount_on_the_host() {
+    let (c, _pipe) = counter("cr-kill");
+    let images = c.dir.join("images");
+    c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id])
+        .assert_ok("checkpoint");
+    let fake = c.dir.join("fake-criu");
+    let seen = c.dir.join("seen");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ngrep criu-root /proc/self/mountinfo > {0}.tmp; echo $$ >> {0}.tmp; mv {0}.tmp {0}; exec sleep 1000\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = c.cmd();
+    cmd.env("VESSEL_CRIU", &fake)
+        .args(["restore", "-d", "--image-path"])
+        .arg(&images)
+        .arg("--bundle")
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = ChildGuard(cmd.spawn().unwrap());
+    assert!(wait_until(TIMEOUT, || seen.exists()), "the fake criu ran");
+    let text = fs::read_to_string(&seen).unwrap();
+    let criu_pid: i32 = text.lines().last().and_then(|l| l.trim().parse().ok()).unwrap();
+    c.record_pid(criu_pid);
+    assert!(text.contains("criu-root"), "criu sees the rootfs at criu-root: {text}");
+    assert!(host_mounts_naming(&c.dir).is_empty(), "the host does not see it");
+    // SAFETY: kill(2) of the runtime this test started and of the fake criu it ran.
+    unsafe {
+        libc::kill(child.pid(), libc::SIGKILL);
+        libc::kill(criu_pid, libc::SIGKILL);
+    }
+    let _ = child.0.wait();
+    assert!(wait_until(TIMEOUT, || !pid_alive(criu_pid)), "fake criu gone");
+    assert!(host_mounts_naming(&c.dir).is_empty(), "nothing mounted after the kill");
+    // What the killed restore left (a state dir without state) goes with delete.
+    c.oci(&["delete", "--force", &c.id]).assert_ok("delete --force");
+    assert!(!c.root.join(&c.id).exists(), "state dir removed");
+}

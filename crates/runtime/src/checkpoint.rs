@@ -451,6 +451,28 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
         manager: Some(manager.as_ref()),
         armed: true,
     };
+    // A state without a process first: a restore killed from here on leaves a
+    // container that `delete --force` removes (cgroup and state dir).
+    let mut state = State {
+        oci_version: OCI_VERSION.into(),
+        id: id.into(),
+        status: Status::Creating,
+        pid: 0,
+        bundle: bundle.clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        rootfs: rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: crate::container::owner(),
+        init_start_time: 0,
+        cgroup_path: cgroup_path.clone(),
+        post_hooks: !hooks::of(spec, hooks::Phase::Poststart).is_empty()
+            || !hooks::of(spec, hooks::Phase::Poststop).is_empty(),
+        own_pid_ns: spec::has_namespace(spec, LinuxNamespaceType::Pid)
+            && !external_namespaces(spec)
+                .iter()
+                .any(|(t, _, _)| *t == LinuxNamespaceType::Pid),
+    };
+    state.save(root)?;
     drop(manager.entry(true)?);
     manager.set(&cgroups::devices::effective_resources(spec))?;
     let work = absolute(opts.work_path.as_deref().unwrap_or(&images))?;
@@ -536,25 +558,9 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
         .parse()
         .map_err(|_| Error::Invalid(format!("{}: not a pid", pid_file.display())))?;
     let _ = fs::remove_file(&pid_file);
-    let state = State {
-        oci_version: OCI_VERSION.into(),
-        id: id.into(),
-        status: Status::Running,
-        pid,
-        bundle: bundle.clone(),
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        rootfs,
-        created: state::now_rfc3339(),
-        owner: crate::container::owner(),
-        init_start_time: state::process_start_time(pid).map(|(t, _)| t).unwrap_or(0),
-        cgroup_path,
-        post_hooks: !hooks::of(spec, hooks::Phase::Poststart).is_empty()
-            || !hooks::of(spec, hooks::Phase::Poststop).is_empty(),
-        own_pid_ns: spec::has_namespace(spec, LinuxNamespaceType::Pid)
-            && !external_namespaces(spec)
-                .iter()
-                .any(|(t, _, _)| *t == LinuxNamespaceType::Pid),
-    };
+    state.status = Status::Running;
+    state.pid = pid;
+    state.init_start_time = state::process_start_time(pid).map(|(t, _)| t).unwrap_or(0);
     if let Err(e) = state.save(root) {
         // SAFETY: kill of the pid CRIU just restored as our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
