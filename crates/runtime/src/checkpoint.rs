@@ -332,11 +332,12 @@ impl Container {
             let d = m.destination().to_string_lossy().into_owned();
             externals.push(format!("mnt[{d}]:{d}"));
         }
-        for (_, path, key) in external_namespaces(spec) {
-            let ino = fs::metadata(&path)
-                .ctx(|| format!("stat namespace {}", path.display()))?
-                .ino();
+        // The namespace the init is in (the config's path may name a file that was
+        // replaced since, e.g. when a caller changed the config in memory only).
+        for (_, _, key) in external_namespaces(spec) {
             let kind = if key == EXT_NETNS { "net" } else { "pid" };
+            let ns = format!("/proc/{pid}/ns/{kind}");
+            let ino = fs::metadata(&ns).ctx(|| format!("stat {ns}"))?.ino();
             externals.push(format!("{kind}[{ino}]:{key}"));
         }
         let keys = stdio_keys(pid)?;
