@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod checkpoint;
 mod commit;
 mod containers;
 mod cp;
@@ -89,9 +90,18 @@ enum Command {
     Login(images::LoginArgs),
     /// Remove saved credentials of a registry.
     Logout(images::LogoutArgs),
+    /// Checkpoint a running container with CRIU (its memory and processes).
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Restore a checkpointed container.
+    Restore(checkpoint::RestoreArgs),
     /// The per-container monitor (internal: started by run, create and start).
     #[command(name = "__monitor", hide = true)]
-    Monitor { id: String },
+    Monitor {
+        id: String,
+        /// Restore the container from this dir of CRIU images instead of creating it.
+        #[arg(long)]
+        restore: Option<std::path::PathBuf>,
+    },
     /// Make an image of a container's changes.
     Commit(commit::CommitArgs),
     /// List a container's changed files (A: added, C: changed, D: deleted).
@@ -131,7 +141,7 @@ fn main() {
     };
     use containers as c;
     let result = match cli.command {
-        Command::Monitor { id } => vessel_engine::monitor::main(&paths, &id),
+        Command::Monitor { id, restore } => vessel_engine::monitor::main(&paths, &id, restore.as_deref()),
         Command::Run(a) => with_engine(&|e| c::run(e, &a)),
         Command::Create(a) => with_engine(&|e| c::create(e, &a)),
         Command::Start(a) => with_engine(&|e| c::start(e, &a)),
@@ -166,6 +176,8 @@ fn main() {
         Command::Push(a) => commit::push(&root, &a),
         Command::Cp(a) => with_engine(&|e| cp::cp(e, &a)),
         Command::Tag(a) => commit::tag(&root, &a),
+        Command::Checkpoint(a) => with_engine(&|e| checkpoint::checkpoint(e, &a)),
+        Command::Restore(a) => with_engine(&|e| checkpoint::restore(e, &a)),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -93,7 +93,7 @@ impl Engine {
     }
 
     /// The runtime container of `id`, when its state exists.
-    fn runtime(&self, id: &str) -> Option<Container> {
+    pub(crate) fn runtime(&self, id: &str) -> Option<Container> {
         Container::load(&self.paths.oci_root(), id).ok()
     }
 
@@ -140,6 +140,18 @@ impl Engine {
         &self,
         opts: RunOptions,
         pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
+    ) -> Result<Record> {
+        self.make(opts, pull, true)
+    }
+
+    /// [`Engine::create`], with the monitor spawned only when `spawn`: without, the
+    /// container is left exited with its files in place (a checkpoint import fills
+    /// its writable layer, then restores it).
+    pub(crate) fn make(
+        &self,
+        opts: RunOptions,
+        pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
+        spawn: bool,
     ) -> Result<Record> {
         let store = self.store()?;
         let source = if opts.image == HOST_IMAGE {
@@ -217,7 +229,9 @@ impl Engine {
             rec.stop_signal = config::stop_signal(&prepared.image_config);
             self.db
                 .set_config(&id, &rec.image_id, &rec.options, &rec.command, rec.stop_signal)?;
-            self.spawn_monitor(&id)?;
+            if spawn {
+                self.spawn_monitor(&id)?;
+            }
             Ok(())
         })();
         if let Err(e) = made {
@@ -230,6 +244,13 @@ impl Engine {
 
     /// Spawns `vessel __monitor ID` in its own session and waits for its report.
     fn spawn_monitor(&self, id: &str) -> Result<i32> {
+        self.spawn_monitor_with(id, None)
+    }
+
+    /// Spawns the monitor of `id`; with `restore`, it restores the container from
+    /// that dir of CRIU images instead of creating it, and it runs at once. Returns
+    /// the init's pid once the monitor reported it.
+    pub(crate) fn spawn_monitor_with(&self, id: &str, restore: Option<&Path>) -> Result<i32> {
         let exe = std::env::current_exe().at("find own binary", "/proc/self/exe")?;
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| Error::io("pipe for", self.paths.bundle(id), e.into()))?;
@@ -245,6 +266,12 @@ impl Engine {
             .arg(&self.paths.runroot)
             .arg("__monitor")
             .arg(id)
+            .args(
+                restore
+                    .map(|d| [std::ffi::OsStr::new("--restore"), d.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(w))
             .stderr(Stdio::from(log))
@@ -286,7 +313,7 @@ impl Engine {
     }
 
     /// Removes every trace of `r`: snapshot, bundle, run dir, record.
-    fn purge(&self, r: &Record) -> Result<()> {
+    pub(crate) fn purge(&self, r: &Record) -> Result<()> {
         let bundle = self.paths.bundle(&r.id);
         if let Some(c) = self.runtime(&r.id) {
             let _ = c.delete(true);

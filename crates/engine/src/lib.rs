@@ -7,6 +7,7 @@
 //! prepares a root file system ([`rootfs`]) and a config.json ([`config`]), and the
 //! monitor hands both to vessel-runtime.
 
+pub mod checkpoint;
 pub mod commit;
 pub mod config;
 pub mod containers;

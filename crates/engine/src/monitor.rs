@@ -11,12 +11,14 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use vessel_runtime::checkpoint::RestoreOptions;
 use vessel_runtime::{Container, CreateOptions};
 
 use crate::db::{Db, Record};
@@ -63,12 +65,15 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
-/// Makes the init's stdio and calls the runtime's create with it as our fds 0-2.
-fn create(paths: &Paths, rec: &Record) -> Result<(Container, Stdio)> {
+/// Makes the init's stdio and calls the runtime's create with it as our fds 0-2, or,
+/// with `restore` (a dir of CRIU images), restores the container from it: CRIU
+/// reconnects the dumped init's stdio pipes to the new ones (see
+/// [`vessel_runtime::checkpoint`]), and the restored init is our child.
+fn create(paths: &Paths, rec: &Record, restore: Option<&Path>) -> Result<(Container, Stdio)> {
     let bundle = paths.bundle(&rec.id);
     let mut spec = vessel_runtime::spec::load(&bundle)?;
     network::up(paths, rec, &mut spec)?;
-    let made = create_with(paths, rec, &spec);
+    let made = create_with(paths, rec, &spec, restore);
     match &made {
         Ok((c, _)) => {
             if let Err(e) = network::after_create(rec, c.state.pid) {
@@ -86,8 +91,19 @@ fn create(paths: &Paths, rec: &Record) -> Result<(Container, Stdio)> {
 }
 
 /// The runtime's create with the init's stdio made here.
-fn create_with(paths: &Paths, rec: &Record, spec: &oci_spec::runtime::Spec) -> Result<(Container, Stdio)> {
+fn create_with(
+    paths: &Paths,
+    rec: &Record,
+    spec: &oci_spec::runtime::Spec,
+    restore: Option<&Path>,
+) -> Result<(Container, Stdio)> {
     let bundle = paths.bundle(&rec.id);
+    if restore.is_some() && rec.options.tty {
+        return Err(Error::BadInput(format!(
+            "container {} has a terminal (-t): restoring its pty is not supported yet",
+            rec.name
+        )));
+    }
     let null = devnull().map_err(|e| Error::io("open", "/dev/null", e))?;
     let io = |e: std::io::Error| Error::io("set up stdio of", bundle.clone(), e);
     let set_stdio = |i: BorrowedFd<'_>, o: BorrowedFd<'_>, e: BorrowedFd<'_>| -> std::io::Result<()> {
@@ -132,16 +148,30 @@ fn create_with(paths: &Paths, rec: &Record, spec: &oci_spec::runtime::Spec) -> R
         )
     };
     let oci_root = paths.oci_root();
-    let created = Container::create(
-        &oci_root,
-        &rec.id,
-        &bundle,
-        spec,
-        CreateOptions {
-            console,
-            ..Default::default()
-        },
-    );
+    let created = match restore {
+        None => Container::create(
+            &oci_root,
+            &rec.id,
+            &bundle,
+            spec,
+            CreateOptions {
+                console,
+                ..Default::default()
+            },
+        ),
+        Some(images) => vessel_runtime::checkpoint::restore(
+            &oci_root,
+            &rec.id,
+            &bundle,
+            spec,
+            RestoreOptions {
+                image_path: images.to_path_buf(),
+                // Harmless without such connections in the images; needed with them.
+                tcp_established: true,
+                ..Default::default()
+            },
+        ),
+    };
     // Our own stdio goes back to /dev/null: only the init keeps the pipes' write ends.
     set_stdio(null.as_fd(), null.as_fd(), null.as_fd()).map_err(io)?;
     let c = created.map_err(classify)?;
@@ -159,12 +189,13 @@ fn create_with(paths: &Paths, rec: &Record, spec: &oci_spec::runtime::Spec) -> R
     Ok((c, stdio))
 }
 
-/// Entry point of `vessel __monitor ID`. Never returns: exits the process.
-pub fn main(paths: &Paths, id: &str) -> ! {
+/// Entry point of `vessel __monitor ID [--restore DIR]`. Never returns: exits the
+/// process.
+pub fn main(paths: &Paths, id: &str, restore: Option<&Path>) -> ! {
     // The CLI's pipe for the create report; our fd 1 is reused for the init below.
     let report = rustix::io::fcntl_dupfd_cloexec(std::io::stdout(), 3).ok();
     let _ = rustix::process::setsid();
-    let code = match run(paths, id, report) {
+    let code = match run(paths, id, report, restore) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("vessel monitor {id}: {e}");
@@ -198,7 +229,7 @@ fn block_signals() -> Result<SignalFd> {
         .map_err(|e| Error::io("signalfd", "", e.into()))
 }
 
-fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>) -> Result<()> {
+fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Path>) -> Result<()> {
     let result = (|| {
         vessel_runtime::sealed_exe::ensure()?;
         let signals = block_signals()?;
@@ -211,7 +242,7 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>) -> Result<()> {
         let run_dir = paths.run_dir(id);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io("create", &run_dir, e))?;
         let listener = wire::listen(&run_dir).map_err(|e| Error::io("listen on socket in", &run_dir, e))?;
-        let (c, stdio) = match create(paths, &rec) {
+        let (c, stdio) = match create(paths, &rec, restore) {
             Ok(v) => v,
             Err(e) => {
                 let _ = rootfs::unmount(&bundle);
@@ -238,6 +269,9 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>) -> Result<()> {
         me,
         vessel_runtime::state::process_start_time(me).map(|(t, _)| t),
     )?;
+    if restore.is_some() {
+        db.set_running(id, &now())?;
+    }
     drop(db);
     send_report(&mut report, &format!("ok {pid}\n"));
     let mut m = Monitor {
@@ -531,13 +565,16 @@ impl Monitor<'_> {
         let _ = network::down(self.paths, &self.rec, true);
         let bundle = self.paths.bundle(&id);
         let _ = rootfs::unmount(&bundle);
+        let checkpointed = self.paths.run_dir(&id).join(crate::checkpoint::CHECKPOINTED).exists();
         let _ = std::fs::remove_dir_all(self.paths.run_dir(&id));
         if let Ok(db) = Db::open(&self.paths.root) {
             let _ = db.set_exited(&id, Some(code), &now());
             if oom_killed {
                 let _ = db.set_oom_killed(&id);
             }
-            if self.rec.options.rm {
+            // A checkpoint without --leave-running ends the init: the container stays,
+            // to be restored.
+            if self.rec.options.rm && !checkpointed {
                 if let Ok(store) = vessel_image::Store::open(&self.paths.root) {
                     let _ = rootfs::remove(&store, &bundle, &id);
                 }

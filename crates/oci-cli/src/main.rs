@@ -1,6 +1,7 @@
 //! vessel-oci: an OCI runtime with runc's command line (runc(8)), so containerd's runc
 //! shim, podman and people who know runc can drive it unchanged.
 
+mod checkpoint;
 mod events;
 mod log;
 mod ps;
@@ -43,7 +44,8 @@ struct Cli {
     /// Accepted for runc compatibility (rootless is detected).
     #[arg(long = "rootless", id = "global_rootless", num_args = 0..=1, default_missing_value = "auto")]
     rootless: Option<String>,
-    /// Accepted for runc compatibility (path of criu).
+    /// The criu binary for checkpoint and restore (default: $VESSEL_CRIU, then
+    /// /opt/vessel-criu/bin/criu, then criu on PATH).
     #[arg(long, global = true, hide = true)]
     criu: Option<PathBuf>,
     #[command(subcommand)]
@@ -140,6 +142,10 @@ enum Command {
     Ps(ps::PsArgs),
     /// Print a container's stats and OOM events as JSON lines.
     Events(events::EventsArgs),
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(checkpoint::RestoreArgs),
 }
 
 #[derive(Args)]
@@ -198,8 +204,26 @@ struct ExecArgs {
 /// The logger of this invocation, for the runtime library's warnings.
 static LOGGER: std::sync::OnceLock<log::Logger> = std::sync::OnceLock::new();
 
+/// The command line with go-runc's single-dash long flags (containerd's shim passes
+/// `-no-subreaper` to `restore`, which Go's flag parsers accept) in clap's form.
+fn args() -> Vec<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.iter().any(|a| a == "exec") {
+        return args;
+    }
+    args.into_iter()
+        .map(|a| {
+            if a == "-no-subreaper" {
+                "--no-subreaper".into()
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     let logger = LOGGER.get_or_init(|| log::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug));
     vessel_runtime::error::set_warning_sink(|msg| {
         if let Some(l) = LOGGER.get() {
@@ -294,6 +318,10 @@ fn create(root: &Path, a: &CreateArgs, detach: bool) -> Result<(Container, Optio
 fn run(cli: Cli) -> Result<i32> {
     let root = cli.root.as_path();
     let enters = matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec(_));
+    if let Some(criu) = &cli.criu {
+        // runc's global --criu PATH: the runtime library reads VESSEL_CRIU.
+        std::env::set_var("VESSEL_CRIU", criu);
+    }
     if enters {
         if cli.systemd_cgroup {
             bail!("--systemd-cgroup: no systemd runs on this host; drop the flag to use cgroupfs");
@@ -359,6 +387,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Update(a) => update::run(root, a)?,
         Command::Ps(a) => ps::run(root, a)?,
         Command::Events(a) => events::run(root, a)?,
+        Command::Checkpoint(a) => checkpoint::checkpoint(root, a)?,
+        Command::Restore(a) => return checkpoint::restore(root, a),
     }
     Ok(0)
 }

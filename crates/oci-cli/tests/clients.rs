@@ -825,3 +825,160 @@ fn podman_run_it_through_pty() {
     assert!(r.stdout.contains("/dev/pts/"), "{r}");
     p.podman(&["rm", "-f", "-t", "0", &name]).ok();
 }
+
+/// podman's `container checkpoint` and `container restore` through vessel-oci: a
+/// counter goes on from where it stopped. podman checks criu itself: the one vessel
+/// uses comes first on its PATH.
+#[test]
+fn podman_checkpoint_and_restore() {
+    if !need("podman_checkpoint_and_restore", &["podman", "umoci", "skopeo"]) {
+        return;
+    }
+    let p = Podman::new("checkpoint");
+    let criu = vessel_runtime_criu_dir();
+    let podman = |args: &[&str]| {
+        let mut c = p.cmd();
+        c.env(
+            "PATH",
+            format!("{}:{}", criu.display(), std::env::var("PATH").unwrap_or_default()),
+        );
+        run(c.args(args), Duration::from_secs(60))
+    };
+    let name = format!("vessel-pcr-{}", random_hex(3));
+    let counter = "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.05; done";
+    let mut a = vec!["run", "-d", "--network", "none", "--name", &name];
+    a.extend(ULIMITS);
+    a.extend([IMAGE, "sh", "-c", counter]);
+    podman(&a).ok();
+    let count = || -> u64 {
+        let r = podman(&["exec", &name, "cat", "/count"]);
+        let nums: Vec<u64> = r.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        for (k, n) in nums.iter().enumerate() {
+            assert_eq!(*n, k as u64 + 1, "a number lost or repeated: {r}");
+        }
+        nums.len() as u64
+    };
+    let start = Instant::now();
+    while count() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the counter counts");
+        sleep(Duration::from_millis(100));
+    }
+    podman(&["container", "checkpoint", &name]).ok();
+    let st = podman(&["inspect", "-f", "{{.State.Status}}", &name]);
+    assert!(st.stdout.contains("exited"), "{st}");
+    podman(&["container", "restore", &name]).ok();
+    let st = podman(&["inspect", "-f", "{{.State.Status}}", &name]);
+    assert!(st.stdout.contains("running"), "{st}");
+    let at = count();
+    let start = Instant::now();
+    while count() < at + 5 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the count continues");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The directory of the criu vessel-oci uses by default (scripts/setup's wrapper).
+fn vessel_runtime_criu_dir() -> PathBuf {
+    match std::env::var_os("VESSEL_CRIU").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p).parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => PathBuf::from("/opt/vessel-criu/bin"),
+    }
+}
+
+/// containerd's checkpoint through the runc shim and vessel-oci: `ctr task checkpoint`
+/// dumps a running task (vessel-oci checkpoint with the shim's image and work paths)
+/// and leaves it running; with `--exit` the task ends.
+#[test]
+fn containerd_task_checkpoint() {
+    if !need("containerd_task_checkpoint", &["containerd", "ctr", "umoci", "skopeo"]) {
+        return;
+    }
+    let c = Containerd::start("checkpoint");
+    c.import_image();
+    let id = format!("vessel-ctr-{}", random_hex(3));
+    c.ctr_run(&["-d"], &id, &["sh", "-c", "while true; do sleep 0.1; done"])
+        .ok();
+    c.wait_status(&id, "RUNNING");
+    let images = c.dir.join("ck");
+    c.ctr(&["task", "checkpoint", "--image-path", &images.display().to_string(), &id])
+        .ok();
+    assert!(images.join("inventory.img").exists(), "CRIU images where ctr asked");
+    c.wait_status(&id, "RUNNING");
+    let images2 = c.dir.join("ck2");
+    c.ctr(&[
+        "task",
+        "checkpoint",
+        "--exit",
+        "--image-path",
+        &images2.display().to_string(),
+        &id,
+    ])
+    .ok();
+    assert!(images2.join("inventory.img").exists());
+    c.wait_status(&id, "STOPPED");
+}
+
+/// containerd's `ctr containers checkpoint --task` (a checkpoint image in its content
+/// store) and `ctr containers restore --live` bring a counter back through vessel-oci's
+/// restore; the count goes on.
+#[test]
+fn containerd_container_checkpoint_and_restore() {
+    if !need(
+        "containerd_container_checkpoint_and_restore",
+        &["containerd", "ctr", "umoci", "skopeo"],
+    ) {
+        return;
+    }
+    let c = Containerd::start("restore");
+    c.import_image();
+    let id = format!("vessel-ctr-{}", random_hex(3));
+    c.ctr_run(
+        &["-d"],
+        &id,
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.05; done",
+        ],
+    )
+    .ok();
+    c.wait_status(&id, "RUNNING");
+    let reference = format!("vessel.test/checkpoint/{id}:1");
+    c.ctr(&["containers", "checkpoint", "--task", "--rw", &id, &reference])
+        .ok();
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
+    c.wait_status(&id, "STOPPED");
+    c.ctr(&["task", "delete", &id]).ok();
+    c.ctr(&["containers", "delete", &id]).ok();
+    // Restores the container and its task (vessel-oci restore), running.
+    c.ctr(&["containers", "restore", "--live", "--rw", &id, &reference])
+        .ok();
+    c.wait_status(&id, "RUNNING");
+    let count = |n: u32| -> u64 {
+        let r = c.ctr(&[
+            "task",
+            "exec",
+            "--fifo-dir",
+            &c.fifo_dir(),
+            "--exec-id",
+            &format!("c{n}"),
+            &id,
+            "cat",
+            "/count",
+        ]);
+        r.ok();
+        let nums: Vec<u64> = r.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        for (k, v) in nums.iter().enumerate() {
+            assert_eq!(*v, k as u64 + 1, "a number lost or repeated: {r}");
+        }
+        nums.len() as u64
+    };
+    let at = count(0);
+    let start = Instant::now();
+    let mut n = 1;
+    while count(n) < at + 5 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the count continues");
+        sleep(Duration::from_millis(100));
+        n += 1;
+    }
+}

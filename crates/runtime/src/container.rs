@@ -51,7 +51,7 @@ impl Drop for Undo<'_> {
     }
 }
 
-fn owner() -> String {
+pub(crate) fn owner() -> String {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     fs::read_to_string("/etc/passwd")
@@ -297,7 +297,7 @@ impl Container {
         }
         manager.remove()?;
         let dir = state::dir(&self.root, &self.state.id);
-        fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        state::remove_dir(&dir)?;
         if let Some(spec) = self.post_hooks_spec() {
             self.state.status = Status::Stopped;
             hooks::run_warn(&spec, Phase::Poststop, &self.state.to_json().to_string());

@@ -36,6 +36,17 @@ pub enum Error {
     /// An error reported by the container's init (or exec) process during set-up.
     #[error("container init: {0}")]
     Init(String),
+    /// CRIU failed (checkpoint, restore or a feature check): what was done, where its
+    /// log is, and the log's last error lines.
+    #[error("criu {action} failed{}: {detail}", log.as_ref().map(|l| format!(" (log: {})", l.display())).unwrap_or_default())]
+    Criu {
+        /// `dump`, `pre-dump`, `restore`, `check`.
+        action: String,
+        /// The log file CRIU wrote, if any.
+        log: Option<PathBuf>,
+        /// The last error lines of the log, or CRIU's own output, and a hint.
+        detail: String,
+    },
 }
 
 impl Error {

@@ -38,7 +38,10 @@ pub fn features() -> Value {
             "mountExtensions": { "idmap": { "enabled": false } }
         },
         "annotations": {
-            "io.github.vessel.version": env!("CARGO_PKG_VERSION")
+            "io.github.vessel.version": env!("CARGO_PKG_VERSION"),
+            "io.github.vessel.checkpoint.criu": crate::checkpoint::criu_path().to_string_lossy(),
+            "io.github.vessel.checkpoint.flags": "image-path,work-path,leave-running,tcp-established,ext-unix-sk,shell-job,file-locks,pre-dump,parent-path,page-server,manage-cgroups-mode,empty-ns,status-fd,lazy-pages",
+            "io.github.vessel.restore.flags": "image-path,work-path,bundle,detach,pid-file,console-socket,no-pivot,tcp-established,ext-unix-sk,shell-job,file-locks,manage-cgroups-mode,lazy-pages"
         }
     })
 }

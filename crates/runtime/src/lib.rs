@@ -11,6 +11,7 @@
 //! single-threaded process.
 
 pub mod cgroups;
+pub mod checkpoint;
 pub mod console;
 pub mod container;
 pub mod error;

@@ -9,6 +9,7 @@
 //! that points out of it.
 
 mod cgroup;
+pub(crate) use cgroup::{parse_mountinfo, read_mountinfo};
 mod devices;
 mod mounts;
 mod options;

@@ -225,6 +225,40 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
+/// Removes a state directory without ever deleting across a mount point: mounts at or
+/// below `dir` (a `criu-root` bind mount of a rootfs that a killed restore of another
+/// runtime left, say) are unmounted first, deepest first (MNT_DETACH), and the removal
+/// is refused if one is still there, so no file of a rootfs is deleted through one.
+///
+/// Errors: [`Error::Sys`] naming the mount that could not be unmounted or the file
+/// that could not be removed.
+pub fn remove_dir(dir: &Path) -> Result<()> {
+    let mounted_below = || -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = crate::rootfs::read_mountinfo()?
+            .into_iter()
+            .map(|m| PathBuf::from(m.mount_point))
+            .filter(|p| p.starts_with(dir))
+            .collect();
+        v.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        Ok(v)
+    };
+    for m in mounted_below()? {
+        rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH)
+            .ctx(|| format!("unmount {} before removing {}", m.display(), dir.display()))?;
+    }
+    if let Some(m) = mounted_below()?.first() {
+        return Err(Error::sys(
+            format!("remove {}: {} is still a mount point", dir.display(), m.display()),
+            std::io::Error::from_raw_os_error(libc::EBUSY),
+        ));
+    }
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::sys(format!("remove {}", dir.display()), e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,198 @@
+//! Checkpoint and restore of a container (podman's `container checkpoint` and
+//! `restore`) through the runtime's CRIU support ([`vessel_runtime::checkpoint`]).
+//!
+//! The monitor is the container's parent and holds its stdio pipes. A dump without
+//! `leave_running` ends the init; the monitor reaps it as any exit, but a marker in
+//! its run dir ([`CHECKPOINTED`]) keeps an `--rm` container's files and record. A
+//! restore starts a new monitor (`vessel __monitor ID --restore DIR`) which makes new
+//! pipes and has the runtime restore the container with CRIU, which reconnects the
+//! dumped init's stdio to them (`--inherit-fd`); the restored init is the monitor's
+//! child, so its exit is reaped and recorded as after `run`.
+
+pub mod archive;
+
+use std::path::{Path, PathBuf};
+
+use vessel_image::{ImageRecord, Store};
+use vessel_runtime::checkpoint::CheckpointOptions;
+
+use crate::db::{Record, State};
+use crate::error::{Error, IoContext, Result};
+use crate::Engine;
+
+/// Name of the marker a dump leaves in the monitor's run dir before it ends the init.
+pub const CHECKPOINTED: &str = "checkpointed";
+
+/// What `vessel checkpoint` asks for besides the images dir.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DumpOptions {
+    /// Keep the container running.
+    pub leave_running: bool,
+    /// Dump established TCP connections.
+    pub tcp_established: bool,
+}
+
+/// Where `vessel checkpoint` keeps a container's CRIU images:
+/// `ROOT/containers/<id>/checkpoint`.
+pub fn images_dir(engine: &Engine, id: &str) -> PathBuf {
+    engine.paths.bundle(id).join("checkpoint")
+}
+
+/// Dumps the running container `id` into `images_dir` (made if missing; emptied
+/// first); unless `leave_running`, the container then is exited, its files kept.
+/// For stateful snapshots: the writable layer is not copied here.
+///
+/// Errors: [`Error::WrongState`] unless running or paused; the runtime's CRIU errors.
+pub fn dump(engine: &Engine, id: &str, images_dir: &Path, leave_running: bool) -> Result<()> {
+    dump_with(
+        engine,
+        id,
+        images_dir,
+        DumpOptions {
+            leave_running,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`dump`] with every option.
+pub fn dump_with(engine: &Engine, id: &str, images_dir: &Path, opts: DumpOptions) -> Result<()> {
+    let r = engine.db.get(id)?.ok_or_else(|| Error::NoSuchContainer(id.into()))?;
+    if !matches!(r.state, State::Running | State::Paused) {
+        return Err(Error::WrongState(format!(
+            "cannot checkpoint container {}: it is {}, not running",
+            r.name,
+            r.state.as_str()
+        )));
+    }
+    let c = engine.runtime(id).ok_or_else(|| {
+        Error::WrongState(format!(
+            "container {} has no runtime state: run `vessel system check`",
+            r.name
+        ))
+    })?;
+    let spec = engine.spec(&r)?;
+    if images_dir.exists() {
+        std::fs::remove_dir_all(images_dir).at("remove old checkpoint", images_dir)?;
+    }
+    let marker = engine.paths.run_dir(id).join(CHECKPOINTED);
+    if !opts.leave_running {
+        std::fs::write(&marker, b"").at("write", &marker)?;
+    }
+    let done = c.checkpoint(
+        &spec,
+        &CheckpointOptions {
+            image_path: images_dir.to_path_buf(),
+            leave_running: opts.leave_running,
+            tcp_established: opts.tcp_established,
+            ..Default::default()
+        },
+    );
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&marker);
+        return Err(e.into());
+    }
+    if !opts.leave_running && !engine.wait_exit(id, Some(std::time::Duration::from_secs(30)))? {
+        return Err(Error::WrongState(format!(
+            "container {} was dumped but its monitor did not record the exit",
+            r.name
+        )));
+    }
+    Ok(())
+}
+
+/// Restores container `id` (its record, bundle and root file system already in
+/// place, and not running) from the CRIU images in `images_dir`, through a new monitor.
+/// Returns the restored init's pid.
+///
+/// Errors: [`Error::WrongState`] when it runs; the monitor's restore errors.
+pub fn restore_from(engine: &Engine, id: &str, images_dir: &Path) -> Result<i32> {
+    let r = engine.db.get(id)?.ok_or_else(|| Error::NoSuchContainer(id.into()))?;
+    if r.state.is_live() {
+        return Err(Error::WrongState(format!(
+            "cannot restore container {}: it is {}",
+            r.name,
+            r.state.as_str()
+        )));
+    }
+    if !images_dir.join("inventory.img").exists() {
+        return Err(Error::BadInput(format!(
+            "{} holds no checkpoint of container {}: run `vessel checkpoint {}` first",
+            images_dir.display(),
+            r.name,
+            r.name
+        )));
+    }
+    let images = std::path::absolute(images_dir).at("resolve", images_dir)?;
+    engine.spawn_monitor_with(id, Some(&images))
+}
+
+/// The writable layer (overlay upper dir) of container `id`.
+pub fn upper_dir(engine: &Engine, id: &str) -> PathBuf {
+    engine
+        .paths
+        .store_root()
+        .join("snapshots")
+        .join("active")
+        .join(id)
+        .join("upper")
+}
+
+/// Writes the checkpointed (exited) container `id` to the archive `file`: its record,
+/// config, CRIU images (as [`dump`] left them in [`images_dir`]) and writable layer.
+///
+/// Errors: [`Error::WrongState`] while it runs; [`Error::BadInput`] without images.
+pub fn export(engine: &Engine, id: &str, file: &Path) -> Result<()> {
+    let r = engine.db.get(id)?.ok_or_else(|| Error::NoSuchContainer(id.into()))?;
+    let images = images_dir(engine, id);
+    if !images.join("inventory.img").exists() {
+        return Err(Error::BadInput(format!(
+            "container {} has no checkpoint to export: run `vessel checkpoint {}` first",
+            r.name, r.name
+        )));
+    }
+    archive::export(
+        file,
+        &r,
+        &engine.paths.bundle(id).join("config.json"),
+        &images,
+        &upper_dir(engine, id),
+    )
+}
+
+/// Brings back the container of a checkpoint archive (made by [`export`], on this or
+/// another root), running, under its name or `name`. Every member's digest is checked
+/// before anything is made; the image must be here (or `pull` gets it). On error
+/// nothing is left of it.
+///
+/// Errors: [`Error::BadInput`] for a damaged or altered archive; [`Error::NameInUse`]
+/// when the name is taken; the restore's errors.
+pub fn import(
+    engine: &Engine,
+    file: &Path,
+    name: Option<&str>,
+    pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
+) -> Result<Record> {
+    let old = archive::verify(file)?;
+    let mut opts = old.options.clone();
+    let name = name.unwrap_or(&old.name).to_string();
+    if engine.db.find(&name).is_ok() {
+        return Err(Error::NameInUse(name));
+    }
+    opts.name = Some(name);
+    opts.rm = old.options.rm;
+    let rec = engine.make(opts, pull, false)?;
+    let restored = (|| -> Result<()> {
+        // The overlay is written only while unmounted; the monitor mounts it again.
+        crate::rootfs::unmount(&engine.paths.bundle(&rec.id))?;
+        let images = images_dir(engine, &rec.id);
+        std::fs::create_dir_all(&images).at("create", &images)?;
+        archive::extract(file, &images, &upper_dir(engine, &rec.id))?;
+        restore_from(engine, &rec.id, &images).map(|_| ())
+    })();
+    if let Err(e) = restored {
+        let _ = engine.purge(&rec);
+        return Err(e);
+    }
+    engine.db.get(&rec.id)?.ok_or(Error::NoSuchContainer(rec.id))
+}

@@ -1,0 +1,330 @@
+//! checkpoint and restore through CRIU (runc-checkpoint(8), runc-restore(8)): a
+//! counter that continues where it stopped, `--leave-running`, refused operations,
+//! CRIU features this kernel lacks, and cleanup that never deletes across a mount.
+//! CRIU is the one `scripts/setup` installs (see `vessel_runtime::checkpoint`).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// A loop that appends 1, 2, 3... to /count in the (writable) rootfs and to stdout.
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i >> /count; echo $i; sleep 0.05; done";
+
+/// The numbers in the counter's file, checked to be 1..=N with none lost or repeated.
+#[track_caller]
+fn count(c: &TestContainer) -> u64 {
+    let text = fs::read_to_string(c.rootfs.join("count")).unwrap_or_default();
+    let nums: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    for (i, n) in nums.iter().enumerate() {
+        assert_eq!(
+            *n,
+            i as u64 + 1,
+            "count file has {n} at line {}: lost or repeated numbers",
+            i + 1
+        );
+    }
+    nums.len() as u64
+}
+
+/// Runs `cmd` with the stdout it was given (run_cmd would replace it); its stderr is
+/// captured when `capture`, else left as given.
+fn run_with_stdout(cmd: &mut std::process::Command, capture: bool) -> Out {
+    let mut err = tempfile::tempfile().unwrap();
+    if capture {
+        cmd.stderr(err.try_clone().unwrap());
+    }
+    let mut child = cmd.spawn().expect("spawn vessel-oci");
+    let st = wait_timeout(&mut child, TIMEOUT).expect("vessel-oci timed out");
+    let mut stderr = String::new();
+    use std::io::{Read, Seek};
+    err.rewind().unwrap();
+    err.read_to_string(&mut stderr).unwrap();
+    Out {
+        code: exit_code(st),
+        stdout: String::new(),
+        stderr,
+    }
+}
+
+/// A running counter container, its stdout and stderr a pipe (as containerd and
+/// podman's conmon give them): the read end, kept open by the test.
+fn counter(test: &str) -> (TestContainer, std::io::PipeReader) {
+    let mut c = TestContainer::new(test);
+    c.readonly(false).sh(COUNTER);
+    c.write_spec();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut cmd = c.cmd();
+    cmd.args(["create", "--bundle"])
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer);
+    run_with_stdout(&mut cmd, false).assert_ok("create");
+    c.record_pid(c.pid());
+    c.start().assert_ok("start");
+    c.wait_status("running", Duration::from_secs(10));
+    assert!(wait_until(TIMEOUT, || count(&c) >= 3), "the counter counts");
+    (c, reader)
+}
+
+/// `restore -d` of this test's container from `images`, stdout to `out`.
+fn restore(c: &TestContainer, images: &Path, out: &Path) -> Out {
+    let mut cmd = c.cmd();
+    cmd.args(["restore", "-d", "--image-path"])
+        .arg(images)
+        .arg("--bundle")
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .stdout(fs::File::create(out).unwrap());
+    let res = run_with_stdout(&mut cmd, true);
+    if let Some(pid) = c.state_of(&c.id).and_then(|s| s["pid"].as_i64()) {
+        c.record_pid(pid as i32);
+    }
+    res
+}
+
+#[test]
+fn checkpoint_then_restore_continues_the_count() {
+    let (c, _pipe) = counter("cr-count");
+    let images = c.dir.join("images");
+    c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id])
+        .assert_ok("checkpoint");
+    assert!(images.join("inventory.img").exists(), "CRIU images written");
+    // Without --leave-running the container is gone, as with runc.
+    assert!(c.state_of(&c.id).is_none(), "container removed by checkpoint");
+    assert!(cgroup_dirs(&c.cgroups_path).is_empty(), "cgroup removed by checkpoint");
+    let stopped_at = count(&c);
+
+    let out = c.dir.join("restored.out");
+    restore(&c, &images, &out).assert_ok("restore");
+    assert_eq!(c.status(), "running", "restored container runs");
+    assert!(!cgroup_dirs(&c.cgroups_path).is_empty(), "restored into its cgroup");
+    assert!(
+        wait_until(TIMEOUT, || count(&c) >= stopped_at + 5),
+        "the count continues after restore"
+    );
+    // The restored init's stdout is the restoring process's (--inherit-fd).
+    let first: u64 = fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        first,
+        stopped_at + 1,
+        "restored stdout goes to restore's stdout and starts after {stopped_at}"
+    );
+    assert!(
+        host_mounts_naming(&c.dir).is_empty(),
+        "no criu-root or cgyard mount left on the host"
+    );
+    c.kill("KILL").assert_ok("kill");
+    c.wait_status("stopped", Duration::from_secs(10));
+    c.delete().assert_ok("delete");
+    c.assert_no_leftovers("after restore and delete");
+}
+
+#[test]
+fn checkpoint_leave_running_keeps_the_container() {
+    let (c, _pipe) = counter("cr-leave");
+    let pid = c.pid();
+    let images = c.dir.join("images");
+    c.oci(&[
+        "checkpoint",
+        "--leave-running",
+        "--image-path",
+        images.to_str().unwrap(),
+        &c.id,
+    ])
+    .assert_ok("checkpoint --leave-running");
+    assert!(images.join("inventory.img").exists(), "CRIU images written");
+    assert_eq!(c.status(), "running");
+    assert_eq!(c.pid(), pid, "same init");
+    let n = count(&c);
+    assert!(wait_until(TIMEOUT, || count(&c) > n + 3), "still counting");
+}
+
+#[test]
+fn checkpoint_of_missing_created_or_stopped_container_is_refused() {
+    let mut c = TestContainer::new("cr-state");
+    let images = c.dir.join("images");
+    let img = images.to_str().unwrap().to_string();
+    let out = c.oci(&["checkpoint", "--image-path", &img, &c.id]);
+    out.assert_fail("checkpoint of a missing container");
+    assert!(out.mentions("does not exist"), "{out}");
+
+    c.args(&["sleep", "1000"]);
+    c.create().assert_ok("create");
+    let out = c.oci(&["checkpoint", "--image-path", &img, &c.id]);
+    out.assert_fail("checkpoint of a created container");
+    assert!(out.mentions("not running"), "{out}");
+    c.start().assert_ok("start");
+    c.kill("KILL").assert_ok("kill");
+    c.wait_status("stopped", Duration::from_secs(10));
+    let out = c.oci(&["checkpoint", "--image-path", &img, &c.id]);
+    out.assert_fail("checkpoint of a stopped container");
+    assert!(out.mentions("not running"), "{out}");
+    assert!(!images.join("inventory.img").exists(), "nothing dumped");
+}
+
+#[test]
+fn restore_into_an_existing_id_is_refused() {
+    let (c, _pipe) = counter("cr-exists");
+    let images = c.dir.join("images");
+    c.oci(&[
+        "checkpoint",
+        "--leave-running",
+        "--image-path",
+        images.to_str().unwrap(),
+        &c.id,
+    ])
+    .assert_ok("checkpoint --leave-running");
+    let pid = c.pid();
+    let out = restore(&c, &images, &c.dir.join("r.out"));
+    out.assert_fail("restore into a running id");
+    assert!(out.mentions("already exists"), "{out}");
+    assert_eq!(c.pid(), pid, "the existing container is untouched");
+    assert!(!c.root.join(&c.id).join("criu-root").exists(), "no criu-root made");
+    assert!(host_mounts_naming(&c.dir).is_empty(), "no mount left");
+}
+
+/// A restore that CRIU fails (its images are damaged) leaves no state dir, cgroup or
+/// mount: CRIU runs in a private mount namespace.
+#[test]
+fn failed_restore_leaves_nothing() {
+    let (c, _pipe) = counter("cr-fail");
+    let images = c.dir.join("images");
+    c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id])
+        .assert_ok("checkpoint");
+    // The process tree image, emptied: CRIU cannot read it.
+    fs::write(images.join("pstree.img"), b"").unwrap();
+    let out = restore(&c, &images, &c.dir.join("r.out"));
+    out.assert_fail("restore from damaged images");
+    assert!(out.mentions("criu restore failed"), "{out}");
+    assert!(out.mentions("restore.log"), "names CRIU's log: {out}");
+    c.assert_no_leftovers("after a failed restore");
+}
+
+/// `delete` unmounts what is mounted in a state dir before removing it: a `criu-root`
+/// bind mount of a rootfs (which a killed restore of runc leaves) is never deleted
+/// through.
+#[test]
+fn delete_never_removes_files_across_a_mount_point() {
+    let mut c = TestContainer::new("cr-mnt");
+    c.args(&["true"]);
+    c.create().assert_ok("create");
+    c.start().assert_ok("start");
+    c.wait_status("stopped", Duration::from_secs(10));
+    let canary = c.dir.join("canary");
+    fs::create_dir(&canary).unwrap();
+    fs::write(canary.join("keep"), b"data").unwrap();
+    let target = c.root.join(&c.id).join("criu-root");
+    fs::create_dir(&target).unwrap();
+    let st = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&canary)
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(st.success(), "bind mount the canary");
+    c.delete().assert_ok("delete");
+    assert_eq!(
+        fs::read(canary.join("keep")).unwrap(),
+        b"data",
+        "files behind the mount survive"
+    );
+    c.assert_no_leftovers("after delete");
+}
+
+/// Pre-dump needs memory tracking (soft-dirty bits): where the kernel lacks it, the
+/// checkpoint fails with CRIU's word for it instead of a silent full dump.
+#[test]
+fn pre_dump_without_memory_tracking_fails_clearly() {
+    let tracks = std::process::Command::new(vessel_criu())
+        .args(["check", "--feature", "mem_dirty_track"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let (c, _pipe) = counter("cr-predump");
+    let images = c.dir.join("images");
+    let out = c.oci(&[
+        "checkpoint",
+        "--pre-dump",
+        "--image-path",
+        images.to_str().unwrap(),
+        &c.id,
+    ]);
+    if tracks {
+        out.assert_ok("pre-dump where the kernel tracks memory");
+    } else {
+        out.assert_fail("pre-dump without memory tracking");
+        assert!(out.mentions("mem_dirty_track"), "{out}");
+    }
+    assert_eq!(c.status(), "running", "a pre-dump leaves the container running");
+}
+
+/// The criu the runtime uses (as `vessel_runtime::checkpoint::criu_path` finds it).
+fn vessel_criu() -> std::path::PathBuf {
+    match std::env::var_os("VESSEL_CRIU").filter(|v| !v.is_empty()) {
+        Some(p) => p.into(),
+        None if Path::new("/opt/vessel-criu/bin/criu").exists() => "/opt/vessel-criu/bin/criu".into(),
+        None => "criu".into(),
+    }
+}
+
+/// The rootfs bind mount CRIU restores from (`criu-root`) exists only in the private
+/// mount namespace the runtime makes for CRIU: seen from the host there is none, and a
+/// restore killed (-9) part way leaves none. CRIU is replaced by a script that reports
+/// what it sees and waits.
+#[test]
+fn killed_restore_leaves_no_mount_on_the_host() {
+    let (c, _pipe) = counter("cr-kill");
+    let images = c.dir.join("images");
+    c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id])
+        .assert_ok("checkpoint");
+    let fake = c.dir.join("fake-criu");
+    let seen = c.dir.join("seen");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ngrep criu-root /proc/self/mountinfo > {0}.tmp; echo $$ >> {0}.tmp; mv {0}.tmp {0}; exec sleep 1000\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = c.cmd();
+    cmd.env("VESSEL_CRIU", &fake)
+        .args(["restore", "-d", "--image-path"])
+        .arg(&images)
+        .arg("--bundle")
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = ChildGuard(cmd.spawn().unwrap());
+    assert!(wait_until(TIMEOUT, || seen.exists()), "the fake criu ran");
+    let text = fs::read_to_string(&seen).unwrap();
+    let criu_pid: i32 = text.lines().last().and_then(|l| l.trim().parse().ok()).unwrap();
+    c.record_pid(criu_pid);
+    assert!(text.contains("criu-root"), "criu sees the rootfs at criu-root: {text}");
+    assert!(host_mounts_naming(&c.dir).is_empty(), "the host does not see it");
+    // SAFETY: kill(2) of the runtime this test started and of the fake criu it ran.
+    unsafe {
+        libc::kill(child.pid(), libc::SIGKILL);
+        libc::kill(criu_pid, libc::SIGKILL);
+    }
+    let _ = child.0.wait();
+    assert!(wait_until(TIMEOUT, || !pid_alive(criu_pid)), "fake criu gone");
+    assert!(host_mounts_naming(&c.dir).is_empty(), "nothing mounted after the kill");
+    // What the killed restore left (a state dir without state) goes with delete.
+    c.oci(&["delete", "--force", &c.id]).assert_ok("delete --force");
+    assert!(!c.root.join(&c.id).exists(), "state dir removed");
+}

@@ -1,0 +1,265 @@
+//! `restore` of a checkpoint: a new state dir and cgroup, then CRIU in a private
+//! mount namespace of its own (see the parent module).
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::criu::{require_feature, Run};
+use super::{
+    absolute, cgroup_binds, external_namespaces, is_bind, make_dir, os, RestoreOptions, DESCRIPTORS, RESTORE_LOG,
+};
+use crate::cgroups;
+use crate::container::Container;
+use crate::error::{Context, Error, Result};
+use crate::state::{self, State, Status};
+use crate::{hooks, spec, OCI_VERSION};
+
+/// `restore`: brings a container dumped by [`Container::checkpoint`] back as `id`,
+/// from the bundle's config (`spec`, as [`spec::load`] read it) and its rootfs, into a
+/// new cgroup with the config's limits. The restored init is a child of the calling
+/// process (CRIU's `--restore-sibling`). Returns the container, running.
+///
+/// Errors: [`Error::AlreadyExists`] when `id` exists; [`Error::Invalid`] for a
+/// container with a terminal; [`Error::Criu`] with the log's last errors. On error
+/// nothing is left: no state dir, cgroup or mount.
+pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreOptions) -> Result<Container> {
+    state::check_id(id)?;
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) && !opts.shell_job {
+        return Err(Error::Invalid(format!(
+            "restore of container \"{id}\" with process.terminal is not supported yet: its pty cannot be handed to --console-socket"
+        )));
+    }
+    drop(opts.console);
+    if opts.lazy_pages {
+        require_feature("uffd-noncoop", "--lazy-pages")?;
+    }
+    let images = absolute(&opts.image_path)?;
+    let descriptors = images.join(DESCRIPTORS);
+    let keys: Vec<String> = match fs::read(&descriptors) {
+        Ok(d) => serde_json::from_slice(&d).map_err(|e| Error::Config {
+            path: descriptors.clone(),
+            msg: format!("{e}: not the checkpoint of a vessel container"),
+        })?,
+        Err(e) => {
+            return Err(Error::sys(
+                format!(
+                    "read {} (is {} the --image-path of a checkpoint?)",
+                    descriptors.display(),
+                    images.display()
+                ),
+                e,
+            ))
+        }
+    };
+    let bundle = fs::canonicalize(bundle).ctx(|| format!("bundle {}", bundle.display()))?;
+    let rootfs = fs::canonicalize(spec::rootfs_path(spec, &bundle)?).ctx(|| "rootfs")?;
+    let cgroup_path = cgroups::container_path(spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()), id)?;
+    fs::create_dir_all(root).ctx(|| format!("create runtime root {}", root.display()))?;
+    let dir = state::dir(&absolute(root)?, id);
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(id.into())),
+        Err(e) => return Err(Error::sys(format!("create state dir {}", dir.display()), e)),
+    }
+    let manager = cgroups::manager(&cgroup_path);
+    let mut undo = Undo {
+        dir: &dir,
+        manager: Some(manager.as_ref()),
+        armed: true,
+    };
+    // A state without a process first: a restore killed from here on leaves a
+    // container that `delete --force` removes (cgroup and state dir).
+    let mut state = State {
+        oci_version: OCI_VERSION.into(),
+        id: id.into(),
+        status: Status::Creating,
+        pid: 0,
+        bundle: bundle.clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        rootfs: rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: crate::container::owner(),
+        init_start_time: 0,
+        cgroup_path: cgroup_path.clone(),
+        post_hooks: !hooks::of(spec, hooks::Phase::Poststart).is_empty()
+            || !hooks::of(spec, hooks::Phase::Poststop).is_empty(),
+        own_pid_ns: spec::has_namespace(spec, LinuxNamespaceType::Pid)
+            && !external_namespaces(spec)
+                .iter()
+                .any(|(t, _, _)| *t == LinuxNamespaceType::Pid),
+    };
+    state.save(root)?;
+    drop(manager.entry(true)?);
+    manager.set(&cgroups::devices::effective_resources(spec))?;
+    let work = absolute(opts.work_path.as_deref().unwrap_or(&images))?;
+    make_dir(&work)?;
+    let criu_root = dir.join("criu-root");
+    fs::create_dir(&criu_root).ctx(|| format!("create {}", criu_root.display()))?;
+    let pid_file = dir.join("restore.pid");
+    let mut args = vec![
+        os("-D"),
+        images.clone().into(),
+        os("-W"),
+        work.clone().into(),
+        os("-o"),
+        os(RESTORE_LOG),
+        os("-v4"),
+        os("--root"),
+        criu_root.clone().into(),
+        os("--restore-detached"),
+        os("--restore-sibling"),
+        os("--pidfile"),
+        pid_file.clone().into(),
+        os(opts.manage_cgroups_mode.arg()),
+        os("--cgroup-root"),
+        cgroup_path.clone().into(),
+    ];
+    for (dest, host) in cgroup_binds(&cgroup_path)? {
+        args.extend([
+            os("--ext-mount-map"),
+            os(format!("{}:{}", dest.display(), host.display())),
+        ]);
+    }
+    for m in spec.mounts().iter().flatten().filter(|m| is_bind(m)) {
+        let src = m.source().clone().unwrap_or_default();
+        let src = if src.is_relative() { bundle.join(src) } else { src };
+        args.extend([
+            os("--ext-mount-map"),
+            os(format!("{}:{}", m.destination().display(), src.display())),
+        ]);
+    }
+    // Kept open (without close-on-exec) until CRIU has run: it inherits them.
+    let mut inherited: Vec<OwnedFd> = Vec::new();
+    for (_, path, key) in external_namespaces(spec) {
+        let fd: OwnedFd = fs::File::open(&path)
+            .ctx(|| format!("open namespace {}", path.display()))?
+            .into();
+        clear_cloexec(&fd)?;
+        args.extend([os("--inherit-fd"), os(format!("fd[{}]:{key}", fd.as_raw_fd()))]);
+        inherited.push(fd);
+    }
+    let mut seen = Vec::new();
+    for (fd, key) in keys.iter().enumerate() {
+        if key.is_empty() || seen.contains(key) {
+            continue;
+        }
+        seen.push(key.clone());
+        args.extend([os("--inherit-fd"), os(format!("fd[{fd}]:{key}"))]);
+    }
+    let flags = [
+        (opts.tcp_established, "--tcp-established"),
+        (opts.ext_unix_sk, "--ext-unix-sk"),
+        (opts.shell_job, "--shell-job"),
+        (opts.file_locks, "--file-locks"),
+        (opts.lazy_pages, "--lazy-pages"),
+    ];
+    args.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| os(*f)));
+    let src =
+        CString::new(rootfs.as_os_str().as_bytes()).map_err(|_| Error::Invalid("rootfs path has a NUL".into()))?;
+    let dst =
+        CString::new(criu_root.as_os_str().as_bytes()).map_err(|_| Error::Invalid("state path has a NUL".into()))?;
+    let setup = move || private_root(&src, &dst);
+    let ran = Run {
+        action: "restore",
+        args,
+        log: work.join(RESTORE_LOG),
+    }
+    .run(Some(Box::new(setup)));
+    drop(inherited);
+    let _ = fs::remove_dir(&criu_root);
+    ran?;
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .ctx(|| format!("read {}", pid_file.display()))?
+        .trim()
+        .parse()
+        .map_err(|_| Error::Invalid(format!("{}: not a pid", pid_file.display())))?;
+    let _ = fs::remove_file(&pid_file);
+    state.status = Status::Running;
+    state.pid = pid;
+    state.init_start_time = state::process_start_time(pid).map(|(t, _)| t).unwrap_or(0);
+    if let Err(e) = state.save(root) {
+        // SAFETY: kill of the pid CRIU just restored as our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        return Err(e);
+    }
+    undo.armed = false;
+    Ok(Container {
+        root: root.to_path_buf(),
+        state,
+    })
+}
+
+/// In CRIU's child, before exec: a private mount namespace (nothing propagates back to
+/// the host) with the rootfs bind-mounted at `dst` for `--root`.
+fn private_root(src: &CString, dst: &CString) -> std::io::Result<()> {
+    // SAFETY: unshare and mount with pointers to NUL-terminated strings that live
+    // across the calls; called in a freshly forked single-threaded child.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SLAVE | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn clear_cloexec(fd: &OwnedFd) -> Result<()> {
+    let flags = rustix::io::fcntl_getfd(fd).ctx(|| "fcntl F_GETFD")?;
+    rustix::io::fcntl_setfd(fd, flags - rustix::io::FdFlags::CLOEXEC).ctx(|| "fcntl F_SETFD")
+}
+
+/// Removes a failed restore's state dir (unmounting first: see
+/// [`state::remove_dir`]) and cgroup unless disarmed.
+struct Undo<'a> {
+    dir: &'a Path,
+    manager: Option<&'a dyn cgroups::CgroupManager>,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Some(m) = self.manager {
+                for _ in 0..100 {
+                    let pids = m.pids().unwrap_or_default();
+                    if pids.is_empty() {
+                        break;
+                    }
+                    for pid in pids {
+                        // SAFETY: kill takes plain integers; these are a failed restore's processes.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let _ = m.remove();
+            }
+            let _ = state::remove_dir(self.dir);
+        }
+    }
+}
