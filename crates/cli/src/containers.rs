@@ -200,6 +200,7 @@ impl CreateArgs {
             add_hosts: self.add_host.clone(),
             ip: self.ip.clone(),
             mac: self.mac_address.clone(),
+            ..RunOptions::default()
         })
     }
 }
@@ -721,6 +722,11 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
         };
         let pids_limit = res.pids().map_or(o.pids_limit.unwrap_or(0), |p| p.limit().max(0));
         let attachment = vessel_engine::network::attachment(&engine.paths, &r.id);
+        let (snapshot_count, snapshot_size) = vessel_engine::snapshots::usage(engine, &r);
+        let next_snapshot = vessel_engine::snapshots::next_due(&r)
+            .ok()
+            .flatten()
+            .map(vessel_engine::snapshots::format_time);
         out.push(serde_json::json!({
             "Id": r.id,
             "Name": r.name,
@@ -749,6 +755,10 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "MacAddress": attachment.as_ref().map_or("", |a| a.mac.as_str()),
                 "Attachment": attachment,
                 "Ports": o.publish,
+            },
+            "Snapshots": {
+                "Schedule": o.snapshot_schedule, "Expiry": o.snapshot_expiry, "NextDue": next_snapshot,
+                "Count": snapshot_count, "Size": snapshot_size,
             },
             "LogPath": engine.paths.log(&r.id),
             "BundlePath": engine.paths.bundle(&r.id),
@@ -905,6 +915,14 @@ pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
 pub struct UpdateArgs {
     #[command(flatten)]
     limits: Limits,
+    /// When `vessel snapshot run-due` takes a snapshot: @hourly, @daily, @weekly, @monthly
+    /// or 5 cron fields (local time); "" removes the schedule.
+    #[arg(long)]
+    snapshot_schedule: Option<String>,
+    /// How long snapshots are kept (14d, 12h): scheduled ones and those taken without
+    /// --expiry; "" keeps them until removed.
+    #[arg(long)]
+    snapshot_expiry: Option<String>,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -912,8 +930,26 @@ pub struct UpdateArgs {
 
 pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
     let l = &a.limits;
+    let snapshot_settings = a.snapshot_schedule.is_some() || a.snapshot_expiry.is_some();
+    if snapshot_settings {
+        for c in &a.containers {
+            let r = engine.find(c)?;
+            vessel_engine::snapshots::set_schedule(
+                engine,
+                &r,
+                a.snapshot_schedule.as_deref(),
+                a.snapshot_expiry.as_deref(),
+            )?;
+        }
+    }
     if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
-        bail!("vessel update: give --memory, --cpus or --pids-limit");
+        if snapshot_settings {
+            for c in &a.containers {
+                println!("{c}");
+            }
+            return Ok(0);
+        }
+        bail!("vessel update: give --memory, --cpus, --pids-limit, --snapshot-schedule or --snapshot-expiry");
     }
     let mut res = LinuxResourcesBuilder::default();
     if let Some(m) = l.memory {

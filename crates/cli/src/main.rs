@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod containers;
 mod images;
 mod network;
+mod snapshots;
 mod system;
 mod template;
 
@@ -90,6 +91,9 @@ enum Command {
     /// The per-container monitor (internal: started by run, create and start).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+    /// Manage containers' snapshots (their files as they were at a time).
+    #[command(subcommand)]
+    Snapshot(snapshots::SnapshotCommand),
 }
 
 fn main() {
@@ -149,6 +153,7 @@ fn main() {
         Command::Rmi(a) => images::rmi(&root, a).map(|()| 0),
         Command::Login(a) => images::login(&root, a).map(|()| 0),
         Command::Logout(a) => images::logout(&root, a).map(|()| 0),
+        Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
     };
     match result {
         Ok(code) => std::process::exit(code),

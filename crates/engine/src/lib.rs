@@ -20,6 +20,7 @@ pub mod options;
 pub mod paths;
 pub mod rootfs;
 pub mod seccomp_profile;
+pub mod snapshots;
 pub mod stats;
 pub mod system;
 pub mod units;

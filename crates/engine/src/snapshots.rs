@@ -1,0 +1,833 @@
+//! Snapshots of a container's files (Incus's semantics): `vessel snapshot create|ls|show|
+//! rm|restore|run-due`, snapshot schedules and expiry.
+//!
+//! A container's writable state is the upper dir of its active snapshot in the image store
+//! (`ROOT/snapshots/active/<id>/upper`) and, for the `host` image, its private /etc upper
+//! (`<bundle>/host-etc/upper`). Snapshot `S` of it lives in `<bundle>/snapshots/S/`:
+//! `rootfs/` (a copy of the upper: reflinked where the file system can, see [`tree`]),
+//! `host-etc/` (host image only), `checkpoint/` (CRIU images of a stateful snapshot, not
+//! built yet) and `snapshot.json` ([`SnapshotInfo`]). A snapshot exists iff its
+//! `snapshot.json` does: the rest is made in `snapshots/.tmp-S-<random>/`, synced, renamed
+//! to `S`, and `snapshot.json` is written last (temp + fsync + rename).
+//!
+//! Restore copies a snapshot into `upper.new` beside each upper, syncs, writes a journal
+//! (`snapshots/.restore`), then swaps: `upper` -> `upper.old`, `upper.new` -> `upper`, and
+//! removes `upper.old` and the journal. Every step is a rename that can be redone, so a
+//! restore killed at any point is finished by the next snapshot command, the container's
+//! next start, or `vessel system check` ([`check`]); before the journal exists it is as if
+//! nothing happened. Every operation on a container's snapshots holds `snapshots/.lock`
+//! (flock), so a finisher never meets a restore that is still running.
+
+mod schedule;
+pub mod tree;
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+
+pub use schedule::{format_time, next_fire, now, parse_expiry, parse_schedule, parse_time, TEST_NOW_ENV};
+
+use crate::containers::Engine;
+use crate::db::{Record, State};
+use crate::error::{Error, IoContext, Result};
+use crate::paths::Paths;
+use crate::rootfs::HOST_IMAGE;
+
+/// The environment variable that makes a snapshot command stop at a named point (print
+/// `vessel: test pause at POINT` on stderr, then sleep until killed), so that the tests can
+/// kill it there. Points: `create-copied`, `create-renamed`, `restore-copied`,
+/// `restore-swapping`, `rm-renamed`. Never set it otherwise.
+pub const TEST_PAUSE_ENV: &str = "VESSEL_TEST_PAUSE_AT";
+
+/// The directory of a bundle that holds its snapshots.
+const SNAPSHOTS_DIR: &str = "snapshots";
+/// The file whose flock serializes the snapshot operations of one container.
+const LOCK_FILE: &str = ".lock";
+/// The journal of a restore whose swap has begun.
+const JOURNAL_FILE: &str = ".restore";
+/// The prefix of snapshots being made (garbage when their maker is gone).
+const TMP_PREFIX: &str = ".tmp-";
+
+/// `snapshot.json`: what `vessel snapshot show` prints and `ls --format json` lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The snapshot's name (`snap0`, `before-upgrade`, `auto-20261203-140000`).
+    pub name: String,
+    /// When it was taken (RFC 3339, UTC).
+    pub created: String,
+    /// When `vessel snapshot run-due` removes it (RFC 3339), or None: never.
+    pub expires: Option<String>,
+    /// Bytes of the files it holds (regular files and symlinks; a hardlinked file once).
+    pub size: u64,
+    /// Whether it holds a CRIU checkpoint of the processes (`checkpoint/`).
+    pub stateful: bool,
+}
+
+/// What to do after a restore's files are swapped: the container's state before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Then {
+    /// It was stopped: leave it so.
+    Stopped,
+    /// It was created: create it again.
+    Created,
+    /// It ran: start it again.
+    Running,
+}
+
+/// `snapshots/.restore`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    snapshot: String,
+    then: Then,
+}
+
+/// The error of every stateful snapshot operation until CRIU checkpoints are wired in: the
+/// one place to replace with `checkpoint::dump(engine, id, dir, leave_running)` /
+/// `checkpoint::restore_from(...)`.
+pub fn stateful_unsupported() -> Error {
+    Error::BadInput("stateful snapshots need CRIU checkpoint support, not built yet".into())
+}
+
+/// The directory of `id`'s snapshots.
+pub fn dir(paths: &Paths, id: &str) -> PathBuf {
+    paths.bundle(id).join(SNAPSHOTS_DIR)
+}
+
+/// Whether `name` can name a snapshot: 1-64 of `[A-Za-z0-9_.-]`, not starting with `.` or
+/// `-` (as Incus, without `/`, which separates container and snapshot there).
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadInput(format!(
+            "snapshot name \"{name}\": use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+        )))
+    }
+}
+
+/// Stops here when the tests asked to ([`TEST_PAUSE_ENV`]).
+fn pause_point(point: &str) {
+    if std::env::var(TEST_PAUSE_ENV).is_ok_and(|p| p == point) {
+        eprintln!("vessel: test pause at {point}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// The writable dirs of container `r` and where each is kept in a snapshot: the rootfs
+/// upper (`rootfs/`) and, for the host image, the /etc upper (`host-etc/`).
+fn uppers(paths: &Paths, r: &Record) -> Result<Vec<(PathBuf, &'static str)>> {
+    let store = vessel_image::Store::open(paths.store_root())?;
+    let active = store.snapshots().active(&r.id)?;
+    let mut out = vec![(active.upper, "rootfs")];
+    if r.image_id == HOST_IMAGE {
+        out.push((paths.bundle(&r.id).join("host-etc").join("upper"), "host-etc"));
+    }
+    Ok(out)
+}
+
+/// `upper.new` and `upper.old` beside `upper`.
+fn beside(upper: &Path, what: &str) -> PathBuf {
+    let mut s = upper.as_os_str().to_owned();
+    s.push(".");
+    s.push(what);
+    PathBuf::from(s)
+}
+
+/// An exclusive flock on `<bundle>/snapshots/.lock`, released on drop (and by the kernel
+/// when the process dies).
+struct Lock(#[allow(dead_code)] OwnedFd);
+
+impl Lock {
+    /// Waits for the lock (`wait`) or returns None when another process holds it.
+    fn take(paths: &Paths, id: &str, wait: bool) -> Result<Option<Lock>> {
+        let d = dir(paths, id);
+        fs::create_dir_all(&d).at("create", &d)?;
+        let path = d.join(LOCK_FILE);
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .at("open", &path)?;
+        let op = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        match rustix::fs::flock(&fd, op) {
+            Ok(()) => Ok(Some(Lock(fd))),
+            Err(rustix::io::Errno::WOULDBLOCK) if !wait => Ok(None),
+            Err(e) => Err(Error::io("lock", path, e.into())),
+        }
+    }
+}
+
+fn sync_fs(path: &Path) -> Result<()> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at("open", path)?;
+    rustix::fs::syncfs(&fd).at("syncfs", path)
+}
+
+fn fsync_dir(path: &Path) -> Result<()> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at("open", path)?;
+    rustix::fs::fsync(&fd).at("fsync", path)
+}
+
+/// Writes `data` to `path` through a temp file, fsync and rename.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = beside(path, "tmp");
+    let mut f = fs::File::create(&tmp).at("create", &tmp)?;
+    f.write_all(data).at("write", &tmp)?;
+    f.sync_all().at("fsync", &tmp)?;
+    fs::rename(&tmp, path).at("rename", path)?;
+    if let Some(parent) = path.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
+fn copy_err(e: tree::CopyError, what: String) -> Error {
+    if e.is_no_space() {
+        Error::NoSpace { what, path: e.path }
+    } else {
+        Error::io(e.op, e.path, e.source)
+    }
+}
+
+/// A directory removed on drop unless kept (a snapshot or copy being made).
+struct TempTree {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempTree {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Thaws a container frozen for a snapshot when dropped, also on error.
+struct Frozen<'a> {
+    engine: &'a Engine,
+    rec: Record,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.engine.pause(&self.rec, false) {
+            eprintln!(
+                "vessel: warning: could not thaw container {}: {e}: run `vessel unpause {}`",
+                self.rec.name, self.rec.name
+            );
+        }
+    }
+}
+
+/// The snapshots of `r`, oldest first (by creation time, then name).
+///
+/// # Errors
+/// [`Error::Io`] when the snapshot dir cannot be read.
+pub fn list(engine: &Engine, r: &Record) -> Result<Vec<SnapshotInfo>> {
+    list_in(&dir(&engine.paths, &r.id))
+}
+
+fn list_in(d: &Path) -> Result<Vec<SnapshotInfo>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(d) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("list", d, e)),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Some(info) = read_info(&e.path())? {
+            out.push(info);
+        }
+    }
+    out.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
+    Ok(out)
+}
+
+/// The `snapshot.json` in `d`, or None when there is none (a snapshot half made).
+fn read_info(d: &Path) -> Result<Option<SnapshotInfo>> {
+    let p = d.join("snapshot.json");
+    match fs::read(&p) {
+        Ok(data) => serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| Error::BadInput(format!("{}: {e}: remove the snapshot and take it again", p.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", p, e)),
+    }
+}
+
+/// Snapshot `name` of `r`.
+///
+/// # Errors
+/// [`Error::NoSuchSnapshot`], [`Error::BadInput`] for a bad name or `snapshot.json`.
+pub fn show(engine: &Engine, r: &Record, name: &str) -> Result<SnapshotInfo> {
+    check_name(name)?;
+    read_info(&dir(&engine.paths, &r.id).join(name))?.ok_or_else(|| Error::NoSuchSnapshot {
+        container: r.name.clone(),
+        name: name.into(),
+    })
+}
+
+/// The next free `snapN` name (N one above the highest taken, from 0), as Incus names them.
+fn next_name(taken: &[SnapshotInfo]) -> String {
+    let n = taken
+        .iter()
+        .filter_map(|s| s.name.strip_prefix("snap").and_then(|n| n.parse::<u64>().ok()))
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0);
+    format!("snap{n}")
+}
+
+/// What `vessel snapshot create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// The snapshot's name; the next `snapN` when None.
+    pub name: Option<String>,
+    /// `--expiry` (`7d`); when None, the container's `--snapshot-expiry` setting, if any.
+    pub expiry: Option<String>,
+    /// `--stateful`: also checkpoint the processes (CRIU).
+    pub stateful: bool,
+}
+
+/// `vessel snapshot create`: copies the container's writable state into a new snapshot.
+/// A running container is frozen (its cgroup) during the copy and thawed after, also on
+/// error; a paused one stays paused.
+///
+/// # Errors
+/// [`Error::BadInput`] for a bad name or expiry, a name taken, or `stateful`;
+/// [`Error::NoSpace`] when the file system fills up (the partial snapshot is removed);
+/// [`Error::Io`], [`Error::Image`] (no active snapshot), runtime errors of the freeze.
+pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<SnapshotInfo> {
+    if opts.stateful {
+        return Err(stateful_unsupported());
+    }
+    let expiry = match opts.expiry.as_deref().or(r.options.snapshot_expiry.as_deref()) {
+        Some(e) => Some(parse_expiry(e)?),
+        None => None,
+    };
+    if let Some(n) = &opts.name {
+        check_name(n)?;
+    }
+    let lock = Lock::take(&engine.paths, &r.id, true)?;
+    finish_locked(&engine.paths, r, lock.as_ref())?;
+    let d = dir(&engine.paths, &r.id);
+    let taken = list_in(&d)?;
+    let name = opts.name.clone().unwrap_or_else(|| next_name(&taken));
+    if taken.iter().any(|s| s.name == name) {
+        return Err(Error::BadInput(format!(
+            "container {} already has a snapshot \"{name}\": pick another name or `vessel snapshot rm {} {name}` first",
+            r.name, r.name
+        )));
+    }
+    // A dir without snapshot.json was left by a create killed before its last step.
+    remove_tree(&d.join(&name))?;
+    let uppers = uppers(&engine.paths, r)?;
+    let tmp = TempTree {
+        path: d.join(format!("{TMP_PREFIX}{name}-{}", random_suffix())),
+        keep: false,
+    };
+    fs::create_dir(&tmp.path).at("create", &tmp.path)?;
+    let created = now();
+    let mut size = 0;
+    {
+        let _frozen = freeze(engine, r)?;
+        for (upper, sub) in &uppers {
+            if !upper.is_dir() {
+                continue;
+            }
+            let c = tree::copy_tree(upper, &tmp.path.join(sub))
+                .map_err(|e| copy_err(e, format!("taking snapshot {name} of container {}", r.name)))?;
+            size += c.bytes;
+        }
+    }
+    pause_point("create-copied");
+    sync_fs(&tmp.path).map_err(|e| no_space(e, &name, r))?;
+    let dest = d.join(&name);
+    fs::rename(&tmp.path, &dest).at("rename snapshot into place", &dest)?;
+    let mut made = TempTree {
+        path: dest.clone(),
+        keep: false,
+    };
+    pause_point("create-renamed");
+    let info = SnapshotInfo {
+        name: name.clone(),
+        created: format_time(created),
+        expires: expiry.and_then(|e| schedule::expires_at(created, e)),
+        size,
+        stateful: false,
+    };
+    let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::BadInput(format!("snapshot.json: {e}")))?;
+    write_atomic(&dest.join("snapshot.json"), &json).map_err(|e| no_space(e, &name, r))?;
+    made.keep = true;
+    Ok(info)
+}
+
+fn no_space(e: Error, name: &str, r: &Record) -> Error {
+    match e {
+        Error::Io { path, source, .. } if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
+            Error::NoSpace {
+                what: format!("taking snapshot {name} of container {}", r.name),
+                path,
+            }
+        }
+        e => e,
+    }
+}
+
+/// Freezes `r` when it runs (not when paused already: it stays as it is).
+fn freeze<'a>(engine: &'a Engine, r: &Record) -> Result<Option<Frozen<'a>>> {
+    if r.state != State::Running || engine.health(r) != crate::containers::Health::Ok {
+        return Ok(None);
+    }
+    engine.pause(r, true)?;
+    Ok(Some(Frozen { engine, rec: r.clone() }))
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `vessel snapshot rm`: removes snapshot `name` of `r` (renamed to a `.tmp-` name first,
+/// so a killed removal leaves garbage for `system check`, never half a snapshot).
+///
+/// # Errors
+/// [`Error::NoSuchSnapshot`], [`Error::Io`].
+pub fn remove(engine: &Engine, r: &Record, name: &str) -> Result<()> {
+    check_name(name)?;
+    let lock = Lock::take(&engine.paths, &r.id, true)?;
+    finish_locked(&engine.paths, r, lock.as_ref())?;
+    let d = dir(&engine.paths, &r.id);
+    let path = d.join(name);
+    if read_info(&path)?.is_none() {
+        return Err(Error::NoSuchSnapshot {
+            container: r.name.clone(),
+            name: name.into(),
+        });
+    }
+    let gone = d.join(format!("{TMP_PREFIX}{name}-rm-{}", random_suffix()));
+    fs::rename(&path, &gone).at("rename for removal", &path)?;
+    fsync_dir(&d)?;
+    pause_point("rm-renamed");
+    remove_tree(&gone)
+}
+
+/// `vessel snapshot restore`: the container's files as they were in snapshot `name`. A
+/// running (or paused) container is stopped first and started again after; a created one
+/// is created again; a stopped one stays stopped.
+///
+/// # Errors
+/// [`Error::NoSuchSnapshot`], [`Error::BadInput`] for `stateful`, [`Error::NoSpace`] (the
+/// container's files are untouched), [`Error::WrongState`] when it cannot be stopped or its
+/// root file system stays mounted, [`Error::Io`], and the errors of stop and start.
+pub fn restore(engine: &Engine, r: &Record, name: &str, stateful: bool) -> Result<()> {
+    if stateful {
+        return Err(stateful_unsupported());
+    }
+    let info = show(engine, r, name)?;
+    if info.stateful {
+        return Err(stateful_unsupported());
+    }
+    let then = match r.state {
+        State::Running | State::Paused if engine.health(r) == crate::containers::Health::Ok => Then::Running,
+        State::Created if engine.health(r) == crate::containers::Health::Ok => Then::Created,
+        _ => Then::Stopped,
+    };
+    if r.state.is_live() {
+        engine.stop(r, Duration::from_secs(10))?;
+    }
+    if crate::rootfs::is_mounted(&engine.paths.bundle(&r.id))? {
+        return Err(Error::WrongState(format!(
+            "the root file system of container {} is still mounted after it stopped: run `vessel system check` and retry",
+            r.name
+        )));
+    }
+    {
+        let lock = Lock::take(&engine.paths, &r.id, true)?;
+        finish_locked(&engine.paths, r, lock.as_ref())?;
+        let src = dir(&engine.paths, &r.id).join(name);
+        let mut news: Vec<TempTree> = Vec::new();
+        for (upper, sub) in uppers(&engine.paths, r)? {
+            let new = beside(&upper, "new");
+            remove_tree(&new)?;
+            let t = TempTree { path: new, keep: false };
+            let from = src.join(sub);
+            if from.is_dir() {
+                tree::copy_tree(&from, &t.path)
+                    .map_err(|e| copy_err(e, format!("restoring snapshot {name} of container {}", r.name)))?;
+            } else {
+                // Empty when the snapshot has none (an upper made after it): as fresh.
+                fs::create_dir(&t.path).at("create", &t.path)?;
+                if let Ok(m) = fs::metadata(&upper) {
+                    fs::set_permissions(&t.path, m.permissions()).at("chmod", &t.path)?;
+                }
+            }
+            news.push(t);
+        }
+        pause_point("restore-copied");
+        let d = dir(&engine.paths, &r.id);
+        sync_fs(&d)?;
+        let journal = Journal {
+            snapshot: name.into(),
+            then,
+        };
+        let json = serde_json::to_vec(&journal).map_err(|e| Error::BadInput(format!("restore journal: {e}")))?;
+        write_atomic(&d.join(JOURNAL_FILE), &json)?;
+        // From here on the restore is decided: the finisher completes it.
+        for t in &mut news {
+            t.keep = true;
+        }
+        swap_all(&engine.paths, r)?;
+    }
+    match then {
+        Then::Running => engine.start(&engine.find(&r.id)?),
+        Then::Created => engine.recreate(&engine.find(&r.id)?),
+        Then::Stopped => Ok(()),
+    }
+}
+
+/// Swaps every `upper.new` in (idempotent: each step is redone only if not yet done), then
+/// removes the journal.
+fn swap_all(paths: &Paths, r: &Record) -> Result<()> {
+    for (upper, _) in uppers(paths, r)? {
+        let (new, old) = (beside(&upper, "new"), beside(&upper, "old"));
+        if new.exists() {
+            if upper.exists() {
+                remove_tree(&old)?;
+                fs::rename(&upper, &old).at("move aside", &upper)?;
+                pause_point("restore-swapping");
+            }
+            fs::rename(&new, &upper).at("move restored copy to", &upper)?;
+        }
+        if let Some(parent) = upper.parent() {
+            fsync_dir(parent)?;
+        }
+        remove_tree(&old)?;
+    }
+    let j = dir(paths, &r.id).join(JOURNAL_FILE);
+    match fs::remove_file(&j) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", j, e)),
+        _ => Ok(()),
+    }
+}
+
+/// With the lock held: finishes a restore that was killed after its journal was written,
+/// or removes the copies of one killed before. Returns what was done, if anything, and
+/// what the killed restore would have done with the container after.
+fn finish_locked(paths: &Paths, r: &Record, _lock: Option<&Lock>) -> Result<Option<(String, Then)>> {
+    let d = dir(paths, &r.id);
+    let j = d.join(JOURNAL_FILE);
+    let journal: Option<Journal> = match fs::read(&j) {
+        Ok(data) => serde_json::from_slice(&data).ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("read", j, e)),
+    };
+    match journal {
+        Some(journal) => {
+            swap_all(paths, r)?;
+            Ok(Some((
+                format!("finished the restore of snapshot {}", journal.snapshot),
+                journal.then,
+            )))
+        }
+        None => {
+            // A journal that did not parse was never complete (it is renamed into place).
+            let _ = fs::remove_file(&j);
+            let mut cleaned = false;
+            let Ok(ups) = uppers(paths, r) else { return Ok(None) };
+            for (upper, _) in ups {
+                for stale in [beside(&upper, "new"), beside(&upper, "old")] {
+                    if stale.exists() && upper.exists() {
+                        remove_tree(&stale)?;
+                        cleaned = true;
+                    }
+                }
+            }
+            Ok(cleaned.then(|| ("removed the copies of an unfinished restore".to_string(), Then::Stopped)))
+        }
+    }
+}
+
+/// Before container `id` is mounted to start (the monitor): finishes a restore that was
+/// killed after its journal was written (or cleans one killed before).
+///
+/// # Errors
+/// [`Error::WrongState`] when a restore of this container is running now; the errors of the
+/// swap.
+pub fn finish_pending(paths: &Paths, r: &Record) -> Result<()> {
+    let d = dir(paths, &r.id);
+    if !d.join(JOURNAL_FILE).exists() {
+        return Ok(());
+    }
+    match Lock::take(paths, &r.id, false)? {
+        Some(lock) => finish_locked(paths, r, Some(&lock)).map(|_| ()),
+        None => Err(Error::WrongState(format!(
+            "a snapshot restore of container {} is running: start it when that ends",
+            r.name
+        ))),
+    }
+}
+
+/// `vessel system check`'s part: for every container whose snapshot operations are not
+/// running now, the `.tmp-*` leftovers and half-made snapshots of killed creates and
+/// removals, and killed restores (finished when their journal was written, with the
+/// container started or created again as the restore would have; their copies removed
+/// otherwise). With `repair` false only reports.
+///
+/// # Errors
+/// [`Error::Io`] and the errors of the swap and start.
+pub fn check(engine: &Engine, repair: bool) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for r in engine.list()? {
+        let d = dir(&engine.paths, &r.id);
+        if !d.is_dir() {
+            continue;
+        }
+        let Some(lock) = Lock::take(&engine.paths, &r.id, false)? else {
+            continue;
+        };
+        for e in fs::read_dir(&d).at("list", &d)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let garbage = if name.starts_with(TMP_PREFIX) {
+                true
+            } else if name.starts_with('.') {
+                false
+            } else {
+                e.path().is_dir() && read_info(&e.path()).ok().flatten().is_none()
+            };
+            if garbage {
+                found.push(format!(
+                    "container {}: leftover of an unfinished snapshot operation: {}",
+                    r.name,
+                    e.path().display()
+                ));
+                if repair {
+                    remove_tree(&e.path())?;
+                }
+            }
+        }
+        let pending = d.join(JOURNAL_FILE).exists();
+        if pending {
+            found.push(format!("container {}: a snapshot restore was interrupted", r.name));
+        }
+        if repair {
+            if let Some((what, then)) = finish_locked(&engine.paths, &r, Some(&lock))? {
+                if !pending {
+                    found.push(format!("container {}: {what}", r.name));
+                }
+                drop(lock);
+                let fresh = engine.find(&r.id)?;
+                match then {
+                    Then::Running if !fresh.state.is_live() => engine.start(&fresh)?,
+                    Then::Created if !fresh.state.is_live() => engine.recreate(&fresh)?,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `vessel update --snapshot-schedule/--snapshot-expiry`: sets (an empty schedule or
+/// expiry removes it) the container's snapshot settings. Setting a schedule starts it from
+/// now: it is due when it next fires.
+///
+/// # Errors
+/// [`Error::BadInput`] for a schedule or expiry that does not parse; [`Error::Db`].
+pub fn set_schedule(engine: &Engine, r: &Record, schedule: Option<&str>, expiry: Option<&str>) -> Result<()> {
+    let mut opts = r.options.clone();
+    if let Some(s) = schedule {
+        if s.trim().is_empty() {
+            opts.snapshot_schedule = None;
+            opts.snapshot_schedule_from = None;
+        } else {
+            parse_schedule(s)?;
+            opts.snapshot_schedule = Some(s.trim().to_string());
+            opts.snapshot_schedule_from = Some(format_time(now()));
+        }
+    }
+    if let Some(e) = expiry {
+        if e.trim().is_empty() {
+            opts.snapshot_expiry = None;
+        } else {
+            parse_expiry(e)?;
+            opts.snapshot_expiry = Some(e.trim().to_string());
+        }
+    }
+    engine
+        .db
+        .set_config(&r.id, &r.image_id, &opts, &r.command, r.stop_signal)
+}
+
+/// When container `r`'s schedule is next due (it is due now when that is not after now),
+/// or None when it has no schedule.
+///
+/// # Errors
+/// [`Error::BadInput`] when the stored schedule does not parse.
+pub fn next_due(r: &Record) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(s) = &r.options.snapshot_schedule else {
+        return Ok(None);
+    };
+    let cron = parse_schedule(s)?;
+    let from = r
+        .options
+        .snapshot_schedule_from
+        .as_deref()
+        .and_then(parse_time)
+        .or_else(|| parse_time(&r.created_at))
+        .unwrap_or_else(now);
+    Ok(next_fire(&cron, from))
+}
+
+/// `vessel snapshot run-due`: for every container, takes the snapshot its schedule asks
+/// for when due (named `auto-YYYYMMDD-HHMMSS`, expiring after its `--snapshot-expiry`),
+/// then removes every snapshot whose expiry has passed. With `dry_run` only says what it
+/// would do. Returns one line per action and whether every action succeeded (a failure
+/// on one container is reported and the others still get theirs).
+///
+/// # Errors
+/// [`Error::Db`] and [`Error::Io`] listing containers and snapshots.
+pub fn run_due(engine: &Engine, dry_run: bool) -> Result<(Vec<String>, bool)> {
+    let t = now();
+    let mut lines = Vec::new();
+    let mut ok = true;
+    let verb = |did: &str, would: &str| if dry_run { would.to_string() } else { did.to_string() };
+    for r in engine.list()? {
+        let due = match next_due(&r) {
+            Ok(d) => d.is_some_and(|d| d <= t),
+            Err(e) => {
+                lines.push(format!("{}: {e}", r.name));
+                ok = false;
+                false
+            }
+        };
+        if due {
+            let taken = list(engine, &r)?;
+            let base = format!("auto-{}", t.format("%Y%m%d-%H%M%S"));
+            let mut name = base.clone();
+            let mut n = 1;
+            while taken.iter().any(|s| s.name == name) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            if dry_run {
+                lines.push(format!("{}: would take snapshot {name}", r.name));
+            } else {
+                let opts = CreateOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                };
+                match create(engine, &r, &opts) {
+                    Ok(_) => {
+                        lines.push(format!("{}: took snapshot {name}", r.name));
+                        let mut o = r.options.clone();
+                        o.snapshot_schedule_from = Some(format_time(t));
+                        engine
+                            .db
+                            .set_config(&r.id, &r.image_id, &o, &r.command, r.stop_signal)?;
+                    }
+                    Err(e) => {
+                        lines.push(format!("{}: snapshot {name}: {e}", r.name));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        for s in list(engine, &r)? {
+            let expired = s.expires.as_deref().and_then(parse_time).is_some_and(|e| e <= t);
+            if !expired {
+                continue;
+            }
+            let line = format!(
+                "{}: {} snapshot {} (expired {})",
+                r.name,
+                verb("removed", "would remove"),
+                s.name,
+                s.expires.as_deref().unwrap_or("")
+            );
+            if dry_run {
+                lines.push(line);
+                continue;
+            }
+            match remove(engine, &r, &s.name) {
+                Ok(()) => lines.push(line),
+                Err(e) => {
+                    lines.push(format!("{}: snapshot {}: {e}", r.name, s.name));
+                    ok = false;
+                }
+            }
+        }
+    }
+    Ok((lines, ok))
+}
+
+/// The number of snapshots of `r` and their total size, bytes (for `inspect`).
+pub fn usage(engine: &Engine, r: &Record) -> (usize, u64) {
+    let all = list(engine, r).unwrap_or_default();
+    (all.len(), all.iter().map(|s| s.size).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["snap0", "before-upgrade", "a.b_c", "auto-20261203-140000"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", ".tmp-x", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        let info = |n: &str| SnapshotInfo {
+            name: n.into(),
+            created: String::new(),
+            expires: None,
+            size: 0,
+            stateful: false,
+        };
+        assert_eq!(next_name(&[]), "snap0");
+        assert_eq!(next_name(&[info("snap0"), info("x"), info("snap4")]), "snap5");
+    }
+}
