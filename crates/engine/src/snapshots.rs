@@ -40,7 +40,7 @@ use crate::rootfs::HOST_IMAGE;
 
 /// The environment variable that makes a snapshot command stop at a named point (print
 /// `vessel: test pause at POINT` on stderr, then sleep until killed), so that the tests can
-/// kill it there. Points: `create-copied`, `create-renamed`, `restore-copied`,
+/// kill it there. Points: `create-frozen`, `create-copied`, `create-renamed`, `restore-copied`,
 /// `restore-swapping`, `rm-renamed`. Never set it otherwise.
 pub const TEST_PAUSE_ENV: &str = "VESSEL_TEST_PAUSE_AT";
 
@@ -238,18 +238,19 @@ impl Drop for TempTree {
     }
 }
 
-/// Thaws a container frozen for a snapshot when dropped, also on error.
-struct Frozen<'a> {
-    engine: &'a Engine,
-    rec: Record,
+/// Thaws a container frozen for a snapshot when dropped, also on error. The freeze goes
+/// through the runtime only (not the records: a full disk must not keep it frozen).
+struct Frozen {
+    cgroup: PathBuf,
+    name: String,
 }
 
-impl Drop for Frozen<'_> {
+impl Drop for Frozen {
     fn drop(&mut self) {
-        if let Err(e) = self.engine.pause(&self.rec, false) {
+        if let Err(e) = vessel_runtime::cgroups::manager(&self.cgroup).freeze(false) {
             eprintln!(
                 "vessel: warning: could not thaw container {}: {e}: run `vessel unpause {}`",
-                self.rec.name, self.rec.name
+                self.name, self.name
             );
         }
     }
@@ -370,14 +371,21 @@ pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<Snaps
     let created = now();
     let mut size = 0;
     {
-        let _frozen = freeze(engine, r)?;
+        let frozen = freeze(engine, r)?;
+        pause_point("create-frozen");
         for (upper, sub) in &uppers {
             if !upper.is_dir() {
                 continue;
             }
-            let c = tree::copy_tree(upper, &tmp.path.join(sub))
-                .map_err(|e| copy_err(e, format!("taking snapshot {name} of container {}", r.name)))?;
-            size += c.bytes;
+            match tree::copy_tree(upper, &tmp.path.join(sub)) {
+                Ok(c) => size += c.bytes,
+                Err(e) => {
+                    // Space back before the thaw: the container's next write must not fail.
+                    let _ = fs::remove_dir_all(&tmp.path);
+                    drop(frozen);
+                    return Err(copy_err(e, format!("taking snapshot {name} of container {}", r.name)));
+                }
+            }
         }
     }
     pause_point("create-copied");
@@ -415,12 +423,22 @@ fn no_space(e: Error, name: &str, r: &Record) -> Error {
 }
 
 /// Freezes `r` when it runs (not when paused already: it stays as it is).
-fn freeze<'a>(engine: &'a Engine, r: &Record) -> Result<Option<Frozen<'a>>> {
+fn freeze(engine: &Engine, r: &Record) -> Result<Option<Frozen>> {
     if r.state != State::Running || engine.health(r) != crate::containers::Health::Ok {
         return Ok(None);
     }
-    engine.pause(r, true)?;
-    Ok(Some(Frozen { engine, rec: r.clone() }))
+    let Ok(container) = vessel_runtime::Container::load(&engine.paths.oci_root(), &r.id) else {
+        return Ok(None);
+    };
+    if container.state.status != vessel_runtime::Status::Running {
+        return Ok(None);
+    }
+    let cgroup = container.state.cgroup_path.clone();
+    vessel_runtime::cgroups::manager(&cgroup).freeze(true)?;
+    Ok(Some(Frozen {
+        cgroup,
+        name: r.name.clone(),
+    }))
 }
 
 fn random_suffix() -> String {
@@ -611,7 +629,8 @@ pub fn finish_pending(paths: &Paths, r: &Record) -> Result<()> {
 
 /// `vessel system check`'s part: for every container whose snapshot operations are not
 /// running now, the `.tmp-*` leftovers and half-made snapshots of killed creates and
-/// removals, and killed restores (finished when their journal was written, with the
+/// removals, a container left frozen by a create killed during its copy (thawed), and
+/// killed restores (finished when their journal was written, with the
 /// container started or created again as the restore would have; their copies removed
 /// otherwise). With `repair` false only reports.
 ///
@@ -644,6 +663,20 @@ pub fn check(engine: &Engine, repair: bool) -> Result<Vec<String>> {
                 ));
                 if repair {
                     remove_tree(&e.path())?;
+                }
+            }
+        }
+        // Frozen while the record says running: a create killed during its copy.
+        if r.state == State::Running {
+            if let Ok(c) = vessel_runtime::Container::load(&engine.paths.oci_root(), &r.id) {
+                if c.state.status == vessel_runtime::Status::Paused {
+                    found.push(format!(
+                        "container {}: frozen by an interrupted snapshot while it should run",
+                        r.name
+                    ));
+                    if repair {
+                        vessel_runtime::cgroups::manager(&c.state.cgroup_path).freeze(false)?;
+                    }
                 }
             }
         }
