@@ -329,7 +329,7 @@ mod tests {
         drop(f);
         rustix::fs::mknodat(
             CWD,
-            &src.join("wh"),
+            src.join("wh"),
             rustix::fs::FileType::CharacterDevice,
             Mode::empty(),
             0,
