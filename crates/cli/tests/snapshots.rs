@@ -264,11 +264,13 @@ fn schedules_take_due_snapshots_and_expired_ones_go() {
     ]);
     let insp = i.ok(&["inspect", "-f", "{{.Snapshots.Schedule}} {{.Snapshots.Expiry}}", "s"]);
     assert_eq!(insp.trim(), "@hourly 1s");
-    i.ok(&["snapshot", "create", "s", "keep", "--expiry", "7d"]);
-    i.ok(&["snapshot", "create", "s", "short"]); // the container's expiry: 1s
-                                                 // Now: the schedule has not fired since it was set; nothing has expired yet (1 s
-                                                 // later it has: the clock of the snapshot commands is set for that).
+    // Before the snapshots are taken: the schedule has not fired since it was set, and
+    // nothing has expired yet (1 s later it has: the clock of the snapshot commands is set
+    // for that).
     let now = chrono::Utc::now();
+    i.ok(&["snapshot", "create", "s", "keep", "--expiry", "7d"]);
+    // The container's expiry: 1s.
+    i.ok(&["snapshot", "create", "s", "short"]);
     let at = |secs: i64| (now + chrono::Duration::seconds(secs)).to_rfc3339();
     let run_due = |t: &str, dry: bool| {
         let mut c = i.cmd();

@@ -19,6 +19,8 @@
 //! nothing happened. Every operation on a container's snapshots holds `snapshots/.lock`
 //! (flock), so a finisher never meets a restore that is still running.
 
+mod due;
+mod restore;
 mod schedule;
 pub mod tree;
 
@@ -31,6 +33,8 @@ use std::time::Duration;
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+pub use due::{next_due, run_due, set_schedule};
+pub use restore::{check, finish_pending, restore};
 pub use schedule::{format_time, next_fire, now, parse_expiry, parse_schedule, parse_time, TEST_NOW_ENV};
 
 use crate::containers::Engine;
@@ -67,25 +71,6 @@ pub struct SnapshotInfo {
     pub size: u64,
     /// Whether it holds a CRIU checkpoint of the processes (`checkpoint/`).
     pub stateful: bool,
-}
-
-/// What to do after a restore's files are swapped: the container's state before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Then {
-    /// It was stopped: leave it so.
-    Stopped,
-    /// It was created: create it again.
-    Created,
-    /// It ran: start it again.
-    Running,
-}
-
-/// `snapshots/.restore`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Journal {
-    snapshot: String,
-    then: Then,
 }
 
 /// The error of every stateful snapshot operation until CRIU checkpoints are wired in: the
@@ -351,7 +336,7 @@ pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<Snaps
         check_name(n)?;
     }
     let lock = Lock::take(&engine.paths, &r.id, true)?;
-    finish_locked(&engine.paths, r, lock.as_ref())?;
+    restore::finish_locked(&engine.paths, r, lock.as_ref())?;
     let d = dir(&engine.paths, &r.id);
     let taken = list_in(&d)?;
     let name = opts.name.clone().unwrap_or_else(|| next_name(&taken));
@@ -369,7 +354,8 @@ pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<Snaps
         keep: false,
     };
     fs::create_dir(&tmp.path).at("create", &tmp.path)?;
-    let created = now();
+    // To the second, as shown: the expiry counts from the time written.
+    let created = chrono::SubsecRound::trunc_subsecs(now(), 0);
     let mut size = 0;
     {
         let frozen = freeze(engine, r)?;
@@ -460,7 +446,7 @@ fn random_suffix() -> String {
 pub fn remove(engine: &Engine, r: &Record, name: &str) -> Result<()> {
     check_name(name)?;
     let lock = Lock::take(&engine.paths, &r.id, true)?;
-    finish_locked(&engine.paths, r, lock.as_ref())?;
+    restore::finish_locked(&engine.paths, r, lock.as_ref())?;
     let d = dir(&engine.paths, &r.id);
     let path = d.join(name);
     if read_info(&path)?.is_none() {
@@ -474,370 +460,6 @@ pub fn remove(engine: &Engine, r: &Record, name: &str) -> Result<()> {
     fsync_dir(&d)?;
     pause_point("rm-renamed");
     remove_tree(&gone)
-}
-
-/// `vessel snapshot restore`: the container's files as they were in snapshot `name`. A
-/// running (or paused) container is stopped first and started again after; a created one
-/// is created again; a stopped one stays stopped.
-///
-/// # Errors
-/// [`Error::NoSuchSnapshot`], [`Error::BadInput`] for `stateful`, [`Error::NoSpace`] (the
-/// container's files are untouched), [`Error::WrongState`] when it cannot be stopped or its
-/// root file system stays mounted, [`Error::Io`], and the errors of stop and start.
-pub fn restore(engine: &Engine, r: &Record, name: &str, stateful: bool) -> Result<()> {
-    if stateful {
-        return Err(stateful_unsupported());
-    }
-    let info = show(engine, r, name)?;
-    if info.stateful {
-        return Err(stateful_unsupported());
-    }
-    let then = match r.state {
-        State::Running | State::Paused if engine.health(r) == crate::containers::Health::Ok => Then::Running,
-        State::Created if engine.health(r) == crate::containers::Health::Ok => Then::Created,
-        _ => Then::Stopped,
-    };
-    if r.state.is_live() {
-        engine.stop(r, Duration::from_secs(10))?;
-    }
-    if crate::rootfs::is_mounted(&engine.paths.bundle(&r.id))? {
-        return Err(Error::WrongState(format!(
-            "the root file system of container {} is still mounted after it stopped: run `vessel system check` and retry",
-            r.name
-        )));
-    }
-    {
-        let lock = Lock::take(&engine.paths, &r.id, true)?;
-        finish_locked(&engine.paths, r, lock.as_ref())?;
-        let src = dir(&engine.paths, &r.id).join(name);
-        let mut news: Vec<TempTree> = Vec::new();
-        for (upper, sub) in uppers(&engine.paths, r)? {
-            let new = beside(&upper, "new");
-            remove_tree(&new)?;
-            let t = TempTree { path: new, keep: false };
-            let from = src.join(sub);
-            if from.is_dir() {
-                tree::copy_tree(&from, &t.path)
-                    .map_err(|e| copy_err(e, format!("restoring snapshot {name} of container {}", r.name)))?;
-            } else {
-                // Empty when the snapshot has none (an upper made after it): as fresh.
-                fs::create_dir(&t.path).at("create", &t.path)?;
-                if let Ok(m) = fs::metadata(&upper) {
-                    fs::set_permissions(&t.path, m.permissions()).at("chmod", &t.path)?;
-                }
-            }
-            news.push(t);
-        }
-        pause_point("restore-copied");
-        let d = dir(&engine.paths, &r.id);
-        sync_fs(&d)?;
-        let journal = Journal {
-            snapshot: name.into(),
-            then,
-        };
-        let json = serde_json::to_vec(&journal).map_err(|e| Error::BadInput(format!("restore journal: {e}")))?;
-        write_atomic(&d.join(JOURNAL_FILE), &json)?;
-        // From here on the restore is decided: the finisher completes it.
-        for t in &mut news {
-            t.keep = true;
-        }
-        swap_all(&engine.paths, r)?;
-    }
-    match then {
-        Then::Running => engine.start(&engine.find(&r.id)?),
-        Then::Created => engine.recreate(&engine.find(&r.id)?),
-        Then::Stopped => Ok(()),
-    }
-}
-
-/// Swaps every `upper.new` in (idempotent: each step is redone only if not yet done), then
-/// removes the journal.
-fn swap_all(paths: &Paths, r: &Record) -> Result<()> {
-    for (upper, _) in uppers(paths, r)? {
-        let (new, old) = (beside(&upper, "new"), beside(&upper, "old"));
-        if new.exists() {
-            if upper.exists() {
-                remove_tree(&old)?;
-                fs::rename(&upper, &old).at("move aside", &upper)?;
-                pause_point("restore-swapping");
-            }
-            fs::rename(&new, &upper).at("move restored copy to", &upper)?;
-        }
-        if let Some(parent) = upper.parent() {
-            fsync_dir(parent)?;
-        }
-        remove_tree(&old)?;
-    }
-    let j = dir(paths, &r.id).join(JOURNAL_FILE);
-    match fs::remove_file(&j) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", j, e)),
-        _ => Ok(()),
-    }
-}
-
-/// With the lock held: finishes a restore that was killed after its journal was written,
-/// or removes the copies of one killed before. Returns what was done, if anything, and
-/// what the killed restore would have done with the container after.
-fn finish_locked(paths: &Paths, r: &Record, _lock: Option<&Lock>) -> Result<Option<(String, Then)>> {
-    let d = dir(paths, &r.id);
-    let j = d.join(JOURNAL_FILE);
-    let journal: Option<Journal> = match fs::read(&j) {
-        Ok(data) => serde_json::from_slice(&data).ok(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io("read", j, e)),
-    };
-    match journal {
-        Some(journal) => {
-            swap_all(paths, r)?;
-            Ok(Some((
-                format!("finished the restore of snapshot {}", journal.snapshot),
-                journal.then,
-            )))
-        }
-        None => {
-            // A journal that did not parse was never complete (it is renamed into place).
-            let _ = fs::remove_file(&j);
-            let mut cleaned = false;
-            let Ok(ups) = uppers(paths, r) else { return Ok(None) };
-            for (upper, _) in ups {
-                for stale in [beside(&upper, "new"), beside(&upper, "old")] {
-                    if stale.exists() && upper.exists() {
-                        remove_tree(&stale)?;
-                        cleaned = true;
-                    }
-                }
-            }
-            Ok(cleaned.then(|| ("removed the copies of an unfinished restore".to_string(), Then::Stopped)))
-        }
-    }
-}
-
-/// Before container `id` is mounted to start (the monitor): finishes a restore that was
-/// killed after its journal was written (or cleans one killed before).
-///
-/// # Errors
-/// [`Error::WrongState`] when a restore of this container is running now; the errors of the
-/// swap.
-pub fn finish_pending(paths: &Paths, r: &Record) -> Result<()> {
-    let d = dir(paths, &r.id);
-    if !d.join(JOURNAL_FILE).exists() {
-        return Ok(());
-    }
-    match Lock::take(paths, &r.id, false)? {
-        Some(lock) => finish_locked(paths, r, Some(&lock)).map(|_| ()),
-        None => Err(Error::WrongState(format!(
-            "a snapshot restore of container {} is running: start it when that ends",
-            r.name
-        ))),
-    }
-}
-
-/// `vessel system check`'s part: for every container whose snapshot operations are not
-/// running now, the `.tmp-*` leftovers and half-made snapshots of killed creates and
-/// removals, a container left frozen by a create killed during its copy (thawed), and
-/// killed restores (finished when their journal was written, with the
-/// container started or created again as the restore would have; their copies removed
-/// otherwise). With `repair` false only reports.
-///
-/// # Errors
-/// [`Error::Io`] and the errors of the swap and start.
-pub fn check(engine: &Engine, repair: bool) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    for r in engine.list()? {
-        let d = dir(&engine.paths, &r.id);
-        if !d.is_dir() {
-            continue;
-        }
-        let Some(lock) = Lock::take(&engine.paths, &r.id, false)? else {
-            continue;
-        };
-        for e in fs::read_dir(&d).at("list", &d)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let garbage = if name.starts_with(TMP_PREFIX) {
-                true
-            } else if name.starts_with('.') {
-                false
-            } else {
-                e.path().is_dir() && read_info(&e.path()).ok().flatten().is_none()
-            };
-            if garbage {
-                found.push(format!(
-                    "container {}: leftover of an unfinished snapshot operation: {}",
-                    r.name,
-                    e.path().display()
-                ));
-                if repair {
-                    remove_tree(&e.path())?;
-                }
-            }
-        }
-        // Frozen while the record says running: a create killed during its copy.
-        if r.state == State::Running {
-            if let Ok(c) = vessel_runtime::Container::load(&engine.paths.oci_root(), &r.id) {
-                if c.state.status == vessel_runtime::Status::Paused {
-                    found.push(format!(
-                        "container {}: frozen by an interrupted snapshot while it should run",
-                        r.name
-                    ));
-                    if repair {
-                        vessel_runtime::cgroups::manager(&c.state.cgroup_path).freeze(false)?;
-                    }
-                }
-            }
-        }
-        let pending = d.join(JOURNAL_FILE).exists();
-        if pending {
-            found.push(format!("container {}: a snapshot restore was interrupted", r.name));
-        }
-        if repair {
-            if let Some((what, then)) = finish_locked(&engine.paths, &r, Some(&lock))? {
-                if !pending {
-                    found.push(format!("container {}: {what}", r.name));
-                }
-                drop(lock);
-                let fresh = engine.find(&r.id)?;
-                match then {
-                    Then::Running if !fresh.state.is_live() => engine.start(&fresh)?,
-                    Then::Created if !fresh.state.is_live() => engine.recreate(&fresh)?,
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// `vessel update --snapshot-schedule/--snapshot-expiry`: sets (an empty schedule or
-/// expiry removes it) the container's snapshot settings. Setting a schedule starts it from
-/// now: it is due when it next fires.
-///
-/// # Errors
-/// [`Error::BadInput`] for a schedule or expiry that does not parse; [`Error::Db`].
-pub fn set_schedule(engine: &Engine, r: &Record, schedule: Option<&str>, expiry: Option<&str>) -> Result<()> {
-    let mut opts = r.options.clone();
-    if let Some(s) = schedule {
-        if s.trim().is_empty() {
-            opts.snapshot_schedule = None;
-            opts.snapshot_schedule_from = None;
-        } else {
-            parse_schedule(s)?;
-            opts.snapshot_schedule = Some(s.trim().to_string());
-            opts.snapshot_schedule_from = Some(format_time(now()));
-        }
-    }
-    if let Some(e) = expiry {
-        if e.trim().is_empty() {
-            opts.snapshot_expiry = None;
-        } else {
-            parse_expiry(e)?;
-            opts.snapshot_expiry = Some(e.trim().to_string());
-        }
-    }
-    engine
-        .db
-        .set_config(&r.id, &r.image_id, &opts, &r.command, r.stop_signal)
-}
-
-/// When container `r`'s schedule is next due (it is due now when that is not after now),
-/// or None when it has no schedule.
-///
-/// # Errors
-/// [`Error::BadInput`] when the stored schedule does not parse.
-pub fn next_due(r: &Record) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    let Some(s) = &r.options.snapshot_schedule else {
-        return Ok(None);
-    };
-    let cron = parse_schedule(s)?;
-    let from = r
-        .options
-        .snapshot_schedule_from
-        .as_deref()
-        .and_then(parse_time)
-        .or_else(|| parse_time(&r.created_at))
-        .unwrap_or_else(now);
-    Ok(next_fire(&cron, from))
-}
-
-/// `vessel snapshot run-due`: for every container, takes the snapshot its schedule asks
-/// for when due (named `auto-YYYYMMDD-HHMMSS`, expiring after its `--snapshot-expiry`),
-/// then removes every snapshot whose expiry has passed. With `dry_run` only says what it
-/// would do. Returns one line per action and whether every action succeeded (a failure
-/// on one container is reported and the others still get theirs).
-///
-/// # Errors
-/// [`Error::Db`] and [`Error::Io`] listing containers and snapshots.
-pub fn run_due(engine: &Engine, dry_run: bool) -> Result<(Vec<String>, bool)> {
-    let t = now();
-    let mut lines = Vec::new();
-    let mut ok = true;
-    let verb = |did: &str, would: &str| if dry_run { would.to_string() } else { did.to_string() };
-    for r in engine.list()? {
-        let due = match next_due(&r) {
-            Ok(d) => d.is_some_and(|d| d <= t),
-            Err(e) => {
-                lines.push(format!("{}: {e}", r.name));
-                ok = false;
-                false
-            }
-        };
-        if due {
-            let taken = list(engine, &r)?;
-            let base = format!("auto-{}", t.format("%Y%m%d-%H%M%S"));
-            let mut name = base.clone();
-            let mut n = 1;
-            while taken.iter().any(|s| s.name == name) {
-                name = format!("{base}-{n}");
-                n += 1;
-            }
-            if dry_run {
-                lines.push(format!("{}: would take snapshot {name}", r.name));
-            } else {
-                let opts = CreateOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                };
-                match create(engine, &r, &opts) {
-                    Ok(_) => {
-                        lines.push(format!("{}: took snapshot {name}", r.name));
-                        let mut o = r.options.clone();
-                        o.snapshot_schedule_from = Some(format_time(t));
-                        engine
-                            .db
-                            .set_config(&r.id, &r.image_id, &o, &r.command, r.stop_signal)?;
-                    }
-                    Err(e) => {
-                        lines.push(format!("{}: snapshot {name}: {e}", r.name));
-                        ok = false;
-                    }
-                }
-            }
-        }
-        for s in list(engine, &r)? {
-            let expired = s.expires.as_deref().and_then(parse_time).is_some_and(|e| e <= t);
-            if !expired {
-                continue;
-            }
-            let line = format!(
-                "{}: {} snapshot {} (expired {})",
-                r.name,
-                verb("removed", "would remove"),
-                s.name,
-                s.expires.as_deref().unwrap_or("")
-            );
-            if dry_run {
-                lines.push(line);
-                continue;
-            }
-            match remove(engine, &r, &s.name) {
-                Ok(()) => lines.push(line),
-                Err(e) => {
-                    lines.push(format!("{}: snapshot {}: {e}", r.name, s.name));
-                    ok = false;
-                }
-            }
-        }
-    }
-    Ok((lines, ok))
 }
 
 /// The number of snapshots of `r` and their total size, bytes (for `inspect`).
