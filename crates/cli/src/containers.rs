@@ -210,6 +210,7 @@ impl CreateArgs {
             ip: self.ip.clone(),
             mac: self.mac_address.clone(),
             storage_opt: vessel_engine::quota::parse_storage_opts(&self.storage_opt)?,
+            ..RunOptions::default()
         })
     }
 }
@@ -732,6 +733,11 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
         let pids_limit = res.pids().map_or(o.pids_limit.unwrap_or(0), |p| p.limit().max(0));
         let attachment = vessel_engine::network::attachment(&engine.paths, &r.id);
         let disk = engine.disk_usage(&r)?;
+        let (snapshot_count, snapshot_size) = vessel_engine::snapshots::usage(engine, &r);
+        let next_snapshot = vessel_engine::snapshots::next_due(&r)
+            .ok()
+            .flatten()
+            .map(vessel_engine::snapshots::format_time);
         out.push(serde_json::json!({
             "Id": r.id,
             "Name": r.name,
@@ -760,6 +766,10 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "MacAddress": attachment.as_ref().map_or("", |a| a.mac.as_str()),
                 "Attachment": attachment,
                 "Ports": o.publish,
+            },
+            "Snapshots": {
+                "Schedule": o.snapshot_schedule, "Expiry": o.snapshot_expiry, "NextDue": next_snapshot,
+                "Count": snapshot_count, "Size": snapshot_size,
             },
             "LogPath": engine.paths.log(&r.id),
             "BundlePath": engine.paths.bundle(&r.id),
@@ -936,6 +946,14 @@ pub struct UpdateArgs {
     /// (running or stopped; shrinking is refused).
     #[arg(long, value_parser = parse_storage_opt)]
     storage_opt: Vec<String>,
+    /// When `vessel snapshot run-due` takes a snapshot: @hourly, @daily, @weekly, @monthly
+    /// or 5 cron fields (local time); "" removes the schedule.
+    #[arg(long)]
+    snapshot_schedule: Option<String>,
+    /// How long snapshots are kept (14d, 12h): scheduled ones and those taken without
+    /// --expiry; "" keeps them until removed.
+    #[arg(long)]
+    snapshot_expiry: Option<String>,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -943,17 +961,39 @@ pub struct UpdateArgs {
 
 pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
     let l = &a.limits;
+    let snapshot_settings = a.snapshot_schedule.is_some() || a.snapshot_expiry.is_some();
+    if snapshot_settings {
+        for c in &a.containers {
+            let r = engine.find(c)?;
+            vessel_engine::snapshots::set_schedule(
+                engine,
+                &r,
+                a.snapshot_schedule.as_deref(),
+                a.snapshot_expiry.as_deref(),
+            )?;
+        }
+    }
+    let no_limits = l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none();
     if !a.storage_opt.is_empty() {
         let opts = vessel_engine::quota::parse_storage_opts(&a.storage_opt)?;
-        if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
+        if no_limits {
             return each(engine, &a.containers, |r| engine.update_storage(r, &opts));
         }
         for c in &a.containers {
             engine.update_storage(&engine.find(c)?, &opts)?;
         }
     }
-    if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
-        bail!("vessel update: give --memory, --cpus, --pids-limit or --storage-opt size=SIZE");
+    if no_limits {
+        if snapshot_settings {
+            for c in &a.containers {
+                println!("{c}");
+            }
+            return Ok(0);
+        }
+        bail!(
+            "vessel update: give --memory, --cpus, --pids-limit, --storage-opt size=SIZE, --snapshot-schedule or \
+             --snapshot-expiry"
+        );
     }
     let mut res = LinuxResourcesBuilder::default();
     if let Some(m) = l.memory {

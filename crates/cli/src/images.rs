@@ -264,7 +264,8 @@ fn ago(secs: i64) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-fn human(bytes: u64) -> String {
+/// `bytes` in docker's decimal units (`1.234 MB`).
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut i = 0;

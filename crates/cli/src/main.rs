@@ -12,6 +12,7 @@ mod containers;
 mod cp;
 mod images;
 mod network;
+mod snapshots;
 mod system;
 mod template;
 
@@ -112,6 +113,9 @@ enum Command {
     Cp(cp::CpArgs),
     /// Give an image more names.
     Tag(commit::TagArgs),
+    /// Manage containers' snapshots (their files as they were at a time).
+    #[command(subcommand)]
+    Snapshot(snapshots::SnapshotCommand),
 }
 
 fn main() {
@@ -178,6 +182,7 @@ fn main() {
         Command::Tag(a) => commit::tag(&root, &a),
         Command::Checkpoint(a) => with_engine(&|e| checkpoint::checkpoint(e, &a)),
         Command::Restore(a) => with_engine(&|e| checkpoint::restore(e, &a)),
+        Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -11,7 +11,7 @@ use vessel_engine::Engine;
 #[derive(Subcommand, Debug)]
 pub enum SystemCommand {
     /// Report leftovers (dead monitors, stray mounts, runtime state, bundles, network
-    /// attachments of deleted roots) and repair them.
+    /// attachments of deleted roots, unfinished snapshot operations) and repair them.
     Check {
         /// Only report.
         #[arg(long)]
@@ -43,6 +43,7 @@ pub fn system(engine: &Engine, c: &SystemCommand) -> Result<i32> {
         SystemCommand::Check { dry_run } => {
             let mut found = engine.check(!dry_run)?;
             found.extend(vessel_engine::network::check_gone_roots(&engine.paths, !dry_run)?);
+            found.extend(vessel_engine::snapshots::check(engine, !dry_run)?);
             for f in &found {
                 println!("{f}{}", if *dry_run { "" } else { ": repaired" });
             }

@@ -384,6 +384,14 @@ impl Engine {
         }
     }
 
+    /// Makes an exited container created again (a monitor holding its runtime container,
+    /// waiting for `start`), as `vessel create` left it. Used after a snapshot restore.
+    ///
+    /// Errors: [`Error::WrongState`] when it runs; the monitor's errors.
+    pub fn recreate(&self, r: &Record) -> Result<()> {
+        self.ensure_created(r).map(|_| ())
+    }
+
     /// `vessel start` (detached): starts a created or exited container.
     ///
     /// Errors: [`Error::WrongState`] when it runs already; the runtime's start errors.

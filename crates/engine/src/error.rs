@@ -52,6 +52,13 @@ pub enum Error {
     /// The per-container monitor failed or could not be reached.
     #[error("monitor of container {id}: {msg}")]
     Monitor { id: String, msg: String },
+    /// No snapshot of this name (`vessel snapshot show|rm|restore`).
+    #[error("container {container} has no snapshot \"{name}\": see `vessel snapshot ls {container}`")]
+    NoSuchSnapshot { container: String, name: String },
+    /// The file system ran out of space while a snapshot was made or restored; what was
+    /// made is removed, what existed is untouched.
+    #[error("no space left on the file system of {path} while {what}: nothing was changed; free space there (e.g. `vessel snapshot rm` of old snapshots) and retry")]
+    NoSpace { what: String, path: PathBuf },
 }
 
 impl Error {

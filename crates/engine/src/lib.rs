@@ -24,6 +24,7 @@ pub mod paths;
 pub mod quota;
 pub mod rootfs;
 pub mod seccomp_profile;
+pub mod snapshots;
 pub mod stats;
 pub mod system;
 pub mod units;

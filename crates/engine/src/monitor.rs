@@ -238,6 +238,8 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Pa
             .ok_or_else(|| Error::NoSuchContainer(id.into()))?;
         let store = vessel_image::Store::open(&paths.root)?;
         let bundle = paths.bundle(id);
+        // A snapshot restore killed part way is finished before its files are used.
+        crate::snapshots::finish_pending(paths, &rec)?;
         rootfs::mount(&store, &bundle, id, rec.image_id == rootfs::HOST_IMAGE)?;
         let run_dir = paths.run_dir(id);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io("create", &run_dir, e))?;

@@ -100,4 +100,13 @@ pub struct RunOptions {
     /// `--storage-opt KEY=VALUE`, checked ([`crate::quota::parse_storage_opts`]): `size` is
     /// the container's disk quota as the user gave it (`2G`; `vessel update` changes it).
     pub storage_opt: std::collections::BTreeMap<String, String>,
+    /// `vessel update --snapshot-schedule`: when `vessel snapshot run-due` takes a
+    /// snapshot (`@hourly`, `@daily`, `@weekly` or 5 cron fields, local time); None: never.
+    pub snapshot_schedule: Option<String>,
+    /// `vessel update --snapshot-expiry`: how long snapshots live (`14d`); applied to
+    /// scheduled snapshots and to `snapshot create` without `--expiry`. None: forever.
+    pub snapshot_expiry: Option<String>,
+    /// When the schedule was set or last took a snapshot (RFC 3339): the schedule is due
+    /// once it fires after this time.
+    pub snapshot_schedule_from: Option<String>,
 }
