@@ -205,7 +205,7 @@ impl CreateArgs {
 }
 
 /// Pulls a missing image for `run`/`create`, with podman's messages on stderr.
-fn puller(tls_verify: Option<bool>) -> impl FnMut(&Store, &str) -> vessel_image::Result<ImageRecord> {
+pub(crate) fn puller(tls_verify: Option<bool>) -> impl FnMut(&Store, &str) -> vessel_image::Result<ImageRecord> {
     move |store, name| {
         let reference = Reference::parse(name)?;
         eprintln!("Trying to pull {reference}...");

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod containers;
 mod images;
 mod network;
@@ -90,6 +91,13 @@ enum Command {
     /// The per-container monitor (internal: started by run, create and start).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+    /// Back up and restore containers (files, records, snapshots, image).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// Write a container's root file system as a tar (stdout or -o FILE).
+    Export(backup::ExportArgs),
+    /// Make a one-layer image from a root file system tar (`-`: stdin).
+    Import(backup::ImportArgs),
 }
 
 fn main() {
@@ -149,6 +157,9 @@ fn main() {
         Command::Rmi(a) => images::rmi(&root, a).map(|()| 0),
         Command::Login(a) => images::login(&root, a).map(|()| 0),
         Command::Logout(a) => images::logout(&root, a).map(|()| 0),
+        Command::Backup(b) => with_engine(&|e| backup::backup(e, &b)),
+        Command::Export(a) => with_engine(&|e| backup::export(e, &a)),
+        Command::Import(a) => backup::import(&root, &a),
     };
     match result {
         Ok(code) => std::process::exit(code),

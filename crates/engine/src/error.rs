@@ -52,6 +52,9 @@ pub enum Error {
     /// The per-container monitor failed or could not be reached.
     #[error("monitor of container {id}: {msg}")]
     Monitor { id: String, msg: String },
+    /// A backup archive that cannot be written or is not whole (`vessel backup`).
+    #[error("backup {file}: {reason}")]
+    Backup { file: String, reason: String },
 }
 
 impl Error {

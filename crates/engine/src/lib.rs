@@ -7,11 +7,13 @@
 //! prepares a root file system ([`rootfs`]) and a config.json ([`config`]), and the
 //! monitor hands both to vessel-runtime.
 
+pub mod backup;
 pub mod config;
 pub mod containers;
 pub mod db;
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod logs;
 pub mod monitor;
 pub mod names;

@@ -10,12 +10,14 @@
 //! - [`snapshot`]: copy-on-write snapshots by chain id, overlay mounts for containers.
 //! - [`records`]: look-up, removal and garbage collection.
 //! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
+//! - [`import`]: one-layer images from a flat file-system tar (docker's `import`).
 
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod digest;
 pub mod error;
+pub mod import;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
