@@ -230,6 +230,7 @@ fn restore_pulls_the_image_by_digest_or_takes_it_from_the_archive() {
     let k = Instance::new();
     let o = k.v(&["backup", "restore", plain.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--include-image"), "{}", stderr(&o));
     assert_nothing_restored(&k);
     let id = k.ok(&["backup", "restore", full.to_str().unwrap()]).trim().to_string();
     check_upper(&upper(&k, &id));
@@ -527,7 +528,7 @@ fn a_full_disk_fails_the_backup_clearly_and_the_container_runs_on() {
     assert_eq!(i.ok(&["exec", "web", "echo", "alive"]), "alive\n");
     // Elsewhere it works, the container frozen only while its files are read.
     let file = i.dir.path().join("web.backup");
-    i.ok(&["backup", "create", "web", file.to_str().unwrap()]);
+    i.ok(&["backup", "create", "--include-image", "web", file.to_str().unwrap()]);
     assert_eq!(i.ok(&["inspect", "-f", "{{.State.Status}}", "web"]).trim(), "running");
     let j = Instance::new();
     let id = j.ok(&["backup", "restore", file.to_str().unwrap()]).trim().to_string();

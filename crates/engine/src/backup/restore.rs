@@ -156,7 +156,14 @@ fn image_source(
         layout::import(store, &Location::OciDir(dir, None), Some(&img.reference), None)?
     } else {
         let r = Reference::parse(&img.reference)?;
-        pull(store, &format!("{}@{}", r.name(), img.manifest))?
+        let pinned = format!("{}@{}", r.name(), img.manifest);
+        pull(store, &pinned).map_err(|e| Error::Backup {
+            file: label.into(),
+            reason: format!(
+                "its image is neither in this root nor in the backup, and pulling {pinned} failed: {e}: \
+                 make the registry reachable, or make the backup with --include-image"
+            ),
+        })?
     };
     if rec.id.to_string() != *want {
         return Err(Error::Backup {
