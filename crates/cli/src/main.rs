@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod checkpoint;
 mod commit;
 mod containers;
@@ -116,6 +117,13 @@ enum Command {
     /// Manage containers' snapshots (their files as they were at a time).
     #[command(subcommand)]
     Snapshot(snapshots::SnapshotCommand),
+    /// Back up and restore containers (files, records, snapshots, image).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// Write a container's root file system as a tar (stdout or -o FILE).
+    Export(backup::ExportArgs),
+    /// Make a one-layer image from a root file system tar (`-`: stdin).
+    Import(backup::ImportArgs),
 }
 
 fn main() {
@@ -183,6 +191,9 @@ fn main() {
         Command::Checkpoint(a) => with_engine(&|e| checkpoint::checkpoint(e, &a)),
         Command::Restore(a) => with_engine(&|e| checkpoint::restore(e, &a)),
         Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
+        Command::Backup(b) => with_engine(&|e| backup::backup(e, &b)),
+        Command::Export(a) => with_engine(&|e| backup::export(e, &a)),
+        Command::Import(a) => backup::import(&root, &a),
     };
     match result {
         Ok(code) => std::process::exit(code),

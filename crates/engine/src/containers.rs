@@ -192,54 +192,76 @@ impl Engine {
         // The record first: it reserves the name, and a crash from here on leaves a
         // record that `rm` and `system check` can find.
         self.db.insert(&rec)?;
-        let made = (|| -> Result<()> {
-            let bundle = self.paths.bundle(&id);
-            std::fs::create_dir_all(&bundle).at("create", &bundle)?;
-            if let Some(size) = crate::quota::size_limit(&rec.options.storage_opt)? {
-                crate::quota::create(&bundle, size)?;
-            }
-            let prepared = rootfs::prepare(&store, &bundle, &id, &source)?;
-            let exposed: Vec<String> = prepared
-                .image_config
-                .config()
-                .as_ref()
-                .and_then(|c| c.exposed_ports().clone())
-                .unwrap_or_default();
-            network::prepare(&self.paths, &self.db, &mut rec.options, &exposed)?;
-            let mut spec = config::build(&BuildInput {
-                id: &id,
-                opts: &rec.options,
-                image_config: &prepared.image_config,
-                rootfs: &prepared.rootfs,
-                users_root: &prepared.users_root,
-                bundle: &bundle,
-                extra_mounts: prepared.extra_mounts.clone(),
-            })?;
-            network::apply(&self.paths, &self.db, &id, &rec.options, &mut spec)?;
-            network::write_etc(&bundle, &rec)?;
-            let path = bundle.join("config.json");
-            let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::BadInput(format!("config.json: {e}")))?;
-            write_atomic(&path, &text)?;
-            rec.image_id = prepared.image_id.clone();
-            rec.command = spec
-                .process()
-                .as_ref()
-                .and_then(|p| p.args().clone())
-                .unwrap_or_default();
-            rec.stop_signal = config::stop_signal(&prepared.image_config);
-            self.db
-                .set_config(&id, &rec.image_id, &rec.options, &rec.command, rec.stop_signal)?;
-            if spawn {
-                self.spawn_monitor(&id)?;
-            }
-            Ok(())
-        })();
+        let made = self
+            .make_bundle(&store, &mut rec, &source, &mut |_| Ok(()))
+            .and_then(|()| {
+                self.db
+                    .set_config(&id, &rec.image_id, &rec.options, &rec.command, rec.stop_signal)?;
+                if spawn {
+                    self.spawn_monitor(&id)?;
+                }
+                Ok(())
+            });
         if let Err(e) = made {
             let _ = self.purge(&rec);
             return Err(e);
         }
         // The monitor has recorded itself and the init's pid.
         self.db.get(&id)?.ok_or(Error::NoSuchContainer(id))
+    }
+
+    /// Makes the bundle of `rec` (new, with a fresh id): its root file system from
+    /// `source` (mounted at `<bundle>/rootfs`), the network's files and config.json; fills
+    /// in `rec.image_id`, `command` and `stop_signal`. `fill` runs once the root file system
+    /// is mounted and before config.json is made from it (a restore puts the container's
+    /// files in place there). The record is not written.
+    ///
+    /// Errors: what [`rootfs::prepare`], networking and [`config::build`] report; the caller
+    /// removes what was made ([`Engine::purge`]).
+    pub(crate) fn make_bundle(
+        &self,
+        store: &Store,
+        rec: &mut Record,
+        source: &Source,
+        fill: &mut dyn FnMut(&Path) -> Result<()>,
+    ) -> Result<()> {
+        let id = rec.id.clone();
+        let bundle = self.paths.bundle(&id);
+        std::fs::create_dir_all(&bundle).at("create", &bundle)?;
+        if let Some(size) = crate::quota::size_limit(&rec.options.storage_opt)? {
+            crate::quota::create(&bundle, size)?;
+        }
+        let prepared = rootfs::prepare(store, &bundle, &id, source)?;
+        fill(&bundle)?;
+        let exposed: Vec<String> = prepared
+            .image_config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        network::prepare(&self.paths, &self.db, &mut rec.options, &exposed)?;
+        let mut spec = config::build(&BuildInput {
+            id: &id,
+            opts: &rec.options,
+            image_config: &prepared.image_config,
+            rootfs: &prepared.rootfs,
+            users_root: &prepared.users_root,
+            bundle: &bundle,
+            extra_mounts: prepared.extra_mounts.clone(),
+        })?;
+        network::apply(&self.paths, &self.db, &id, &rec.options, &mut spec)?;
+        network::write_etc(&bundle, rec)?;
+        let path = bundle.join("config.json");
+        let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::BadInput(format!("config.json: {e}")))?;
+        write_atomic(&path, &text)?;
+        rec.image_id = prepared.image_id.clone();
+        rec.command = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
+        rec.stop_signal = config::stop_signal(&prepared.image_config);
+        Ok(())
     }
 
     /// Spawns `vessel __monitor ID` in its own session and waits for its report.
@@ -713,6 +735,7 @@ impl Engine {
                 }
             }
         }
+        found.extend(crate::backup::check(&self.paths, repair)?);
         Ok(found)
     }
 

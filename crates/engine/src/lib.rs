@@ -7,6 +7,7 @@
 //! prepares a root file system ([`rootfs`]) and a config.json ([`config`]), and the
 //! monitor hands both to vessel-runtime.
 
+pub mod backup;
 pub mod checkpoint;
 pub mod commit;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod cp;
 pub mod db;
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod logs;
 pub mod monitor;
 pub mod names;

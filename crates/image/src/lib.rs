@@ -13,6 +13,7 @@
 //! - [`diff`]: layers from a container's writable upper dir, and its changes (`vessel diff`).
 //! - [`records`]: look-up, removal and garbage collection.
 //! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
+//! - [`import`]: one-layer images from a flat file-system tar (docker's `import`).
 
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod commit;
 pub mod diff;
 pub mod digest;
 pub mod error;
+pub mod import;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
