@@ -43,11 +43,14 @@ pub fn export(engine: &Engine, what: &str, out: &mut dyn Write) -> Result<u64> {
     )
     .map_err(|e| Error::io("make private", "/", e.into()))?;
     let mut dirs = Vec::new();
+    let mut _writable = None;
     let root = if crate::rootfs::is_mounted(&bundle)? {
         bundle.join("rootfs")
     } else {
         let store = engine.store()?;
         let active = store.snapshots().active(&r.id)?;
+        // A stopped container with a disk quota: its file system, mounted while we export.
+        _writable = Some(crate::rootfs::writable(&store, &bundle, &r.id)?);
         let tmp = engine.paths.root.join("backups-tmp");
         fs::create_dir_all(&tmp).at("create", &tmp)?;
         let tag = crate::backup::owner_tag();

@@ -73,12 +73,8 @@ pub struct SnapshotInfo {
     pub stateful: bool,
 }
 
-/// The error of every stateful snapshot operation until CRIU checkpoints are wired in: the
-/// one place to replace with `checkpoint::dump(engine, id, dir, leave_running)` /
-/// `checkpoint::restore_from(...)`.
-pub fn stateful_unsupported() -> Error {
-    Error::BadInput("stateful snapshots need CRIU checkpoint support, not built yet".into())
-}
+/// The CRIU images of a stateful snapshot, in its directory.
+const CHECKPOINT_DIR: &str = "checkpoint";
 
 /// The directory of `id`'s snapshots.
 pub fn dir(paths: &Paths, id: &str) -> PathBuf {
@@ -114,15 +110,17 @@ fn pause_point(point: &str) {
 }
 
 /// The writable dirs of container `r` and where each is kept in a snapshot: the rootfs
-/// upper (`rootfs/`) and, for the host image, the /etc upper (`host-etc/`).
-fn uppers(paths: &Paths, r: &Record) -> Result<Vec<(PathBuf, &'static str)>> {
+/// upper (`rootfs/`) and, for the host image, the /etc upper (`host-etc/`). They stay
+/// reachable while the returned guard lives (a stopped container with a disk quota has
+/// them on its own file system, mounted for that time: [`crate::rootfs::writable`]).
+fn uppers(paths: &Paths, r: &Record) -> Result<(crate::rootfs::Writable, Vec<(PathBuf, &'static str)>)> {
     let store = vessel_image::Store::open(paths.store_root())?;
-    let active = store.snapshots().active(&r.id)?;
-    let mut out = vec![(active.upper, "rootfs")];
+    let writable = crate::rootfs::writable(&store, &paths.bundle(&r.id), &r.id)?;
+    let mut out = vec![(writable.upper.clone(), "rootfs")];
     if r.image_id == HOST_IMAGE {
         out.push((paths.bundle(&r.id).join("host-etc").join("upper"), "host-etc"));
     }
-    Ok(out)
+    Ok((writable, out))
 }
 
 /// `upper.new` and `upper.old` beside `upper`.
@@ -325,8 +323,12 @@ pub struct CreateOptions {
 /// [`Error::NoSpace`] when the file system fills up (the partial snapshot is removed);
 /// [`Error::Io`], [`Error::Image`] (no active snapshot), runtime errors of the freeze.
 pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<SnapshotInfo> {
-    if opts.stateful {
-        return Err(stateful_unsupported());
+    if opts.stateful && !matches!(r.state, State::Running | State::Paused) {
+        return Err(Error::WrongState(format!(
+            "a stateful snapshot keeps the processes of a running container, and {} is {}: take it without --stateful",
+            r.name,
+            r.state.as_str()
+        )));
     }
     let expiry = match opts.expiry.as_deref().or(r.options.snapshot_expiry.as_deref()) {
         Some(e) => Some(parse_expiry(e)?),
@@ -348,7 +350,6 @@ pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<Snaps
     }
     // A dir without snapshot.json was left by a create killed before its last step.
     remove_tree(&d.join(&name))?;
-    let uppers = uppers(&engine.paths, r)?;
     let tmp = TempTree {
         path: d.join(format!("{TMP_PREFIX}{name}-{}", random_suffix())),
         keep: false,
@@ -357,8 +358,15 @@ pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<Snaps
     // To the second, as shown: the expiry counts from the time written.
     let created = chrono::SubsecRound::trunc_subsecs(now(), 0);
     let mut size = 0;
+    // Stateful: the processes are dumped (and end), the files copied as they left them,
+    // then the processes restored from the images; the container is down in between.
+    let images = tmp.path.join(CHECKPOINT_DIR);
+    if opts.stateful {
+        crate::checkpoint::dump(engine, &r.id, &images, false)?;
+    }
+    let (_writable, uppers) = uppers(&engine.paths, r)?;
     {
-        let frozen = freeze(engine, r)?;
+        let frozen = if opts.stateful { None } else { freeze(engine, r)? };
         pause_point("create-frozen");
         for (upper, sub) in &uppers {
             if !upper.is_dir() {
@@ -370,10 +378,22 @@ pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<Snaps
                     // Space back before the thaw: the container's next write must not fail.
                     let _ = fs::remove_dir_all(&tmp.path);
                     drop(frozen);
-                    return Err(copy_err(e, format!("taking snapshot {name} of container {}", r.name)));
+                    let err = copy_err(e, format!("taking snapshot {name} of container {}", r.name));
+                    return Err(if opts.stateful {
+                        Error::WrongState(format!(
+                            "{err}; container {} was checkpointed for it and is stopped now: `vessel start {}`",
+                            r.name, r.name
+                        ))
+                    } else {
+                        err
+                    });
                 }
             }
         }
+    }
+    drop(_writable);
+    if opts.stateful {
+        crate::checkpoint::restore_from(engine, &r.id, &images)?;
     }
     pause_point("create-copied");
     // No syncfs here (unlike restore): it would wait for every dirty page of the file system,
@@ -393,7 +413,7 @@ pub fn create(engine: &Engine, r: &Record, opts: &CreateOptions) -> Result<Snaps
         created: format_time(created),
         expires: expiry.and_then(|e| schedule::expires_at(created, e)),
         size,
-        stateful: false,
+        stateful: opts.stateful,
     };
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::BadInput(format!("snapshot.json: {e}")))?;
     write_atomic(&dest.join("snapshot.json"), &json).map_err(|e| no_space(e, &name, r))?;

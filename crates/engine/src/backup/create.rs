@@ -205,6 +205,8 @@ fn write_archive<W: Write>(
         image_included: opts.include_image && image.is_some(),
     };
     let active = store.snapshots().active(&r.id)?;
+    // A stopped container with a disk quota has its upper on its own file system.
+    let _writable = crate::rootfs::writable(store, &engine.paths.bundle(&r.id), &r.id)?;
     let mut image_dir = None;
     if let (true, Some(img)) = (header.image_included, image) {
         let root = tmp_root(&engine.paths);

@@ -93,8 +93,9 @@ pub fn restore(
     let bundle = engine.paths.bundle(&id);
     let mut fill = |bundle: &Path| -> Result<()> {
         rootfs::unmount(bundle)?;
-        let active = store.snapshots().active(&id)?;
-        replace_dir(&contents.join("layer/upper"), &active.upper)?;
+        // With a disk quota the uppers are on the container's own file system.
+        let w = rootfs::writable(&store, bundle, &id)?;
+        replace_dir(&contents.join("layer/upper"), &w.upper)?;
         if host {
             replace_dir(&contents.join("layer/host-etc"), &bundle.join("host-etc/upper"))?;
         }
@@ -126,7 +127,14 @@ fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
     if dst.exists() {
         fs::remove_dir_all(dst).at("remove", dst)?;
     }
-    fs::rename(src, dst).at("move into place", dst)
+    match fs::rename(src, dst) {
+        // Onto another file system (a disk quota's): copied, then the source removed.
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            crate::snapshots::tree::copy_tree(src, dst).map_err(|e| Error::io(e.op, e.path, e.source))?;
+            fs::remove_dir_all(src).at("remove", src)
+        }
+        r => r.at("move into place", dst),
+    }
 }
 
 /// The image the restored container stands on: the store's when it has the id, else the

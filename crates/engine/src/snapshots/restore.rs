@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    beside, copy_err, dir, fsync_dir, pause_point, read_info, remove_tree, show, stateful_unsupported, sync_fs, tree,
-    uppers, write_atomic, Lock, TempTree, JOURNAL_FILE, TMP_PREFIX,
+    beside, copy_err, dir, fsync_dir, pause_point, read_info, remove_tree, show, sync_fs, tree, uppers, write_atomic,
+    Lock, TempTree, CHECKPOINT_DIR, JOURNAL_FILE, TMP_PREFIX,
 };
 use crate::containers::Engine;
 use crate::db::{Record, State};
@@ -44,12 +44,12 @@ struct Journal {
 /// container's files are untouched), [`Error::WrongState`] when it cannot be stopped or its
 /// root file system stays mounted, [`Error::Io`], and the errors of stop and start.
 pub fn restore(engine: &Engine, r: &Record, name: &str, stateful: bool) -> Result<()> {
-    if stateful {
-        return Err(stateful_unsupported());
-    }
     let info = show(engine, r, name)?;
-    if info.stateful {
-        return Err(stateful_unsupported());
+    if stateful && !info.stateful {
+        return Err(Error::BadInput(format!(
+            "snapshot {name} of container {} holds no processes (it was taken without --stateful): restore it without --stateful",
+            r.name
+        )));
     }
     let then = match r.state {
         State::Running | State::Paused if engine.health(r) == crate::containers::Health::Ok => Then::Running,
@@ -70,7 +70,8 @@ pub fn restore(engine: &Engine, r: &Record, name: &str, stateful: bool) -> Resul
         finish_locked(&engine.paths, r, lock.as_ref())?;
         let src = dir(&engine.paths, &r.id).join(name);
         let mut news: Vec<TempTree> = Vec::new();
-        for (upper, sub) in uppers(&engine.paths, r)? {
+        let (_writable, ups) = uppers(&engine.paths, r)?;
+        for (upper, sub) in ups {
             let new = beside(&upper, "new");
             remove_tree(&new)?;
             let t = TempTree { path: new, keep: false };
@@ -102,6 +103,10 @@ pub fn restore(engine: &Engine, r: &Record, name: &str, stateful: bool) -> Resul
         }
         swap_all(&engine.paths, r)?;
     }
+    if stateful {
+        let images = dir(&engine.paths, &r.id).join(name).join(CHECKPOINT_DIR);
+        return crate::checkpoint::restore_from(engine, &r.id, &images).map(|_| ());
+    }
     match then {
         Then::Running => engine.start(&engine.find(&r.id)?),
         Then::Created => engine.recreate(&engine.find(&r.id)?),
@@ -112,7 +117,8 @@ pub fn restore(engine: &Engine, r: &Record, name: &str, stateful: bool) -> Resul
 /// Swaps every `upper.new` in (idempotent: each step is redone only if not yet done), then
 /// removes the journal.
 fn swap_all(paths: &Paths, r: &Record) -> Result<()> {
-    for (upper, _) in uppers(paths, r)? {
+    let (_writable, ups) = uppers(paths, r)?;
+    for (upper, _) in ups {
         let (new, old) = (beside(&upper, "new"), beside(&upper, "old"));
         if new.exists() {
             if upper.exists() {
@@ -157,7 +163,9 @@ pub(super) fn finish_locked(paths: &Paths, r: &Record, _lock: Option<&Lock>) -> 
             // A journal that did not parse was never complete (it is renamed into place).
             let _ = fs::remove_file(&j);
             let mut cleaned = false;
-            let Ok(ups) = uppers(paths, r) else { return Ok(None) };
+            let Ok((_writable, ups)) = uppers(paths, r) else {
+                return Ok(None);
+            };
             for (upper, _) in ups {
                 for stale in [beside(&upper, "new"), beside(&upper, "old")] {
                     if stale.exists() && upper.exists() {
