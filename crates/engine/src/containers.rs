@@ -228,9 +228,10 @@ impl Engine {
         self.db.get(&id)?.ok_or(Error::NoSuchContainer(id))
     }
 
-    /// Spawns `vessel __monitor ID` in its own session and waits for its report.
+    /// Spawns the monitor ([`crate::monitor::program`]: `vessel-monitor`, else
+    /// `vessel __monitor ID`) in its own session and waits for its report.
     fn spawn_monitor(&self, id: &str) -> Result<i32> {
-        let exe = std::env::current_exe().at("find own binary", "/proc/self/exe")?;
+        let exe = crate::monitor::program().at("find own binary", "/proc/self/exe")?;
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| Error::io("pipe for", self.paths.bundle(id), e.into()))?;
         let log = std::fs::OpenOptions::new()
