@@ -264,7 +264,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Spawns `vessel __monitor ID` in its own session and waits for its report.
+    /// Spawns the monitor ([`crate::monitor::program`]: `vessel-monitor`, else
+    /// `vessel __monitor ID`) in its own session and waits for its report.
     fn spawn_monitor(&self, id: &str) -> Result<i32> {
         self.spawn_monitor_with(id, None)
     }
@@ -273,7 +274,7 @@ impl Engine {
     /// that dir of CRIU images instead of creating it, and it runs at once. Returns
     /// the init's pid once the monitor reported it.
     pub(crate) fn spawn_monitor_with(&self, id: &str, restore: Option<&Path>) -> Result<i32> {
-        let exe = std::env::current_exe().at("find own binary", "/proc/self/exe")?;
+        let exe = crate::monitor::program().at("find own binary", "/proc/self/exe")?;
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| Error::io("pipe for", self.paths.bundle(id), e.into()))?;
         let log = std::fs::OpenOptions::new()

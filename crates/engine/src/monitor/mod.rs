@@ -1,5 +1,7 @@
-//! The per-container monitor (podman's conmon, docs/design.md "Processes"): the `vessel`
-//! binary re-executed as `vessel __monitor ID`, single-threaded, in its own session.
+//! The per-container monitor (podman's conmon, docs/design.md "Processes"): the small
+//! `vessel-monitor` binary beside `vessel` (or, without it, the `vessel` binary
+//! re-executed as `vessel __monitor ID`; see [`program`]), single-threaded, in its own
+//! session.
 //! It creates the container through vessel-runtime (so it is the init's parent),
 //! then stays to reap it, write its output to the log, carry its pty and stdio to
 //! attached clients, and record the exit code; after the exit it deletes the runtime
@@ -11,7 +13,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -26,6 +28,8 @@ use crate::error::{classify, Error, Result};
 use crate::logs::{LogWriter, Stream};
 use crate::paths::Paths;
 use crate::{network, rootfs, wire};
+
+mod memory;
 
 /// The container's side of its stdio, as the monitor holds it.
 enum Stdio {
@@ -189,9 +193,26 @@ fn create_with(
     Ok((c, stdio))
 }
 
-/// Entry point of `vessel __monitor ID [--restore DIR]`. Never returns: exits the
-/// process.
+/// The name of the small monitor binary, installed beside `vessel`.
+pub const PROGRAM: &str = "vessel-monitor";
+
+/// The program to start as a container's monitor: [`PROGRAM`] beside the running
+/// binary (the small monitor of crates/cli/src/bin/vessel-monitor.rs) when it is there,
+/// else the running binary itself (`vessel __monitor`: the whole CLI serves as a
+/// monitor too, at the cost of more private memory per container), so a `vessel`
+/// copied alone still works. Both take `--root ROOT --runroot RUNROOT __monitor ID`.
+///
+/// Errors: the running binary cannot be found (/proc/self/exe unreadable).
+pub fn program() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let small = exe.with_file_name(PROGRAM);
+    Ok(if small.is_file() { small } else { exe })
+}
+
+/// Entry point of `vessel __monitor ID [--restore DIR]` and `vessel-monitor`. Never
+/// returns: exits the process.
 pub fn main(paths: &Paths, id: &str, restore: Option<&Path>) -> ! {
+    memory::one_arena();
     // The CLI's pipe for the create report; our fd 1 is reused for the init below.
     let report = rustix::io::fcntl_dupfd_cloexec(std::io::stdout(), 3).ok();
     let _ = rustix::process::setsid();
@@ -283,9 +304,11 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Pa
         stdio,
         clients: Vec::new(),
         log: LogWriter::open(&paths.log(id))?,
-        buf: vec![0u8; 32 * 1024],
+        // Allocated at the first output: an idle container's monitor never needs it.
+        buf: Vec::new(),
     };
-    release_file_pages();
+    // Set-up ran the runtime, SQLite and serde: give back what the wait loop does not need.
+    memory::release();
     let code = m.serve(&signals, &listener, pid);
     m.finish(code);
     Ok(())
@@ -355,7 +378,7 @@ impl Monitor<'_> {
                             drop_clients.push(i);
                         }
                         // A start ran through the runtime and SQLite: let those pages go.
-                        release_file_pages();
+                        memory::release();
                     }
                     Src::ClientStdin(i) => self.feed(i),
                 }
@@ -392,7 +415,7 @@ impl Monitor<'_> {
             (Stdio::Pipes { stderr, .. }, Stream::Stderr) => stderr.as_ref().map(|f| f.as_fd()),
         };
         let Some(fd) = fd else { return false };
-        match rustix::io::read(fd, &mut self.buf) {
+        match rustix::io::read(fd, io_buf(&mut self.buf)) {
             Ok(n) if n > 0 => {
                 let data = &self.buf[..n];
                 self.log.write(stream, data);
@@ -536,7 +559,7 @@ impl Monitor<'_> {
         let Some(src) = self.clients[i].stdin.as_ref() else {
             return;
         };
-        let n = rustix::io::read(src, &mut self.buf).unwrap_or(0);
+        let n = rustix::io::read(src, io_buf(&mut self.buf)).unwrap_or(0);
         let target = match &self.stdio {
             Stdio::Pty(m) => Some(m.as_fd()),
             Stdio::Pipes { stdin, .. } => stdin.as_ref().map(|f| f.as_fd()),
@@ -590,42 +613,15 @@ impl Monitor<'_> {
     }
 }
 
-/// Drops from our page tables the file pages that setting up touched (the code of
-/// the whole `vessel` binary and its libraries that create ran through), so that an
-/// idle monitor holds only what its wait loop uses: madvise(2) MADV_DONTNEED on every
-/// read-only file mapping that has no private (copied-on-write) page. The pages stay
-/// in the page cache; the loop faults back in the few it needs.
-fn release_file_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let mut current: Option<(usize, usize, bool)> = None;
-    let drop_range = |r: Option<(usize, usize, bool)>| {
-        if let Some((start, end, true)) = r {
-            // SAFETY: [start, end) is a whole mapping of ours, read-only and backed by a
-            // file with no private pages, so discarding its pages loses nothing: the
-            // next access reads them from the file again.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        }
-    };
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let first = f.next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-').filter(|(a, _)| !a.contains(':')) {
-            drop_range(current.take());
-            let perms = f.next().unwrap_or("");
-            let path = f.nth(3).unwrap_or("");
-            let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-                continue;
-            };
-            current = Some((start, end, path.starts_with('/') && !perms.contains('w')));
-        } else if first == "Anonymous:" && f.next() != Some("0") {
-            if let Some(c) = current.as_mut() {
-                c.2 = false;
-            }
-        }
+/// Size of the buffer that carries output and input, in bytes.
+const IO_BUF: usize = 32 * 1024;
+
+/// The monitor's I/O buffer, allocated on first use.
+fn io_buf(buf: &mut Vec<u8>) -> &mut [u8] {
+    if buf.is_empty() {
+        buf.resize(IO_BUF, 0);
     }
-    drop_range(current);
+    buf
 }
 
 fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
