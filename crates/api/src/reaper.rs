@@ -4,7 +4,6 @@
 //! through a pidfd (pidfd_open(2)) polled by tokio, then waitpid(2) of that pid only,
 //! so that no other child's status (a CNI plugin's, `ps`'s) is taken.
 
-use std::os::fd::OwnedFd;
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -25,7 +24,7 @@ pub fn reap_later(pid: i32) {
     tokio::spawn(async move {
         // SAFETY: the pidfd is open and owned by the AsyncFd from here on: it stays
         // open and the same until the AsyncFd is dropped.
-        if let Ok(afd) = unsafe { AsyncFd::register(OwnedFd::from(fd)) } {
+        if let Ok(afd) = unsafe { AsyncFd::register(fd) } {
             let _ = afd.readable().await;
         }
         loop {
