@@ -4,7 +4,6 @@
 //! through a pidfd (pidfd_open(2)) polled by tokio, then waitpid(2) of that pid only,
 //! so that no other child's status (a CNI plugin's, `ps`'s) is taken.
 
-
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;

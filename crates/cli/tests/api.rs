@@ -143,6 +143,31 @@ fn docker_cli_everyday_commands() {
     assert!(s
         .docker_ok(&["ps", "-a", "--filter", "name=fromcli"])
         .contains("fromcli"));
+    // create, start, wait, pause/unpause, rename, kill; -e and --memory reach the container.
+    let o = s.docker_ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=from-api",
+        "--memory",
+        "64m",
+        img,
+        "sh",
+        "-c",
+        "echo $A",
+    ]);
+    assert_eq!(o, "from-api\n");
+    s.docker_ok(&["create", "--name", "later", img, "sh", "-c", "exit 7"]);
+    s.docker_ok(&["start", "later"]);
+    assert_eq!(s.docker_ok(&["wait", "later"]).trim(), "7");
+    s.docker_ok(&["run", "-d", "--name", "p", img, "sleep", "100"]);
+    s.docker_ok(&["pause", "p"]);
+    assert!(s.docker_ok(&["ps", "--filter", "name=p"]).contains("(Paused)"));
+    s.docker_ok(&["unpause", "p"]);
+    s.docker_ok(&["rename", "p", "q"]);
+    s.docker_ok(&["kill", "q"]);
+    assert_eq!(s.docker_ok(&["wait", "q"]).trim(), "137");
+    s.docker_ok(&["rm", "later", "q"]);
     s.docker_ok(&["rm", "x", "fromcli"]);
     assert_eq!(i.ok(&["ps", "-aq"]).trim(), "");
     let missing = s.docker(&["rm", "x"]);

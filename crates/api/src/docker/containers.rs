@@ -464,7 +464,11 @@ pub async fn remove(State(ctx): State<Ctx>, Path(id): Path<String>, Query(q): Q)
 /// container has ended. The exit code comes from the container's monitor (which
 /// says it before an `--rm` container's record goes).
 pub async fn wait(State(ctx): State<Ctx>, Path(id): Path<String>, Query(q): Q) -> ApiResult<Response> {
-    let condition = q.get("condition").cloned().unwrap_or_else(|| "not-running".into());
+    let condition = q
+        .get("condition")
+        .filter(|c| !c.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "not-running".into());
     if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
         return Err(ApiError::bad(format!(
             "invalid condition {condition:?}: use not-running, next-exit or removed"
