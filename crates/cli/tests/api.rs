@@ -280,3 +280,60 @@ fn api_errors_are_clear_and_the_server_keeps_serving() {
     assert_eq!(code, 204);
     assert_eq!(i.ok(&["ps", "-aq"]).trim(), "");
 }
+
+/// A docker-registry process, killed on drop.
+struct Registry(Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn docker_pull_from_a_loopback_registry_then_run() {
+    if !tools() || !have(&["docker-registry", "skopeo"]) {
+        return;
+    }
+    let i = Instance::new();
+    let t = i.dir.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = t.join("reg.yml");
+    std::fs::write(&cfg, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\nhttp:\n  addr: 127.0.0.1:{port}\n", t.display())).unwrap();
+    let _reg = Registry(
+        Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the registry", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    run_vessel::sh(
+        &format!(
+            "umoci init --layout img && umoci new --image img:1 && umoci config --image img:1 --config.env PATH=/bin \
+             && umoci unpack --image img:1 b >/dev/null && mkdir -p b/rootfs/bin && cp /usr/bin/busybox b/rootfs/bin/ \
+             && ln -s busybox b/rootfs/bin/echo && umoci repack --image img:1 b \
+             && skopeo copy -q --dest-tls-verify=false oci:img:1 docker://127.0.0.1:{port}/api/bb:1"
+        ),
+        t,
+    );
+    let s = Server::start(&i);
+    let name = format!("127.0.0.1:{port}/api/bb:1");
+    let out = s.docker_ok(&["pull", &name]);
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    assert!(s.docker_ok(&["images"]).contains(&format!("127.0.0.1:{port}/api/bb")));
+    assert_eq!(s.docker_ok(&["run", "--rm", &name, "echo", "pulled"]), "pulled\n");
+    // A tag the registry does not have: the pull fails with the registry's words.
+    let o = s.docker(&["pull", &format!("127.0.0.1:{port}/api/bb:nope")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+}
