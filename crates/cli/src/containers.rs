@@ -432,41 +432,6 @@ pub struct PsArgs {
     format: Format,
 }
 
-fn since(rfc3339: &str) -> u64 {
-    humantime::parse_rfc3339(rfc3339)
-        .ok()
-        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-        .map_or(0, |d| d.as_secs())
-}
-
-fn human(secs: u64) -> String {
-    match secs {
-        0 => "Less than a second".into(),
-        1..=59 => format!("{secs} seconds"),
-        60..=3599 => format!("{} minutes", secs / 60),
-        3600..=86399 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86400),
-    }
-}
-
-fn status(engine: &Engine, r: &Record) -> String {
-    let dead = engine.health(r) == vessel_engine::containers::Health::MonitorDead;
-    let s = match r.state {
-        State::Created => "Created".to_string(),
-        State::Running => format!("Up {}", human(since(r.started_at.as_deref().unwrap_or("")))),
-        State::Paused => format!("Up {} (Paused)", human(since(r.started_at.as_deref().unwrap_or("")))),
-        State::Exited => match &r.finished_at {
-            Some(f) => format!("Exited ({}) {} ago", r.exit_code.unwrap_or(-1), human(since(f))),
-            None => "Exited".into(),
-        },
-    };
-    if dead {
-        format!("{s} (monitor gone)")
-    } else {
-        s
-    }
-}
-
 fn protocol(p: &vessel_net::PortMapping) -> &'static str {
     match p.protocol {
         vessel_net::Protocol::Tcp => "tcp",
@@ -523,7 +488,7 @@ pub fn ps(engine: &Engine, a: &PsArgs) -> Result<i32> {
                 serde_json::json!({
                     "Id": r.id, "Names": [r.name], "Image": r.image, "ImageID": r.image_id,
                     "Command": r.command, "Created": r.created_at, "State": r.state.as_str(),
-                    "Status": status(engine, r), "Pid": r.pid.unwrap_or(0), "ExitCode": r.exit_code.unwrap_or(0),
+                    "Status": engine.status_text(r), "Pid": r.pid.unwrap_or(0), "ExitCode": r.exit_code.unwrap_or(0),
                     "StartedAt": r.started_at, "ExitedAt": r.finished_at, "Ports": ps_ports(&r.options.publish),
                 })
             })
@@ -551,8 +516,11 @@ pub fn ps(engine: &Engine, a: &PsArgs) -> Result<i32> {
             r.id[..12].to_string(),
             r.image.clone(),
             format!("\"{cmd}\""),
-            format!("{} ago", human(since(&r.created_at))),
-            status(engine, r),
+            format!(
+                "{} ago",
+                vessel_engine::status::human(vessel_engine::status::since(&r.created_at))
+            ),
+            engine.status_text(r),
             ports_text(&r.options.publish),
             r.name.clone(),
         ]);
@@ -719,18 +687,11 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
         let r = engine.find(c)?;
         let spec = engine.spec(&r).ok();
         let o = &r.options;
-        // Limits as config.json has them now: `update` changes them there.
-        let res = spec
-            .as_ref()
-            .and_then(|s| s.linux().as_ref())
-            .and_then(|l| l.resources().clone())
-            .unwrap_or_default();
-        let memory = res.memory().and_then(|m| m.limit()).or(o.memory).unwrap_or(0);
-        let nano_cpus = match res.cpu().as_ref().map(|c| (c.quota(), c.period())) {
-            Some((Some(q), Some(p))) if q > 0 && p > 0 => q.saturating_mul(1_000_000_000) / p as i64,
-            _ => o.cpus.map_or(0, |c| (c * 1e9) as i64),
-        };
-        let pids_limit = res.pids().map_or(o.pids_limit.unwrap_or(0), |p| p.limit().max(0));
+        let vessel_engine::limits::Limits {
+            memory,
+            nano_cpus,
+            pids: pids_limit,
+        } = engine.limits(&r, spec.as_ref());
         let attachment = vessel_engine::network::attachment(&engine.paths, &r.id);
         let disk = engine.disk_usage(&r)?;
         let (snapshot_count, snapshot_size) = vessel_engine::snapshots::usage(engine, &r);

@@ -358,12 +358,12 @@ pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
     let mut errors = Vec::new();
     let mut removed = false;
     for name in &a.images {
-        match remove_one(&store, db.as_ref(), name, a.force) {
+        match vessel_engine::images::remove(&store, db.as_ref(), name, a.force) {
             Ok(rec) => {
                 println!("Untagged/removed: {name} ({})", rec.id.short());
                 removed = true;
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(anyhow::Error::from(e)),
         }
     }
     if removed {
@@ -377,33 +377,6 @@ pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// Removes one image (or one of its names), refusing an image in use unless `force`.
-fn remove_one(store: &Store, db: Option<&vessel_engine::db::Db>, name: &str, force: bool) -> Result<ImageRecord> {
-    let rec = records::find_image(store, name)?;
-    let untag_only = rec.names.len() > 1
-        && Reference::parse(name)
-            .ok()
-            .is_some_and(|r| r.digest.is_none() && rec.names.contains(&r.to_string()));
-    if !untag_only && !force {
-        if let Some(db) = db {
-            let users = db.using_image(&rec.id.to_string())?;
-            if !users.is_empty() {
-                let list: Vec<String> = users
-                    .iter()
-                    .map(|c| format!("{} ({})", c.name, &c.id[..c.id.len().min(12)]))
-                    .collect();
-                bail!(
-                    "image {name} is in use by container{} {}: remove {} first (`vessel rm`), or force with `vessel rmi -f`",
-                    if users.len() > 1 { "s" } else { "" },
-                    list.join(", "),
-                    if users.len() > 1 { "them" } else { "it" }
-                );
-            }
-        }
-    }
-    Ok(records::remove_image(store, name)?)
 }
 
 /// `vessel image ...`.

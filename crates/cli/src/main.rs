@@ -96,6 +96,14 @@ enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Restore a checkpointed container.
     Restore(checkpoint::RestoreArgs),
+    /// Serve the Docker Engine API (v1.41) on a unix socket, for the docker CLI and
+    /// other Docker API clients (`DOCKER_HOST=unix://SOCKET`).
+    Serve {
+        /// The socket [default: RUNROOT/vessel.sock]: mode 0660 with group `vessel`
+        /// when that group exists, else 0600 (root only).
+        #[arg(long)]
+        socket: Option<std::path::PathBuf>,
+    },
     /// The per-container monitor (internal: started by run, create and start).
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -154,6 +162,7 @@ fn main() {
     use containers as c;
     let result = match cli.command {
         Command::Monitor { id, restore } => vessel_engine::monitor::main(&paths, &id, restore.as_deref()),
+        Command::Serve { socket } => serve(paths.clone(), socket),
         Command::Run(a) => with_engine(&|e| c::run(e, &a)),
         Command::Create(a) => with_engine(&|e| c::create(e, &a)),
         Command::Start(a) => with_engine(&|e| c::start(e, &a)),
@@ -202,6 +211,19 @@ fn main() {
             std::process::exit(containers::exit_code(&e));
         }
     }
+}
+
+/// `vessel serve`: the API server until SIGTERM or SIGINT.
+fn serve(paths: vessel_engine::Paths, socket: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
+    let socket = socket.unwrap_or_else(|| paths.runroot.join("vessel.sock"));
+    // Two workers: the engine's calls run in the blocking pool, the workers only
+    // move bytes.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(vessel_api::serve(paths, &socket))?;
+    Ok(0)
 }
 
 #[cfg(test)]

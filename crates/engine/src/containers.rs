@@ -9,7 +9,7 @@
 //! for a container that has exited). The monitor records the exit.
 
 use std::io::BufRead;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -432,13 +432,21 @@ impl Engine {
     /// `start`, starts it (after creating it again if it has exited). Returns the
     /// socket to wait on with [`Attached::wait`].
     pub fn attach(&self, r: &Record, stdin: bool, start: bool) -> Result<Attached> {
+        let (i, o, e) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        self.attach_fds(r, stdin, start, [i.as_fd(), o.as_fd(), e.as_fd()])
+    }
+
+    /// As [`Engine::attach`], with the given stdin, stdout and stderr (pipes or
+    /// sockets of an API connection): the monitor copies the container's output to
+    /// `fds[1]` and `fds[2]` (a tty's output to `fds[1]` only) and, with `stdin`,
+    /// `fds[0]`'s input to the container. The monitor keeps its copies until the
+    /// container exits.
+    pub fn attach_fds(&self, r: &Record, stdin: bool, start: bool, fds: [BorrowedFd<'_>; 3]) -> Result<Attached> {
         let r = if start { self.ensure_created(r)? } else { r.clone() };
         if !r.state.is_live() {
             return Err(Error::WrongState(format!("container {} is not running", r.name)));
         }
         let sock = self.connect(&r)?;
-        let (i, o, e) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-        let fds = [i.as_fd(), o.as_fd(), e.as_fd()];
         let msg = format!("attach {} {}", u8::from(stdin), u8::from(start));
         wire::send(&sock, &msg, &fds).map_err(|e| Error::Monitor {
             id: r.id.clone(),
@@ -451,6 +459,23 @@ impl Engine {
             .or(r.pid)
             .unwrap_or(0);
         Ok(Attached { sock, pid, id: r.id })
+    }
+
+    /// A connection to the monitor of the live container `r` that only listens: its
+    /// [`Attached::poll_exit`] (or the socket, polled) tells the exit code. What
+    /// `docker wait` and the API's wait use.
+    ///
+    /// Errors: [`Error::WrongState`] when it is not live; [`Error::Monitor`].
+    pub fn watch(&self, r: &Record) -> Result<Attached> {
+        if !r.state.is_live() || self.health(r) != Health::Ok {
+            return Err(Error::WrongState(format!("container {} is not running", r.name)));
+        }
+        let sock = self.connect(r)?;
+        Ok(Attached {
+            sock,
+            pid: r.pid.unwrap_or(0),
+            id: r.id.clone(),
+        })
     }
 
     /// Sends `signal` to the container's init.
@@ -781,6 +806,12 @@ impl Attached {
         &self.sock
     }
 
+    /// The socket, to own (for an async reactor); the monitor's messages are what
+    /// [`Attached::poll_exit`] reads ([`parse_exit`]).
+    pub fn into_socket(self) -> OwnedFd {
+        self.sock
+    }
+
     /// Asks the monitor to copy our terminal's window size to the container's pty.
     pub fn resize(&self) {
         let _ = wire::send(&self.sock, "resize", &[]);
@@ -790,10 +821,16 @@ impl Attached {
     /// (-1 when the monitor went away without saying).
     pub fn poll_exit(&self) -> Option<i32> {
         match wire::recv(&self.sock) {
-            Ok(Some((msg, _))) => msg.strip_prefix("exit ").map(|c| c.trim().parse().unwrap_or(-1)),
+            Ok(Some((msg, _))) => parse_exit(&msg),
             _ => Some(-1),
         }
     }
+}
+
+/// A monitor's message read from an attached socket: Some(code) for `exit CODE`
+/// (-1 when the code is unreadable), None for any other message.
+pub fn parse_exit(msg: &str) -> Option<i32> {
+    msg.strip_prefix("exit ").map(|c| c.trim().parse().unwrap_or(-1))
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

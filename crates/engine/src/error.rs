@@ -49,6 +49,14 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `rmi` of an image that containers use (without force).
+    #[error("{}", in_use(image, containers))]
+    ImageInUse {
+        /// The image as named.
+        image: String,
+        /// `NAME (ID12)` of each container using it.
+        containers: Vec<String>,
+    },
     /// The per-container monitor failed or could not be reached.
     #[error("monitor of container {id}: {msg}")]
     Monitor { id: String, msg: String },
@@ -62,6 +70,16 @@ pub enum Error {
     /// A backup archive that cannot be written or is not whole (`vessel backup`).
     #[error("backup {file}: {reason}")]
     Backup { file: String, reason: String },
+}
+
+fn in_use(image: &str, containers: &[String]) -> String {
+    let many = containers.len() > 1;
+    format!(
+        "image {image} is in use by container{} {}: remove {} first (`vessel rm`), or force with `vessel rmi -f`",
+        if many { "s" } else { "" },
+        containers.join(", "),
+        if many { "them" } else { "it" }
+    )
 }
 
 impl Error {

@@ -1,0 +1,21 @@
+//! vessel-api: `vessel serve`, a second front end of the engine over HTTP on a unix
+//! socket. It speaks the Docker Engine API v1.41 (moby's `api/swagger.yaml` at the
+//! v20.10 tag) at `/v1.NN/...` and unversioned, enough for the docker CLI's everyday
+//! commands ([`docker`]).
+//!
+//! The server holds no state of its own beyond its connections: every handler opens
+//! the instance's records ([`vessel_engine::Engine`]) as the CLI does, in
+//! `tokio::task::spawn_blocking`. It never forks: containers are launched by the
+//! single-threaded per-container monitor, which the engine starts with fork+exec
+//! (`std::process::Command`); the server reaps the monitors it started
+//! ([`reaper`]).
+
+#![recursion_limit = "256"]
+
+pub mod docker;
+pub mod error;
+pub mod reaper;
+pub mod server;
+
+pub use error::ApiError;
+pub use server::{serve, ServeError};

@@ -1,0 +1,95 @@
+//! The listener of `vessel serve`: a unix socket (mode 0660, group `vessel` when that
+//! group exists, else root only), the Docker API router on it, and a clean stop on
+//! SIGTERM or SIGINT (the socket file removed).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use vessel_engine::Paths;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another server answers on the socket path.
+    #[error("{0}: another server listens on this socket: stop it, or give another --socket")]
+    InUse(PathBuf),
+    /// A file operation on the socket path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ServeError + 'a {
+    move |source| ServeError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Binds `socket`: a stale socket file (nobody answers) is replaced; a live one is
+/// refused ([`ServeError::InUse`]).
+fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(ServeError::InUse(socket.to_path_buf()));
+        }
+        std::fs::remove_file(socket).map_err(io("remove stale socket", socket))?;
+    }
+    let listener = UnixListener::bind(socket).map_err(io("bind", socket))?;
+    let group = nix::unistd::Group::from_name("vessel").ok().flatten();
+    if let Some(g) = &group {
+        nix::unistd::chown(socket, None, Some(g.gid)).map_err(|e| ServeError::Io {
+            op: "chown to group vessel",
+            path: socket.to_path_buf(),
+            source: e.into(),
+        })?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", socket))?;
+    Ok(listener)
+}
+
+/// Serves the Docker Engine API for the instance at `paths` on the unix socket
+/// `socket` until SIGTERM or SIGINT, then removes the socket. Streams still open
+/// (attach, logs -f) get 5 seconds to end.
+///
+/// Must run inside a multi-threaded tokio runtime.
+///
+/// Errors: [`ServeError`] when the socket cannot be made.
+pub async fn serve(paths: Paths, socket: &Path) -> Result<(), ServeError> {
+    let listener = bind(socket)?;
+    eprintln!("vessel serve: listening on unix://{}", socket.display());
+    let router = crate::docker::router(paths);
+    let svc = tower_layer::Layer::layer(&axum::middleware::map_request(crate::docker::strip_version), router);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(svc);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("catch SIGTERM for", socket))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(io("catch SIGINT for", socket))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    std::fs::remove_file(socket).map_err(io("remove", socket))?;
+    eprintln!("vessel serve: stopped");
+    Ok(())
+}
