@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use clap::Args;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::MultiProgress;
 use vessel_engine::commit::CommitRequest;
 use vessel_engine::Engine;
 use vessel_image::pull::PullOptions;
@@ -112,32 +112,13 @@ pub fn diff(e: &Engine, a: &DiffArgs) -> Result<i32> {
 
 impl PushProgress for Bars {
     fn blob_start(&self, digest: &Digest, size: u64) {
-        if let Some(m) = &self.multi {
-            let pb = m.add(ProgressBar::new(size));
-            pb.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            pb.set_prefix(format!("blob {}", digest.short()));
-            if let Ok(mut b) = self.bars.lock() {
-                b.insert(digest.clone(), pb);
-            }
-        }
+        self.start(digest, size);
     }
     fn blob_bytes(&self, digest: &Digest, n: u64) {
-        if let Ok(b) = self.bars.lock() {
-            if let Some(pb) = b.get(digest) {
-                pb.inc(n);
-            }
-        }
+        self.advance(digest, n);
     }
     fn blob_done(&self, digest: &Digest, skipped: bool) {
-        let what = if skipped { "skipped: already exists" } else { "done" };
-        match self.bars.lock().ok().and_then(|mut b| b.remove(digest)) {
-            Some(pb) => pb.finish_with_message(what),
-            None => eprintln!("Copying blob {digest} {what}"),
-        }
+        self.finish(digest, if skipped { "skipped: already exists" } else { "done" });
     }
 }
 

@@ -139,17 +139,9 @@ pub(crate) struct Bars {
     pub(crate) bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
-impl Progress for Bars {
-    fn resolved(&self, reference: &str, manifest: &Digest, layers: usize) {
-        let line = format!("Resolved {reference} to {manifest} ({layers} layers)");
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(line);
-            }
-            None => eprintln!("{line}"),
-        }
-    }
-    fn layer_start(&self, digest: &Digest, size: u64) {
+impl Bars {
+    /// A bar for blob `digest` of `size` bytes (on a terminal only).
+    pub(crate) fn start(&self, digest: &Digest, size: u64) {
         if let Some(m) = &self.multi {
             let pb = m.add(ProgressBar::new(size));
             pb.set_style(
@@ -163,23 +155,50 @@ impl Progress for Bars {
             }
         }
     }
-    fn layer_bytes(&self, digest: &Digest, n: u64) {
+
+    /// `n` more bytes of blob `digest`.
+    pub(crate) fn advance(&self, digest: &Digest, n: u64) {
         if let Ok(b) = self.bars.lock() {
             if let Some(pb) = b.get(digest) {
                 pb.inc(n);
             }
         }
     }
-    fn layer_done(&self, digest: &Digest, outcome: LayerOutcome) {
-        let what = match outcome {
-            LayerOutcome::AlreadyPresent => "already present",
-            LayerOutcome::UnpackedFromStore => "unpacked from the store",
-            LayerOutcome::Downloaded => "done",
-        };
+
+    /// Blob `digest` is done: its bar ends with `what` (a line without a terminal).
+    pub(crate) fn finish(&self, digest: &Digest, what: &str) {
         match self.bars.lock().ok().and_then(|mut b| b.remove(digest)) {
-            Some(pb) => pb.finish_with_message(what),
+            Some(pb) => pb.finish_with_message(what.to_string()),
             None => eprintln!("Copying blob {digest} {what}"),
         }
+    }
+}
+
+impl Progress for Bars {
+    fn resolved(&self, reference: &str, manifest: &Digest, layers: usize) {
+        let line = format!("Resolved {reference} to {manifest} ({layers} layers)");
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+    fn layer_start(&self, digest: &Digest, size: u64) {
+        self.start(digest, size);
+    }
+    fn layer_bytes(&self, digest: &Digest, n: u64) {
+        self.advance(digest, n);
+    }
+    fn layer_done(&self, digest: &Digest, outcome: LayerOutcome) {
+        self.finish(
+            digest,
+            match outcome {
+                LayerOutcome::AlreadyPresent => "already present",
+                LayerOutcome::UnpackedFromStore => "unpacked from the store",
+                LayerOutcome::Downloaded => "done",
+            },
+        );
     }
     fn devices_skipped(&self, digest: &Digest, n: u64) {
         let line = format!(

@@ -181,21 +181,9 @@ fn mounts_of(dev: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
+/// Undoes mountinfo's octal escapes (`\040` for a space): the runtime's reading.
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    vessel_runtime::rootfs::unescape_mountinfo(s)
 }
 
 /// The size in bytes of the xfs file system in `img`, from its superblock (big-endian

@@ -9,6 +9,7 @@
 //! that points out of it.
 
 mod cgroup;
+pub use cgroup::unescape as unescape_mountinfo;
 pub(crate) use cgroup::{parse_mountinfo, read_mountinfo};
 mod devices;
 mod mounts;

@@ -19,6 +19,10 @@ use crate::db::{Record, State};
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::HOST_IMAGE;
 
+/// The archive's zstd level: 1, zstd's fastest standard level (a backup is written every
+/// night and read back rarely; see bench/README.md "backup" for level 3 against 1).
+const ZSTD_LEVEL: i32 = 1;
+
 /// A writer that remembers whether the failure came from the output (not from reading the
 /// container's files).
 struct Output<W> {
@@ -234,7 +238,7 @@ fn write_archive<W: Write>(
         .unwrap_or(1)
         .min(8) as u32;
     let result = (|| -> io::Result<Summary> {
-        let mut enc = zstd::stream::write::Encoder::new(&mut *out, 3)?;
+        let mut enc = zstd::stream::write::Encoder::new(&mut *out, ZSTD_LEVEL)?;
         enc.include_checksum(true)?;
         if threads > 1 {
             enc.multithread(threads)?;

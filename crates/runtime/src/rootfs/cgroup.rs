@@ -34,8 +34,9 @@ pub(crate) struct MountInfo {
     pub super_options: String,
 }
 
-/// Undoes mountinfo's octal escapes ("\040" is a space).
-fn unescape(s: &str) -> String {
+/// Undoes the octal escapes of a /proc/self/mountinfo field ("\040" is a space; proc(5)):
+/// the path as the kernel knows it. A backslash not followed by three octal digits stays.
+pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
