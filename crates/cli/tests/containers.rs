@@ -539,7 +539,7 @@ fn signals_reach_a_foreground_container_and_start_attaches() {
     }
     let i = Instance::new();
     let img = i.busybox();
-    let child = i
+    let mut child = i
         .cmd()
         .args([
             "run",
@@ -555,6 +555,15 @@ fn signals_reach_a_foreground_container_and_start_attaches() {
         .spawn()
         .unwrap();
     wait_for("the container to run", || {
+        // A run that ended already says why (it failed once in 20 runs of the suite, with
+        // no record made, and its stderr was never read).
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("vessel run ended before its container ran ({status}): {err}");
+        }
         stdout(&i.v(&["logs", "fg"])).contains("ready")
     });
     // SAFETY: kill takes plain integers; the pid is our own child's.
