@@ -122,6 +122,20 @@ fn docker_cli_everyday_commands() {
     assert_eq!(id.len(), 64, "{id}");
     assert!(s.docker_ok(&["ps"]).contains(" x\n"));
     assert!(i.ok(&["ps"]).contains(&id[..12]));
+    // What the client leaves to the server, the server's environment chooses, as for
+    // `vessel run`: no network (VESSEL_NETWORK=none: nothing on the machine's own network)
+    // and the test's cgroup parent.
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(i.root().join("containers").join(id).join("config.json")).unwrap())
+            .unwrap();
+    let cgroup = cfg["linux"]["cgroupsPath"].as_str().unwrap_or_default();
+    assert!(cgroup.starts_with(&run_vessel::cgroup_parent(&i.root())), "{cgroup}");
+    let netns = cfg["linux"]["namespaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["type"] == "network"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(netns.get("path").is_none(), "a network namespace of a bridge: {netns}");
     assert_eq!(
         s.docker_ok(&[
             "inspect",

@@ -137,6 +137,7 @@ struct HostConfig {
     cap_add: Option<Vec<String>>,
     cap_drop: Option<Vec<String>>,
     publish_all_ports: bool,
+    cgroup_parent: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -190,8 +191,15 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         [one] => one.clone(),
         _ => serde_json::to_string(&ep).unwrap_or_default(),
     });
-    let network = h.network_mode.filter(|m| !m.is_empty() && m != "default");
     let nonempty = |s: String| (!s.is_empty()).then_some(s);
+    // What the client leaves to the daemon's default, the server's environment chooses as
+    // it does for `vessel run`: VESSEL_NETWORK, VESSEL_CGROUP_PARENT.
+    let from_env = |var: &str| std::env::var(var).ok().and_then(nonempty);
+    let network = h
+        .network_mode
+        .filter(|m| !m.is_empty() && m != "default")
+        .or_else(|| from_env("VESSEL_NETWORK"));
+    let cgroup_parent = nonempty(h.cgroup_parent).or_else(|| from_env("VESSEL_CGROUP_PARENT"));
     Ok(RunOptions {
         name,
         image: b.image,
@@ -215,6 +223,7 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         init: h.init.unwrap_or(false),
         cap_add: h.cap_add.unwrap_or_default(),
         cap_drop: h.cap_drop.unwrap_or_default(),
+        cgroup_parent,
         ..RunOptions::default()
     })
 }
