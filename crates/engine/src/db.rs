@@ -95,7 +95,7 @@ pub struct Record {
 
 /// An open records database.
 pub struct Db {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -144,6 +144,7 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(&crate::events::schema()).map_err(err)?;
         for (column, add) in ADDED_COLUMNS {
             let has: bool = conn
                 .query_row(
@@ -160,7 +161,7 @@ impl Db {
         Ok(Db { conn, path })
     }
 
-    fn err(&self, source: rusqlite::Error) -> Error {
+    pub(crate) fn err(&self, source: rusqlite::Error) -> Error {
         Error::Db {
             path: self.path.clone(),
             source,

@@ -15,6 +15,7 @@ pub mod containers;
 pub mod cp;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod export;
 pub mod images;

@@ -141,7 +141,7 @@ pub async fn attach(
 
 /// Copies stdout and stderr to `wr` (framed unless `tty`) until both end or the
 /// client goes; streams not asked for are read and dropped.
-async fn copy_out(
+pub(crate) async fn copy_out(
     mut out: pipe::Receiver,
     mut err: pipe::Receiver,
     wr: &mut (impl tokio::io::AsyncWrite + Unpin),

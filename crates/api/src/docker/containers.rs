@@ -34,7 +34,7 @@ fn proto(p: &vessel_net::PortMapping) -> &'static str {
 }
 
 /// The `filters` query parameter: `{"name":["x"]}` or the old `{"name":{"x":true}}`.
-fn filters(q: &HashMap<String, String>) -> ApiResult<HashMap<String, Vec<String>>> {
+pub(crate) fn filters(q: &HashMap<String, String>) -> ApiResult<HashMap<String, Vec<String>>> {
     let Some(text) = q.get("filters").filter(|t| !t.is_empty()) else {
         return Ok(HashMap::new());
     };

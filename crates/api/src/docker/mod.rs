@@ -1,12 +1,18 @@
 //! The Docker Engine API v1.41 (moby `api/swagger.yaml`, tag v20.10): the routes the
 //! docker CLI's everyday commands use. Paths are served with any `/v1.NN` prefix and
 //! without one. One file per group of the API: [`system`] (`_ping`, `version`,
-//! `info`), [`containers`], [`attach`] (hijacked attach, log streams), [`images`].
+//! `info`), [`containers`], [`attach`] (hijacked attach, log streams), [`images`],
+//! [`exec`], [`stats`], [`events`], [`update`], [`df`] (`system df`).
 
 pub mod attach;
 pub mod containers;
+pub mod df;
+pub mod events;
+pub mod exec;
 pub mod images;
+pub mod stats;
 pub mod system;
+pub mod update;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +42,8 @@ pub struct Ctx {
     pub paths: Paths,
     /// Container id → its last exit code, as its monitor told an attach or wait.
     pub exits: Arc<Mutex<HashMap<String, i32>>>,
+    /// The exec instances made through this server.
+    pub execs: exec::Execs,
 }
 
 impl Ctx {
@@ -127,6 +135,7 @@ pub fn router(paths: Paths) -> Router {
     let ctx = Ctx {
         paths,
         exits: Arc::default(),
+        execs: exec::Execs::default(),
     };
     use containers as c;
     Router::new()
@@ -148,6 +157,14 @@ pub fn router(paths: Paths) -> Router {
         .route("/containers/{id}/logs", get(attach::logs))
         .route("/containers/{id}/attach", post(attach::attach))
         .route("/containers/{id}", axum::routing::delete(c::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(exec::resize))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route("/containers/{id}/stats", get(stats::stats))
+        .route("/containers/{id}/update", post(update::update))
+        .route("/events", get(events::events))
+        .route("/system/df", get(df::df))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route(
