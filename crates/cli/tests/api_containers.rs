@@ -231,7 +231,7 @@ fn docker_stats_update_df_and_events() {
     s.docker_ok(&["kill", "st2"]);
     assert_eq!(lines.next().unwrap().unwrap(), "st2 die 137");
     i.ok(&["rm", "st2"]);
-    assert_eq!(lines.next().unwrap().unwrap(), "st2 destroy ");
+    assert_eq!(lines.next().unwrap().unwrap(), "st2 destroy <no value>");
     drop(f);
     let (code, _) = s.curl(&["http://d/v1.41/events?since=yesterday"]);
     assert_eq!(code, 400);
@@ -280,9 +280,10 @@ fn docker_logs_follow_and_attach_both_ways() {
     assert_eq!(s.docker_ok(&["wait", "a"]).trim(), "0");
     // attach with a tty: typing reaches the shell; ctrl-p ctrl-q detaches and leaves it running.
     s.docker_ok(&["run", "-d", "-i", "-t", "--name", "t", img, "sh"]);
-    let (out, code) = s.docker_pty(&["attach", "t"], &[("", "echo $((6*7))\r"), ("42", "\x10\x11")]);
-    assert_eq!(code, 0, "{out}");
+    let (out, _) = s.docker_pty(&["attach", "t"], &[("", "echo $((6*7))\r"), ("42", "\x10\x11")]);
     assert!(out.contains("42"), "{out}");
+    // The docker 20.10 CLI ends a detach with this message (and exit status 1).
+    assert!(out.contains("read escape sequence"), "{out}");
     assert_eq!(
         s.docker_ok(&["inspect", "--format", "{{.State.Status}}", "t"]).trim(),
         "running"
