@@ -294,3 +294,119 @@ fn docker_logs_follow_and_attach_both_ways() {
     assert_eq!(s.docker_ok(&["wait", "t"]).trim(), "5");
     s.docker_ok(&["rm", "l", "a", "t"]);
 }
+
+/// `ip netns exec NS sh -c SCRIPT`: its stdout.
+fn in_netns(ns: &str, script: &str) -> String {
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", script])
+        .output()
+        .unwrap();
+    stdout(&o)
+}
+
+#[test]
+fn docker_run_flags_reach_vessel() {
+    if !tools() || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        return;
+    }
+    // The server (and so every container's network) lives in the test's own namespace.
+    let ns = instance::TestNetns::new("apirun");
+    let mut i = Instance::new();
+    i.netns = Some(ns.0.clone());
+    let img = i.busybox();
+    let s = Server::start(&i);
+    let data = i.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let vol = format!("{}:/data", data.display());
+    let id = s.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-e",
+        "GREETING=hello-api",
+        "-v",
+        &vol,
+        "-p",
+        "80",
+        "--network",
+        "bridge",
+        "--memory",
+        "48m",
+        "--cpus",
+        "0.25",
+        img,
+        "sh",
+        "-c",
+        "trap 'echo got-usr1' USR1; echo $GREETING > /data/out; mkdir /www; echo $GREETING > /www/index.html; \
+         httpd -p 80 -h /www; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    // -v and -e: the container wrote the variable's value into the host's dir.
+    wait_for("the volume's file", || data.join("out").exists());
+    assert_eq!(std::fs::read_to_string(data.join("out")).unwrap(), "hello-api\n");
+    // --memory, --cpus: in config.json's resources; --network bridge: a namespace of a bridge.
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(i.root().join("containers").join(id).join("config.json")).unwrap())
+            .unwrap();
+    let res = &cfg["linux"]["resources"];
+    assert_eq!(res["memory"]["limit"], 48 << 20, "{res}");
+    assert_eq!(
+        (res["cpu"]["quota"].as_i64(), res["cpu"]["period"].as_i64()),
+        (Some(25_000), Some(100_000)),
+        "{res}"
+    );
+    // -p 80: a host port chosen by the server, in inspect, reaching the container on 127.0.0.1.
+    let port = s.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}",
+        "web",
+    ]);
+    let port: u16 = port.trim().parse().unwrap();
+    assert_ne!(port, 0);
+    wait_for("httpd on the published port", || {
+        in_netns(&ns.0, &format!("busybox wget -qO- http://127.0.0.1:{port}/")) == "hello-api\n"
+    });
+    let o = s.docker_ok(&["port", "web", "80"]);
+    assert!(o.contains(&format!(":{port}")), "{o}");
+    // inspect: the fields the CLI reads.
+    let o = s.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.Config.Image}} {{.HostConfig.NetworkMode}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{(index .Mounts 0).Destination}}",
+        "web",
+    ]);
+    assert_eq!(o.trim(), format!("true {img} bridge 50331648 250000000 /data"));
+    let env = s.docker_ok(&["inspect", "--format", "{{range .Config.Env}}{{.}} {{end}}", "web"]);
+    assert!(env.contains("GREETING=hello-api "), "{env}");
+    // top with ps args; kill -s; restart.
+    let o = s.docker_ok(&["top", "web", "-o", "pid,comm"]);
+    assert!(
+        o.starts_with("PID") && o.contains("COMMAND") && o.contains("httpd"),
+        "{o}"
+    );
+    s.docker_ok(&["kill", "-s", "USR1", "web"]);
+    wait_for("the trap's line", || s.docker_ok(&["logs", "web"]).contains("got-usr1"));
+    let before = s.docker_ok(&["inspect", "--format", "{{.State.StartedAt}} {{.State.Pid}}", "web"]);
+    s.docker_ok(&["restart", "-t", "1", "web"]);
+    let after = s.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.StartedAt}} {{.State.Pid}} {{.State.Status}}",
+        "web",
+    ]);
+    assert!(
+        after.trim().ends_with("running") && !after.starts_with(before.split(' ').next().unwrap()),
+        "{before} {after}"
+    );
+    s.docker_ok(&["rm", "-f", "web"]);
+    // --rm and -it on a pty: the terminal, and the container gone after.
+    let (out, code) = s.docker_pty(
+        &["run", "--rm", "-it", "--name", "tty", img, "sh", "-c", "tty; exit 6"],
+        &[],
+    );
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert_eq!(s.docker_ok(&["ps", "-aq"]).trim(), "");
+}
