@@ -51,9 +51,9 @@ fn wanted(e: &Event, f: &HashMap<String, Vec<String>>) -> bool {
                 "container" => vals
                     .iter()
                     .any(|v| e.name == v.trim_start_matches('/') || (!v.is_empty() && e.id.starts_with(v.as_str()))),
-                "event" => vals.iter().any(|v| *v == e.action),
+                "event" => vals.contains(&e.action),
                 "type" => vals.iter().any(|v| v == "container"),
-                "image" => vals.iter().any(|v| *v == e.image),
+                "image" => vals.contains(&e.image),
                 _ => false,
             }
     })
