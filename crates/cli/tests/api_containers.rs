@@ -410,3 +410,45 @@ fn docker_run_flags_reach_vessel() {
     assert!(out.contains("/dev/pts/"), "{out}");
     assert_eq!(s.docker_ok(&["ps", "-aq"]).trim(), "");
 }
+
+const VENV_PYTHON: &str = "/opt/vessel-venv/bin/python";
+
+#[test]
+fn docker_py_and_testcontainers() {
+    if !tools() || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        return;
+    }
+    if !std::path::Path::new(VENV_PYTHON).exists() {
+        eprintln!("\n!!!!! SKIPPED: no {VENV_PYTHON} (scripts/setup makes it) !!!!!\n");
+        return;
+    }
+    // The server, its containers' networks and the Python clients all live in the
+    // test's own network namespace: the clients reach the published ports on its 127.0.0.1.
+    let ns = instance::TestNetns::new("apipy");
+    let mut i = Instance::new();
+    i.netns = Some(ns.0.clone());
+    let img = i.busybox();
+    let s = Server::start_with(&i, &[("VESSEL_NETWORK", "bridge")]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api_server/clients.py");
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, VENV_PYTHON])
+        .arg(script)
+        .arg(img)
+        .env("DOCKER_HOST", format!("unix://{}", s.socket.display()))
+        .env("TESTCONTAINERS_RYUK_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!("clients.py: {}\n{}{}", o.status, stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("ok docker-py port=") && out.contains("page=page-dockerpy"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok testcontainers port=") && out.contains("ok removed"),
+        "{out}"
+    );
+    assert_eq!(i.ok(&["ps", "-aq"]).trim(), "");
+}

@@ -17,9 +17,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(i: &Instance) -> Server {
+        Server::start_with(i, &[])
+    }
+
+    /// A server with `env` added to its environment (`VESSEL_NETWORK=bridge`: the
+    /// network of containers whose client names none).
+    pub fn start_with(i: &Instance, env: &[(&str, &str)]) -> Server {
         let socket = i.dir.path().join("vessel.sock");
         let child = i
             .cmd()
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--socket")
             .arg(&socket)
