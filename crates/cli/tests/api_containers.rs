@@ -122,6 +122,23 @@ fn docker_stats_update_df_and_events() {
     let i = Instance::new();
     let img = i.busybox();
     let s = Server::start(&i);
+    // info and version as the CLI prints them: no warnings for what vessel supports.
+    let o = s.docker(&["info"]);
+    assert!(o.status.success());
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        out.contains(" Cgroup Driver: cgroupfs") && out.contains(" Runtimes: vessel"),
+        "{out}"
+    );
+    for w in ["No cpu shares support", "No cpuset support", "No memory limit support"] {
+        assert!(!err.contains(w), "{err}");
+    }
+    let o = s.docker_ok(&["version"]);
+    assert!(
+        o.contains("Server: vessel") && o.contains("1.41 (minimum version 1.12)"),
+        "{o}"
+    );
+    assert!(o.contains("Experimental:     false"), "{o}");
     s.docker_ok(&[
         "run", "-d", "--name", "st", "--memory", "64m", "--cpus", "0.5", img, "sleep", "1000",
     ]);

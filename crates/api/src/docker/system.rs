@@ -53,7 +53,7 @@ pub async fn version() -> Json<Value> {
         "Platform": {"Name": "vessel"},
         "Components": [{"Name": "Engine", "Version": VERSION, "Details": {
             "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-            "Arch": goarch(&machine), "KernelVersion": kernel}}],
+            "Arch": goarch(&machine), "KernelVersion": kernel, "Experimental": "false"}}],
         "Version": VERSION,
         "ApiVersion": API_VERSION,
         "MinAPIVersion": MIN_API_VERSION,
@@ -64,6 +64,12 @@ pub async fn version() -> Json<Value> {
         "KernelVersion": kernel,
         "BuildTime": "",
     }))
+}
+
+/// Whether the sysctl at /proc/sys/`key` reads 1 (false when it is missing: the
+/// bridge sysctls exist only while the br_netfilter module is loaded).
+fn sysctl_on(key: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() == "1")
 }
 
 /// `info`: counts of containers and images, the host's kernel, CPUs and memory.
@@ -103,6 +109,9 @@ pub async fn info(State(ctx): State<Ctx>) -> ApiResult<Json<Value>> {
         "DriverStatus": [],
         "Plugins": {"Volume": [], "Network": ["bridge", "host", "none"], "Authorization": null, "Log": ["k8s-file"]},
         "MemoryLimit": true, "SwapLimit": true, "CpuCfsPeriod": true, "CpuCfsQuota": true,
+        "CPUShares": true, "CPUSet": true, "OomKillDisable": cgroup_version == "1",
+        "BridgeNfIptables": sysctl_on("net/bridge/bridge-nf-call-iptables"),
+        "BridgeNfIp6tables": sysctl_on("net/bridge/bridge-nf-call-ip6tables"),
         "PidsLimit": true, "IPv4Forwarding": true, "Debug": false,
         "NFd": 0, "NGoroutines": 0, "SystemTime": vessel_runtime::state::now_rfc3339(),
         "LoggingDriver": "k8s-file",
