@@ -64,9 +64,15 @@ struct Exec {
     started: bool,
     exit_code: Option<i32>,
     pid: i32,
+    /// A pidfd of `vessel exec` while it runs (a signal through it never reaches
+    /// another process that got the pid after it was reaped).
+    pidfd: Option<Arc<OwnedFd>>,
     /// The server's side of the pty while a tty exec runs.
     master: Option<Arc<OwnedFd>>,
 }
+
+/// How many exec instances the table holds before it forgets those that have ended.
+pub const MAX_EXECS: usize = 1000;
 
 /// The exec instances this server made, by id.
 #[derive(Clone, Default)]
@@ -119,13 +125,19 @@ pub async fn create(State(ctx): State<Ctx>, Path(id): Path<String>, body: Bytes)
         started: false,
         exit_code: None,
         pid: 0,
+        pidfd: None,
         master: None,
     };
-    ctx.execs
+    let mut table = ctx
+        .execs
         .0
         .lock()
-        .map_err(|_| ApiError::internal("exec table poisoned"))?
-        .insert(exec_id.clone(), exec);
+        .map_err(|_| ApiError::internal("exec table poisoned"))?;
+    if table.len() >= MAX_EXECS {
+        // Forget the execs that have ended (docker forgets them with their container).
+        table.retain(|_, e| e.running || !e.started);
+    }
+    table.insert(exec_id.clone(), exec);
     Ok((StatusCode::CREATED, Json(json!({"Id": exec_id}))).into_response())
 }
 
@@ -157,7 +169,7 @@ pub async fn resize(
             .map_err(|_| ApiError::bad(format!("invalid {k}={v:?}: give a number of cells")))
     };
     let (h, w) = (dim("h")?, dim("w")?);
-    let (master, pid) = ctx.execs.with(&id, |e| Ok((e.master.clone(), e.pid)))?;
+    let (master, pidfd) = ctx.execs.with(&id, |e| Ok((e.master.clone(), e.pidfd.clone())))?;
     let master = master.ok_or_else(|| ApiError {
         status: StatusCode::CONFLICT,
         message: format!("exec {id} has no running terminal: resize needs Tty and a started exec"),
@@ -171,10 +183,9 @@ pub async fn resize(
     rustix::termios::tcsetwinsize(master.as_fd(), ws)
         .map_err(|e| ApiError::internal(format!("set the size of exec {id}'s terminal: {e}")))?;
     // `vessel exec -t` copies the size to the container's terminal on SIGWINCH.
-    if pid > 0 {
-        // SAFETY: kill takes plain integers; `pid` is a child this server started and
-        // has not reaped yet (the table holds it only while it runs).
-        unsafe { libc::kill(pid, libc::SIGWINCH) };
+    if let Some(p) = pidfd {
+        // Gone already (ESRCH): nothing to tell.
+        let _ = rustix::process::pidfd_send_signal(&*p, rustix::process::Signal::WINCH);
     }
     Ok(StatusCode::OK.into_response())
 }
@@ -270,6 +281,9 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>, mut req: Requ
     };
     let (child, io) = streams;
     let pid = child.id() as i32;
+    let pidfd = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        .map(Arc::new);
     let master = match &io {
         Io::Tty(m) => Some(m.clone()),
         Io::Pipes { .. } => None,
@@ -277,37 +291,31 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>, mut req: Requ
     ctx.execs.with(&id, |e| {
         e.running = true;
         e.pid = pid;
+        e.pidfd = pidfd;
         e.master = master;
         Ok(())
     })?;
     let execs = ctx.execs.clone();
     let (want_out, want_err, want_in) = (config.attach_stdout, config.attach_stderr, config.attach_stdin);
     tokio::spawn(async move {
-        let upgraded = on_upgrade.await.ok();
-        let code = match upgraded {
-            Some(up) => {
-                let (rd, mut wr) = tokio::io::split(TokioIo::new(up));
-                let _ = match io {
-                    Io::Tty(m) => copy_tty(m, rd, &mut wr, want_in).await,
-                    Io::Pipes { stdin, stdout, stderr } => {
-                        let feed = tokio::spawn(feed(rd, stdin));
-                        let r = super::attach::copy_out(stdout, stderr, &mut wr, false, want_out, want_err).await;
-                        feed.abort();
-                        r
-                    }
-                };
-                let code = reap(child).await;
-                record_end(&execs, &id, code);
-                let _ = wr.shutdown().await;
-                code
-            }
-            None => {
-                let code = reap(child).await;
-                record_end(&execs, &id, code);
-                code
-            }
-        };
-        let _ = code;
+        if let Ok(up) = on_upgrade.await {
+            let (rd, mut wr) = tokio::io::split(TokioIo::new(up));
+            let _ = match io {
+                Io::Tty(m) => copy_tty(m, rd, &mut wr, want_in).await,
+                Io::Pipes { stdin, stdout, stderr } => {
+                    let feed = tokio::spawn(feed(rd, stdin));
+                    let r = super::attach::copy_out(stdout, stderr, &mut wr, false, want_out, want_err).await;
+                    feed.abort();
+                    r
+                }
+            };
+            // The exit code is recorded before the stream ends: the client asks for it
+            // (`GET /exec/{id}/json`) as soon as its stream has ended.
+            record_end(&execs, &id, reap(child).await);
+            let _ = wr.shutdown().await;
+        } else {
+            record_end(&execs, &id, reap(child).await);
+        }
     });
     let content_type = if config.tty {
         "application/vnd.docker.raw-stream"
@@ -331,6 +339,7 @@ fn record_end(execs: &Execs, id: &str, code: Option<i32>) {
         e.exit_code = Some(code.unwrap_or(-1));
         e.master = None;
         e.pid = 0;
+        e.pidfd = None;
         Ok(())
     });
 }
