@@ -23,6 +23,7 @@ pub mod logs;
 pub mod monitor;
 pub mod names;
 pub mod network;
+pub mod networks;
 pub mod options;
 pub mod paths;
 pub mod quota;
@@ -34,6 +35,7 @@ pub mod status;
 pub mod system;
 pub mod units;
 pub mod users;
+pub mod volumes;
 pub mod wire;
 
 pub use containers::Engine;

@@ -6,11 +6,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// `-v HOST:CTR[:ro]`: a bind mount of a host path.
+/// `-v HOST:CTR[:ro]`: a bind mount of a host path; `-v NAME:CTR[:ro]`: a named volume
+/// ([`crate::volumes`]), bind-mounted from its data directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
-    /// Absolute host path (must exist).
+    /// Absolute host path (must exist); for a named volume its data directory
+    /// (`ROOT/volumes/NAME/_data`), filled in when the container is made (empty before).
     pub host: PathBuf,
+    /// The named volume's name, for `-v NAME:CTR`; None for a host path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Absolute path inside the container.
     pub container: PathBuf,
     /// Mounted read-only (`:ro`).

@@ -34,7 +34,7 @@ fn proto(p: &vessel_net::PortMapping) -> &'static str {
 }
 
 /// The `filters` query parameter: `{"name":["x"]}` or the old `{"name":{"x":true}}`.
-fn filters(q: &HashMap<String, String>) -> ApiResult<HashMap<String, Vec<String>>> {
+pub(crate) fn filters(q: &HashMap<String, String>) -> ApiResult<HashMap<String, Vec<String>>> {
     let Some(text) = q.get("filters").filter(|t| !t.is_empty()) else {
         return Ok(HashMap::new());
     };
@@ -272,7 +272,9 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
     if let Some(a) = &attachment {
         networks.insert(
             a.network.clone(),
-            json!({"IPAddress": a.ip, "IPPrefixLen": a.prefix, "Gateway": a.gateway.as_deref().unwrap_or(""), "MacAddress": a.mac}),
+            json!({"IPAddress": a.ip, "IPPrefixLen": a.prefix, "Gateway": a.gateway.as_deref().unwrap_or(""), "MacAddress": a.mac,
+                   "NetworkID": vessel_net::Networks::open(&e.paths.root).get(&a.network).map(|n| n.id).unwrap_or_default(),
+                   "EndpointID": r.id, "Aliases": [&r.id[..12], &r.name]}),
         );
     }
     let process = spec.as_ref().and_then(|s| s.process().clone());
@@ -305,7 +307,7 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
         "Platform": "linux",
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "HostConfig": {
-            "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+            "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.name.clone().unwrap_or_else(|| v.host.display().to_string()), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
             "NetworkMode": net, "AutoRemove": o.rm, "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,
             "Memory": limits.memory, "NanoCpus": limits.nano_cpus, "PidsLimit": limits.pids,
             "CapAdd": o.cap_add, "CapDrop": o.cap_drop, "Init": o.init,
@@ -334,8 +336,19 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
             "Ports": ports,
             "Networks": networks,
         },
-        "Mounts": o.volumes.iter().map(|v| json!({"Type": "bind", "Source": v.host, "Destination": v.container, "RW": !v.read_only, "Mode": if v.read_only {"ro"} else {""}, "Propagation": "rprivate"})).collect::<Vec<_>>(),
+        "Mounts": o.volumes.iter().map(mount_json).collect::<Vec<_>>(),
     }))
+}
+
+/// A `Mounts` entry of inspect: a bind mount, or a named volume (`Type: volume`).
+fn mount_json(v: &vessel_engine::options::Volume) -> Value {
+    let mode = if v.read_only { "ro" } else { "" };
+    match &v.name {
+        Some(name) => json!({"Type": "volume", "Name": name, "Source": v.host, "Destination": v.container,
+                             "Driver": "local", "RW": !v.read_only, "Mode": mode, "Propagation": ""}),
+        None => json!({"Type": "bind", "Source": v.host, "Destination": v.container, "RW": !v.read_only,
+                       "Mode": mode, "Propagation": "rprivate"}),
+    }
 }
 
 fn no_content() -> Response {
