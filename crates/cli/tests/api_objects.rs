@@ -3,6 +3,8 @@
 //! only inside a network namespace the test makes (the server runs in it, as the
 //! "host"), never on the machine's own network.
 
+#[path = "../../image/tests/common/mod.rs"]
+mod common;
 mod instance;
 mod run_vessel;
 mod serve;
@@ -273,4 +275,99 @@ fn docker_volume_create_ls_inspect_rm_and_run_v() {
     ]);
     assert_eq!(code, 400, "{body}");
     assert!(!i.root().join("up").exists());
+}
+
+#[test]
+fn docker_tag_push_with_registry_auth_then_pull_elsewhere() {
+    if !tools() || !have(&["docker-registry", "htpasswd"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let t = tempfile::tempdir().unwrap();
+    let htp = t.path().join("htpasswd");
+    run_vessel::sh(
+        &format!("htpasswd -Bbc {} alice s3cret 2>/dev/null", htp.display()),
+        t.path(),
+    );
+    let reg = common::Registry::start(&t.path().join("reg"), Some(&htp));
+    let s = Server::start(&i);
+    let dest = format!("{}/team/bb:2", reg.addr);
+    s.docker_ok(&["tag", img, &dest]);
+    // The filters docker compose and `docker images` use.
+    let pattern = format!("{}/team/*", reg.addr);
+    let listed = s.docker_ok(&[
+        "images",
+        "--filter",
+        &format!("reference={pattern}"),
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    assert_eq!(listed.trim(), dest);
+    assert_eq!(s.docker_ok(&["images", "-q", "--filter", "dangling=true"]).trim(), "");
+    assert!(s
+        .docker_ok(&[
+            "images",
+            "--filter",
+            "reference=localhost/bb:1",
+            "--format",
+            "{{.Repository}}"
+        ])
+        .contains("localhost/bb"));
+    // Without credentials the registry refuses, and the stream's error says so.
+    let e = s.docker_err(&["push", &dest]);
+    assert!(e.contains(&reg.addr) && e.contains("401"), "{e}");
+    // The docker CLI sends the credentials of its config.json in X-Registry-Auth.
+    let cfg = s.socket.with_file_name("docker-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = base64_of("alice:s3cret");
+    std::fs::write(
+        cfg.join("config.json"),
+        format!("{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}", reg.addr),
+    )
+    .unwrap();
+    let out = s.docker_ok(&["push", &dest]);
+    assert!(
+        out.contains("The push refers to repository") && out.contains("2: digest: sha256:"),
+        "{out}"
+    );
+    // A second push finds every blob there.
+    let again = s.docker_ok(&["push", &dest]);
+    assert!(
+        again.contains("Layer already exists") && !again.contains("Pushed"),
+        "{again}"
+    );
+    // An image the server lacks: the API's 404.
+    let e = s.docker_err(&["push", &format!("{}/team/none:1", reg.addr)]);
+    assert!(e.contains("No such image"), "{e}");
+    // Another root pulls what was pushed and runs it; the image id is the same.
+    let fresh = Instance::new();
+    fresh.ok(&["pull", "--creds", "alice:s3cret", &dest]);
+    assert_eq!(fresh.ok(&["run", "--rm", &dest, "echo", "pushed"]), "pushed\n");
+    let id = |inst: &Instance| {
+        let v: serde_json::Value = serde_json::from_str(&inst.ok(&["image", "inspect", &dest])).unwrap();
+        v[0]["Id"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(id(&fresh), id(&i));
+    s.docker_ok(&["rmi", &dest]);
+    assert!(!s.docker_ok(&["images"]).contains("team/bb"));
+}
+
+/// Base64 (standard alphabet, padded) of `s`, as docker's config.json keeps `auth`.
+fn base64_of(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(A[((n >> (18 - 6 * k)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

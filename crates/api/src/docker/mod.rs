@@ -2,12 +2,13 @@
 //! docker CLI's everyday commands use. Paths are served with any `/v1.NN` prefix and
 //! without one. One file per group of the API: [`system`] (`_ping`, `version`,
 //! `info`), [`containers`], [`attach`] (hijacked attach, log streams), [`images`],
-//! [`networks`], [`volumes`].
+//! [`push`], [`networks`], [`volumes`].
 
 pub mod attach;
 pub mod containers;
 pub mod images;
 pub mod networks;
+pub mod push;
 pub mod system;
 pub mod volumes;
 
