@@ -114,4 +114,10 @@ pub struct RunOptions {
     /// When the schedule was set or last took a snapshot (RFC 3339): the schedule is due
     /// once it fires after this time.
     pub snapshot_schedule_from: Option<String>,
+    /// `--health-cmd` and the other `--health-*` flags (the Docker API's
+    /// `Config.Healthcheck`): run by the monitor ([`crate::health`]).
+    pub healthcheck: Option<crate::health::Healthcheck>,
+    /// `--label KEY=VALUE` (the Docker API's `Config.Labels`: docker compose finds its
+    /// containers by them).
+    pub labels: std::collections::BTreeMap<String, String>,
 }

@@ -58,7 +58,7 @@ pub(crate) fn filters(q: &HashMap<String, String>) -> ApiResult<HashMap<String, 
     Ok(out)
 }
 
-fn matches(r: &Record, f: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
+fn matches(e: &Engine, r: &Record, f: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
     for (k, vals) in f {
         if vals.is_empty() {
             continue;
@@ -68,9 +68,22 @@ fn matches(r: &Record, f: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
             "name" => vals.iter().any(|v| r.name.contains(v.trim_start_matches('/'))),
             "status" => vals.iter().any(|v| v == r.state.as_str()),
             "ancestor" => vals.iter().any(|v| *v == r.image || r.image_id.contains(v.as_str())),
+            // Every label given must be there (docker compose finds its containers so).
+            "label" => vals.iter().all(|v| match v.split_once('=') {
+                Some((k, val)) => r.options.labels.get(k).is_some_and(|x| x == val),
+                None => r.options.labels.contains_key(v.as_str()),
+            }),
+            "health" => vals.iter().any(|v| {
+                let h = vessel_engine::health::ps_suffix(&e.paths, r);
+                match v.as_str() {
+                    "none" => h.is_empty(),
+                    "starting" => h.contains("starting"),
+                    other => h == format!(" ({other})"),
+                }
+            }),
             other => {
                 return Err(ApiError::bad(format!(
-                    "invalid filter '{other}': use id, name, status or ancestor"
+                    "invalid filter '{other}': use id, name, status, ancestor, label or health"
                 )))
             }
         };
@@ -96,7 +109,7 @@ fn summary(e: &Engine, r: &Record) -> Value {
         "Id": r.id, "Names": [slash(&r.name)], "Image": r.image, "ImageID": r.image_id,
         "Command": r.command.join(" "),
         "Created": vessel_engine::status::unix_secs(&r.created_at),
-        "Ports": ports, "Labels": {}, "State": r.state.as_str(), "Status": e.status_text(r),
+        "Ports": ports, "Labels": r.options.labels, "State": r.state.as_str(), "Status": e.status_text(r),
         "HostConfig": {"NetworkMode": net}, "NetworkSettings": {"Networks": {}}, "Mounts": [],
     })
 }
@@ -111,7 +124,7 @@ pub async fn list(State(ctx): State<Ctx>, Query(q): Q) -> ApiResult<Json<Value>>
             // Newest first, as docker lists them.
             for r in e.list()?.iter().rev() {
                 let shown = all || matches!(r.state, CState::Running | CState::Paused) || f.contains_key("status");
-                if shown && matches(r, &f)? {
+                if shown && matches(e, r, &f)? {
                     out.push(summary(e, r));
                 }
             }
@@ -161,13 +174,55 @@ struct CreateBody {
     hostname: String,
     working_dir: String,
     user: String,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    healthcheck: Option<HealthConfig>,
     host_config: HostConfig,
+}
+
+/// `Config.Healthcheck`: durations in nanoseconds, 0 for the default.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct HealthConfig {
+    test: Option<Vec<String>>,
+    interval: i64,
+    timeout: i64,
+    retries: i64,
+    start_period: i64,
+}
+
+impl HealthConfig {
+    /// The engine's healthcheck; 400 for negative values, an interval or timeout
+    /// under 1 ms, a test of an unknown form.
+    fn check(self) -> ApiResult<Option<vessel_engine::health::Healthcheck>> {
+        let Some(test) = self.test.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let ns = |what: &str, v: i64| -> ApiResult<Duration> {
+            if v < 0 || (v > 0 && v < 1_000_000 && what != "StartPeriod") {
+                return Err(ApiError::bad(format!(
+                    "Healthcheck {what} {v}: give nanoseconds, at least 1000000 (1 ms), or 0 for the default"
+                )));
+            }
+            Ok(Duration::from_nanos(v as u64))
+        };
+        let h = vessel_engine::health::Healthcheck {
+            test,
+            interval: ns("Interval", self.interval)?,
+            timeout: ns("Timeout", self.timeout)?,
+            retries: u32::try_from(self.retries)
+                .map_err(|_| ApiError::bad(format!("Healthcheck Retries {}: give 0 or more", self.retries)))?,
+            start_period: ns("StartPeriod", self.start_period)?,
+        };
+        h.command()?;
+        Ok(Some(h))
+    }
 }
 
 fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
     if b.image.is_empty() {
         return Err(ApiError::bad("config has no Image: give the image to run"));
     }
+    let healthcheck = b.healthcheck.map(HealthConfig::check).transpose()?.flatten();
     let h = b.host_config;
     let mut volumes = Vec::new();
     for bind in h.binds.unwrap_or_default() {
@@ -224,6 +279,8 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         cap_add: h.cap_add.unwrap_or_default(),
         cap_drop: h.cap_drop.unwrap_or_default(),
         cgroup_parent,
+        labels: b.labels.unwrap_or_default(),
+        healthcheck,
         ..RunOptions::default()
     })
 }
@@ -295,6 +352,8 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
             "Error": "",
             "StartedAt": time_or_zero(&r.started_at),
             "FinishedAt": time_or_zero(&r.finished_at),
+            "Health": o.healthcheck.as_ref().and_then(|h| h.command().ok().flatten())
+                .map(|_| vessel_engine::health::read(&e.paths, &r.id).unwrap_or_default()),
         },
         "Image": r.image_id,
         "ResolvConfPath": e.paths.bundle(&r.id).join("resolv.conf"),
@@ -325,7 +384,9 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
             "Image": r.image,
             "WorkingDir": process.as_ref().map(|p| p.cwd().display().to_string()).unwrap_or_default(),
             "Entrypoint": null,
-            "Labels": {},
+            "Labels": o.labels,
+            "Healthcheck": o.healthcheck.as_ref().map(|h| json!({"Test": h.test, "Interval": h.interval.as_nanos() as u64,
+                "Timeout": h.timeout.as_nanos() as u64, "Retries": h.retries, "StartPeriod": h.start_period.as_nanos() as u64})),
             "StopSignal": r.stop_signal.to_string(),
         },
         "NetworkSettings": {
