@@ -110,6 +110,9 @@ pub struct CreateArgs {
     /// Set metadata: KEY=VALUE.
     #[arg(short = 'l', long = "label")]
     label: Vec<String>,
+    /// Another name its peers on the network find it by.
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
     #[command(flatten)]
     health: HealthArgs,
     /// The image (`host` for the built-in sparse root).
@@ -281,6 +284,7 @@ impl CreateArgs {
             mac: self.mac_address.clone(),
             storage_opt: vessel_engine::quota::parse_storage_opts(&self.storage_opt)?,
             healthcheck: self.health.healthcheck()?,
+            network_aliases: self.network_alias.clone(),
             labels: self
                 .label
                 .iter()

@@ -120,4 +120,7 @@ pub struct RunOptions {
     /// `--label KEY=VALUE` (the Docker API's `Config.Labels`: docker compose finds its
     /// containers by them).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--network-alias` (the Docker API's `EndpointsConfig.Aliases`: docker compose
+    /// gives each container its service's name): more names its peers find it by.
+    pub network_aliases: Vec<String>,
 }

@@ -139,8 +139,8 @@ pub async fn list(State(ctx): State<Ctx>, Query(q): Q) -> ApiResult<Json<Value>>
 #[serde(rename_all = "PascalCase", default)]
 struct HostConfig {
     auto_remove: bool,
-    memory: i64,
-    nano_cpus: i64,
+    memory: Option<i64>,
+    nano_cpus: Option<i64>,
     binds: Option<Vec<String>>,
     port_bindings: Option<HashMap<String, Option<Vec<PortBinding>>>>,
     network_mode: Option<String>,
@@ -177,6 +177,20 @@ struct CreateBody {
     labels: Option<std::collections::BTreeMap<String, String>>,
     healthcheck: Option<HealthConfig>,
     host_config: HostConfig,
+    networking_config: Option<NetworkingConfig>,
+}
+
+/// `NetworkingConfig`: the endpoint of the container's network (its aliases).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct NetworkingConfig {
+    endpoints_config: Option<HashMap<String, Option<EndpointConfig>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct EndpointConfig {
+    aliases: Option<Vec<String>>,
 }
 
 /// `Config.Healthcheck`: durations in nanoseconds, 0 for the default.
@@ -184,10 +198,11 @@ struct CreateBody {
 #[serde(rename_all = "PascalCase", default)]
 struct HealthConfig {
     test: Option<Vec<String>>,
-    interval: i64,
-    timeout: i64,
-    retries: i64,
-    start_period: i64,
+    // docker-py sends null for what the compose file leaves out.
+    interval: Option<i64>,
+    timeout: Option<i64>,
+    retries: Option<i64>,
+    start_period: Option<i64>,
 }
 
 impl HealthConfig {
@@ -197,7 +212,8 @@ impl HealthConfig {
         let Some(test) = self.test.filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
-        let ns = |what: &str, v: i64| -> ApiResult<Duration> {
+        let ns = |what: &str, v: Option<i64>| -> ApiResult<Duration> {
+            let v = v.unwrap_or(0);
             if v < 0 || (v > 0 && v < 1_000_000 && what != "StartPeriod") {
                 return Err(ApiError::bad(format!(
                     "Healthcheck {what} {v}: give nanoseconds, at least 1000000 (1 ms), or 0 for the default"
@@ -209,8 +225,8 @@ impl HealthConfig {
             test,
             interval: ns("Interval", self.interval)?,
             timeout: ns("Timeout", self.timeout)?,
-            retries: u32::try_from(self.retries)
-                .map_err(|_| ApiError::bad(format!("Healthcheck Retries {}: give 0 or more", self.retries)))?,
+            retries: u32::try_from(self.retries.unwrap_or(0))
+                .map_err(|_| ApiError::bad(format!("Healthcheck Retries {:?}: give 0 or more", self.retries)))?,
             start_period: ns("StartPeriod", self.start_period)?,
         };
         h.command()?;
@@ -223,6 +239,17 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         return Err(ApiError::bad("config has no Image: give the image to run"));
     }
     let healthcheck = b.healthcheck.map(HealthConfig::check).transpose()?.flatten();
+    // Aliases of the one network a container joins (vessel joins one).
+    let mut network_aliases: Vec<String> = b
+        .networking_config
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default()
+        .into_values()
+        .flatten()
+        .flat_map(|e| e.aliases.unwrap_or_default())
+        .collect();
+    // Checked by the engine (vessel_engine::network::prepare) as `--network-alias` is.
+    network_aliases.dedup();
     let h = b.host_config;
     let mut volumes = Vec::new();
     for bind in h.binds.unwrap_or_default() {
@@ -267,8 +294,8 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         workdir: nonempty(b.working_dir),
         user: nonempty(b.user),
         rm: h.auto_remove,
-        memory: (h.memory > 0).then_some(h.memory),
-        cpus: (h.nano_cpus > 0).then(|| h.nano_cpus as f64 / 1e9),
+        memory: h.memory.filter(|m| *m > 0),
+        cpus: h.nano_cpus.filter(|c| *c > 0).map(|c| c as f64 / 1e9),
         volumes,
         publish,
         publish_all: h.publish_all_ports,
@@ -281,6 +308,7 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         cgroup_parent,
         labels: b.labels.unwrap_or_default(),
         healthcheck,
+        network_aliases,
         ..RunOptions::default()
     })
 }
@@ -327,11 +355,15 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
     let net = o.network.clone().unwrap_or_else(|| "default".into());
     let mut networks = serde_json::Map::new();
     if let Some(a) = &attachment {
+        let aliases: Vec<String> = [r.id[..12].to_string(), r.name.clone()]
+            .into_iter()
+            .chain(o.network_aliases.iter().cloned())
+            .collect();
         networks.insert(
             a.network.clone(),
             json!({"IPAddress": a.ip, "IPPrefixLen": a.prefix, "Gateway": a.gateway.as_deref().unwrap_or(""), "MacAddress": a.mac,
                    "NetworkID": vessel_net::Networks::open(&e.paths.root).get(&a.network).map(|n| n.id).unwrap_or_default(),
-                   "EndpointID": r.id, "Aliases": [&r.id[..12], &r.name]}),
+                   "EndpointID": r.id, "Aliases": aliases}),
         );
     }
     let process = spec.as_ref().and_then(|s| s.process().clone());

@@ -67,7 +67,9 @@ fn json_of(e: &Engine, n: &Network) -> ApiResult<Value> {
         "Internal": n.internal, "Attachable": false, "Ingress": false,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
         "Containers": containers,
-        "Options": {"com.docker.network.bridge.name": n.bridge},
+        // docker compose compares these with its file's driver_opts: the bridge's name
+        // is not one a client gave.
+        "Options": {},
         "Labels": n.labels,
     }))
 }
