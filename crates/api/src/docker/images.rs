@@ -114,25 +114,6 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reference_filter() {
-        assert!(reference_matches("busybox", "docker.io/library/busybox:1"));
-        assert!(reference_matches("busybox:1", "docker.io/library/busybox:1"));
-        assert!(!reference_matches("busybox:2", "docker.io/library/busybox:1"));
-        assert!(reference_matches("127.0.0.1:5000/team/*", "127.0.0.1:5000/team/bb:2"));
-        assert!(reference_matches(
-            "127.0.0.1:5000/team/bb:*",
-            "127.0.0.1:5000/team/bb:2"
-        ));
-        assert!(!reference_matches("127.0.0.1:5000/*", "127.0.0.1:5000/team/bb:2"));
-        assert!(reference_matches("localhost/b?", "localhost/bb:1"));
-    }
-}
-
 fn inspect_json(store: &Store, rec: &ImageRecord) -> ApiResult<Value> {
     let config: Value = serde_json::from_slice(&store.read_blob(&rec.id)?)
         .map_err(|e| ApiError::internal(format!("config blob {} of an image: {e}", rec.id)))?;
@@ -299,4 +280,23 @@ pub async fn create(State(ctx): State<Ctx>, Query(q): Q, _body: Bytes) -> ApiRes
         })
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filter() {
+        assert!(reference_matches("busybox", "docker.io/library/busybox:1"));
+        assert!(reference_matches("busybox:1", "docker.io/library/busybox:1"));
+        assert!(!reference_matches("busybox:2", "docker.io/library/busybox:1"));
+        assert!(reference_matches("127.0.0.1:5000/team/*", "127.0.0.1:5000/team/bb:2"));
+        assert!(reference_matches(
+            "127.0.0.1:5000/team/bb:*",
+            "127.0.0.1:5000/team/bb:2"
+        ));
+        assert!(!reference_matches("127.0.0.1:5000/*", "127.0.0.1:5000/team/bb:2"));
+        assert!(reference_matches("localhost/b?", "localhost/bb:1"));
+    }
 }

@@ -35,7 +35,7 @@ fn passes(e: &Engine, v: &VolumeRecord, f: &HashMap<String, Vec<String>>) -> Api
         let ok = match k.as_str() {
             "name" => vals.iter().any(|x| v.name.contains(x.as_str())),
             "label" => vals.iter().all(|x| volumes::has_label(v, x)),
-            "driver" => vals.iter().any(|x| *x == v.driver),
+            "driver" => vals.contains(&v.driver),
             "dangling" => {
                 let unused = volumes::users(&e.db, &v.name)?.is_empty();
                 vals.iter().any(|x| flag(Some(x)) == unused)
