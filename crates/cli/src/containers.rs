@@ -30,7 +30,7 @@ pub struct CreateArgs {
     /// Read environment variables from a file (K=V lines).
     #[arg(long = "env-file")]
     env_file: Vec<PathBuf>,
-    /// Bind mount a volume: HOST:CONTAINER[:ro].
+    /// Bind mount a host path (HOST:CONTAINER[:ro]) or a named volume (NAME:CONTAINER[:ro], made on first use).
     #[arg(short = 'v', long = "volume", value_parser = parse_volume)]
     volume: Vec<vessel_engine::options::Volume>,
     /// Mount a tmpfs: PATH[:OPTIONS].
