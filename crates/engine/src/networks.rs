@@ -106,11 +106,9 @@ pub fn reconnect(engine: &Engine, r: &Record, to: Option<&str>) -> Result<()> {
         engine.wait_exit(&r.id, Some(Duration::from_secs(10)))?;
     }
     let mut opts = r.options.clone();
+    // Its published ports stay in its options, as docker keeps the port bindings: they
+    // are published again once it is on a bridge network.
     opts.network = Some(target.unwrap_or_else(|| "none".into()));
-    // Ports are published on a bridge network only.
-    if opts.network.as_deref() == Some("none") {
-        opts.publish.clear();
-    }
     let bundle = engine.paths.bundle(&r.id);
     let mut spec = vessel_runtime::spec::load(&bundle)?;
     new_netns(&mut spec)?;
