@@ -75,9 +75,14 @@ impl From<EngineError> for ApiError {
                 };
                 return i.into();
             }
-            EngineError::NameInUse(_) | EngineError::WrongState(_) | EngineError::ImageInUse { .. } => {
-                StatusCode::CONFLICT
-            }
+            EngineError::NameInUse(_)
+            | EngineError::WrongState(_)
+            | EngineError::ImageInUse { .. }
+            | EngineError::VolumeInUse { .. }
+            | EngineError::VolumeExists(_) => StatusCode::CONFLICT,
+            EngineError::NoSuchVolume(_) => StatusCode::NOT_FOUND,
+            EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            EngineError::Network(n) => net_status(n),
             EngineError::BadInput(_)
             | EngineError::Ambiguous(_)
             | EngineError::CommandNotFound(_)
@@ -86,6 +91,8 @@ impl From<EngineError> for ApiError {
         };
         let message = match &e {
             EngineError::NoSuchContainer(c) => format!("No such container: {c}"),
+            EngineError::NoSuchVolume(v) => format!("get {v}: no such volume"),
+            EngineError::Network(vessel_net::NetError::UnknownNetwork(n)) => format!("network {n} not found"),
             _ => e.to_string(),
         };
         ApiError { status, message }
@@ -95,6 +102,25 @@ impl From<EngineError> for ApiError {
 impl From<vessel_runtime::Error> for ApiError {
     fn from(e: vessel_runtime::Error) -> ApiError {
         EngineError::from(e).into()
+    }
+}
+
+/// The status of a network error: 404 unknown, 409 exists, 403 in use (docker's), 400
+/// for what the client gave wrong, 500 for the rest.
+fn net_status(e: &vessel_net::NetError) -> StatusCode {
+    use vessel_net::NetError as N;
+    match e {
+        N::UnknownNetwork(_) => StatusCode::NOT_FOUND,
+        N::NetworkExists(_) => StatusCode::CONFLICT,
+        N::NetworkInUse { .. } | N::DefaultNetwork(_) => StatusCode::FORBIDDEN,
+        N::BadName { .. }
+        | N::BadSubnet { .. }
+        | N::BadAddress { .. }
+        | N::SubnetOverlap { .. }
+        | N::NoFreeSubnet
+        | N::BadPublish { .. }
+        | N::BadRequest(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -30,7 +30,7 @@ pub struct CreateArgs {
     /// Read environment variables from a file (K=V lines).
     #[arg(long = "env-file")]
     env_file: Vec<PathBuf>,
-    /// Bind mount a volume: HOST:CONTAINER[:ro].
+    /// Bind mount a host path (HOST:CONTAINER[:ro]) or a named volume (NAME:CONTAINER[:ro], made on first use).
     #[arg(short = 'v', long = "volume", value_parser = parse_volume)]
     volume: Vec<vessel_engine::options::Volume>,
     /// Mount a tmpfs: PATH[:OPTIONS].
@@ -107,6 +107,14 @@ pub struct CreateArgs {
     /// Require https for a pull (see `vessel pull --tls-verify`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     tls_verify: Option<bool>,
+    /// Set metadata: KEY=VALUE.
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    /// Another name its peers on the network find it by.
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
+    #[command(flatten)]
+    health: HealthArgs,
     /// The image (`host` for the built-in sparse root).
     image: String,
     /// The command and its arguments (replaces the image's Cmd).
@@ -126,6 +134,71 @@ pub struct Limits {
     /// Limit on the number of processes (-1 or 0: none).
     #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
+}
+
+/// The healthcheck flags of `run` and `create` (docker's).
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Command to run to check health (through /bin/sh -c in the container).
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between checks (ms, s, m, h) [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    health_interval: Option<std::time::Duration>,
+    /// Consecutive failures needed to report unhealthy [default: 3].
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// Maximum time one check may run (ms, s, m, h) [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    health_timeout: Option<std::time::Duration>,
+    /// Start period during which failures do not count (ms, s, m, h) [default: 0s].
+    #[arg(long, value_parser = parse_duration)]
+    health_start_period: Option<std::time::Duration>,
+    /// Disable any container-specified healthcheck.
+    #[arg(long)]
+    no_healthcheck: bool,
+}
+
+impl HealthArgs {
+    fn healthcheck(&self) -> Result<Option<vessel_engine::health::Healthcheck>> {
+        if self.no_healthcheck {
+            if self.health_cmd.is_some() {
+                bail!("--no-healthcheck conflicts with --health-cmd: give one of them");
+            }
+            return Ok(Some(vessel_engine::health::Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }));
+        }
+        let Some(cmd) = &self.health_cmd else {
+            if self.health_interval.is_some() || self.health_retries.is_some() || self.health_timeout.is_some() {
+                bail!("--health-interval, --health-retries and --health-timeout need --health-cmd");
+            }
+            return Ok(None);
+        };
+        Ok(Some(vessel_engine::health::Healthcheck {
+            test: vec!["CMD-SHELL".into(), cmd.clone()],
+            interval: self.health_interval.unwrap_or_default(),
+            timeout: self.health_timeout.unwrap_or_default(),
+            retries: self.health_retries.unwrap_or_default(),
+            start_period: self.health_start_period.unwrap_or_default(),
+        }))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (use 500ms, 10s, 2m)"))?;
+    if d < std::time::Duration::from_millis(1) && !d.is_zero() {
+        return Err(format!("invalid duration {s:?}: at least 1ms"));
+    }
+    Ok(d)
+}
+
+/// A healthcheck as docker's `Config.Healthcheck` (durations in nanoseconds).
+pub(crate) fn healthcheck_json(h: &vessel_engine::health::Healthcheck) -> serde_json::Value {
+    serde_json::json!({"Test": h.test, "Interval": h.interval.as_nanos() as u64,
+        "Timeout": h.timeout.as_nanos() as u64, "Retries": h.retries,
+        "StartPeriod": h.start_period.as_nanos() as u64})
 }
 
 /// `vessel run`.
@@ -210,6 +283,16 @@ impl CreateArgs {
             ip: self.ip.clone(),
             mac: self.mac_address.clone(),
             storage_opt: vessel_engine::quota::parse_storage_opts(&self.storage_opt)?,
+            healthcheck: self.health.healthcheck()?,
+            network_aliases: self.network_alias.clone(),
+            labels: self
+                .label
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                })
+                .collect(),
             ..RunOptions::default()
         })
     }
@@ -715,7 +798,10 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "StartedAt": r.started_at,
                 "FinishedAt": r.finished_at,
                 "MonitorPid": r.monitor_pid.unwrap_or(0),
-                "Health": format!("{:?}", engine.health(&r)),
+                "Monitor": format!("{:?}", engine.health(&r)),
+                // docker's State.Health: only for a container with a healthcheck.
+                "Health": vessel_engine::health::read(&engine.paths, &r.id)
+                    .filter(|_| o.healthcheck.as_ref().is_some_and(|h| h.command().ok().flatten().is_some())),
             },
             "Image": r.image_id,
             "ImageName": r.image,
@@ -739,6 +825,7 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "Env": spec.as_ref().and_then(|s| s.process().as_ref().and_then(|p| p.env().clone())),
                 "Cmd": o.command, "Entrypoint": o.entrypoint, "WorkingDir": o.workdir, "User": o.user,
                 "Tty": o.tty, "OpenStdin": o.interactive, "StopSignal": r.stop_signal,
+                "Labels": o.labels, "Healthcheck": o.healthcheck.as_ref().map(healthcheck_json),
             },
             "HostConfig": {
                 "Memory": memory, "NanoCpus": nano_cpus, "PidsLimit": pids_limit, "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,

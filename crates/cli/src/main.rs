@@ -16,6 +16,7 @@ mod network;
 mod snapshots;
 mod system;
 mod template;
+mod volume;
 
 /// vessel: OS-level virtualization (containers and images).
 #[derive(Parser, Debug)]
@@ -76,6 +77,9 @@ enum Command {
     /// Manage container networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage named volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Check and clean vessel's state.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -185,6 +189,7 @@ fn main() {
         Command::Rename(a) => with_engine(&|e| c::rename(e, &a)),
         Command::Port(a) => with_engine(&|e| c::port(e, &a)),
         Command::Network(n) => with_engine(&|e| network::network(e, &n)),
+        Command::Volume(v) => with_engine(&|e| volume::volume(e, &v)),
         Command::System(s) => with_engine(&|e| system::system(e, &s)),
         Command::Pull(a) => images::pull(&root, a).map(|()| 0),
         Command::Images(a) => images::list(&root, a).map(|()| 0),

@@ -117,18 +117,7 @@ pub fn network(engine: &Engine, c: &NetworkCommand) -> Result<i32> {
         }
         NetworkCommand::Rm { names } => {
             for n in names {
-                let users: Vec<String> = engine
-                    .list()?
-                    .into_iter()
-                    .filter(|r| {
-                        vessel_engine::network::mode(&r.options) == vessel_engine::network::Mode::Bridge(n.clone())
-                    })
-                    .map(|r| r.name)
-                    .collect();
-                if users.is_empty() && n != vessel_net::DEFAULT_NETWORK {
-                    vessel_engine::network::pool(&engine.paths).drain(n)?;
-                }
-                nets.remove(n, &users)?;
+                vessel_engine::networks::remove(engine, n)?;
                 println!("{n}");
             }
         }

@@ -282,7 +282,7 @@ fn rm_leaves_nothing_and_bad_input_is_one_clear_line() {
     let cases: [(&[&str], i32, &str); 6] = [
         (&["run", "--rm", "localhost/nothere:1", "true"], 125, "nothere"),
         (&["run", "--rm", "--memory", "12q", img, "true"], 125, "12q"),
-        (&["run", "--rm", "-v", "relative:/x", img, "true"], 125, "relative"),
+        (&["run", "--rm", "-v", "./relative:/x", img, "true"], 125, "relative"),
         (
             &["run", "--rm", "-v", "/nonexistent-vessel-path:/x", img, "true"],
             125,

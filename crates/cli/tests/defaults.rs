@@ -25,7 +25,7 @@ fn every_error_of_vessels_own_exits_125() {
     let cases: [(&[&str], i32, &str); 8] = [
         (&["run", "--rm", "--memory", "12q", img, "true"], 125, "12q"),
         (&["run", "--rm", "--cpus", "many", img, "true"], 125, "many"),
-        (&["run", "--rm", "-v", "relative:/x", img, "true"], 125, "relative"),
+        (&["run", "--rm", "-v", "./relative:/x", img, "true"], 125, "relative"),
         (&["run", "--rm", "--no-such-flag", img, "true"], 125, "no-such-flag"),
         (&["run", "--rm", "-v", &into_proc, img, "true"], 125, "vessel-target"),
         (&["run", "--rm", img, "nothere"], 127, "nothere"),

@@ -240,6 +240,7 @@ impl Engine {
             .and_then(|c| c.exposed_ports().clone())
             .unwrap_or_default();
         network::prepare(&self.paths, &self.db, &mut rec.options, &exposed)?;
+        crate::volumes::resolve(&self.paths, &self.db, &mut rec.options)?;
         let mut spec = config::build(&BuildInput {
             id: &id,
             opts: &rec.options,
@@ -833,7 +834,7 @@ pub fn parse_exit(msg: &str) -> Option<i32> {
     msg.strip_prefix("exit ").map(|c| c.trim().parse().unwrap_or(-1))
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;

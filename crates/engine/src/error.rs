@@ -70,6 +70,24 @@ pub enum Error {
     /// A backup archive that cannot be written or is not whole (`vessel backup`).
     #[error("backup {file}: {reason}")]
     Backup { file: String, reason: String },
+    /// Something vessel does not do (the Docker API answers 501): the message says what
+    /// to do instead.
+    #[error("{0}")]
+    Unsupported(String),
+    /// No named volume of this name (`vessel volume inspect|rm`).
+    #[error("no such volume: {0}: see `vessel volume ls`")]
+    NoSuchVolume(String),
+    /// `volume create` of a name another volume has (with other options).
+    #[error("volume \"{0}\" already exists: pick another name or remove it with `vessel volume rm {0}`")]
+    VolumeExists(String),
+    /// `volume rm` of a volume that containers use (without force).
+    #[error("volume {volume} is in use by container(s) {}: remove them first (`vessel rm`)", .containers.join(", "))]
+    VolumeInUse {
+        /// The volume.
+        volume: String,
+        /// `NAME (ID12)` of each container that names it.
+        containers: Vec<String>,
+    },
 }
 
 fn in_use(image: &str, containers: &[String]) -> String {

@@ -263,6 +263,17 @@ fn wants_own(opts: &RunOptions) -> bool {
 /// Errors: [`Error::BadInput`] for unknown networks, ports in use, bad combinations.
 pub fn prepare(paths: &Paths, db: &Db, opts: &mut RunOptions, exposed: &[String]) -> Result<()> {
     let m = mode(opts);
+    for a in &opts.network_aliases {
+        let ok = !a.is_empty()
+            && a.len() <= 253
+            && a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(Error::BadInput(format!(
+                "invalid --network-alias {a:?}: give a host name (letters, digits, '-', '_', '.')"
+            )));
+        }
+    }
     if let Mode::Bridge(name) = &m {
         Networks::open(&paths.root).get(name).map_err(net_err)?;
     }
@@ -599,14 +610,19 @@ fn hosts_file(me: &Record, members: &[(Record, Attachment)]) -> String {
     let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let mine = members.iter().find(|(r, _)| r.id == me.id);
     match mine {
-        Some((_, a)) => s.push_str(&format!("{}\t{} {}\n", a.ip, hostname(me), me.name)),
+        Some((_, a)) => s.push_str(&format!("{}\t{} {}{}\n", a.ip, hostname(me), me.name, aliases(me))),
         None => s.push_str(&format!("127.0.1.1\t{}\n", hostname(me))),
     }
     for (r, a) in members.iter().filter(|(r, _)| r.id != me.id) {
-        s.push_str(&format!("{}\t{} {}\n", a.ip, r.name, hostname(r)));
+        s.push_str(&format!("{}\t{} {}{}\n", a.ip, r.name, hostname(r), aliases(r)));
     }
     s.push_str(&extra_hosts(&me.options));
     s
+}
+
+/// ` ALIAS...` of `--network-alias` (nothing without).
+fn aliases(r: &Record) -> String {
+    r.options.network_aliases.iter().map(|a| format!(" {a}")).collect()
 }
 
 /// `--add-host NAME:IP` lines.

@@ -6,11 +6,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// `-v HOST:CTR[:ro]`: a bind mount of a host path.
+/// `-v HOST:CTR[:ro]`: a bind mount of a host path; `-v NAME:CTR[:ro]`: a named volume
+/// ([`crate::volumes`]), bind-mounted from its data directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
-    /// Absolute host path (must exist).
+    /// Absolute host path (must exist); for a named volume its data directory
+    /// (`ROOT/volumes/NAME/_data`), filled in when the container is made (empty before).
     pub host: PathBuf,
+    /// The named volume's name, for `-v NAME:CTR`; None for a host path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Absolute path inside the container.
     pub container: PathBuf,
     /// Mounted read-only (`:ro`).
@@ -109,4 +114,13 @@ pub struct RunOptions {
     /// When the schedule was set or last took a snapshot (RFC 3339): the schedule is due
     /// once it fires after this time.
     pub snapshot_schedule_from: Option<String>,
+    /// `--health-cmd` and the other `--health-*` flags (the Docker API's
+    /// `Config.Healthcheck`): run by the monitor ([`crate::health`]).
+    pub healthcheck: Option<crate::health::Healthcheck>,
+    /// `--label KEY=VALUE` (the Docker API's `Config.Labels`: docker compose finds its
+    /// containers by them).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--network-alias` (the Docker API's `EndpointsConfig.Aliases`: docker compose
+    /// gives each container its service's name): more names its peers find it by.
+    pub network_aliases: Vec<String>,
 }

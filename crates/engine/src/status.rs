@@ -33,13 +33,18 @@ pub fn unix_secs(rfc3339: &str) -> i64 {
 }
 
 impl Engine {
-    /// The STATUS text of `r` (docker's): `Created`, `Up 5 seconds`, `Up 1 minutes
+    /// The STATUS text of `r` (docker's): `Created`, `Up 5 seconds`, `Up 5 seconds
+    /// (healthy)` (with a healthcheck, [`crate::health::ps_suffix`]), `Up 1 minutes
     /// (Paused)`, `Exited (0) 3 seconds ago`; ` (monitor gone)` appended when its
     /// monitor died while its processes run.
     pub fn status_text(&self, r: &Record) -> String {
         let s = match r.state {
             State::Created => "Created".to_string(),
-            State::Running => format!("Up {}", human(since(r.started_at.as_deref().unwrap_or("")))),
+            State::Running => format!(
+                "Up {}{}",
+                human(since(r.started_at.as_deref().unwrap_or(""))),
+                crate::health::ps_suffix(&self.paths, r)
+            ),
             State::Paused => format!("Up {} (Paused)", human(since(r.started_at.as_deref().unwrap_or("")))),
             State::Exited => match &r.finished_at {
                 Some(f) => format!("Exited ({}) {} ago", r.exit_code.unwrap_or(-1), human(since(f))),

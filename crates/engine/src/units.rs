@@ -130,14 +130,15 @@ fn clean_absolute(p: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Parses `-v HOST:CTR[:OPTIONS]`, a bind mount of a host path (docker run reference,
-/// "Volumes"). Both paths must be absolute and free of `..`; the container path must
-/// not be `/`; the host path must exist (docker would create it; we refuse, so a typo
-/// does not leave an empty directory behind). OPTIONS is a comma-separated list of `ro`
-/// and `rw` (the last one wins; `rw` is the default).
+/// Parses `-v HOST:CTR[:OPTIONS]`, a bind mount of a host path, or `-v NAME:CTR[:OPTIONS]`,
+/// a named volume (docker run reference, "Volumes"; [`crate::volumes`] makes it when the
+/// container is made, if missing). Both paths must be absolute and free of `..`; the
+/// container path must not be `/`; the host path must exist (docker would create it; we
+/// refuse, so a typo does not leave an empty directory behind). OPTIONS is a
+/// comma-separated list of `ro` and `rw` (the last one wins; `rw` is the default).
 ///
-/// Errors: [`Error::BadInput`] naming the value and the part that is wrong; named
-/// volumes (`data:/x`) are refused with a hint to give an absolute host path.
+/// Errors: [`Error::BadInput`] naming the value and the part that is wrong (a relative
+/// path that is not a volume name, `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, among them).
 pub fn parse_volume(s: &str) -> Result<Volume> {
     let bad = |why: String| Error::BadInput(format!("invalid -v {s:?}: {why}"));
     let parts: Vec<&str> = s.split(':').collect();
@@ -149,13 +150,19 @@ pub fn parse_volume(s: &str) -> Result<Volume> {
     if host.is_empty() || ctr.is_empty() {
         return Err(bad("use HOST-PATH:CONTAINER-PATH[:ro|rw]".into()));
     }
-    if !host.starts_with('/') {
-        return Err(bad(format!(
-            "the host path {host:?} is not absolute (named volumes are not supported): give an absolute host path"
-        )));
+    let named = !host.starts_with('/');
+    if named {
+        crate::volumes::check_name(host).map_err(|why| {
+            bad(format!(
+                "{host:?} is neither an absolute host path nor a volume name: {why}"
+            ))
+        })?;
     }
-    let host_path =
-        clean_absolute(host).ok_or_else(|| bad(format!("the host path {host:?} must not contain \"..\"")))?;
+    let host_path = if named {
+        PathBuf::new()
+    } else {
+        clean_absolute(host).ok_or_else(|| bad(format!("the host path {host:?} must not contain \"..\"")))?
+    };
     let container = clean_absolute(ctr).ok_or_else(|| {
         bad(format!(
             "the container path {ctr:?} must be absolute and must not contain \"..\""
@@ -173,6 +180,7 @@ pub fn parse_volume(s: &str) -> Result<Volume> {
         }
     }
     match std::fs::metadata(&host_path) {
+        _ if named => {}
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(bad(format!(
@@ -186,6 +194,7 @@ pub fn parse_volume(s: &str) -> Result<Volume> {
         host: host_path,
         container,
         read_only,
+        name: named.then(|| host.to_string()),
     })
 }
 
@@ -283,11 +292,15 @@ mod tests {
         assert_eq!(v.container, Path::new("/data/x"));
         assert!(v.read_only);
         assert!(!parse_volume(&format!("{host}:/d:ro,rw")).unwrap().read_only);
+        let v = parse_volume("data_1.x:/d:ro").unwrap();
+        assert_eq!(v.name.as_deref(), Some("data_1.x"));
+        assert!(v.read_only && v.host.as_os_str().is_empty());
         for (s, part) in [
             (host.clone(), "HOST-PATH:CONTAINER-PATH"),
             (format!("{host}:/a:ro:x"), "HOST-PATH:CONTAINER-PATH"),
             (format!("{host}:"), "HOST-PATH:CONTAINER-PATH"),
-            ("data:/x".to_string(), "named volumes"),
+            ("-data:/x".to_string(), "volume name"),
+            ("a:/x".to_string(), "volume name"),
             (format!("{host}:rel"), "must be absolute"),
             (format!("{host}:/a/../b"), "must be absolute"),
             (format!("{host}:/"), "cannot be \"/\""),

@@ -488,6 +488,7 @@ mod tests {
             bridge: "vessel3".into(),
             created: String::new(),
             warm: 0,
+            labels: Default::default(),
         };
         let c = conflist(Path::new("/var/lib/vessel"), &n).unwrap();
         let p = plugins(&c);

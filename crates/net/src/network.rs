@@ -2,6 +2,7 @@
 //! created and removed under a lock, with subnet choice and overlap checks as podman
 //! does for its CNI networks (`podman network create`).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,11 @@ pub struct Network {
     /// ADD and DEL. Those kept hold an address and a veth on the bridge each.
     #[serde(default = "default_warm")]
     pub warm: u32,
+    /// Labels a client gave it (the Docker API's `Labels`: docker compose marks its
+    /// networks with `com.docker.compose.project`); empty for networks made by `vessel
+    /// network create`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Network {
@@ -158,6 +164,7 @@ impl Networks {
             bridge,
             created: util::now_rfc3339(),
             warm,
+            labels: BTreeMap::new(),
         };
         host_state.register_locked(&self.root)?;
         self.write(&network)?;
@@ -235,6 +242,7 @@ impl Networks {
             bridge: DEFAULT_BRIDGE.to_string(),
             created: util::now_rfc3339(),
             warm: DEFAULT_WARM,
+            labels: BTreeMap::new(),
         };
         self.write(&network)?;
         Ok(network)
@@ -252,6 +260,17 @@ impl Networks {
         }
         self.read(name)?
             .ok_or_else(|| NetError::UnknownNetwork(name.to_string()))
+    }
+
+    /// Replaces the labels of network `name` (written atomically, under the lock).
+    ///
+    /// Errors: [`NetError::UnknownNetwork`], [`NetError::Json`], [`NetError::Io`].
+    pub fn set_labels(&self, name: &str, labels: BTreeMap<String, String>) -> Result<Network> {
+        let _lock = self.lock()?;
+        let mut network = self.get(name)?;
+        network.labels = labels;
+        self.write(&network)?;
+        Ok(network)
     }
 
     /// Every network, sorted by name, the default one included (made when missing).
@@ -399,6 +418,7 @@ mod tests {
             bridge: String::new(),
             created: String::new(),
             warm: 0,
+            labels: BTreeMap::new(),
         };
         let nets = vec![n("a", "10.89.0.0/24"), n("b", "10.90.0.0/16")];
         let host = vec![routes::HostRoute {

@@ -58,7 +58,7 @@ pub(crate) fn filters(q: &HashMap<String, String>) -> ApiResult<HashMap<String, 
     Ok(out)
 }
 
-fn matches(r: &Record, f: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
+fn matches(e: &Engine, r: &Record, f: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
     for (k, vals) in f {
         if vals.is_empty() {
             continue;
@@ -68,9 +68,22 @@ fn matches(r: &Record, f: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
             "name" => vals.iter().any(|v| r.name.contains(v.trim_start_matches('/'))),
             "status" => vals.iter().any(|v| v == r.state.as_str()),
             "ancestor" => vals.iter().any(|v| *v == r.image || r.image_id.contains(v.as_str())),
+            // Every label given must be there (docker compose finds its containers so).
+            "label" => vals.iter().all(|v| match v.split_once('=') {
+                Some((k, val)) => r.options.labels.get(k).is_some_and(|x| x == val),
+                None => r.options.labels.contains_key(v.as_str()),
+            }),
+            "health" => vals.iter().any(|v| {
+                let h = vessel_engine::health::ps_suffix(&e.paths, r);
+                match v.as_str() {
+                    "none" => h.is_empty(),
+                    "starting" => h.contains("starting"),
+                    other => h == format!(" ({other})"),
+                }
+            }),
             other => {
                 return Err(ApiError::bad(format!(
-                    "invalid filter '{other}': use id, name, status or ancestor"
+                    "invalid filter '{other}': use id, name, status, ancestor, label or health"
                 )))
             }
         };
@@ -96,7 +109,7 @@ fn summary(e: &Engine, r: &Record) -> Value {
         "Id": r.id, "Names": [slash(&r.name)], "Image": r.image, "ImageID": r.image_id,
         "Command": r.command.join(" "),
         "Created": vessel_engine::status::unix_secs(&r.created_at),
-        "Ports": ports, "Labels": {}, "State": r.state.as_str(), "Status": e.status_text(r),
+        "Ports": ports, "Labels": r.options.labels, "State": r.state.as_str(), "Status": e.status_text(r),
         "HostConfig": {"NetworkMode": net}, "NetworkSettings": {"Networks": {}}, "Mounts": [],
     })
 }
@@ -111,7 +124,7 @@ pub async fn list(State(ctx): State<Ctx>, Query(q): Q) -> ApiResult<Json<Value>>
             // Newest first, as docker lists them.
             for r in e.list()?.iter().rev() {
                 let shown = all || matches!(r.state, CState::Running | CState::Paused) || f.contains_key("status");
-                if shown && matches(r, &f)? {
+                if shown && matches(e, r, &f)? {
                     out.push(summary(e, r));
                 }
             }
@@ -126,8 +139,8 @@ pub async fn list(State(ctx): State<Ctx>, Query(q): Q) -> ApiResult<Json<Value>>
 #[serde(rename_all = "PascalCase", default)]
 struct HostConfig {
     auto_remove: bool,
-    memory: i64,
-    nano_cpus: i64,
+    memory: Option<i64>,
+    nano_cpus: Option<i64>,
     binds: Option<Vec<String>>,
     port_bindings: Option<HashMap<String, Option<Vec<PortBinding>>>>,
     network_mode: Option<String>,
@@ -161,13 +174,82 @@ struct CreateBody {
     hostname: String,
     working_dir: String,
     user: String,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    healthcheck: Option<HealthConfig>,
     host_config: HostConfig,
+    networking_config: Option<NetworkingConfig>,
+}
+
+/// `NetworkingConfig`: the endpoint of the container's network (its aliases).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct NetworkingConfig {
+    endpoints_config: Option<HashMap<String, Option<EndpointConfig>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct EndpointConfig {
+    aliases: Option<Vec<String>>,
+}
+
+/// `Config.Healthcheck`: durations in nanoseconds, 0 for the default.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct HealthConfig {
+    test: Option<Vec<String>>,
+    // docker-py sends null for what the compose file leaves out.
+    interval: Option<i64>,
+    timeout: Option<i64>,
+    retries: Option<i64>,
+    start_period: Option<i64>,
+}
+
+impl HealthConfig {
+    /// The engine's healthcheck; 400 for negative values, an interval or timeout
+    /// under 1 ms, a test of an unknown form.
+    fn check(self) -> ApiResult<Option<vessel_engine::health::Healthcheck>> {
+        let Some(test) = self.test.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let ns = |what: &str, v: Option<i64>| -> ApiResult<Duration> {
+            let v = v.unwrap_or(0);
+            if v < 0 || (v > 0 && v < 1_000_000 && what != "StartPeriod") {
+                return Err(ApiError::bad(format!(
+                    "Healthcheck {what} {v}: give nanoseconds, at least 1000000 (1 ms), or 0 for the default"
+                )));
+            }
+            Ok(Duration::from_nanos(v as u64))
+        };
+        let h = vessel_engine::health::Healthcheck {
+            test,
+            interval: ns("Interval", self.interval)?,
+            timeout: ns("Timeout", self.timeout)?,
+            retries: u32::try_from(self.retries.unwrap_or(0))
+                .map_err(|_| ApiError::bad(format!("Healthcheck Retries {:?}: give 0 or more", self.retries)))?,
+            start_period: ns("StartPeriod", self.start_period)?,
+        };
+        h.command()?;
+        Ok(Some(h))
+    }
 }
 
 fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
     if b.image.is_empty() {
         return Err(ApiError::bad("config has no Image: give the image to run"));
     }
+    let healthcheck = b.healthcheck.map(HealthConfig::check).transpose()?.flatten();
+    // Aliases of the one network a container joins (vessel joins one).
+    let mut network_aliases: Vec<String> = b
+        .networking_config
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default()
+        .into_values()
+        .flatten()
+        .flat_map(|e| e.aliases.unwrap_or_default())
+        .collect();
+    // Checked by the engine (vessel_engine::network::prepare) as `--network-alias` is.
+    network_aliases.dedup();
     let h = b.host_config;
     let mut volumes = Vec::new();
     for bind in h.binds.unwrap_or_default() {
@@ -212,8 +294,8 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         workdir: nonempty(b.working_dir),
         user: nonempty(b.user),
         rm: h.auto_remove,
-        memory: (h.memory > 0).then_some(h.memory),
-        cpus: (h.nano_cpus > 0).then(|| h.nano_cpus as f64 / 1e9),
+        memory: h.memory.filter(|m| *m > 0),
+        cpus: h.nano_cpus.filter(|c| *c > 0).map(|c| c as f64 / 1e9),
         volumes,
         publish,
         publish_all: h.publish_all_ports,
@@ -224,6 +306,9 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         cap_add: h.cap_add.unwrap_or_default(),
         cap_drop: h.cap_drop.unwrap_or_default(),
         cgroup_parent,
+        labels: b.labels.unwrap_or_default(),
+        healthcheck,
+        network_aliases,
         ..RunOptions::default()
     })
 }
@@ -270,9 +355,15 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
     let net = o.network.clone().unwrap_or_else(|| "default".into());
     let mut networks = serde_json::Map::new();
     if let Some(a) = &attachment {
+        let aliases: Vec<String> = [r.id[..12].to_string(), r.name.clone()]
+            .into_iter()
+            .chain(o.network_aliases.iter().cloned())
+            .collect();
         networks.insert(
             a.network.clone(),
-            json!({"IPAddress": a.ip, "IPPrefixLen": a.prefix, "Gateway": a.gateway.as_deref().unwrap_or(""), "MacAddress": a.mac}),
+            json!({"IPAddress": a.ip, "IPPrefixLen": a.prefix, "Gateway": a.gateway.as_deref().unwrap_or(""), "MacAddress": a.mac,
+                   "NetworkID": vessel_net::Networks::open(&e.paths.root).get(&a.network).map(|n| n.id).unwrap_or_default(),
+                   "EndpointID": r.id, "Aliases": aliases}),
         );
     }
     let process = spec.as_ref().and_then(|s| s.process().clone());
@@ -293,6 +384,8 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
             "Error": "",
             "StartedAt": time_or_zero(&r.started_at),
             "FinishedAt": time_or_zero(&r.finished_at),
+            "Health": o.healthcheck.as_ref().and_then(|h| h.command().ok().flatten())
+                .map(|_| vessel_engine::health::read(&e.paths, &r.id).unwrap_or_default()),
         },
         "Image": r.image_id,
         "ResolvConfPath": e.paths.bundle(&r.id).join("resolv.conf"),
@@ -305,7 +398,7 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
         "Platform": "linux",
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "HostConfig": {
-            "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+            "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.name.clone().unwrap_or_else(|| v.host.display().to_string()), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
             "NetworkMode": net, "AutoRemove": o.rm, "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,
             "Memory": limits.memory, "NanoCpus": limits.nano_cpus, "PidsLimit": limits.pids,
             "CapAdd": o.cap_add, "CapDrop": o.cap_drop, "Init": o.init,
@@ -323,7 +416,9 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
             "Image": r.image,
             "WorkingDir": process.as_ref().map(|p| p.cwd().display().to_string()).unwrap_or_default(),
             "Entrypoint": null,
-            "Labels": {},
+            "Labels": o.labels,
+            "Healthcheck": o.healthcheck.as_ref().map(|h| json!({"Test": h.test, "Interval": h.interval.as_nanos() as u64,
+                "Timeout": h.timeout.as_nanos() as u64, "Retries": h.retries, "StartPeriod": h.start_period.as_nanos() as u64})),
             "StopSignal": r.stop_signal.to_string(),
         },
         "NetworkSettings": {
@@ -334,8 +429,19 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
             "Ports": ports,
             "Networks": networks,
         },
-        "Mounts": o.volumes.iter().map(|v| json!({"Type": "bind", "Source": v.host, "Destination": v.container, "RW": !v.read_only, "Mode": if v.read_only {"ro"} else {""}, "Propagation": "rprivate"})).collect::<Vec<_>>(),
+        "Mounts": o.volumes.iter().map(mount_json).collect::<Vec<_>>(),
     }))
+}
+
+/// A `Mounts` entry of inspect: a bind mount, or a named volume (`Type: volume`).
+fn mount_json(v: &vessel_engine::options::Volume) -> Value {
+    let mode = if v.read_only { "ro" } else { "" };
+    match &v.name {
+        Some(name) => json!({"Type": "volume", "Name": name, "Source": v.host, "Destination": v.container,
+                             "Driver": "local", "RW": !v.read_only, "Mode": mode, "Propagation": ""}),
+        None => json!({"Type": "bind", "Source": v.host, "Destination": v.container, "RW": !v.read_only,
+                       "Mode": mode, "Propagation": "rprivate"}),
+    }
 }
 
 fn no_content() -> Response {

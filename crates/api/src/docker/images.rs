@@ -40,16 +40,78 @@ fn summary(store: &Store, rec: &ImageRecord) -> Value {
     })
 }
 
-/// `GET /images/json`.
-pub async fn list(State(ctx): State<Ctx>) -> ApiResult<Json<Value>> {
+/// `GET /images/json?filters=`: the filters docker compose and `docker images` use:
+/// `reference` (`repo` or `repo:tag`, `*` and `?` globs as docker's path.Match) and
+/// `dangling` (an image without a name).
+pub async fn list(State(ctx): State<Ctx>, Query(q): Q) -> ApiResult<Json<Value>> {
+    let f = super::containers::filters(&q)?;
+    if let Some(k) = f.keys().find(|k| !matches!(k.as_str(), "reference" | "dangling")) {
+        return Err(ApiError::bad(format!(
+            "invalid filter '{k}': use reference or dangling"
+        )));
+    }
+    let refs = f.get("reference").cloned().unwrap_or_default();
+    let dangling = f.get("dangling").and_then(|v| v.first()).map(|v| flag(Some(v)));
     let out = ctx
-        .engine(|e| {
+        .engine(move |e| {
             let store = e.store()?;
             let images = store.images().map_err(vessel_engine::Error::from)?;
-            Ok(images.iter().map(|r| summary(&store, r)).collect::<Vec<_>>())
+            Ok(images
+                .iter()
+                .filter(|r| dangling.is_none_or(|d| d == r.names.is_empty()))
+                .filter(|r| refs.is_empty() || r.names.iter().any(|n| refs.iter().any(|p| reference_matches(p, n))))
+                .map(|r| {
+                    let mut v = summary(&store, r);
+                    // As docker: only the names the filter matched are listed.
+                    if !refs.is_empty() {
+                        let names: Vec<&String> = r
+                            .names
+                            .iter()
+                            .filter(|n| refs.iter().any(|p| reference_matches(p, n)))
+                            .collect();
+                        let digests: Vec<String> = names
+                            .iter()
+                            .filter_map(|n| Reference::parse(n).ok())
+                            .map(|n| format!("{}@{}", docker_name(&n.name()), r.manifest))
+                            .collect();
+                        v["RepoTags"] = json!(names.iter().map(|n| docker_name(n)).collect::<Vec<_>>());
+                        v["RepoDigests"] = json!(digests);
+                    }
+                    v
+                })
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(Json(Value::Array(out)))
+}
+
+/// Whether stored name `name` matches docker's `reference` filter `pattern`: against
+/// `repo:tag` when the pattern has a tag, else against `repo`, by docker's short name
+/// (`busybox`) or the full one.
+fn reference_matches(pattern: &str, name: &str) -> bool {
+    let short = docker_name(name);
+    let has_tag = pattern.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    [name.to_string(), short].iter().any(|n| {
+        let subject = if has_tag {
+            n.as_str()
+        } else {
+            n.rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .map_or(n.as_str(), |(r, _)| r)
+        };
+        glob(pattern.as_bytes(), subject.as_bytes())
+    })
+}
+
+/// Go's path.Match for `*` (any run of bytes but `/`) and `?` (one byte but `/`).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (s.first().is_some_and(|c| *c != b'/') && glob(p, &s[1..])),
+        (Some(b'?'), Some(c)) if *c != b'/' => glob(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+        _ => false,
+    }
 }
 
 fn inspect_json(store: &Store, rec: &ImageRecord) -> ApiResult<Value> {
@@ -88,8 +150,16 @@ pub async fn get_named(State(ctx): State<Ctx>, Path(path): Path<String>) -> ApiR
     ))
 }
 
-/// `POST /images/{name}/tag?repo=&tag=`: 201.
-pub async fn post_named(State(ctx): State<Ctx>, Path(path): Path<String>, Query(q): Q) -> ApiResult<Response> {
+/// `POST /images/{name}/tag?repo=&tag=`: 201; `POST /images/{name}/push`: [`super::push`].
+pub async fn post_named(
+    State(ctx): State<Ctx>,
+    Path(path): Path<String>,
+    Query(q): Q,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    if let Some(name) = path.strip_suffix("/push") {
+        return super::push::push(ctx, name.to_string(), q, headers).await;
+    }
     let Some(name) = path.strip_suffix("/tag") else {
         return Err(ApiError::not_found(format!("page not found: POST /images/{path}")));
     };
@@ -210,4 +280,23 @@ pub async fn create(State(ctx): State<Ctx>, Query(q): Q, _body: Bytes) -> ApiRes
         })
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filter() {
+        assert!(reference_matches("busybox", "docker.io/library/busybox:1"));
+        assert!(reference_matches("busybox:1", "docker.io/library/busybox:1"));
+        assert!(!reference_matches("busybox:2", "docker.io/library/busybox:1"));
+        assert!(reference_matches("127.0.0.1:5000/team/*", "127.0.0.1:5000/team/bb:2"));
+        assert!(reference_matches(
+            "127.0.0.1:5000/team/bb:*",
+            "127.0.0.1:5000/team/bb:2"
+        ));
+        assert!(!reference_matches("127.0.0.1:5000/*", "127.0.0.1:5000/team/bb:2"));
+        assert!(reference_matches("localhost/b?", "localhost/bb:1"));
+    }
 }

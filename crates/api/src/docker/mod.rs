@@ -2,7 +2,8 @@
 //! docker CLI's everyday commands use. Paths are served with any `/v1.NN` prefix and
 //! without one. One file per group of the API: [`system`] (`_ping`, `version`,
 //! `info`), [`containers`], [`attach`] (hijacked attach, log streams), [`images`],
-//! [`exec`], [`stats`], [`events`], [`update`], [`df`] (`system df`).
+//! [`exec`], [`stats`], [`events`], [`update`], [`df`] (`system df`), [`push`],
+//! [`networks`], [`volumes`].
 
 pub mod attach;
 pub mod containers;
@@ -10,9 +11,12 @@ pub mod df;
 pub mod events;
 pub mod exec;
 pub mod images;
+pub mod networks;
+pub mod push;
 pub mod stats;
 pub mod system;
 pub mod update;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -171,6 +175,16 @@ pub fn router(paths: Paths) -> Router {
             "/images/{*name}",
             get(images::get_named).post(images::post_named).delete(images::remove),
         )
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx)

@@ -492,11 +492,13 @@ fn mounts_read_only_tmpfs_volumes() {
                 host: host.path().to_path_buf(),
                 container: "/data".into(),
                 read_only: false,
+                name: None,
             },
             Volume {
                 host: host.path().to_path_buf(),
                 container: "/etc/resolv.conf".into(),
                 read_only: true,
+                name: None,
             },
         ];
     });
@@ -564,6 +566,7 @@ fn mounts_read_only_tmpfs_volumes() {
                     host: host.path().to_path_buf(),
                     container: c.into(),
                     read_only: false,
+                    name: None,
                 })
                 .collect();
         });

@@ -29,6 +29,7 @@ use crate::logs::{LogWriter, Stream};
 use crate::paths::Paths;
 use crate::{network, rootfs, wire};
 
+mod healthcheck;
 mod memory;
 
 /// The container's side of its stdio, as the monitor holds it.
@@ -306,6 +307,7 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Pa
         log: LogWriter::open(&paths.log(id))?,
         // Allocated at the first output: an idle container's monitor never needs it.
         buf: Vec::new(),
+        health: None,
     };
     // Set-up ran the runtime, SQLite and serde: give back what the wait loop does not need.
     memory::release();
@@ -322,6 +324,8 @@ struct Monitor<'a> {
     clients: Vec<Client>,
     log: LogWriter,
     buf: Vec<u8>,
+    /// The healthcheck timer, once the container runs and when it has one.
+    health: Option<healthcheck::Timer>,
 }
 
 /// What one poll entry stands for.
@@ -332,6 +336,7 @@ enum Src {
     Out(Stream),
     ClientSock(usize),
     ClientStdin(usize),
+    Health,
 }
 
 impl Monitor<'_> {
@@ -352,7 +357,16 @@ impl Monitor<'_> {
                     fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
                 }
             }
-            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+            if let Some(p) = self.health.as_ref().and_then(|h| h.pipe()) {
+                srcs.push(Src::Health);
+                fds.push(PollFd::new(p, PollFlags::POLLIN));
+            }
+            // The next healthcheck probe bounds the wait.
+            let timeout = match self.health.as_ref().and_then(|h| h.wait()) {
+                Some(d) => PollTimeout::try_from(d.as_millis().min(60_000) as u32 + 1).unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
+            if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
                     return -1;
                 }
@@ -364,9 +378,23 @@ impl Monitor<'_> {
                 match src {
                     Src::Signals => {
                         while let Ok(Some(_)) = signals.read_signal() {}
-                        if let Some(code) = reap(pid) {
+                        let mut others = Vec::new();
+                        let init = reap(pid, &mut others);
+                        if let Some(h) = self.health.as_mut() {
+                            for (child, code) in others {
+                                if h.owns(child) {
+                                    h.ended(self.paths, &self.rec.id, code);
+                                }
+                            }
+                        }
+                        if let Some(code) = init {
                             self.drain(Duration::from_secs(2));
                             return code;
+                        }
+                    }
+                    Src::Health => {
+                        if let Some(h) = self.health.as_mut() {
+                            h.read();
                         }
                     }
                     Src::Listener => self.accept(listener),
@@ -386,6 +414,9 @@ impl Monitor<'_> {
             drop_clients.sort_unstable();
             for i in drop_clients.into_iter().rev() {
                 self.clients.remove(i);
+            }
+            if let Some(h) = self.health.as_mut() {
+                h.tick(self.paths, &self.rec);
             }
         }
     }
@@ -548,6 +579,7 @@ impl Monitor<'_> {
                 if let Ok(db) = Db::open(&self.paths.root) {
                     let _ = db.set_running(&self.rec.id, &now());
                 }
+                self.health = healthcheck::Timer::start(self.paths, &self.rec);
                 self.reply(i, &format!("started {pid}"));
             }
             Err(e) => self.reply(i, &format!("error {}", classify(e))),
@@ -648,15 +680,19 @@ fn ready(fds: &[PollFd<'_>], srcs: &[Src]) -> Vec<Src> {
         .collect()
 }
 
-/// Reaps children; the init's exit code (128+N for signal N) once it has exited.
-fn reap(init: i32) -> Option<i32> {
+/// Reaps children; the init's exit code (128+N for signal N) once it has exited. The
+/// other children's (healthcheck probes) pids and exit codes go to `others`.
+fn reap(init: i32, others: &mut Vec<(i32, i32)>) -> Option<i32> {
     let mut code = None;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => return code,
             Ok(st) => {
-                if st.pid().map(|p| p.as_raw()) == Some(init) {
+                let child = st.pid().map(|p| p.as_raw());
+                if child == Some(init) {
                     code = vessel_runtime::foreground::exit_code(st);
+                } else if let (Some(c), Some(x)) = (child, vessel_runtime::foreground::exit_code(st)) {
+                    others.push((c, x));
                 }
             }
         }
