@@ -161,6 +161,12 @@ impl Db {
         Ok(Db { conn, path })
     }
 
+    /// The connection, for the tables other modules keep in the same database
+    /// ([`crate::volumes`]).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub(crate) fn err(&self, source: rusqlite::Error) -> Error {
         Error::Db {
             path: self.path.clone(),
