@@ -1,0 +1,459 @@
+//! Remote hosts end to end: two vessel hosts on one machine (two `--root`s), host B
+//! running `vessel serve --listen 127.0.0.1:0` (mutual TLS, loopback only), host A a
+//! client that joins with a token from `vessel trust add` and runs commands with
+//! `--remote b`. Also: clients without a trusted certificate get no HTTP at all, join
+//! tokens work once and expire, and `/1.0` (snapshots as operations, resources,
+//! openapi.json) over TLS with curl.
+
+mod instance;
+mod run_vessel;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use instance::{have, stderr, stdout, Instance};
+
+/// A `vessel serve --listen 127.0.0.1:0` of an instance: its address and certificate
+/// fingerprint as it printed them; SIGTERM and reaped on drop.
+struct TlsServer {
+    child: Child,
+    url: String,
+    fingerprint: String,
+}
+
+impl TlsServer {
+    fn start(i: &Instance) -> TlsServer {
+        let mut child = i
+            .cmd()
+            .arg("serve")
+            .arg("--socket")
+            .arg(i.dir.path().join("vessel.sock"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut url = String::new();
+        let mut fingerprint = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            eprintln!("server: {line}");
+            if let Some(rest) = line.split("listening on https://").nth(1) {
+                url = format!("https://{}", rest.split_whitespace().next().unwrap());
+                fingerprint = rest
+                    .rsplit("fingerprint ")
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(')')
+                    .to_string();
+            }
+            if line.contains("listening on unix://") {
+                break;
+            }
+        }
+        assert!(url.starts_with("https://127.0.0.1:"), "no https address printed");
+        // Keep draining its stderr (into the test's) so that it never blocks.
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                eprintln!("server: {l}");
+            }
+        });
+        TlsServer {
+            child,
+            url,
+            fingerprint,
+        }
+    }
+
+    /// curl ARGS against PATH on this server with the certificate pair `cert` (None: no
+    /// client certificate): (curl's exit code, HTTP code, body).
+    fn curl(&self, cert: Option<(&Path, &Path)>, args: &[&str], path: &str) -> (i32, u16, String) {
+        let mut c = Command::new("curl");
+        // -k: curl cannot pin a fingerprint; vessel's own client does (tested below).
+        c.args(["-sk", "--max-time", "20", "-w", "\n%{http_code}"]);
+        if let Some((crt, key)) = cert {
+            c.arg("--cert").arg(crt).arg("--key").arg(key);
+        }
+        let out = c.args(args).arg(format!("{}{path}", self.url)).output().unwrap();
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        eprintln!("curl {args:?} {path}: exit {:?} http {code} {body}", out.status.code());
+        (
+            out.status.code().unwrap_or(-1),
+            code.trim().parse().unwrap_or(0),
+            body.to_string(),
+        )
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        // SAFETY: kill takes plain integers; the pid is our own unreaped child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn tools() -> bool {
+    have(&["umoci", "busybox", "curl", "openssl"])
+}
+
+/// `vessel --remote b ARGS` on host `a`.
+fn on_b(a: &Instance, args: &[&str]) -> Output {
+    let mut all = vec!["--remote", "b"];
+    all.extend_from_slice(args);
+    a.v(&all)
+}
+
+fn ok_on_b(a: &Instance, args: &[&str]) -> String {
+    let o = on_b(a, args);
+    assert!(o.status.success(), "vessel --remote b {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// Host A joins host B with a token; returns A's client certificate and key.
+fn join(a: &Instance, b: &Instance, server: &TlsServer) -> (PathBuf, PathBuf) {
+    let token = b.ok(&["trust", "add", "--name", "host-a"]);
+    a.ok(&["remote", "add", "b", &server.url, "--token", token.trim()]);
+    let dir = a.root().join("client");
+    (dir.join("client.crt"), dir.join("client.key"))
+}
+
+#[test]
+fn remote_host_runs_containers_after_a_token_join() {
+    if !tools() {
+        return;
+    }
+    let b = Instance::new();
+    let img = b.busybox();
+    let server = TlsServer::start(&b);
+    let a = Instance::new();
+    join(&a, &b, &server);
+
+    // Both sides agree on who trusts whom.
+    let remotes = a.ok(&["remote", "ls", "--format", "json"]);
+    let remotes: serde_json::Value = serde_json::from_str(&remotes).unwrap();
+    assert_eq!(remotes["remotes"]["b"]["fingerprint"], server.fingerprint.as_str());
+    let trusted = b.ok(&["trust", "ls", "--format", "json"]);
+    let trusted: serde_json::Value = serde_json::from_str(&trusted).unwrap();
+    assert_eq!(trusted[0]["name"], "host-a");
+    let client_pem = std::fs::read(a.root().join("client/client.crt")).unwrap();
+    assert!(client_pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+
+    // images and pull-less run on B; A has no image at all.
+    assert!(ok_on_b(&a, &["images"]).contains("localhost/bb"));
+    let id = ok_on_b(
+        &a,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "x",
+            img,
+            "sh",
+            "-c",
+            "echo hello from b; sleep 100",
+        ],
+    );
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(ok_on_b(&a, &["ps"]).contains(" x"));
+    assert!(b.ok(&["ps"]).contains(&id[..12]), "B's own CLI sees the container");
+    assert_eq!(a.ok(&["ps", "-aq"]).trim(), "", "nothing ran on A");
+    instance::wait_for("the container's output", || {
+        stdout(&on_b(&a, &["logs", "x"])).contains("hello from b")
+    });
+    let inspect: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "x"])).unwrap();
+    assert_eq!(inspect[0]["Id"], id);
+    assert_eq!(inspect[0]["State"]["Running"], true);
+
+    // exec, non-interactive: output and exit code come back.
+    assert_eq!(ok_on_b(&a, &["exec", "x", "echo", "inside"]), "inside\n");
+    let o = on_b(&a, &["exec", "x", "sh", "-c", "echo e >&2; exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(stderr(&o), "e\n");
+
+    // Foreground run with --rm: output on the right streams, the exit code, gone after.
+    let o = on_b(&a, &["run", "--rm", img, "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+
+    ok_on_b(&a, &["stop", "-t", "1", "x"]);
+    assert!(!ok_on_b(&a, &["ps"]).contains(" x"));
+    ok_on_b(&a, &["rm", "x"]);
+    assert_eq!(ok_on_b(&a, &["ps", "-aq"]).trim(), "");
+    assert_eq!(b.ok(&["ps", "-aq"]).trim(), "");
+
+    // Errors of the remote come back as errors.
+    let o = on_b(&a, &["logs", "nosuch"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("No such container"), "{}", stderr(&o));
+    // Commands that only run locally say so instead of running here.
+    let o = on_b(&a, &["snapshot", "ls", "x"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("runs only on this host"), "{}", stderr(&o));
+
+    // switch makes b the default; local takes it back.
+    a.ok(&["remote", "switch", "b"]);
+    assert!(a.ok(&["images"]).contains("localhost/bb"), "images of b by default");
+    assert!(a.ok(&["--remote", "local", "images"]).trim().lines().count() <= 1);
+    a.ok(&["remote", "switch", "local"]);
+    a.ok(&["remote", "rm", "b"]);
+    assert!(!on_b(&a, &["ps"]).status.success(), "a removed remote is gone");
+}
+
+#[test]
+fn clients_without_a_trusted_certificate_get_nothing() {
+    if !tools() {
+        return;
+    }
+    let b = Instance::new();
+    let server = TlsServer::start(&b);
+    // A token is pending the whole time: it must not open the door to anyone.
+    let _pending = b.ok(&["trust", "add", "--name", "someone"]);
+
+    // No client certificate: the handshake fails, no HTTP status at all.
+    let (code, http, body) = server.curl(None, &[], "/1.0");
+    assert_ne!(code, 0);
+    assert_eq!(http, 0);
+    assert_eq!(body, "");
+    let (code, http, _) = server.curl(None, &[], "/v1.41/containers/json");
+    assert_ne!(code, 0);
+    assert_eq!(http, 0);
+
+    // A self-signed certificate that is not in the trust store: likewise.
+    let dir = b.dir.path();
+    let (crt, key) = (dir.join("self.crt"), dir.join("self.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=intruder", "-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let (code, http, body) = server.curl(Some((&crt, &key)), &[], "/1.0");
+    assert_ne!(code, 0);
+    assert_eq!(http, 0);
+    assert_eq!(body, "");
+
+    // vessel's own client, pinned but not trusted: refused in the handshake.
+    let c = Instance::new();
+    c.ok(&["remote", "add", "b", &server.url, "--accept-certificate"]);
+    let o = c.v(&["--remote", "b", "ps"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("TLS handshake"), "{}", stderr(&o));
+
+    // The same self-signed certificate once trusted by hand gets through.
+    let fp = b.ok(&["trust", "add-cert", crt.to_str().unwrap(), "--name", "by-hand"]);
+    let (code, http, body) = server.curl(Some((&crt, &key)), &[], "/1.0");
+    assert_eq!((code, http), (0, 200), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["metadata"]["auth"], "trusted");
+    assert_eq!(v["metadata"]["environment"]["client_fingerprint"], fp.trim());
+    b.ok(&["trust", "rm", "by-hand"]);
+    let (code, http, _) = server.curl(Some((&crt, &key)), &[], "/1.0");
+    assert_ne!(code, 0, "removed from the trust store: refused again");
+    assert_eq!(http, 0);
+}
+
+#[test]
+fn join_tokens_work_once_and_expire() {
+    if !tools() {
+        return;
+    }
+    let b = Instance::new();
+    let server = TlsServer::start(&b);
+    let token = b.ok(&["trust", "add", "--name", "first"]);
+    let token = token.trim();
+
+    let a = Instance::new();
+    a.ok(&["remote", "add", "b", &server.url, "--token", token]);
+    // Another client with the same token: refused (the handshake, as the token is gone).
+    let c = Instance::new();
+    let o = c.v(&["remote", "add", "b", &server.url, "--token", token]);
+    assert!(!o.status.success());
+    assert!(!c.v(&["--remote", "b", "ps"]).status.success());
+
+    // An expired token.
+    let expired = b.ok(&["trust", "add", "--name", "late", "--expiry", "0s"]);
+    let o = c.v(&["remote", "add", "b", &server.url, "--token", expired.trim()]);
+    assert!(!o.status.success());
+    // A token whose fingerprint is not the server's: the client refuses the server.
+    let other = Instance::new();
+    let forged = other.ok(&["trust", "add", "--name", "x"]);
+    let o = c.v(&["remote", "add", "b", &server.url, "--token", forged.trim()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fingerprint"), "{}", stderr(&o));
+    // A token's secret presented over the API a second time (by a trusted client) is
+    // refused with 403, and the trust store holds only the first client.
+    let (crt, key) = (a.root().join("client/client.crt"), a.root().join("client/client.key"));
+    let secret = {
+        use std::io::Read;
+        let mut d = Command::new("base64")
+            .arg("-d")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(d.stdin.as_mut().unwrap(), token.as_bytes()).unwrap();
+        drop(d.stdin.take());
+        let mut s = String::new();
+        d.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+        d.wait().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v["secret"].as_str().unwrap().to_string()
+    };
+    let pem = std::fs::read_to_string(&crt).unwrap();
+    let body = serde_json::json!({"certificate": pem, "trust_token": secret}).to_string();
+    let (_, http, reply) = server.curl(Some((&crt, &key)), &["-X", "POST", "-d", &body], "/1.0/certificates");
+    assert_eq!(http, 403, "{reply}");
+    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(v["type"], "error");
+    let names = b.ok(&["trust", "ls"]);
+    assert!(
+        names.contains("first") && !names.contains("late") && !names.contains(" x "),
+        "{names}"
+    );
+}
+
+#[test]
+fn v1_snapshots_as_operations_resources_and_openapi() {
+    if !tools() {
+        return;
+    }
+    let b = Instance::new();
+    let img = b.busybox();
+    let server = TlsServer::start(&b);
+    let a = Instance::new();
+    let (crt, key) = join(&a, &b, &server);
+    let cert = Some((crt.as_path(), key.as_path()));
+    let get = |path: &str| -> (u16, serde_json::Value) {
+        let (_, http, body) = server.curl(cert, &[], path);
+        (http, serde_json::from_str(&body).unwrap_or_default())
+    };
+
+    let (http, info) = get("/1.0");
+    assert_eq!(http, 200);
+    assert_eq!(info["type"], "sync");
+    assert_eq!(info["metadata"]["api_version"], "1.0");
+    assert!(info["metadata"]["api_extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "snapshots"));
+
+    // The file is written by exec, not by the command: a restart alone would not bring
+    // it back.
+    b.ok(&["run", "-d", "--name", "s", img, "sleep", "100"]);
+    b.ok(&["exec", "s", "sh", "-c", "echo one > /data"]);
+    let (http, res) = get("/1.0/resources");
+    assert_eq!(http, 200);
+    let m = &res["metadata"];
+    assert!(m["memory"]["total"].as_u64().unwrap() > m["memory"]["used"].as_u64().unwrap());
+    assert!(m["cpu"]["total"].as_u64().unwrap() >= 1);
+    assert_eq!(m["containers"]["running"], 1);
+    if Path::new("/proc/pressure/cpu").exists() {
+        assert!(m["pressure"]["cpu_some_avg10"].is_number(), "{m}");
+    }
+
+    // Create: async, an operation to wait for.
+    let (_, http, body) = server.curl(
+        cert,
+        &["-X", "POST", "-d", r#"{"name":"before"}"#],
+        "/1.0/instances/s/snapshots",
+    );
+    assert_eq!(http, 202, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(op["type"], "async");
+    let url = op["operation"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/1.0/operations/"));
+    let (http, done) = get(&format!("{url}/wait?timeout=60"));
+    assert_eq!(http, 200);
+    assert_eq!(done["metadata"]["status"], "Success", "{done}");
+    assert_eq!(done["metadata"]["metadata"]["name"], "before");
+    let (_, one) = get(&url);
+    assert_eq!(one["metadata"]["id"], done["metadata"]["id"]);
+    let (_, ops) = get("/1.0/operations");
+    assert!(ops["metadata"].as_array().unwrap().iter().any(|u| u == url.as_str()));
+
+    let (_, list) = get("/1.0/instances/s/snapshots");
+    assert_eq!(
+        list["metadata"],
+        serde_json::json!(["/1.0/instances/s/snapshots/before"])
+    );
+    let (_, list) = get("/1.0/instances/s/snapshots?recursion=1");
+    assert_eq!(list["metadata"][0]["name"], "before");
+    let (http, _) = get("/1.0/instances/s/snapshots/before");
+    assert_eq!(http, 200);
+
+    // Change the file, restore, and the old content is back.
+    b.ok(&["exec", "s", "sh", "-c", "echo two > /data"]);
+    let (_, http, body) = server.curl(
+        cert,
+        &["-X", "PUT", "-d", r#"{"restore":"before"}"#],
+        "/1.0/instances/s",
+    );
+    assert_eq!(http, 202, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (_, done) = get(&format!("{}/wait", op["operation"].as_str().unwrap()));
+    assert_eq!(done["metadata"]["status"], "Success", "{done}");
+    // A running container is started again after the restore.
+    assert_eq!(b.ok(&["exec", "s", "cat", "/data"]), "one\n");
+
+    // Delete, then it is gone (404 in the error shape).
+    let (_, http, body) = server.curl(cert, &["-X", "DELETE"], "/1.0/instances/s/snapshots/before");
+    assert_eq!(http, 202, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (_, done) = get(&format!("{}/wait", op["operation"].as_str().unwrap()));
+    assert_eq!(done["metadata"]["status"], "Success", "{done}");
+    let (http, gone) = get("/1.0/instances/s/snapshots/before");
+    assert_eq!(http, 404);
+    assert_eq!(gone["type"], "error");
+    assert_eq!(gone["error_code"], 404);
+    // Bad input: unknown container, a name that tries to escape, malformed JSON.
+    let (http, _) = get("/1.0/instances/nosuch/snapshots");
+    assert_eq!(http, 404);
+    let (http, _) = get("/1.0/instances/s/snapshots/..%2F..%2Fetc");
+    assert!(http == 400 || http == 404, "{http}");
+    let (_, http, _) = server.curl(cert, &["-X", "POST", "-d", "{nope"], "/1.0/instances/s/snapshots");
+    assert_eq!(http, 400);
+    let (http, _) = get("/1.0/operations/nosuch");
+    assert_eq!(http, 404);
+
+    // The OpenAPI document parses and lists every /1.0 endpoint.
+    let (http, doc) = get("/openapi.json");
+    assert_eq!(http, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/1.0",
+        "/1.0/resources",
+        "/1.0/certificates",
+        "/1.0/certificates/{fingerprint}",
+        "/1.0/operations",
+        "/1.0/operations/{id}",
+        "/1.0/operations/{id}/wait",
+        "/1.0/instances/{name}",
+        "/1.0/instances/{name}/snapshots",
+        "/1.0/instances/{name}/snapshots/{snapshot}",
+        "/1.0/instances/{name}/checkpoint",
+        "/1.0/instances/{name}/restore",
+        "/1.0/instances/{name}/exec",
+    ] {
+        assert!(paths.contains_key(p), "openapi.json lacks {p}");
+    }
+    b.ok(&["rm", "-f", "s"]);
+}
