@@ -273,6 +273,13 @@ fn remote_call(
     command: &Command,
 ) -> Option<anyhow::Result<i32>> {
     use remote::RemoteCall as R;
+    // The host's own business: never sent anywhere, and no configuration read for it.
+    if matches!(
+        command,
+        Command::Monitor { .. } | Command::Serve { .. } | Command::Trust(_) | Command::Remote(_)
+    ) {
+        return None;
+    }
     let name = match flag {
         Some("local") => return None,
         Some(n) => n.to_string(),
@@ -292,8 +299,6 @@ fn remote_call(
         Command::Exec(a) => R::Exec(a),
         Command::Images(a) => R::Images(a.format == images::Format::Json),
         Command::Pull(a) => R::Pull(&a.reference),
-        // The host's own business: never sent anywhere.
-        Command::Monitor { .. } | Command::Serve { .. } | Command::Trust(_) | Command::Remote(_) => return None,
         _ => {
             return Some(Err(anyhow::anyhow!(
                 "this command runs only on this host, not on remote {name}: give --remote local (or `vessel remote switch local`)"

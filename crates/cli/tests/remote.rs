@@ -24,12 +24,18 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(i: &Instance) -> TlsServer {
+        TlsServer::start_with(i, &[])
+    }
+
+    /// With more flags for `vessel serve`.
+    fn start_with(i: &Instance, extra: &[&str]) -> TlsServer {
         let mut child = i
             .cmd()
             .arg("serve")
             .arg("--socket")
             .arg(i.dir.path().join("vessel.sock"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -94,6 +100,37 @@ impl Drop for TlsServer {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// `openssl ARGS` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+}
+
+/// A self-signed P-256 certificate NAME.crt/NAME.key in `dir`.
+fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+    (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
 }
 
 fn tools() -> bool {
@@ -456,4 +493,178 @@ fn v1_snapshots_as_operations_resources_and_openapi() {
         assert!(paths.contains_key(p), "openapi.json lacks {p}");
     }
     b.ok(&["rm", "-f", "s"]);
+}
+
+#[test]
+fn given_server_certificate_and_client_ca() {
+    if !tools() {
+        return;
+    }
+    let b = Instance::new();
+    let d = b.dir.path();
+    // A CA, a client certificate it signed (X.509 v3, for client authentication), the
+    // server's own certificate.
+    std::fs::write(
+        d.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let (ca, _) = self_signed(d, "ca");
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=signed-client",
+            "-keyout",
+            "signed.key",
+            "-out",
+            "signed.csr",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "signed.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "signed.crt",
+        ],
+    );
+    let (srv_crt, srv_key) = self_signed(d, "server");
+    let server = TlsServer::start_with(
+        &b,
+        &[
+            "--tls-cert",
+            srv_crt.to_str().unwrap(),
+            "--tls-key",
+            srv_key.to_str().unwrap(),
+            "--client-ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    // The fingerprint printed is the given certificate's (as openssl computes it).
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&srv_crt)
+        .output()
+        .unwrap();
+    let want = stdout(&o)
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .trim()
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(server.fingerprint, want);
+    assert!(
+        !b.root().join("serve/server.crt").exists(),
+        "no certificate made when one is given"
+    );
+
+    // Signed by the CA: in, without any trust store entry.
+    let (code, http, body) = server.curl(Some((&d.join("signed.crt"), &d.join("signed.key"))), &[], "/1.0");
+    assert_eq!((code, http), (0, 200), "{body}");
+    let (_, http, _) = server.curl(
+        Some((&d.join("signed.crt"), &d.join("signed.key"))),
+        &[],
+        "/v1.41/containers/json",
+    );
+    assert_eq!(http, 200);
+    // Not signed by it: refused in the handshake.
+    let (other, other_key) = self_signed(d, "other");
+    let (code, http, _) = server.curl(Some((&other, &other_key)), &[], "/1.0");
+    assert_ne!(code, 0);
+    assert_eq!(http, 0);
+
+    // Tokens carry the given certificate's fingerprint with `trust add --tls-cert`.
+    let token = b.ok(&["trust", "add", "--name", "a", "--tls-cert", srv_crt.to_str().unwrap()]);
+    let a = Instance::new();
+    a.ok(&["remote", "add", "b", &server.url, "--token", token.trim()]);
+    assert_eq!(ok_on_b(&a, &["ps", "-aq"]).trim(), "");
+}
+
+/// A docker-registry process on loopback, killed on drop.
+struct Registry(Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pull_on_a_remote_from_a_loopback_registry() {
+    if !tools() || !have(&["docker-registry", "skopeo"]) {
+        return;
+    }
+    let b = Instance::new();
+    let t = b.dir.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = t.join("reg.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            t.display()
+        ),
+    )
+    .unwrap();
+    let _reg = Registry(
+        Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    instance::wait_for("the registry", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    run_vessel::sh(
+        &format!(
+            "umoci init --layout img && umoci new --image img:1 && umoci config --image img:1 --config.env PATH=/bin \
+             && umoci unpack --image img:1 b >/dev/null && mkdir -p b/rootfs/bin && cp /usr/bin/busybox b/rootfs/bin/ \
+             && ln -s busybox b/rootfs/bin/echo && umoci repack --image img:1 b \
+             && skopeo copy -q --dest-tls-verify=false oci:img:1 docker://127.0.0.1:{port}/remote/bb:1"
+        ),
+        t,
+    );
+    let server = TlsServer::start(&b);
+    let a = Instance::new();
+    join(&a, &b, &server);
+    let name = format!("127.0.0.1:{port}/remote/bb:1");
+    ok_on_b(&a, &["pull", &name]);
+    assert!(
+        b.ok(&["images"]).contains(&format!("127.0.0.1:{port}/remote/bb")),
+        "pulled on B"
+    );
+    assert!(!a.ok(&["images"]).contains("remote/bb"), "not on A");
+    assert_eq!(ok_on_b(&a, &["run", "--rm", &name, "echo", "pulled"]), "pulled\n");
+    let o = on_b(&a, &["pull", &format!("127.0.0.1:{port}/remote/bb:nope")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
 }

@@ -520,7 +520,18 @@ impl Remote {
 
     /// `POST /images/create?fromImage=REF`: pulls on the remote; the progress lines.
     pub async fn pull(&self, reference: &str) -> Result<Vec<Value>, ClientError> {
-        let path = format!("/v1.41/images/create?fromImage={}", query_escape(reference));
+        // As the docker CLI sends it: the repository, and the tag or digest apart.
+        let (image, tag) = match reference.split_once('@') {
+            Some((repo, digest)) => (repo, Some(digest)),
+            None => match reference.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
+                _ => (reference, None),
+            },
+        };
+        let mut path = format!("/v1.41/images/create?fromImage={}", query_escape(image));
+        if let Some(t) = tag {
+            path.push_str(&format!("&tag={}", query_escape(t)));
+        }
         let (status, bytes) = self.request(Method::POST, &path, None).await?;
         let lines: Vec<Value> = bytes
             .split(|b| *b == b'\n')
