@@ -668,3 +668,75 @@ fn pull_on_a_remote_from_a_loopback_registry() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
 }
+
+/// Posts to `path` over TLS and waits for the operation it starts: the operation.
+fn run_operation(server: &TlsServer, cert: Option<(&Path, &Path)>, path: &str, body: &str) -> serde_json::Value {
+    let (_, http, reply) = server.curl(cert, &["-X", "POST", "-d", body], path);
+    assert_eq!(http, 202, "{reply}");
+    let op: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    let (_, http, done) = server.curl(
+        cert,
+        &[],
+        &format!("{}/wait?timeout=120", op["operation"].as_str().unwrap()),
+    );
+    assert_eq!(http, 200, "{done}");
+    let done: serde_json::Value = serde_json::from_str(&done).unwrap();
+    done["metadata"].clone()
+}
+
+#[test]
+fn v1_checkpoint_restore_and_exec_of_a_counter() {
+    if !tools() {
+        return;
+    }
+    let b = Instance::new();
+    let img = b.busybox();
+    let server = TlsServer::start(&b);
+    let a = Instance::new();
+    let (crt, key) = join(&a, &b, &server);
+    let cert = Some((crt.as_path(), key.as_path()));
+    let counter = "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done";
+    b.ok(&["run", "-d", "--name", "c", img, "sh", "-c", counter]);
+    let count = || -> u64 {
+        stdout(&b.v(&["exec", "c", "cat", "/count"]))
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    instance::wait_for("the counter", || count() >= 3);
+
+    // exec through /1.0: the output recorded in the operation.
+    let op = run_operation(
+        &server,
+        cert,
+        "/1.0/instances/c/exec",
+        r#"{"command":["sh","-c","echo hi; echo oops >&2; exit 4"]}"#,
+    );
+    assert_eq!(op["status"], "Success", "{op}");
+    assert_eq!(op["metadata"]["return"], 4);
+    assert_eq!(op["metadata"]["stdout"], "hi\n");
+    assert_eq!(op["metadata"]["stderr"], "oops\n");
+
+    // Checkpoint (the container stops), restore (it counts on from there).
+    let op = run_operation(&server, cert, "/1.0/instances/c/checkpoint", "{}");
+    assert_eq!(op["status"], "Success", "{op}");
+    assert_eq!(b.ok(&["inspect", "-f", "{{.State.Status}}", "c"]).trim(), "exited");
+    let id = b.ok(&["inspect", "-f", "{{.Id}}", "c"]);
+    let images = b.root().join("containers").join(id.trim()).join("checkpoint");
+    assert!(
+        images.join("inventory.img").exists(),
+        "CRIU images in {}",
+        images.display()
+    );
+    let op = run_operation(&server, cert, "/1.0/instances/c/restore", "");
+    assert_eq!(op["status"], "Success", "{op}");
+    assert_eq!(b.ok(&["inspect", "-f", "{{.State.Status}}", "c"]).trim(), "running");
+    let after = count();
+    instance::wait_for("the count to go on", || count() > after + 3);
+    // A checkpoint of a container that does not run fails as an operation, with why.
+    b.ok(&["stop", "-t", "1", "c"]);
+    let op = run_operation(&server, cert, "/1.0/instances/c/checkpoint", "{}");
+    assert_eq!(op["status"], "Failure", "{op}");
+    assert!(!op["err"].as_str().unwrap().is_empty());
+    b.ok(&["rm", "-f", "c"]);
+}
