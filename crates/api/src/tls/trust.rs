@@ -287,3 +287,73 @@ pub fn pem_of(der: &[u8]) -> String {
     s.push_str("-----END CERTIFICATE-----\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, TrustStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = TrustStore::new(d.path());
+        (d, s)
+    }
+
+    #[test]
+    fn a_token_round_trips_and_is_claimed_once() {
+        let (_d, s) = store();
+        let fp = "ab".repeat(32);
+        let t = s.make_token("laptop", Duration::from_secs(60), &fp).unwrap();
+        let back = JoinToken::decode(&t.encode()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.fingerprint, fp);
+        assert_eq!(s.pending().unwrap().len(), 1);
+        assert_eq!(s.claim(&t.secret).unwrap().name, "laptop");
+        assert!(matches!(s.claim(&t.secret), Err(TlsError::TokenRefused(_))));
+        assert!(s.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_and_not_pending() {
+        let (_d, s) = store();
+        let t = s.make_token("late", Duration::ZERO, &"00".repeat(32)).unwrap();
+        assert!(s.pending().unwrap().is_empty());
+        let e = s.claim(&t.secret).unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn bad_tokens_and_secrets_are_refused() {
+        let (_d, s) = store();
+        assert!(matches!(JoinToken::decode("not base64!"), Err(TlsError::BadToken(_))));
+        assert!(matches!(JoinToken::decode("e30="), Err(TlsError::BadToken(_))));
+        assert!(matches!(s.claim("../../etc/passwd"), Err(TlsError::TokenRefused(_))));
+        assert!(matches!(s.claim(&"0".repeat(64)), Err(TlsError::TokenRefused(_))));
+        assert!(s.make_token("a/b", Duration::from_secs(1), "x").is_err());
+        assert!(s.make_token("", Duration::from_secs(1), "x").is_err());
+    }
+
+    #[test]
+    fn join_names_differ_by_secret_and_fit_a_dns_label() {
+        let a = join_name(&"1".repeat(64));
+        let b = join_name(&"2".repeat(64));
+        assert_ne!(a, b);
+        assert_eq!(a, join_name(&"1".repeat(64)));
+        assert!(a.split('.').all(|l| !l.is_empty() && l.len() <= 63), "{a}");
+        assert!(rustls::pki_types::ServerName::try_from(a.clone()).is_ok());
+    }
+
+    #[test]
+    fn clients_are_added_listed_and_removed() {
+        let (_d, s) = store();
+        let made = rcgen::generate_simple_self_signed(vec!["c.invalid".to_string()]).unwrap();
+        let c = s.add("ci", &made.cert.pem()).unwrap();
+        assert_eq!(c.fingerprint, fingerprint(made.cert.der()));
+        assert_eq!(s.trusted(&c.fingerprint).unwrap().name, "ci");
+        assert!(s.make_token("ci", Duration::from_secs(1), "x").is_err(), "name taken");
+        assert!(matches!(s.add("x", "garbage"), Err(TlsError::BadInput(_))));
+        assert!(s.remove(&c.fingerprint[..12]).is_ok());
+        assert!(s.trusted(&c.fingerprint).is_none());
+        assert!(matches!(s.remove("ci"), Err(TlsError::NoSuchClient(_))));
+        assert!(s.trusted("../x").is_none());
+    }
+}
