@@ -21,6 +21,9 @@ use crate::server::ServeError;
 use crate::tls::verifier::{server_config, ClientVerifier, Peer};
 use crate::tls::{server_identity, trust::TrustStore};
 
+/// How long a client may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What `--listen`, `--tls-cert`, `--tls-key` and `--client-ca` say.
 #[derive(Debug, Clone)]
 pub struct TlsOptions {
@@ -42,12 +45,14 @@ pub fn app(paths: Paths) -> Router {
     crate::docker::router(paths.clone()).merge(crate::v1::router(paths))
 }
 
-/// Binds `opts.listen` and serves there in a task until the task is aborted.
-/// Prints the address and the server's certificate fingerprint to stderr.
+/// Binds `opts.listen` and serves `app` there (the same router as the unix socket's,
+/// so that both share operations and exit codes) in a task until the task is aborted.
+/// Prints the address and the server's certificate fingerprint to stderr. A client
+/// that does not finish its handshake within [`HANDSHAKE_TIMEOUT`] is dropped.
 ///
 /// Errors: [`ServeError::Tls`] for certificates and keys, [`ServeError::Listen`] when
 /// the address cannot be bound.
-pub async fn start(paths: Paths, opts: TlsOptions) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+pub async fn start(paths: Paths, opts: TlsOptions, app: Router) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let identity = server_identity(&paths.root, opts.cert.as_deref(), opts.key.as_deref())?;
     let fp = identity.fingerprint()?;
     let store = TrustStore::new(&paths.root);
@@ -63,7 +68,6 @@ pub async fn start(paths: Paths, opts: TlsOptions) -> Result<tokio::task::JoinHa
         })?;
     let local = listener.local_addr().unwrap_or(opts.listen);
     eprintln!("vessel serve: listening on https://{local} (mutual TLS; server fingerprint {fp})");
-    let app = app(paths);
     Ok(tokio::spawn(async move {
         loop {
             let Ok((tcp, from)) = listener.accept().await else {
@@ -74,10 +78,14 @@ pub async fn start(paths: Paths, opts: TlsOptions) -> Result<tokio::task::JoinHa
             let app = app.clone();
             tokio::spawn(async move {
                 // A refused handshake ends here: the client got nothing.
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
                         eprintln!("vessel serve: TLS handshake from {from} refused: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        eprintln!("vessel serve: TLS handshake from {from} timed out");
                         return;
                     }
                 };

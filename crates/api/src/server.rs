@@ -92,13 +92,13 @@ pub async fn serve_with(
     socket: &Path,
     tls: Option<crate::remote_listener::TlsOptions>,
 ) -> Result<(), ServeError> {
+    let router = crate::remote_listener::app(paths.clone());
     let tcp = match tls {
-        Some(t) => Some(crate::remote_listener::start(paths.clone(), t).await?),
+        Some(t) => Some(crate::remote_listener::start(paths, t, router.clone()).await?),
         None => None,
     };
     let listener = bind(socket)?;
     eprintln!("vessel serve: listening on unix://{}", socket.display());
-    let router = crate::remote_listener::app(paths);
     let svc = tower_layer::Layer::layer(&axum::middleware::map_request(crate::docker::strip_version), router);
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(svc);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

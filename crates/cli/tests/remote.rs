@@ -293,6 +293,9 @@ fn clients_without_a_trusted_certificate_get_nothing() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("TLS handshake"), "{}", stderr(&o));
 
+    // A client that connects and never starts its handshake holds up nobody.
+    let _stalled = std::net::TcpStream::connect(server.url.trim_start_matches("https://")).unwrap();
+
     // The same self-signed certificate once trusted by hand gets through.
     let fp = b.ok(&["trust", "add-cert", crt.to_str().unwrap(), "--name", "by-hand"]);
     let (code, http, body) = server.curl(Some((&crt, &key)), &[], "/1.0");
@@ -425,6 +428,16 @@ fn v1_snapshots_as_operations_resources_and_openapi() {
     assert_eq!(one["metadata"]["id"], done["metadata"]["id"]);
     let (_, ops) = get("/1.0/operations");
     assert!(ops["metadata"].as_array().unwrap().iter().any(|u| u == url.as_str()));
+    // The unix socket and the TLS listener are one server: the same operations.
+    let local = Command::new("curl")
+        .arg("-s")
+        .arg("--unix-socket")
+        .arg(b.dir.path().join("vessel.sock"))
+        .arg(format!("http://vessel{url}"))
+        .output()
+        .unwrap();
+    let local: serde_json::Value = serde_json::from_str(&stdout(&local)).unwrap();
+    assert_eq!(local["metadata"]["status"], "Success", "{local}");
 
     let (_, list) = get("/1.0/instances/s/snapshots");
     assert_eq!(
