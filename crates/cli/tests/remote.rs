@@ -502,6 +502,8 @@ fn v1_snapshots_as_operations_resources_and_openapi() {
         "/1.0/instances/{name}/checkpoint",
         "/1.0/instances/{name}/restore",
         "/1.0/instances/{name}/exec",
+        "/1.0/instances/{name}/backup",
+        "/1.0/instances",
     ] {
         assert!(paths.contains_key(p), "openapi.json lacks {p}");
     }
@@ -752,4 +754,79 @@ fn v1_checkpoint_restore_and_exec_of_a_counter() {
     assert_eq!(op["status"], "Failure", "{op}");
     assert!(!op["err"].as_str().unwrap().is_empty());
     b.ok(&["rm", "-f", "c"]);
+}
+
+#[test]
+fn a_container_streams_from_one_host_to_another_through_the_client_library() {
+    if !tools() {
+        return;
+    }
+    let b = Instance::new();
+    let img = b.busybox();
+    let server_b = TlsServer::start(&b);
+    let c = Instance::new();
+    let server_c = TlsServer::start(&c);
+    let a = Instance::new();
+    join(&a, &b, &server_b);
+    let token = c.ok(&["trust", "add", "--name", "host-a"]);
+    a.ok(&["remote", "add", "c", &server_c.url, "--token", token.trim()]);
+
+    b.ok(&["run", "-d", "--name", "mover", img, "sleep", "100"]);
+    // 8 MiB of data that must arrive whole.
+    b.ok(&[
+        "exec",
+        "mover",
+        "sh",
+        "-c",
+        "head -c 8388608 /dev/urandom > /blob; echo kept > /note",
+    ]);
+    let sum = |i: &Instance, name: &str| {
+        let o = i.ok(&["exec", name, "sh", "-c", "cat /blob | wc -c; cat /note"]);
+        o.split_whitespace().map(String::from).collect::<Vec<_>>()
+    };
+    let before = sum(&b, "mover");
+    assert_eq!(before, ["8388608", "kept"]);
+    let blob_b = std::fs::read(
+        b.root()
+            .join("snapshots/active")
+            .join(b.ok(&["inspect", "-f", "{{.Id}}", "mover"]).trim())
+            .join("upper/blob"),
+    )
+    .unwrap();
+
+    // The download's body is the upload's body: nothing in between holds the archive.
+    let cfg = vessel_api::client::config::ClientConfig::new(a.root().join("client"));
+    let (rb, rc) = (cfg.remote("b").unwrap(), cfg.remote("c").unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let made = rt.block_on(async {
+        let down = rb.backup_download("mover", true).await.unwrap();
+        assert_eq!(down.status(), 200);
+        rc.backup_upload(Some("moved"), down.into_body()).await
+    });
+    let made = made.unwrap();
+    assert_eq!(made["name"], "moved");
+    c.ok(&["start", "moved"]);
+    assert_eq!(sum(&c, "moved"), before);
+    let id = c.ok(&["inspect", "-f", "{{.Id}}", "moved"]);
+    let blob_c = std::fs::read(c.root().join("snapshots/active").join(id.trim()).join("upper/blob")).unwrap();
+    assert!(blob_b == blob_c, "the 8 MiB arrived unchanged");
+
+    // A broken archive (the first 64 KiB of one) is refused and leaves no container.
+    let bad = rt.block_on(async {
+        let down = rb.backup_download("mover", false).await.unwrap();
+        use http_body_util::BodyExt;
+        let all = down.into_body().collect().await.unwrap().to_bytes();
+        let cut = http_body_util::Full::new(all.slice(..65536.min(all.len())));
+        rc.backup_upload(Some("broken"), cut).await
+    });
+    assert!(bad.is_err(), "{bad:?}");
+    assert!(!c.ok(&["ps", "-a"]).contains("broken"));
+    // An unknown container: the API's 404.
+    let missing = rt.block_on(rb.backup_download("nosuch", false));
+    assert!(matches!(missing, Err(vessel_api::client::ClientError::Api { status, .. }) if status == 404));
+    b.ok(&["rm", "-f", "mover"]);
+    c.ok(&["rm", "-f", "moved"]);
 }

@@ -248,18 +248,24 @@ impl Remote {
         }
     }
 
-    /// Sends `method path` with `body` (streamed as it comes) and returns the answer
-    /// with its body still to read (streamed): for logs that follow, exports, and the
-    /// bulk transfer of migration. Any status is returned as is.
+    /// Sends `method path` with `body` (streamed as it comes, of `content_type`) and
+    /// returns the answer with its body still to read (streamed): for logs that follow,
+    /// backups, and the bulk transfer of migration. Any status is returned as is.
     ///
     /// Errors: [`ClientError::Connect`], [`ClientError::Handshake`],
     /// [`ClientError::Fingerprint`], [`ClientError::Http`].
-    pub async fn request_stream(
+    pub async fn request_stream<B>(
         &self,
         method: Method,
         path: &str,
-        body: Body,
-    ) -> Result<Response<Incoming>, ClientError> {
+        content_type: &str,
+        body: B,
+    ) -> Result<Response<Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let body = Body::new(body);
         let tls = self.connect().await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tls))
             .await
@@ -271,7 +277,7 @@ impl Remote {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, self.addr.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(body)
             .map_err(|e| ClientError::Decode {
                 what: format!("request {path}"),
@@ -314,7 +320,7 @@ impl Remote {
             Some(v) => Body::from(serde_json::to_vec(v).unwrap_or_default()),
             None => Body::empty(),
         };
-        let resp = self.request_stream(method, path, body).await?;
+        let resp = self.request_stream(method, path, "application/json", body).await?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -495,7 +501,9 @@ impl Remote {
             query_escape(id),
             u8::from(follow)
         );
-        let resp = self.request_stream(Method::GET, &path, Body::empty()).await?;
+        let resp = self
+            .request_stream(Method::GET, &path, "application/json", Body::empty())
+            .await?;
         if resp.status().as_u16() >= 400 {
             let status = resp.status();
             let bytes = resp
@@ -571,6 +579,73 @@ impl Remote {
             Some(&body),
         )
         .await
+    }
+
+    /// `GET /1.0/instances/{name}/backup`: the container's backup archive, its body
+    /// streamed (hand it to [`Remote::backup_upload`] of another host to move the
+    /// container without holding it anywhere).
+    ///
+    /// Errors: as [`Remote::request_stream`]; [`ClientError::Api`] for an error answer.
+    pub async fn backup_download(&self, name: &str, include_image: bool) -> Result<Response<Incoming>, ClientError> {
+        let path = format!(
+            "/1.0/instances/{}/backup?include_image={}",
+            query_escape(name),
+            u8::from(include_image)
+        );
+        let resp = self
+            .request_stream(Method::GET, &path, "application/json", Body::empty())
+            .await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_default();
+        Err(ClientError::Api { status, message })
+    }
+
+    /// `POST /1.0/instances[?name=NEW]` with `archive` streamed up: restores the backup
+    /// on this remote; `{"name", "id"}` of the container made.
+    ///
+    /// Errors: as [`Remote::v1`].
+    pub async fn backup_upload<B>(&self, name: Option<&str>, archive: B) -> Result<Value, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = match name {
+            Some(n) => format!("/1.0/instances?name={}", query_escape(n)),
+            None => "/1.0/instances".into(),
+        };
+        let resp = self
+            .request_stream(Method::POST, &path, "application/octet-stream", archive)
+            .await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| self.http_error(source))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            what: path.clone(),
+            detail: format!("{e} (HTTP {status})"),
+        })?;
+        match v["type"].as_str() {
+            Some("sync") => Ok(v["metadata"].clone()),
+            _ => Err(ClientError::Api {
+                status,
+                message: v["error"].as_str().unwrap_or("error").to_string(),
+            }),
+        }
     }
 
     /// `POST /1.0/instances/{name}/snapshots`, waited for: the snapshot made.

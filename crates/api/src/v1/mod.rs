@@ -1,9 +1,11 @@
 //! vessel's own API at `/1.0`, in Incus's shape ([`response`]): what the Docker API
 //! lacks. [`server`] (`GET /1.0`, `GET /1.0/resources`), [`certificates`] (the trust
 //! store; how a client joins with a token), [`operations`] (long work),
-//! [`instances`] (snapshots, checkpoint and restore, exec), [`openapi`]
+//! [`instances`] (snapshots, checkpoint and restore, exec), [`backup`] (a container
+//! streamed out and in as a backup archive, for moving it between hosts), [`openapi`]
 //! (`GET /openapi.json`, generated with utoipa from the handlers' annotations).
 
+pub mod backup;
 pub mod certificates;
 pub mod instances;
 pub mod openapi;
@@ -64,6 +66,11 @@ pub fn router(paths: Paths) -> Router {
         .route("/1.0/operations", get(i::operations_list))
         .route("/1.0/operations/{id}", get(i::operation_get))
         .route("/1.0/operations/{id}/wait", get(i::operation_wait))
+        .route(
+            "/1.0/instances",
+            post(backup::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/1.0/instances/{name}/backup", get(backup::download))
         .route("/1.0/instances/{name}", axum::routing::put(i::put_instance))
         .route(
             "/1.0/instances/{name}/snapshots",

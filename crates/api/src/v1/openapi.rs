@@ -5,14 +5,14 @@
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use super::{certificates, instances, operations, response, server};
+use super::{backup, certificates, instances, operations, response, server};
 
 /// The document's root.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "vessel /1.0 API",
-        description = "vessel's own API (Incus's shape): server, resources, certificates, operations, snapshots, checkpoint, exec"
+        description = "vessel's own API (Incus's shape): server, resources, certificates, operations, snapshots, checkpoint, exec, backup"
     ),
     paths(
         server::info,
@@ -31,6 +31,8 @@ use super::{certificates, instances, operations, response, server};
         instances::checkpoint,
         instances::restore,
         instances::exec,
+        backup::download,
+        backup::upload,
     ),
     components(schemas(
         response::Envelope,
