@@ -29,8 +29,14 @@ impl TlsServer {
 
     /// With more flags for `vessel serve`.
     fn start_with(i: &Instance, extra: &[&str]) -> TlsServer {
+        TlsServer::start_env(i, extra, &[])
+    }
+
+    /// With more flags and environment variables for `vessel serve`.
+    fn start_env(i: &Instance, extra: &[&str], env: &[(&str, &str)]) -> TlsServer {
         let mut child = i
             .cmd()
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--socket")
             .arg(i.dir.path().join("vessel.sock"))
@@ -706,7 +712,8 @@ fn v1_checkpoint_restore_and_exec_of_a_counter() {
     }
     let b = Instance::new();
     let img = b.busybox();
-    let server = TlsServer::start(&b);
+    // A default remote in the server's environment must not send its exec elsewhere.
+    let server = TlsServer::start_env(&b, &[], &[("VESSEL_REMOTE", "elsewhere")]);
     let a = Instance::new();
     let (crt, key) = join(&a, &b, &server);
     let cert = Some((crt.as_path(), key.as_path()));
@@ -731,6 +738,12 @@ fn v1_checkpoint_restore_and_exec_of_a_counter() {
     assert_eq!(op["metadata"]["return"], 4);
     assert_eq!(op["metadata"]["stdout"], "hi\n");
     assert_eq!(op["metadata"]["stderr"], "oops\n");
+    let (_, http, _) = server.curl(
+        cert,
+        &["-X", "POST", "-d", r#"{"command":["true"],"environment":{"A=B":"x"}}"#],
+        "/1.0/instances/c/exec",
+    );
+    assert_eq!(http, 400);
 
     // Checkpoint (the container stops), restore (it counts on from there).
     let op = run_operation(&server, cert, "/1.0/instances/c/checkpoint", "{}");

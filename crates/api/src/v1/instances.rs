@@ -303,14 +303,25 @@ pub async fn exec(State(st): State<V1>, Path(name): Path<String>, body: axum::bo
     if req.command.is_empty() {
         return Ok(error(StatusCode::BAD_REQUEST, "exec: give a command"));
     }
+    if let Some(k) = req
+        .environment
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            &format!("exec: environment name {k:?}: give names without '=' or NUL"),
+        ));
+    }
     let n = name.clone();
     st.engine(move |e| Ok(e.find(&n)?)).await?;
     let paths = st.paths.clone();
     let op = st.ops.spawn("Executing command", resources(&name), move || {
         let exe = std::env::current_exe().map_err(|e| ApiError::internal(format!("find vessel's binary: {e}")))?;
         let mut cmd = std::process::Command::new(exe);
+        // `--remote local`: never sent on, whatever the server's environment says.
         cmd.arg("--root").arg(&paths.root).arg("--runroot").arg(&paths.runroot);
-        cmd.arg("exec");
+        cmd.args(["--remote", "local", "exec"]);
         for (k, v) in &req.environment {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }
@@ -321,19 +332,57 @@ pub async fn exec(State(st): State<V1>, Path(name): Path<String>, body: axum::bo
             cmd.arg("-u").arg(u);
         }
         cmd.arg("--").arg(&name).args(&req.command);
-        cmd.stdin(std::process::Stdio::null());
-        let out = cmd
-            .output()
+        // The output goes to unlinked files, so that memory holds at most
+        // MAX_EXEC_OUTPUT of each stream however much the command writes.
+        let (mut out, mut err) = (output_file(&paths.root)?, output_file(&paths.root)?);
+        let status = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(
+                out.try_clone()
+                    .map_err(|e| ApiError::internal(format!("exec output: {e}")))?,
+            )
+            .stderr(
+                err.try_clone()
+                    .map_err(|e| ApiError::internal(format!("exec output: {e}")))?,
+            )
+            .status()
             .map_err(|e| ApiError::internal(format!("run vessel exec: {e}")))?;
-        let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(MAX_EXEC_OUTPUT)]).into_owned();
         let r = ExecResult {
-            return_code: out.status.code().unwrap_or(-1),
-            stdout: text(&out.stdout),
-            stderr: text(&out.stderr),
+            return_code: status.code().unwrap_or(-1),
+            stdout: read_capped(&mut out),
+            stderr: read_capped(&mut err),
         };
         Ok(serde_json::to_value(r).unwrap_or_default())
     });
     Ok(async_op(&op))
+}
+
+/// A new unlinked file under `ROOT/serve/tmp/` for an exec's output.
+fn output_file(root: &std::path::Path) -> Result<std::fs::File, ApiError> {
+    let dir = crate::tls::serve_dir(root).join("tmp");
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let path = dir.join(format!("exec-{}", crate::tls::hex(&b)));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| ApiError::internal(format!("create {}: {e}", path.display())))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(f)
+}
+
+/// The first [`MAX_EXEC_OUTPUT`] bytes of `f` from its start, as UTF-8 (invalid bytes
+/// replaced).
+fn read_capped(f: &mut std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut buf = Vec::new();
+    if f.seek(std::io::SeekFrom::Start(0)).is_ok() {
+        let _ = f.take(MAX_EXEC_OUTPUT as u64).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// `GET /1.0/operations`: the operations' URLs.
