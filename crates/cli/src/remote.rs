@@ -330,13 +330,10 @@ pub fn call(remote: &Remote, call: RemoteCall<'_>) -> Result<i32> {
                 Ok(0)
             }
             RemoteCall::Logs(a) => {
-                if a.tail.is_some() || a.timestamps {
-                    bail!("--tail and --timestamps are not sent to remotes yet");
-                }
                 let tty = remote.inspect(&a.container).await?["Config"]["Tty"]
                     .as_bool()
                     .unwrap_or(false);
-                copy_logs(remote.logs(&a.container, a.follow).await?, tty).await?;
+                copy_logs(remote.logs(&a.container, a.follow, a.tail, a.timestamps).await?, tty).await?;
                 Ok(0)
             }
             RemoteCall::Inspect(a) => {
@@ -515,7 +512,7 @@ async fn run(remote: &Remote, a: &c::RunArgs) -> Result<i32> {
     let started = remote.start(&id).await;
     let result = match started {
         Ok(()) => {
-            copy_logs(remote.logs(&id, true).await?, a.create.tty).await?;
+            copy_logs(remote.logs(&id, true, None, false).await?, a.create.tty).await?;
             let v = waiter.await.context("wait task")??;
             Ok(v["StatusCode"].as_i64().unwrap_or(-1) as i32)
         }

@@ -208,6 +208,11 @@ fn remote_host_runs_containers_after_a_token_join() {
     instance::wait_for("the container's output", || {
         stdout(&on_b(&a, &["logs", "x"])).contains("hello from b")
     });
+    b.ok(&["exec", "x", "sh", "-c", "echo second >> /proc/1/fd/1"]);
+    instance::wait_for("the second line", || {
+        stdout(&on_b(&a, &["logs", "x"])).contains("second")
+    });
+    assert_eq!(ok_on_b(&a, &["logs", "--tail", "1", "x"]), "second\n");
     let inspect: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "x"])).unwrap();
     assert_eq!(inspect[0]["Id"], id);
     assert_eq!(inspect[0]["State"]["Running"], true);

@@ -99,13 +99,22 @@ impl Remote {
         Ok(v["StatusCode"].as_i64().unwrap_or(-1))
     }
 
-    /// `GET /containers/{id}/logs?stdout=1&stderr=1[&follow=1]`: the answer, its body
-    /// streamed (docker's multiplexed frames when the container has no tty).
-    pub async fn logs(&self, id: &str, follow: bool) -> Result<Response<Incoming>, ClientError> {
+    /// `GET /containers/{id}/logs?stdout=1&stderr=1&follow=&tail=&timestamps=`: the
+    /// answer, its body streamed (docker's multiplexed frames when the container has no
+    /// tty). `tail`: the last N lines only.
+    pub async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+        timestamps: bool,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
         let path = format!(
-            "/v1.41/containers/{}/logs?stdout=1&stderr=1&follow={}",
+            "/v1.41/containers/{}/logs?stdout=1&stderr=1&follow={}&tail={tail}&timestamps={}",
             query_escape(id),
-            u8::from(follow)
+            u8::from(follow),
+            u8::from(timestamps)
         );
         let resp = self
             .request_stream(Method::GET, &path, "application/json", Body::empty())
