@@ -101,7 +101,10 @@ pub async fn start(paths: Paths, opts: TlsOptions, app: Router) -> Result<tokio:
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     handle(app.clone(), peer.clone(), req.map(Body::new))
                 });
+                // A client that trickles its request headers is dropped after 30 s.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(30))
                     .serve_connection(TokioIo::new(tls), svc)
                     .with_upgrades()
                     .await;
