@@ -119,13 +119,13 @@ pub struct CreateArgs {
 pub struct Limits {
     /// Memory limit (512m, 1g).
     #[arg(short = 'm', long, value_parser = parse_memory)]
-    memory: Option<i64>,
+    pub(crate) memory: Option<i64>,
     /// Number of CPUs (1.5).
     #[arg(long, value_parser = parse_cpus)]
-    cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     /// Limit on the number of processes (-1 or 0: none).
     #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
+    pub(crate) pids_limit: Option<i64>,
 }
 
 /// `vessel run`.

@@ -451,18 +451,64 @@ async fn ps(remote: &Remote, a: &c::PsArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The flags of `run` a remote gets (docker's create body); the others are refused
-/// rather than dropped.
+/// The flags of `run` a remote gets, as docker's create body; the flags the API does
+/// not take yet are refused by name rather than dropped. `--cgroup-parent` (and
+/// `VESSEL_CGROUP_PARENT`) stay the remote's choice.
 fn create_body(a: &c::CreateArgs) -> Result<Value> {
-    if !a.volume.is_empty() || !a.publish.is_empty() || a.interactive || !a.env_file.is_empty() {
-        bail!("-v, -p, -i and --env-file are not sent to remotes yet");
+    let refused: Vec<&str> = [
+        (!a.volume.is_empty(), "-v"),
+        (!a.publish.is_empty(), "-p"),
+        (a.interactive, "-i"),
+        (!a.tmpfs.is_empty(), "--tmpfs"),
+        (!a.security_opt.is_empty(), "--security-opt"),
+        (!a.dns.is_empty(), "--dns"),
+        (!a.add_host.is_empty(), "--add-host"),
+        (a.ip.is_some(), "--ip"),
+        (a.mac_address.is_some(), "--mac-address"),
+        (!a.storage_opt.is_empty(), "--storage-opt"),
+        (a.limits.pids_limit.is_some(), "--pids-limit"),
+        (a.tls_verify.is_some(), "--tls-verify"),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect();
+    if !refused.is_empty() {
+        bail!(
+            "{} not sent to remotes yet: leave them out with --remote",
+            refused.join(", ")
+        );
     }
+    // --env-file is read here, as the docker CLI does.
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("read --env-file {}", f.display()))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    env.extend(a.env.iter().cloned());
     let mut body = json!({
         "Image": a.image,
-        "Env": a.env,
+        "Env": env,
         "Tty": a.tty,
-        "HostConfig": {},
+        "HostConfig": {
+            "Privileged": a.privileged,
+            "ReadonlyRootfs": a.read_only,
+            "Init": a.init,
+            "CapAdd": a.cap_add,
+            "CapDrop": a.cap_drop,
+            "PublishAllPorts": a.publish_all,
+        },
     });
+    if let Some(m) = a.limits.memory {
+        body["HostConfig"]["Memory"] = json!(m);
+    }
+    if let Some(c) = a.limits.cpus {
+        body["HostConfig"]["NanoCpus"] = json!((c * 1e9).round() as i64);
+    }
     if !a.command.is_empty() {
         body["Cmd"] = json!(a.command);
     }

@@ -187,6 +187,8 @@ fn remote_host_runs_containers_after_a_token_join() {
 
     // images and pull-less run on B; A has no image at all.
     assert!(ok_on_b(&a, &["images"]).contains("localhost/bb"));
+    let envfile = a.dir.path().join("env");
+    std::fs::write(&envfile, "# comment\nFROM_FILE=yes\n").unwrap();
     let id = ok_on_b(
         &a,
         &[
@@ -194,6 +196,12 @@ fn remote_host_runs_containers_after_a_token_join() {
             "-d",
             "--name",
             "x",
+            "--memory",
+            "64m",
+            "--env-file",
+            envfile.to_str().unwrap(),
+            "-e",
+            "GIVEN=1",
             img,
             "sh",
             "-c",
@@ -216,6 +224,13 @@ fn remote_host_runs_containers_after_a_token_join() {
     let inspect: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "x"])).unwrap();
     assert_eq!(inspect[0]["Id"], id);
     assert_eq!(inspect[0]["State"]["Running"], true);
+    assert_eq!(inspect[0]["HostConfig"]["Memory"], 64 << 20);
+    let env = ok_on_b(&a, &["exec", "x", "sh", "-c", "echo $FROM_FILE $GIVEN"]);
+    assert_eq!(env, "yes 1\n");
+    // Flags the API does not take are refused by name, not dropped.
+    let o = on_b(&a, &["run", "-d", "--dns", "1.1.1.1", "-v", "/tmp:/x", img, "true"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("-v, --dns not sent"), "{}", stderr(&o));
 
     // exec, non-interactive: output and exit code come back.
     assert_eq!(ok_on_b(&a, &["exec", "x", "echo", "inside"]), "inside\n");
