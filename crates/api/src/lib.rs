@@ -12,10 +12,14 @@
 
 #![recursion_limit = "256"]
 
+pub mod client;
 pub mod docker;
 pub mod error;
 pub mod reaper;
+pub mod remote_listener;
 pub mod server;
+pub mod tls;
+pub mod v1;
 
 pub use error::ApiError;
-pub use server::{serve, ServeError};
+pub use server::{serve, serve_with, ServeError};

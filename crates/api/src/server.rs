@@ -15,6 +15,17 @@ pub enum ServeError {
     /// Another server answers on the socket path.
     #[error("{0}: another server listens on this socket: stop it, or give another --socket")]
     InUse(PathBuf),
+    /// The TCP address of `--listen` cannot be bound.
+    #[error("--listen {addr}: {error}: give a free address and port")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The TLS set-up of `--listen` (certificates, keys, CA).
+    #[error("--listen: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A file operation on the socket path.
     #[error("{op} {path}: {source}")]
     Io {
@@ -69,9 +80,25 @@ fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
 ///
 /// Errors: [`ServeError`] when the socket cannot be made.
 pub async fn serve(paths: Paths, socket: &Path) -> Result<(), ServeError> {
+    serve_with(paths, socket, None).await
+}
+
+/// [`serve`], and with `tls` also HTTPS with mutual TLS on a TCP address
+/// ([`crate::remote_listener`]): the same routes, `/1.0` included.
+///
+/// Errors: [`ServeError`] when the socket or the TCP listener cannot be made.
+pub async fn serve_with(
+    paths: Paths,
+    socket: &Path,
+    tls: Option<crate::remote_listener::TlsOptions>,
+) -> Result<(), ServeError> {
+    let router = crate::remote_listener::app(paths.clone());
+    let tcp = match tls {
+        Some(t) => Some(crate::remote_listener::start(paths, t, router.clone()).await?),
+        None => None,
+    };
     let listener = bind(socket)?;
     eprintln!("vessel serve: listening on unix://{}", socket.display());
-    let router = crate::docker::router(paths);
     let svc = tower_layer::Layer::layer(&axum::middleware::map_request(crate::docker::strip_version), router);
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(svc);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -88,6 +115,9 @@ pub async fn serve(paths: Paths, socket: &Path) -> Result<(), ServeError> {
         _ = int.recv() => {}
     }
     let _ = stop_tx.send(());
+    if let Some(t) = tcp {
+        t.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     std::fs::remove_file(socket).map_err(io("remove", socket))?;
     eprintln!("vessel serve: stopped");

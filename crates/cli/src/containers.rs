@@ -23,103 +23,103 @@ use vessel_image::{ImageRecord, Reference, Store};
 pub struct CreateArgs {
     /// Assign a name to the container.
     #[arg(long)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Set environment variables (K=V, or K to take the value from here).
     #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Read environment variables from a file (K=V lines).
     #[arg(long = "env-file")]
-    env_file: Vec<PathBuf>,
+    pub(crate) env_file: Vec<PathBuf>,
     /// Bind mount a host path (HOST:CONTAINER[:ro]) or a named volume (NAME:CONTAINER[:ro], made on first use).
     #[arg(short = 'v', long = "volume", value_parser = parse_volume)]
-    volume: Vec<vessel_engine::options::Volume>,
+    pub(crate) volume: Vec<vessel_engine::options::Volume>,
     /// Mount a tmpfs: PATH[:OPTIONS].
     #[arg(long)]
-    tmpfs: Vec<String>,
+    pub(crate) tmpfs: Vec<String>,
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
-    workdir: Option<String>,
+    pub(crate) workdir: Option<String>,
     /// User to run as: USER[:GROUP], names or numbers.
     #[arg(short = 'u', long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Container host name.
     #[arg(long)]
-    hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// Override the image's entrypoint ("" clears it).
     #[arg(long)]
-    entrypoint: Option<String>,
+    pub(crate) entrypoint: Option<String>,
     /// Mount the root file system read-only.
     #[arg(long)]
-    read_only: bool,
+    pub(crate) read_only: bool,
     #[command(flatten)]
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// Add a capability (NET_ADMIN, ALL).
     #[arg(long)]
-    cap_add: Vec<String>,
+    pub(crate) cap_add: Vec<String>,
     /// Drop a capability.
     #[arg(long)]
-    cap_drop: Vec<String>,
+    pub(crate) cap_drop: Vec<String>,
     /// Security options: seccomp=unconfined or seccomp=FILE.
     #[arg(long)]
-    security_opt: Vec<String>,
+    pub(crate) security_opt: Vec<String>,
     /// Every capability and device, no seccomp filter, no masked paths.
     #[arg(long)]
-    privileged: bool,
+    pub(crate) privileged: bool,
     /// Run an init (catatonit) as pid 1 that forwards signals and reaps zombies.
     #[arg(long)]
-    init: bool,
+    pub(crate) init: bool,
     /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
-    tty: bool,
+    pub(crate) tty: bool,
     /// Keep stdin open.
     #[arg(short = 'i', long)]
-    interactive: bool,
+    pub(crate) interactive: bool,
     /// Remove the container when it exits.
     #[arg(long)]
-    rm: bool,
+    pub(crate) rm: bool,
     /// Network: bridge (default: the network `vessel`), none, host, container:NAME, or a network's name.
     #[arg(long, alias = "net", env = "VESSEL_NETWORK")]
-    network: Option<String>,
+    pub(crate) network: Option<String>,
     /// Publish a port: [IP:][HOSTPORT:]CTRPORT[/tcp|udp].
     #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
-    publish: Vec<Vec<vessel_net::PortMapping>>,
+    pub(crate) publish: Vec<Vec<vessel_net::PortMapping>>,
     /// Publish every port the image exposes on a free host port.
     #[arg(short = 'P', long)]
-    publish_all: bool,
+    pub(crate) publish_all: bool,
     /// Nameserver for the container's /etc/resolv.conf.
     #[arg(long)]
-    dns: Vec<String>,
+    pub(crate) dns: Vec<String>,
     /// Extra /etc/hosts line: NAME:IP.
     #[arg(long, value_parser = parse_add_host)]
-    add_host: Vec<String>,
+    pub(crate) add_host: Vec<String>,
     /// The container's address on a user network.
     #[arg(long)]
-    ip: Option<String>,
+    pub(crate) ip: Option<String>,
     /// The container's MAC address.
     #[arg(long = "mac-address")]
-    mac_address: Option<String>,
+    pub(crate) mac_address: Option<String>,
     /// Storage options: size=SIZE, a disk quota for the container's writes (k, m, g: base 1024).
     #[arg(long, value_parser = parse_storage_opt)]
-    storage_opt: Vec<String>,
+    pub(crate) storage_opt: Vec<String>,
     /// Cgroup under which the container's cgroup is made [default: /vessel].
     #[arg(long, env = "VESSEL_CGROUP_PARENT")]
-    cgroup_parent: Option<String>,
+    pub(crate) cgroup_parent: Option<String>,
     /// Require https for a pull (see `vessel pull --tls-verify`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    tls_verify: Option<bool>,
+    pub(crate) tls_verify: Option<bool>,
     /// Set metadata: KEY=VALUE.
     #[arg(short = 'l', long = "label")]
-    label: Vec<String>,
+    pub(crate) label: Vec<String>,
     /// Another name its peers on the network find it by.
     #[arg(long = "network-alias")]
-    network_alias: Vec<String>,
+    pub(crate) network_alias: Vec<String>,
     #[command(flatten)]
-    health: HealthArgs,
+    pub(crate) health: HealthArgs,
     /// The image (`host` for the built-in sparse root).
-    image: String,
+    pub(crate) image: String,
     /// The command and its arguments (replaces the image's Cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 /// The resource limits of `run`, `create` and `update`.
@@ -127,13 +127,13 @@ pub struct CreateArgs {
 pub struct Limits {
     /// Memory limit (512m, 1g).
     #[arg(short = 'm', long, value_parser = parse_memory)]
-    memory: Option<i64>,
+    pub(crate) memory: Option<i64>,
     /// Number of CPUs (1.5).
     #[arg(long, value_parser = parse_cpus)]
-    cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     /// Limit on the number of processes (-1 or 0: none).
     #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
+    pub(crate) pids_limit: Option<i64>,
 }
 
 /// The healthcheck flags of `run` and `create` (docker's).
@@ -206,9 +206,9 @@ pub(crate) fn healthcheck_json(h: &vessel_engine::health::Healthcheck) -> serde_
 pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short = 'd', long)]
-    detach: bool,
+    pub(crate) detach: bool,
     #[command(flatten)]
-    create: CreateArgs,
+    pub(crate) create: CreateArgs,
 }
 
 fn parse_memory(s: &str) -> Result<i64, String> {
@@ -447,10 +447,10 @@ pub fn start(engine: &Engine, a: &StartArgs) -> Result<i32> {
 pub struct StopArgs {
     /// Seconds to wait after the stop signal before SIGKILL.
     #[arg(short = 't', long, default_value_t = 10)]
-    time: u64,
+    pub(crate) time: u64,
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn stop(engine: &Engine, a: &StopArgs, restart: bool) -> Result<i32> {
@@ -484,10 +484,10 @@ pub fn kill(engine: &Engine, a: &KillArgs) -> Result<i32> {
 pub struct RmArgs {
     /// Stop running containers first (SIGKILL).
     #[arg(short = 'f', long)]
-    force: bool,
+    pub(crate) force: bool,
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn rm(engine: &Engine, a: &RmArgs) -> Result<i32> {
@@ -506,13 +506,13 @@ pub enum Format {
 pub struct PsArgs {
     /// Show every container (default: running ones).
     #[arg(short = 'a', long)]
-    all: bool,
+    pub(crate) all: bool,
     /// Print ids only.
     #[arg(short = 'q', long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    pub(crate) format: Format,
 }
 
 fn protocol(p: &vessel_net::PortMapping) -> &'static str {
@@ -617,15 +617,15 @@ pub fn ps(engine: &Engine, a: &PsArgs) -> Result<i32> {
 pub struct LogsArgs {
     /// Keep printing new output until the container exits.
     #[arg(short = 'f', long)]
-    follow: bool,
+    pub(crate) follow: bool,
     /// Only the last N lines.
     #[arg(long, short = 'n')]
-    tail: Option<usize>,
+    pub(crate) tail: Option<usize>,
     /// Print each line's time.
     #[arg(short = 't', long)]
-    timestamps: bool,
+    pub(crate) timestamps: bool,
     /// The container.
-    container: String,
+    pub(crate) container: String,
 }
 
 pub fn logs(engine: &Engine, a: &LogsArgs) -> Result<i32> {
@@ -660,30 +660,30 @@ pub fn logs(engine: &Engine, a: &LogsArgs) -> Result<i32> {
 pub struct ExecArgs {
     /// Keep stdin open.
     #[arg(short = 'i', long)]
-    interactive: bool,
+    pub(crate) interactive: bool,
     /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
-    tty: bool,
+    pub(crate) tty: bool,
     /// Run in the background.
     #[arg(short = 'd', long)]
-    detach: bool,
+    pub(crate) detach: bool,
     /// Set environment variables.
     #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// User: USER[:GROUP].
     #[arg(short = 'u', long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Working directory.
     #[arg(short = 'w', long)]
-    workdir: Option<String>,
+    pub(crate) workdir: Option<String>,
     /// Every capability.
     #[arg(long)]
-    privileged: bool,
+    pub(crate) privileged: bool,
     /// The container.
-    container: String,
+    pub(crate) container: String,
     /// The command.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
@@ -754,10 +754,10 @@ pub struct InspectArgs {
     /// Print each container through a Go template (docker's subset: `{{.State.Pid}}`,
     /// `{{json .Config}}`, `{{range .Config.Env}}{{.}} {{end}}`, `{{if}}`), or `json`.
     #[arg(short = 'f', long)]
-    format: Option<String>,
+    pub(crate) format: Option<String>,
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
@@ -855,7 +855,7 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
 pub struct WaitArgs {
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn wait(engine: &Engine, a: &WaitArgs) -> Result<i32> {

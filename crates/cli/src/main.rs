@@ -13,6 +13,7 @@ mod containers;
 mod cp;
 mod images;
 mod network;
+mod remote;
 mod snapshots;
 mod system;
 mod template;
@@ -30,6 +31,10 @@ struct Cli {
     /// [default: /run/vessel, or ROOT/run when --root is given].
     #[arg(long, global = true, env = "VESSEL_RUNROOT")]
     runroot: Option<PathBuf>,
+    /// Send the command to this remote host (`vessel remote add`) through its API;
+    /// `local`: this host [default: the one `vessel remote switch` chose].
+    #[arg(long, global = true, env = "VESSEL_REMOTE")]
+    remote: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,7 +112,27 @@ enum Command {
         /// when that group exists, else 0600 (root only).
         #[arg(long)]
         socket: Option<std::path::PathBuf>,
+        /// Also serve HTTPS with mutual TLS on ADDR:PORT (remote hosts): only clients
+        /// in the trust store (`vessel trust`) or signed by --client-ca get through
+        /// the handshake.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// The server certificate (PEM) [default: ROOT/serve/server.crt, made on first use].
+        #[arg(long, requires = "listen", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The server key (PEM) [default: ROOT/serve/server.key].
+        #[arg(long, requires = "listen", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Trust client certificates signed by these CA certificates (PEM) too.
+        #[arg(long, requires = "listen")]
+        client_ca: Option<PathBuf>,
     },
+    /// Manage the clients this host's `vessel serve --listen` trusts (join tokens).
+    #[command(subcommand)]
+    Trust(remote::TrustCommand),
+    /// Manage remote hosts this client talks to (`vessel --remote NAME ...`).
+    #[command(subcommand)]
+    Remote(remote::RemoteCommand),
     /// The per-container monitor (internal: started by run, create and start).
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -159,6 +184,16 @@ fn main() {
         }),
     );
     let root = paths.root.clone();
+    let client = vessel_api::client::config::ClientConfig::new(remote::client_dir(&root, cli.root.is_some()));
+    if let Some(code) = remote_call(&client, cli.remote.as_deref(), &cli.command) {
+        match code {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("vessel: {e:#}");
+                std::process::exit(containers::exit_code(&e));
+            }
+        }
+    }
     let with_engine = |f: &dyn Fn(&vessel_engine::Engine) -> anyhow::Result<i32>| -> anyhow::Result<i32> {
         let engine = vessel_engine::Engine::open(paths.clone())?;
         f(&engine)
@@ -166,7 +201,24 @@ fn main() {
     use containers as c;
     let result = match cli.command {
         Command::Monitor { id, restore } => vessel_engine::monitor::main(&paths, &id, restore.as_deref()),
-        Command::Serve { socket } => serve(paths.clone(), socket),
+        Command::Serve {
+            socket,
+            listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+        } => serve(
+            paths.clone(),
+            socket,
+            listen.map(|listen| vessel_api::remote_listener::TlsOptions {
+                listen,
+                cert: tls_cert,
+                key: tls_key,
+                client_ca,
+            }),
+        ),
+        Command::Trust(t) => remote::trust(&root, &t),
+        Command::Remote(r) => remote::remote(&client, &r),
         Command::Run(a) => with_engine(&|e| c::run(e, &a)),
         Command::Create(a) => with_engine(&|e| c::create(e, &a)),
         Command::Start(a) => with_engine(&|e| c::start(e, &a)),
@@ -218,8 +270,60 @@ fn main() {
     }
 }
 
+/// `vessel --remote NAME <command>` (or a default remote chosen with `vessel remote
+/// switch`): the command's result from the remote, or None when the command runs here.
+fn remote_call(
+    client: &vessel_api::client::config::ClientConfig,
+    flag: Option<&str>,
+    command: &Command,
+) -> Option<anyhow::Result<i32>> {
+    use remote::RemoteCall as R;
+    // The host's own business: never sent anywhere, and no configuration read for it.
+    if matches!(
+        command,
+        Command::Monitor { .. } | Command::Serve { .. } | Command::Trust(_) | Command::Remote(_)
+    ) {
+        return None;
+    }
+    let name = match flag {
+        Some("local") => return None,
+        Some(n) => n.to_string(),
+        None => match client.load() {
+            Ok(all) => all.default?,
+            Err(e) => return Some(Err(e.into())),
+        },
+    };
+    let call = match command {
+        Command::Ps(a) => R::Ps(a),
+        Command::Run(a) => R::Run(a),
+        Command::Stop(a) => R::Stop(a),
+        Command::Rm(a) => R::Rm(a),
+        Command::Logs(a) => R::Logs(a),
+        Command::Inspect(a) => R::Inspect(a),
+        Command::Wait(a) => R::Wait(a),
+        Command::Exec(a) => R::Exec(a),
+        Command::Images(a) => R::Images(a.format == images::Format::Json),
+        Command::Pull(a) => R::Pull(&a.reference),
+        _ => {
+            return Some(Err(anyhow::anyhow!(
+                "this command runs only on this host, not on remote {name}: give --remote local (or `vessel remote switch local`)"
+            )))
+        }
+    };
+    Some(
+        client
+            .remote(&name)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| remote::call(&r, call)),
+    )
+}
+
 /// `vessel serve`: the API server until SIGTERM or SIGINT.
-fn serve(paths: vessel_engine::Paths, socket: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
+fn serve(
+    paths: vessel_engine::Paths,
+    socket: Option<std::path::PathBuf>,
+    tls: Option<vessel_api::remote_listener::TlsOptions>,
+) -> anyhow::Result<i32> {
     let socket = socket.unwrap_or_else(|| paths.runroot.join("vessel.sock"));
     // Two workers: the engine's calls run in the blocking pool, the workers only
     // move bytes.
@@ -227,7 +331,7 @@ fn serve(paths: vessel_engine::Paths, socket: Option<std::path::PathBuf>) -> any
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(vessel_api::serve(paths, &socket))?;
+    rt.block_on(vessel_api::serve_with(paths, &socket, tls))?;
     Ok(0)
 }
 
