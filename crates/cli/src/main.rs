@@ -12,6 +12,7 @@ mod commit;
 mod containers;
 mod cp;
 mod images;
+mod migrate;
 mod network;
 mod snapshots;
 mod system;
@@ -96,6 +97,14 @@ enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Restore a checkpointed container.
     Restore(checkpoint::RestoreArgs),
+    /// Move a running container to another vessel host (CRIU; ssh:// or local://).
+    Migrate(migrate::MigrateArgs),
+    /// The target's side of `vessel migrate` (internal: started through the transport).
+    #[command(name = "migrate-receive", hide = true)]
+    MigrateReceive(migrate::ReceiveArgs),
+    /// Finishes or undoes a migration whose command died (internal).
+    #[command(name = "__migrate-guard", hide = true)]
+    MigrateGuard(migrate::GuardArgs),
     /// Serve the Docker Engine API (v1.41) on a unix socket, for the docker CLI and
     /// other Docker API clients (`DOCKER_HOST=unix://SOCKET`).
     Serve {
@@ -199,6 +208,9 @@ fn main() {
         Command::Tag(a) => commit::tag(&root, &a),
         Command::Checkpoint(a) => with_engine(&|e| checkpoint::checkpoint(e, &a)),
         Command::Restore(a) => with_engine(&|e| checkpoint::restore(e, &a)),
+        Command::Migrate(a) => with_engine(&|e| migrate::migrate(e, &a)),
+        Command::MigrateReceive(a) => with_engine(&|e| migrate::receive(e, &a)),
+        Command::MigrateGuard(a) => with_engine(&|e| migrate::guard(e, &a)),
         Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
         Command::Backup(b) => with_engine(&|e| backup::backup(e, &b)),
         Command::Export(a) => with_engine(&|e| backup::export(e, &a)),

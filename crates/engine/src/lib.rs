@@ -20,6 +20,7 @@ pub mod export;
 pub mod images;
 pub mod limits;
 pub mod logs;
+pub mod migrate;
 pub mod monitor;
 pub mod names;
 pub mod network;
