@@ -64,7 +64,10 @@ pub fn probe() -> Probe {
             format!("missing ({})", t.trim_end_matches(')').trim())
         }
     };
-    let pre = short(vessel_runtime::checkpoint::require_feature("mem_dirty_track", "pre-copy"));
+    let pre = short(vessel_runtime::checkpoint::require_feature(
+        "mem_dirty_track",
+        "pre-copy",
+    ));
     let post = short(vessel_runtime::checkpoint::require_feature("uffd-noncoop", "post-copy"));
     Probe {
         mode: "stop-and-copy",
@@ -91,14 +94,24 @@ pub struct Summary {
     pub total: Duration,
 }
 
+/// The environment variable naming a file whose appearance ends a test pause of a
+/// migration (without it a pause lasts until the process is killed).
+pub const TEST_RESUME_ENV: &str = "VESSEL_TEST_RESUME_FILE";
+
 /// Stops here when the tests asked to ([`crate::snapshots::TEST_PAUSE_ENV`]): points
 /// `migrate-before-freeze`, `migrate-after-dump`, `migrate-transfer`,
-/// `migrate-after-restore`.
-fn pause_point(point: &str) {
+/// `migrate-after-restore` (source), `receive-archived`, `receive-restored` (target).
+/// Prints `vessel: test pause at POINT` and waits until killed, or until the file
+/// named by [`TEST_RESUME_ENV`] exists.
+pub(crate) fn pause_point(point: &str) {
     if std::env::var(crate::snapshots::TEST_PAUSE_ENV).is_ok_and(|p| p == point) {
         eprintln!("vessel: test pause at {point}");
+        let resume = std::env::var_os(TEST_RESUME_ENV).map(std::path::PathBuf::from);
         loop {
-            std::thread::sleep(Duration::from_secs(3600));
+            if resume.as_ref().is_some_and(|f| f.exists()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -110,6 +123,11 @@ fn token() -> Result<String> {
         .and_then(|mut f| f.read_exact(&mut b))
         .at("read", Path::new("/dev/urandom"))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The source's checkpoint archive of migration `token`: `ROOT/migrate/<token>.tar.zst`.
+fn archive_path(engine: &Engine, token: &str) -> std::path::PathBuf {
+    engine.paths.root.join("migrate").join(format!("{token}.tar.zst"))
 }
 
 /// Thaws the source container `id` (after a migration that did not happen) and
@@ -151,12 +169,15 @@ fn remote_status(remote: &dyn Remote, token: &str) -> Result<Option<String>> {
             out.status
         )));
     }
-    Ok(text.lines().find_map(|l| l.strip_prefix("running ").map(str::to_string)))
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("running ").map(str::to_string)))
 }
 
 /// After a failure or a killed migrate command: thaw the source when the target never
 /// got `COMMIT`, else follow the target's outcome. Returns what was done.
 pub fn recover(engine: &Engine, id: &str, remote: &dyn Remote, token: &str, committed: bool) -> Result<String> {
+    let _ = std::fs::remove_file(archive_path(engine, token));
     if !committed {
         // Let the target clean what it received (best effort; it also does so itself
         // when its input ends before COMMIT).
@@ -183,7 +204,13 @@ pub fn recover(engine: &Engine, id: &str, remote: &dyn Remote, token: &str, comm
 /// The guard's side (`vessel __migrate-guard`): reads the migrate command's steps
 /// (`commit`, `done`) from `input`; if the input ends without `done` (the migrate
 /// command died), runs [`recover`].
-pub fn guard(engine: &Engine, id: &str, remote: &dyn Remote, token: &str, input: &mut dyn BufRead) -> Result<Option<String>> {
+pub fn guard(
+    engine: &Engine,
+    id: &str,
+    remote: &dyn Remote,
+    token: &str,
+    input: &mut dyn BufRead,
+) -> Result<Option<String>> {
     let mut committed = false;
     loop {
         let mut l = String::new();
@@ -340,7 +367,18 @@ pub fn migrate(
     let mut guard = Guard::spawn(engine, &r.id, url, opts, &token)?;
     let mut committed = false;
     let mut receiver: Option<Child> = None;
-    let result = steps(engine, &r, remote.as_ref(), opts, &token, &mut guard, &mut committed, &mut receiver, say, start);
+    let result = steps(
+        engine,
+        &r,
+        remote.as_ref(),
+        opts,
+        &token,
+        &mut guard,
+        &mut committed,
+        &mut receiver,
+        say,
+        start,
+    );
     let result = match result {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -410,9 +448,10 @@ fn steps(
     pause_point("migrate-after-dump");
 
     // The rest of the checkpoint as an archive, then COMMIT.
-    let dir = engine.paths.root.join("migrate");
-    std::fs::create_dir_all(&dir).at("create", &dir)?;
-    let file = dir.join(format!("{token}.tar.zst"));
+    let file = archive_path(engine, token);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).at("create", dir)?;
+    }
     let sent = (|| -> Result<u64> {
         crate::checkpoint::export(engine, &r.id, &file)?;
         let data = std::fs::read(&file).at("read", &file)?;

@@ -36,7 +36,9 @@ const LOCK: &str = "lock";
 /// `ROOT/migrate/<token>`.
 pub fn staging(engine: &Engine, token: &str) -> Result<PathBuf> {
     if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::BadInput(format!("migration token {token:?}: expected hex digits")));
+        return Err(Error::BadInput(format!(
+            "migration token {token:?}: expected hex digits"
+        )));
     }
     Ok(engine.paths.root.join("migrate").join(token))
 }
@@ -51,12 +53,11 @@ fn lock(dir: &Path) -> Result<fs::File> {
         .write(true)
         .open(&path)
         .at("open", &path)?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| Error::Io {
-            op: "lock",
-            path: path.clone(),
-            source: e.into(),
-        })?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| Error::Io {
+        op: "lock",
+        path: path.clone(),
+        source: e.into(),
+    })?;
     Ok(f)
 }
 
@@ -224,7 +225,11 @@ fn receive_locked(
     let size: u64 = head
         .strip_prefix("ARCHIVE ")
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::Migrate(format!("the source said {head:?}, not ARCHIVE <bytes>: nothing was restored here")))?;
+        .ok_or_else(|| {
+            Error::Migrate(format!(
+                "the source said {head:?}, not ARCHIVE <bytes>: nothing was restored here"
+            ))
+        })?;
     let archive = dir.join("checkpoint.tar.zst");
     {
         let mut f = fs::File::create(&archive).at("create", &archive)?;
@@ -234,6 +239,7 @@ fn receive_locked(
         }
         f.sync_all().at("sync", &archive)?;
     }
+    super::pause_point("receive-archived");
     if line(input).as_deref() != Some("COMMIT") {
         return Err(gone());
     }
@@ -248,6 +254,7 @@ fn receive_locked(
     let rec = checkpoint::import_with(engine, &archive, None, pull, Some(&pages), &mut |r| {
         fs::write(&made_file, &r.id).at("write", &made_file)
     })?;
+    super::pause_point("receive-restored");
     Ok(rec.name)
 }
 
@@ -265,7 +272,10 @@ pub fn status(engine: &Engine, token: &str) -> Result<Option<String>> {
         Some(name.to_string())
     } else if said.is_empty() {
         // The receiver was killed: judge by what it made.
-        match fs::read_to_string(dir.join(MADE)).ok().and_then(|id| engine.db.get(id.trim()).ok().flatten()) {
+        match fs::read_to_string(dir.join(MADE))
+            .ok()
+            .and_then(|id| engine.db.get(id.trim()).ok().flatten())
+        {
             Some(r) if r.state.is_live() && engine.health(&r) == crate::containers::Health::Ok => Some(r.name),
             Some(r) => {
                 let _ = engine.purge(&r);

@@ -65,9 +65,10 @@ pub fn parse(url: &str, vessel_bin: Option<&str>) -> Result<Box<dyn Remote>> {
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (
                 h,
-                Some(p.parse::<u16>().map_err(|_| {
-                    Error::BadInput(format!("remote {url}: port {p:?} is not a number"))
-                })?),
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| Error::BadInput(format!("remote {url}: port {p:?} is not a number")))?,
+                ),
             ),
             None => (hostport, None),
         };
@@ -205,9 +206,7 @@ impl Remote for Local {
     fn connect(&self, port: u16) -> Result<Stream> {
         let s = TcpStream::connect(("127.0.0.1", port))
             .map_err(|e| transport_err(&self.url, &format!("connect to 127.0.0.1:{port}"), e))?;
-        let r = s
-            .try_clone()
-            .map_err(|e| transport_err(&self.url, "clone socket", e))?;
+        let r = s.try_clone().map_err(|e| transport_err(&self.url, "clone socket", e))?;
         Ok(Stream {
             reader: Box::new(r),
             writer: Box::new(TcpWriter(s)),
