@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod backup;
+mod balance;
 mod checkpoint;
 mod commit;
 mod containers;
@@ -105,6 +106,9 @@ enum Command {
     /// Finishes or undoes a migration whose command died (internal).
     #[command(name = "__migrate-guard", hide = true)]
     MigrateGuard(migrate::GuardArgs),
+    /// Move containers from the busiest host to the least busy until their container
+    /// memory is within a threshold (reads `vessel system load` on each).
+    Balance(balance::BalanceArgs),
     /// Serve the Docker Engine API (v1.41) on a unix socket, for the docker CLI and
     /// other Docker API clients (`DOCKER_HOST=unix://SOCKET`).
     Serve {
@@ -211,6 +215,7 @@ fn main() {
         Command::Migrate(a) => with_engine(&|e| migrate::migrate(e, &a)),
         Command::MigrateReceive(a) => with_engine(&|e| migrate::receive(e, &a)),
         Command::MigrateGuard(a) => with_engine(&|e| migrate::guard(e, &a)),
+        Command::Balance(a) => balance::balance(&a),
         Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
         Command::Backup(b) => with_engine(&|e| backup::backup(e, &b)),
         Command::Export(a) => with_engine(&|e| backup::export(e, &a)),

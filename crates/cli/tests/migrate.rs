@@ -486,3 +486,67 @@ fn killed_transport_during_the_transfer_thaws_the_source() {
     wait_for("the target's receiver to clean up", || dst.left("migrate") == 0);
     nothing_left(&src, &dst);
 }
+
+/// `vessel system load --json` of `i`.
+fn load(i: &Instance) -> serde_json::Value {
+    serde_json::from_str(&i.ok(&["system", "load", "--json"])).unwrap()
+}
+
+#[test]
+fn balance_plans_and_moves_the_container_that_evens_the_memory_out() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let (src, dst) = two_hosts();
+    let img = src.busybox();
+    // 48, 24 and 12 MB in /dev/shm (tmpfs: charged to the container's memory cgroup).
+    for (name, mb) in [("vessel-bal-big", 48), ("vessel-bal-mid", 24), ("vessel-bal-small", 12)] {
+        let script = format!(
+            "busybox head -c {}000000 /dev/zero > /dev/shm/x; touch /filled; sleep 1000",
+            mb
+        );
+        src.ok(&["run", "-d", "--name", name, img, "sh", "-c", &script]);
+    }
+    wait_for("the memory to be filled", || {
+        load(&src)["containers_memory"].as_u64().unwrap() >= 84_000_000
+    });
+    let l = load(&src);
+    assert_eq!(l["count"], 3);
+    assert_eq!(l["containers"][0]["name"], "vessel-bal-big", "biggest first: {l}");
+    assert_eq!(load(&dst)["count"], 0);
+    let a = format!("local://{}", src.root().display());
+    let b = format!("local://{}", dst.root().display());
+    let balance = |extra: &[&str]| {
+        let mut c = src.cmd();
+        c.args([
+            "balance",
+            "--remote-vessel",
+            env!("CARGO_BIN_EXE_vessel"),
+            "--threshold",
+            "30",
+        ])
+        .args(extra)
+        .args([&a, &b]);
+        let o = c.output().unwrap();
+        eprintln!("{}{}", stdout(&o), stderr(&o));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    // 84 MB against 0: moving the 48 MB one leaves 36 against 48 (spread 25% < 30%).
+    let plan = balance(&["--dry-run"]);
+    let moves: Vec<&str> = plan.lines().filter(|l| l.starts_with("move ")).collect();
+    assert_eq!(moves.len(), 1, "{plan}");
+    assert!(
+        moves[0].starts_with("move vessel-bal-big ") && moves[0].ends_with(&format!("to {b}")),
+        "{plan}"
+    );
+    assert_eq!(load(&src)["count"], 3, "--dry-run moves nothing");
+    balance(&[]);
+    assert_eq!(state(&dst, "vessel-bal-big"), "running");
+    assert!(!src.ok(&["ps", "-a"]).contains("vessel-bal-big"));
+    assert_eq!(load(&src)["count"], 2);
+    // Now within the threshold: no move.
+    let again = balance(&["--dry-run"]);
+    assert!(again.contains(": 0 move(s)"), "{again}");
+    nothing_left(&src, &dst);
+}

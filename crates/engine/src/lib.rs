@@ -8,6 +8,7 @@
 //! monitor hands both to vessel-runtime.
 
 pub mod backup;
+pub mod balance;
 pub mod checkpoint;
 pub mod commit;
 pub mod config;
