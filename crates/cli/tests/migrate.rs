@@ -28,6 +28,7 @@ struct Sshd {
     dir: tempfile::TempDir,
     port: u16,
     pid: u32,
+    child: Child,
 }
 
 impl Sshd {
@@ -77,6 +78,7 @@ impl Sshd {
             dir,
             port,
             pid: child.id(),
+            child,
         };
         wait_for("sshd to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -126,6 +128,7 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         self.kill_sshd_processes();
+        let _ = self.child.wait();
     }
 }
 

@@ -15,7 +15,7 @@
 use std::fs;
 use std::io::{BufRead, Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -105,7 +105,7 @@ impl PageServer {
         let child = cmd.spawn().at("start criu page-server for", images)?;
         drop(w);
         let mut byte = [0u8; 1];
-        let mut rf = fs::File::from(OwnedFd::from(r));
+        let mut rf = fs::File::from(r);
         let n = rf.read(&mut byte).unwrap_or(0);
         let mut ps = PageServer { child, port };
         if n == 0 {
