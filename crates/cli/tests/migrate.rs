@@ -395,10 +395,24 @@ fn paused_at(src: &Instance, mut c: Command, point: &str, resume: Option<&Path>)
     child
 }
 
+/// Whether a process runs whose command line holds every one of `words`.
+fn running(words: &[&str]) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        words.iter().all(|w| cmd.contains(w))
+    })
+}
+
 /// After a fault: the one side that should run the container runs it, the other has
-/// none (waiting for the guard), and its count goes on.
+/// none (waiting for the guard), and its count goes on; then the guard and the
+/// target's vessel have ended (so that nothing touches the roots after the test).
 #[track_caller]
 fn exactly_one_runs(src: &Instance, dst: &Instance, name: &str, on_target: bool) {
+    let (s, d) = (src.root().display().to_string(), dst.root().display().to_string());
+    wait_for("the guard and the target's vessel to end", || {
+        !running(&["__migrate-guard", &s]) && !running(&["migrate-receive", &d])
+    });
     let (runs, empty) = if on_target { (dst, src) } else { (src, dst) };
     wait_for("the outcome", || {
         empty.ok(&["ps", "-aq"]).trim().is_empty() && names(runs).contains(name) && state(runs, name) == "running"
