@@ -567,3 +567,61 @@ fn balance_plans_and_moves_the_container_that_evens_the_memory_out() {
     assert!(again.contains(": 0 move(s)"), "{again}");
     nothing_left(&src, &dst);
 }
+
+#[test]
+fn migrate_command_killed_while_criu_holds_the_container_frozen() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let (src, dst) = two_hosts();
+    counter(&src, "vessel-mig-dump");
+    // criu through a wrapper whose dump runs an action script that sleeps in
+    // `post-dump` (the container is still frozen by criu then).
+    let d = src.dir.path();
+    let marker = d.join("in-post-dump");
+    fs::write(
+        d.join("action.sh"),
+        format!(
+            "#!/bin/sh\nif [ \"$CRTOOLS_SCRIPT_ACTION\" = post-dump ]; then touch {}; sleep 3; fi\nexit 0\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let criu = vessel_runtime_criu();
+    fs::write(
+        d.join("criu"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = dump ]; then shift; exec {criu} dump --action-script {} \"$@\"; fi\nexec {criu} \"$@\"\n",
+            d.join("action.sh").display()
+        ),
+    )
+    .unwrap();
+    run_vessel::sh("chmod +x criu action.sh", d);
+    let url = format!("local://{}", dst.root().display());
+    let mut child = migrate_cmd(&src, None, "vessel-mig-dump", &url)
+        .env("VESSEL_CRIU", d.join("criu"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("criu's post-dump", || marker.exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The guard waits for that dump to end before it thaws the source.
+    exactly_one_runs(&src, &dst, "vessel-mig-dump", false);
+    nothing_left(&src, &dst);
+}
+
+/// The criu the tests use (as the runtime picks it when VESSEL_CRIU is unset).
+fn vessel_runtime_criu() -> String {
+    std::env::var("VESSEL_CRIU")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| {
+            if Path::new("/opt/vessel-criu/bin/criu").exists() {
+                "/opt/vessel-criu/bin/criu".into()
+            } else {
+                "criu".into()
+            }
+        })
+}

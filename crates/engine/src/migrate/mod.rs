@@ -133,11 +133,31 @@ fn archive_path(engine: &Engine, token: &str) -> std::path::PathBuf {
 /// Thaws the source container `id` (after a migration that did not happen) and
 /// removes the images the dump left.
 fn thaw(engine: &Engine, id: &str) -> Result<()> {
-    let _ = std::fs::remove_dir_all(crate::checkpoint::images_dir(engine, id));
+    let images = crate::checkpoint::images_dir(engine, id);
+    // A dump of a killed migrate command may still run: thawing under it would let CRIU
+    // see a cgroup that changed state; wait for it (at most a minute).
+    let needle = images.to_string_lossy().into_owned();
+    let until = Instant::now() + Duration::from_secs(60);
+    while dump_running(&needle) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&images);
     match engine.db.get(id)? {
         Some(r) if r.state == State::Paused => engine.pause(&r, false),
         _ => Ok(()),
     }
+}
+
+/// Whether a `criu dump` writing into `images` runs.
+fn dump_running(images: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let mut args = cmd.split(|b| *b == 0).map(String::from_utf8_lossy);
+        args.any(|a| a == "dump") && String::from_utf8_lossy(&cmd).contains(images)
+    })
 }
 
 /// Removes the frozen source container `id` (the target runs it): killed while frozen,
