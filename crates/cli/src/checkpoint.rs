@@ -50,6 +50,7 @@ pub fn checkpoint(engine: &Engine, a: &CheckpointArgs) -> Result<i32> {
         DumpOptions {
             leave_running: a.leave_running,
             tcp_established: a.tcp_established,
+            page_server: None,
         },
     )?;
     if let Some(file) = &a.export {

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod backup;
+mod balance;
 mod checkpoint;
 mod commit;
 mod containers;
 mod cp;
 mod images;
+mod migrate;
 mod network;
 mod remote;
 mod snapshots;
@@ -105,6 +107,17 @@ enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Restore a checkpointed container.
     Restore(checkpoint::RestoreArgs),
+    /// Move a running container to another vessel host (CRIU; ssh:// or local://).
+    Migrate(migrate::MigrateArgs),
+    /// The target's side of `vessel migrate` (internal: started through the transport).
+    #[command(name = "migrate-receive", hide = true)]
+    MigrateReceive(migrate::ReceiveArgs),
+    /// Finishes or undoes a migration whose command died (internal).
+    #[command(name = "__migrate-guard", hide = true)]
+    MigrateGuard(migrate::GuardArgs),
+    /// Move containers from the busiest host to the least busy until their container
+    /// memory is within a threshold (reads `vessel system load` on each).
+    Balance(balance::BalanceArgs),
     /// Serve the Docker Engine API (v1.41) on a unix socket, for the docker CLI and
     /// other Docker API clients (`DOCKER_HOST=unix://SOCKET`).
     Serve {
@@ -256,6 +269,10 @@ fn main() {
         Command::Tag(a) => commit::tag(&root, &a),
         Command::Checkpoint(a) => with_engine(&|e| checkpoint::checkpoint(e, &a)),
         Command::Restore(a) => with_engine(&|e| checkpoint::restore(e, &a)),
+        Command::Migrate(a) => with_engine(&|e| migrate::migrate(e, &a)),
+        Command::MigrateReceive(a) => with_engine(&|e| migrate::receive(e, &a)),
+        Command::MigrateGuard(a) => with_engine(&|e| migrate::guard(e, &a)),
+        Command::Balance(a) => balance::balance(&a),
         Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
         Command::Backup(b) => with_engine(&|e| backup::backup(e, &b)),
         Command::Export(a) => with_engine(&|e| backup::export(e, &a)),

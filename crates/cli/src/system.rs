@@ -27,6 +27,12 @@ pub enum SystemCommand {
         #[arg(short = 'f', long)]
         force: bool,
     },
+    /// This host's load: running containers, their memory, the host's memory and PSI.
+    Load {
+        /// As JSON (what `vessel balance` reads).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove everything of this root: containers, images, networks, warm attachments,
     /// and what vessel made on the host for it (the bridge vessel0 and the plugins'
     /// iptables chains once no other root uses them).
@@ -52,6 +58,7 @@ pub fn system(engine: &Engine, c: &SystemCommand) -> Result<i32> {
             }
             Ok(if found.is_empty() || !dry_run { 0 } else { 1 })
         }
+        SystemCommand::Load { json } => crate::balance::load(engine, *json),
         SystemCommand::Prune { all, .. } => {
             let pruned = engine.prune_system(*all)?;
             println!("Deleted containers: {}", pruned.containers.len());

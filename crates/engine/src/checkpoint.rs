@@ -24,12 +24,15 @@ use crate::Engine;
 pub const CHECKPOINTED: &str = "checkpointed";
 
 /// What `vessel checkpoint` asks for besides the images dir.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DumpOptions {
     /// Keep the container running.
     pub leave_running: bool,
     /// Dump established TCP connections.
     pub tcp_established: bool,
+    /// Send the memory pages to a CRIU page server at `ADDR:PORT` instead of the
+    /// images dir (a migration's target).
+    pub page_server: Option<String>,
 }
 
 /// Where `vessel checkpoint` keeps a container's CRIU images:
@@ -85,6 +88,7 @@ pub fn dump_with(engine: &Engine, id: &str, images_dir: &Path, opts: DumpOptions
             image_path: images_dir.to_path_buf(),
             leave_running: opts.leave_running,
             tcp_established: opts.tcp_established,
+            page_server: opts.page_server.clone(),
             ..Default::default()
         },
     );
@@ -173,6 +177,23 @@ pub fn import(
     name: Option<&str>,
     pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
 ) -> Result<Record> {
+    import_with(engine, file, name, pull, None, &mut |_| Ok(()))
+}
+
+/// [`import`] for a migration: the CRIU page images (`pagemap-*.img`, `pages-*.img`)
+/// that a page server received into `pages` are moved beside the archive's images
+/// before the restore, and `made` is told the new container's record as soon as it
+/// exists (so that a killed receiver's leftovers can be found).
+///
+/// Errors: those of [`import`].
+pub fn import_with(
+    engine: &Engine,
+    file: &Path,
+    name: Option<&str>,
+    pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
+    pages: Option<&Path>,
+    made: &mut dyn FnMut(&Record) -> Result<()>,
+) -> Result<Record> {
     let old = archive::verify(file)?;
     let mut opts = old.options.clone();
     let name = name.unwrap_or(&old.name).to_string();
@@ -183,11 +204,19 @@ pub fn import(
     opts.rm = old.options.rm;
     let rec = engine.make(opts, pull, false)?;
     let restored = (|| -> Result<()> {
+        made(&rec)?;
         // The overlay is written only while unmounted; the monitor mounts it again.
         crate::rootfs::unmount(&engine.paths.bundle(&rec.id))?;
         let images = images_dir(engine, &rec.id);
         std::fs::create_dir_all(&images).at("create", &images)?;
         archive::extract(file, &images, &upper_dir(engine, &rec.id))?;
+        if let Some(pages) = pages {
+            for e in std::fs::read_dir(pages).at("read", pages)? {
+                let e = e.at("read", pages)?;
+                let to = images.join(e.file_name());
+                std::fs::rename(e.path(), &to).at("move page image to", &to)?;
+            }
+        }
         restore_from(engine, &rec.id, &images).map(|_| ())
     })();
     if let Err(e) = restored {

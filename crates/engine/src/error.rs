@@ -67,6 +67,9 @@ pub enum Error {
     /// made is removed, what existed is untouched.
     #[error("no space left on the file system of {path} while {what}: nothing was changed; free space there (e.g. `vessel snapshot rm` of old snapshots) and retry")]
     NoSpace { what: String, path: PathBuf },
+    /// A migration step that failed (`vessel migrate`), with what was done about it.
+    #[error("migrate: {0}")]
+    Migrate(String),
     /// A backup archive that cannot be written or is not whole (`vessel backup`).
     #[error("backup {file}: {reason}")]
     Backup { file: String, reason: String },

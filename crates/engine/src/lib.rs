@@ -8,6 +8,7 @@
 //! monitor hands both to vessel-runtime.
 
 pub mod backup;
+pub mod balance;
 pub mod checkpoint;
 pub mod commit;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod images;
 pub mod limits;
 pub mod logs;
+pub mod migrate;
 pub mod monitor;
 pub mod names;
 pub mod network;

@@ -16,7 +16,7 @@
 mod criu;
 mod restore;
 
-pub use criu::{criu_path, require_feature, PRIVATE_CRIU};
+pub use criu::{criu_path, log_errors, require_feature, PRIVATE_CRIU};
 pub use restore::restore;
 
 use std::ffi::OsString;

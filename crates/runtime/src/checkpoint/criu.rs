@@ -101,7 +101,7 @@ impl Run {
 }
 
 /// The last error lines of a CRIU log (at most five), or a note that there is none.
-pub(crate) fn log_errors(log: &Path) -> String {
+pub fn log_errors(log: &Path) -> String {
     let Ok(text) = std::fs::read_to_string(log) else {
         return "criu wrote no log".into();
     };
