@@ -230,6 +230,7 @@ pub async fn checkpoint(State(st): State<V1>, Path(name): Path<String>, body: ax
             vessel_engine::checkpoint::DumpOptions {
                 leave_running: req.leave_running,
                 tcp_established: req.tcp_established,
+                page_server: None,
             },
         )?;
         Ok(serde_json::Value::Null)
