@@ -119,7 +119,13 @@ impl Engine {
             false
         } else {
             let store = self.store()?;
-            rootfs::mount(&store, &bundle, &r.id, r.image_id == rootfs::HOST_IMAGE)?;
+            rootfs::mount(
+                &store,
+                &bundle,
+                &r.id,
+                r.image_id == rootfs::HOST_IMAGE,
+                r.options.id_mappings.as_ref(),
+            )?;
             true
         };
         let root = bundle.join("rootfs");

@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod exec;
 pub mod export;
+pub mod idmap;
 pub mod images;
 pub mod limits;
 pub mod logs;

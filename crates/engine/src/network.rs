@@ -373,10 +373,34 @@ pub fn apply(paths: &Paths, db: &Db, id: &str, opts: &RunOptions, spec: &mut Spe
                 .pid
                 .filter(|_| r.state.is_live())
                 .ok_or_else(|| Error::WrongState(format!("container {} is not running", r.name)))?;
+            if opts.id_mappings.is_some() {
+                // Its network namespace belongs to its user namespace: join that too
+                // ([`crate::idmap::resolve`] gave this container its maps).
+                set_userns(spec, PathBuf::from(format!("/proc/{pid}/ns/user")));
+            }
             Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
         }
     };
     set_netns(spec, path)
+}
+
+/// Makes config.json join the user namespace at `path` instead of making one.
+fn set_userns(spec: &mut Spec, path: PathBuf) {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let nss = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut n| {
+            if n.typ() == LinuxNamespaceType::User {
+                n.set_path(Some(path.clone()));
+            }
+            n
+        })
+        .collect();
+    linux.set_namespaces(Some(nss));
+    spec.set_linux(Some(linux));
 }
 
 /// Sets config.json's network namespace: joined at `path`, or the caller's when None.
