@@ -822,7 +822,8 @@ pub struct TopArgs {
 pub fn top(engine: &Engine, a: &TopArgs) -> Result<i32> {
     let r = engine.find(&a.container)?;
     engine.runtime_state(&r)?;
-    let (header, rows) = vessel_engine::stats::top(&engine.paths.oci_root(), &r.id, &a.ps_args)?;
+    let (mut header, mut rows) = vessel_engine::stats::top(&engine.paths.oci_root(), &r.id, &a.ps_args)?;
+    vessel_engine::stats::with_uids(&mut header, &mut rows);
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header(header);

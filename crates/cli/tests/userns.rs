@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use instance::{stderr, stdout, Instance};
+use instance::{stderr, stdout, Instance, TestNetns};
 
 const RANGE: u32 = 1_000_000_000;
 
@@ -269,4 +269,32 @@ fn file_caps(path: &str) -> (u32, u32) {
     assert!(n >= 20, "getxattr {path}: {}", std::io::Error::last_os_error());
     let word = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().unwrap());
     (word(0), if n >= 24 { word(20) } else { 0 })
+}
+
+#[test]
+fn bridge_network_in_a_user_namespace() {
+    let ns = TestNetns::new("userns");
+    // Drop order: the instance (its containers) before the namespace.
+    let mut i = Instance::new();
+    i.netns = Some(ns.0.clone());
+    // iputils' ping, copied without its file capability: an ICMP socket, allowed by the
+    // ping_group_range vessel wrote into the namespace from the host side.
+    let copy = i.dir.path().join("ping");
+    std::fs::copy("/usr/bin/ping", &copy).unwrap();
+    let vol = format!("{}:/tmp/ping:ro", copy.display());
+    let out = i.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "-v",
+        &vol,
+        "host",
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; ip -4 -o addr show eth0; /tmp/ping -c1 -W2 10.88.0.1 >/dev/null && echo pinged",
+    ]);
+    assert!(out.contains(&format!(" {RANGE} ")), "{out}");
+    assert!(out.contains("inet 10.88."), "{out}");
+    assert!(out.contains("pinged"), "{out}");
 }

@@ -138,6 +138,13 @@ impl Engine {
             defaults: run_defaults(r),
             changes,
             skip,
+            owners: r.options.id_mappings.as_ref().map(|m| {
+                let lines = |v: &[crate::options::IdMap]| v.iter().map(|l| (l.container, l.host, l.size)).collect();
+                diff::OwnerMap {
+                    uid: lines(&m.uid),
+                    gid: lines(&m.gid),
+                }
+            }),
         };
         let fresh = self.find(&r.id)?;
         let _thaw = if req.pause && fresh.state == State::Running {

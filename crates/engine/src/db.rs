@@ -524,4 +524,56 @@ mod tests {
         db.delete("abc123").unwrap();
         assert_eq!(db.list().unwrap().len(), 1);
     }
+
+    #[test]
+    fn id_ranges_live_and_die_with_their_container() {
+        use crate::options::{IdMap, IdMappings, IdRange};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let with_range = |id: &str, name: &str, start: u32| {
+            let mut r = rec(id, name);
+            r.options.id_mappings = Some(IdMappings {
+                uid: vec![IdMap {
+                    container: 0,
+                    host: start,
+                    size: 65536,
+                }],
+                gid: vec![IdMap {
+                    container: 0,
+                    host: start,
+                    size: 65536,
+                }],
+                range: Some(IdRange {
+                    uid_start: start,
+                    gid_start: start,
+                    size: 65536,
+                }),
+            });
+            r
+        };
+        db.insert(&with_range("a1", "one", 1_000_000_000)).unwrap();
+        // A range another container holds is refused, and nothing of the row stays.
+        assert!(matches!(
+            db.insert(&with_range("b2", "two", 1_000_000_000)),
+            Err(Error::RangeTaken(1_000_000_000))
+        ));
+        assert!(db.get("b2").unwrap().is_none());
+        // A name in use: neither row.
+        assert!(matches!(
+            db.insert(&with_range("c3", "one", 1_000_065_536)),
+            Err(Error::NameInUse(_))
+        ));
+        assert_eq!(
+            db.id_ranges().unwrap(),
+            vec![("a1".to_string(), 1_000_000_000, 1_000_000_000)]
+        );
+        db.delete("a1").unwrap();
+        assert!(db.id_ranges().unwrap().is_empty());
+        // A range whose container row went another way is an orphan for `system check`.
+        db.insert(&with_range("d4", "four", 1_000_000_000)).unwrap();
+        db.exec("DELETE FROM containers WHERE id = 'd4'", []).unwrap();
+        assert_eq!(db.orphan_id_ranges(false).unwrap(), ["d4"]);
+        assert_eq!(db.orphan_id_ranges(true).unwrap(), ["d4"]);
+        assert!(db.id_ranges().unwrap().is_empty());
+    }
 }

@@ -206,15 +206,14 @@ pub fn top(oci_root: &Path, id: &str, ps_args: &[String]) -> Result<(Vec<String>
     // The pids are read after ps ran: a process that ps saw and that has exited since
     // is left out rather than a host process that reused its pid kept.
     let pids: HashSet<i32> = cgroups::manager(&c.state.cgroup_path).pids()?.into_iter().collect();
-    let (mut titles, mut rows) = filter_ps(&String::from_utf8_lossy(&out.stdout), &pids)?;
-    with_uids(&mut titles, &mut rows);
-    Ok((titles, rows))
+    filter_ps(&String::from_utf8_lossy(&out.stdout), &pids)
 }
 
 /// Puts two columns first (podman's `huser` and `user` descriptors, by number): `HUID`, the
 /// process's real uid on the host, and `CUID`, that uid inside the container's user
 /// namespace (`/proc/PID/uid_map`); `?` for a process gone meanwhile.
-fn with_uids(titles: &mut Vec<String>, rows: &mut [Vec<String>]) {
+/// `vessel top` adds them to [`top`]'s table (the Docker API's top keeps ps's columns).
+pub fn with_uids(titles: &mut Vec<String>, rows: &mut [Vec<String>]) {
     let Some(col) = titles.iter().position(|t| t == "PID") else {
         return;
     };

@@ -264,13 +264,49 @@ fn copied_up_unchanged(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
     }
 }
 
+/// The id maps of a container in its own user namespace, so that a layer made from its
+/// upper dir (host ids of its range) carries the ids the container sees: lines
+/// `(container, host, size)` as in `/proc/PID/uid_map`. Host ids outside every line become
+/// 65534 (the kernel's overflow id, "nobody").
+#[derive(Debug, Clone, Default)]
+pub struct OwnerMap {
+    /// Uid map lines.
+    pub uid: Vec<(u32, u32, u32)>,
+    /// Gid map lines.
+    pub gid: Vec<(u32, u32, u32)>,
+}
+
+impl OwnerMap {
+    fn map(lines: &[(u32, u32, u32)], host: u32) -> u32 {
+        lines
+            .iter()
+            .find(|(_, h, n)| host >= *h && u64::from(host) < u64::from(*h) + u64::from(*n))
+            .map_or(65534, |(c, h, _)| c + (host - h))
+    }
+
+    /// The container uid of host uid `host`.
+    pub fn uid_of(&self, host: u32) -> u32 {
+        OwnerMap::map(&self.uid, host)
+    }
+
+    /// The container gid of host gid `host`.
+    pub fn gid_of(&self, host: u32) -> u32 {
+        OwnerMap::map(&self.gid, host)
+    }
+}
+
 /// Makes a gzip layer blob of upper dir `upper` in `store` (see the module's doc) and returns
 /// its digests, leaving out the paths in `skip` (relative, see [`placeholders`]). Nothing is
-/// kept when it fails.
+/// kept when it fails. With `owners`, file owners are written as the container sees them.
 ///
 /// # Errors
 /// [`crate::ImageError::Io`] when the upper dir cannot be read or the blob written.
-pub fn write_layer(store: &Store, upper: &Path, skip: &HashSet<PathBuf>) -> Result<NewLayer> {
+pub fn write_layer(
+    store: &Store,
+    upper: &Path,
+    skip: &HashSet<PathBuf>,
+    owners: Option<&OwnerMap>,
+) -> Result<NewLayer> {
     let blob = store.blob_writer()?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
@@ -283,6 +319,7 @@ pub fn write_layer(store: &Store, upper: &Path, skip: &HashSet<PathBuf>) -> Resu
         },
         links: HashMap::new(),
         skip,
+        owners,
     };
     tar.dir(upper, Path::new(""))?;
     // The end of the archive: two zero blocks.
@@ -350,8 +387,8 @@ mod tests {
         .unwrap();
         rustix::fs::setxattr(upper.join("opq"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
         let none = HashSet::new();
-        let layer = write_layer(&store, &upper, &none).unwrap();
-        let again = write_layer(&store, &upper, &none).unwrap();
+        let layer = write_layer(&store, &upper, &none, None).unwrap();
+        let again = write_layer(&store, &upper, &none, None).unwrap();
         assert_eq!(layer, again, "the same upper makes the same blob");
         let names: Vec<(String, tar::EntryType)> =
             entries(&store, &layer).into_iter().map(|(n, t, _)| (n, t)).collect();
