@@ -286,7 +286,7 @@ fn stateful_snapshots_keep_the_processes_and_restore_brings_them_back() {
     i.ok(&["snapshot", "restore", "--stateful", "c", "live"]);
     assert_eq!(state(&i, "c"), "running");
     wait_for("the restored count to go on", || counted(&live) >= at_snapshot + 5);
-    i.ok(&["rm", "-f", "c", "s"]);
+    i.ok(&["rm", "-f", "c", "s", "u"]);
     assert!(i.mounts_under_root().is_empty(), "{:?}", i.mounts_under_root());
 }
 
