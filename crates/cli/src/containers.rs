@@ -62,9 +62,18 @@ pub struct CreateArgs {
     /// Security options: seccomp=unconfined or seccomp=FILE.
     #[arg(long)]
     pub(crate) security_opt: Vec<String>,
-    /// Every capability and device, no seccomp filter, no masked paths.
+    /// Every capability and device, no seccomp filter, no masked paths; the host's ids (--userns=host).
     #[arg(long)]
     pub(crate) privileged: bool,
+    /// User namespace: auto (a private range of 65536 host ids, the default), host (the host's ids) or keep-id.
+    #[arg(long, env = "VESSEL_USERNS")]
+    pub(crate) userns: Option<String>,
+    /// Uid map line CONTAINER:HOST:SIZE (repeatable): a user namespace with these maps.
+    #[arg(long, value_parser = parse_idmap)]
+    pub(crate) uidmap: Vec<vessel_engine::options::IdMap>,
+    /// Gid map line CONTAINER:HOST:SIZE (repeatable; the uid maps when not given).
+    #[arg(long, value_parser = parse_idmap)]
+    pub(crate) gidmap: Vec<vessel_engine::options::IdMap>,
     /// Run an init (catatonit) as pid 1 that forwards signals and reaps zombies.
     #[arg(long)]
     pub(crate) init: bool,
@@ -235,6 +244,10 @@ fn parse_storage_opt(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_idmap(s: &str) -> Result<vessel_engine::options::IdMap, String> {
+    vessel_engine::idmap::parse_map(s).map_err(|e| e.to_string())
+}
+
 fn parse_volume(s: &str) -> Result<vessel_engine::options::Volume, String> {
     units::parse_volume(s).map_err(|e| e.to_string())
 }
@@ -270,6 +283,9 @@ impl CreateArgs {
             cap_drop: self.cap_drop.clone(),
             seccomp,
             privileged: self.privileged,
+            userns: self.userns.clone().filter(|u| !u.is_empty()),
+            uidmap: self.uidmap.clone(),
+            gidmap: self.gidmap.clone(),
             init: self.init,
             tty: self.tty,
             interactive: self.interactive,
@@ -833,6 +849,16 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
                 "Tmpfs": o.tmpfs,
                 "StorageOpt": (!o.storage_opt.is_empty()).then_some(&o.storage_opt),
+                "UsernsMode": vessel_engine::idmap::mode_name(o),
+                "IDMappings": o.id_mappings.as_ref().map(|m| {
+                    let text = |v: &[vessel_engine::options::IdMap]| {
+                        v.iter().map(|l| format!("{}:{}:{}", l.container, l.host, l.size)).collect::<Vec<_>>()
+                    };
+                    serde_json::json!({ "UidMap": text(&m.uid), "GidMap": text(&m.gid) })
+                }),
+                "IdRange": o.id_mappings.as_ref().and_then(|m| m.range).map(|r| serde_json::json!({
+                    "UidStart": r.uid_start, "GidStart": r.gid_start, "Size": r.size,
+                })),
             },
             "DiskQuota": disk.map(|d| serde_json::json!({
                 "Limit": d.limit, "Used": d.used, "Available": d.available,
@@ -883,7 +909,8 @@ pub struct TopArgs {
 pub fn top(engine: &Engine, a: &TopArgs) -> Result<i32> {
     let r = engine.find(&a.container)?;
     engine.runtime_state(&r)?;
-    let (header, rows) = vessel_engine::stats::top(&engine.paths.oci_root(), &r.id, &a.ps_args)?;
+    let (mut header, mut rows) = vessel_engine::stats::top(&engine.paths.oci_root(), &r.id, &a.ps_args)?;
+    vessel_engine::stats::with_uids(&mut header, &mut rows);
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header(header);

@@ -50,6 +50,7 @@ pub fn system(engine: &Engine, c: &SystemCommand) -> Result<i32> {
             let mut found = engine.check(!dry_run)?;
             found.extend(vessel_engine::network::check_gone_roots(&engine.paths, !dry_run)?);
             found.extend(vessel_engine::snapshots::check(engine, !dry_run)?);
+            found.extend(vessel_engine::idmap::check(&engine.db, !dry_run)?);
             for f in &found {
                 println!("{f}{}", if *dry_run { "" } else { ": repaired" });
             }

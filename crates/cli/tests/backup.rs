@@ -110,10 +110,22 @@ fn make_source(i: &Instance, img: &str) -> String {
     id
 }
 
-/// The restored upper `up` has what [`make_source`] made.
-fn check_upper(up: &Path) {
+/// The host uid and gid that uid/gid 0 of container `id` of `i` is (its own user
+/// namespace's range, the default; 0 with the host's ids).
+fn range_root(i: &Instance, id: &str) -> (u32, u32) {
+    let v: serde_json::Value = serde_json::from_str(&i.ok(&["inspect", id])).unwrap();
+    let r = &v[0]["HostConfig"]["IdRange"];
+    let n = |k: &str| r[k].as_u64().unwrap_or(0) as u32;
+    (n("UidStart"), n("GidStart"))
+}
+
+/// The restored upper `up` of container `id` has what [`make_source`] made, owned by the
+/// ids that 1234:5678 inside are on the host (the restored container's own range).
+fn check_upper(i: &Instance, id: &str) {
+    let up = upper(i, id);
+    let (u, g) = range_root(i, id);
     let hello = fs::metadata(up.join("data/hello")).unwrap();
-    assert_eq!((hello.uid(), hello.gid(), hello.nlink()), (1234, 5678, 2));
+    assert_eq!((hello.uid(), hello.gid(), hello.nlink()), (u + 1234, g + 5678, 2));
     assert_eq!(
         hello.ino(),
         fs::metadata(up.join("data/hl")).unwrap().ino(),
@@ -159,7 +171,7 @@ fn backup_restore_into_a_fresh_root_keeps_files_snapshots_and_config() {
     let new_id = j.ok(&["backup", "restore", f]).trim().to_string();
     let ps = j.ok(&["ps", "-a", "--format", "json"]);
     assert!(ps.contains("\"src\"") && ps.contains("exited"), "{ps}");
-    check_upper(&upper(&j, &new_id));
+    check_upper(&j, &new_id);
     let rs = j.root().join("containers").join(&new_id).join("snapshots");
     assert_eq!(
         fs::read_to_string(rs.join("s1/rootfs/etc/motd")).unwrap(),
@@ -233,7 +245,7 @@ fn restore_pulls_the_image_by_digest_or_takes_it_from_the_archive() {
     assert!(stderr(&o).contains("--include-image"), "{}", stderr(&o));
     assert_nothing_restored(&k);
     let id = k.ok(&["backup", "restore", full.to_str().unwrap()]).trim().to_string();
-    check_upper(&upper(&k, &id));
+    check_upper(&k, &id);
     assert_eq!(k.ok(&["start", "-a", "src"]), "hello-backup\nFOO=bar\n/srv\n");
 }
 

@@ -45,7 +45,8 @@ fn count(i: &Instance, id: &str) -> u64 {
 /// A running counter named `name`.
 fn counter(i: &Instance, name: &str) -> String {
     let img = i.busybox();
-    i.ok(&["run", "-d", "--name", name, img, "sh", "-c", COUNTER]);
+    // CRIU dumps containers with the host's ids only.
+    i.ok(&["run", "-d", "--userns=host", "--name", name, img, "sh", "-c", COUNTER]);
     let id = id_of(i, name);
     wait_for("the counter to count", || count(i, &id) >= 3);
     id
@@ -269,6 +270,7 @@ fn bridge_container_keeps_its_network_namespace_and_address() {
     i.ok(&[
         "run",
         "-d",
+        "--userns=host",
         "--network",
         "bridge",
         "--name",

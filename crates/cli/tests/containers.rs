@@ -127,9 +127,12 @@ fn stdin_pipes_and_a_tty_is_a_real_pty() {
     // Without -i the container's stdin is empty.
     let o = i.with_stdin(&["run", "--rm", img, "cat"], "ignored\n");
     assert_eq!(stdout(&o), "");
-    // -t under script(1), which gives vessel a real terminal of 33x101.
+    // -t under script(1), which gives vessel a real terminal of 33x101; id ranges from the
+    // test's own subuid files (run_vessel::vessel_cmd made them), never the machine's.
+    let d = i.dir.path().display();
     let cmd = format!(
-        "stty rows 33 cols 101; VESSEL_NETWORK=none VESSEL_CGROUP_PARENT={} {} --root {} run --rm -t {img} sh -c 'test -t 0 && echo TTY; stty size; exit 5'",
+        "stty rows 33 cols 101; VESSEL_NETWORK=none VESSEL_CGROUP_PARENT={} VESSEL_SUBUID={d}/vessel-subuid VESSEL_SUBGID={d}/vessel-subgid \
+         {} --root {} run --rm -t {img} sh -c 'test -t 0 && echo TTY; stty size; exit 5'",
         cgroup_parent(&i.root()),
         env!("CARGO_BIN_EXE_vessel"),
         i.root().display()

@@ -112,9 +112,19 @@ fn default_capabilities_are_podmans_and_ping_still_works() {
     // CAP_CHOWN 0, CAP_KILL 5, CAP_NET_BIND_SERVICE 10 stay.
     assert_eq!(bnd & 0b100_0010_0001, 0b100_0010_0001, "{status}");
     // ping without CAP_NET_RAW: an ICMP socket, allowed by the container's own
-    // net.ipv4.ping_group_range.
-    let range = i.ok(&["run", "--rm", img, "cat", "/proc/sys/net/ipv4/ping_group_range"]);
+    // net.ipv4.ping_group_range: every group (with the host's ids), every group of its
+    // range (in its own user namespace, the default: the kernel takes only mapped gids).
+    let range = i.ok(&[
+        "run",
+        "--rm",
+        "--userns=host",
+        img,
+        "cat",
+        "/proc/sys/net/ipv4/ping_group_range",
+    ]);
     assert_eq!(range.split_whitespace().collect::<Vec<_>>(), ["0", "2147483647"]);
+    let range = i.ok(&["run", "--rm", img, "cat", "/proc/sys/net/ipv4/ping_group_range"]);
+    assert_eq!(range.split_whitespace().collect::<Vec<_>>(), ["0", "65535"]);
     // iputils' ping as a user, in the host image: a copy, since Debian's own has a file
     // capability (cap_net_raw=ep) that the kernel refuses to exec without CAP_NET_RAW
     // in the bounding set; without it ping falls back to an ICMP socket.

@@ -83,10 +83,15 @@ fn getrandom(b: &mut [u8]) {
     std::fs::File::open("/dev/urandom").unwrap().read_exact(b).unwrap();
 }
 
-/// An instance whose commands run in `ns`; bridge networking by default.
+/// An instance whose commands run in `ns`; bridge networking by default. Its containers
+/// have the host's ids (`VESSEL_USERNS=host`): these tests ping with busybox (raw
+/// sockets) and change interfaces with NET_ADMIN, which a container in its own user
+/// namespace cannot do in a network namespace made on the host side (tests/userns.rs
+/// covers bridge networking in a user namespace).
 fn instance(ns: &Netns) -> Instance {
     let mut i = Instance::new();
     i.netns = Some(ns.0.clone());
+    i.userns = Some("host");
     i
 }
 

@@ -45,7 +45,8 @@ pub fn images_dir(engine: &Engine, id: &str) -> PathBuf {
 /// first); unless `leave_running`, the container then is exited, its files kept.
 /// For stateful snapshots: the writable layer is not copied here.
 ///
-/// Errors: [`Error::WrongState`] unless running or paused; the runtime's CRIU errors.
+/// Errors: [`Error::WrongState`] unless running or paused, or for a container in its own
+/// user namespace (CRIU cannot dump it here: `--userns=host`); the runtime's CRIU errors.
 pub fn dump(engine: &Engine, id: &str, images_dir: &Path, leave_running: bool) -> Result<()> {
     dump_with(
         engine,
@@ -66,6 +67,15 @@ pub fn dump_with(engine: &Engine, id: &str, images_dir: &Path, opts: DumpOptions
             "cannot checkpoint container {}: it is {}, not running",
             r.name,
             r.state.as_str()
+        )));
+    }
+    if r.options.id_mappings.is_some() {
+        // CRIU 4.1 cannot dump a container whose mounts belong to its own user namespace
+        // ("doesn't have a proper root mount").
+        return Err(Error::WrongState(format!(
+            "cannot checkpoint container {}: it runs in its own user namespace, which CRIU cannot dump here; \
+             make it with --userns=host to checkpoint it",
+            r.name
         )));
     }
     let c = engine.runtime(id).ok_or_else(|| {

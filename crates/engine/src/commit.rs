@@ -128,7 +128,8 @@ impl Engine {
         let active = store.snapshots().active(&r.id)?;
         // A stopped container with a disk quota has its upper on its own file system.
         let _writable = rootfs::writable(&store, &self.paths.bundle(&r.id), &r.id)?;
-        let skip = diff::placeholders(&active.upper, &active.lowers, &self.mount_points(r));
+        let owners = owner_map(r);
+        let skip = diff::placeholders(&active.upper, &active.lowers, &self.mount_points(r), owners.as_ref());
         let opts = CommitOptions {
             names,
             created: vessel_runtime::state::now_rfc3339(),
@@ -138,6 +139,7 @@ impl Engine {
             defaults: run_defaults(r),
             changes,
             skip,
+            owners,
         };
         let fresh = self.find(&r.id)?;
         let _thaw = if req.pause && fresh.state == State::Running {
@@ -171,7 +173,7 @@ impl Engine {
             // Its root's lower: the skeleton (empty /usr, /var, /root, ...).
             lowers.push(rootfs::host_skeleton(&store)?);
         }
-        let skip = diff::placeholders(&active.upper, &lowers, &self.mount_points(r));
+        let skip = diff::placeholders(&active.upper, &lowers, &self.mount_points(r), owner_map(r).as_ref());
         let mut out = diff::changes(&active.upper, &lowers, &skip)?;
         if r.image_id == HOST_IMAGE {
             let etc_upper = self.paths.bundle(&r.id).join("host-etc/upper");
@@ -190,4 +192,16 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The maps of a container in its own user namespace, for layers and diffs made from its
+/// upper dir (None with the host's ids).
+fn owner_map(r: &Record) -> Option<diff::OwnerMap> {
+    r.options.id_mappings.as_ref().map(|m| {
+        let lines = |v: &[crate::options::IdMap]| v.iter().map(|l| (l.container, l.host, l.size)).collect();
+        diff::OwnerMap {
+            uid: lines(&m.uid),
+            gid: lines(&m.gid),
+        }
+    })
 }

@@ -232,15 +232,52 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     let parent = opts.cgroup_parent.as_deref().unwrap_or("/vessel").trim_end_matches('/');
     linux.set_cgroups_path(Some(PathBuf::from(format!("{parent}/{id}"))));
     linux.set_resources(Some(limits));
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    if let Some(ids) = &opts.id_mappings {
+        // The container's own user namespace, made first by the runtime, with its maps.
+        let mut ns = linux.namespaces().clone().unwrap_or_default();
+        let mut user = LinuxNamespace::default();
+        user.set_typ(LinuxNamespaceType::User);
+        ns.insert(0, user);
+        linux.set_namespaces(Some(ns));
+        let maps = |v: &[crate::options::IdMap]| {
+            v.iter()
+                .map(|m| {
+                    oci_spec::runtime::LinuxIdMappingBuilder::default()
+                        .container_id(m.container)
+                        .host_id(m.host)
+                        .size(m.size)
+                        .build()
+                        .map_err(|e| Error::BadInput(format!("id map: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        linux.set_uid_mappings(Some(maps(&ids.uid)?));
+        linux.set_gid_mappings(Some(maps(&ids.gid)?));
+    } else {
+        linux.set_uid_mappings(None);
+        linux.set_gid_mappings(None);
+    }
     let own_netns = matches!(
         crate::network::mode(opts),
         crate::network::Mode::None | crate::network::Mode::Bridge(_)
     );
     linux.set_sysctl(own_netns.then(|| {
         let (key, value) = PING_GROUP_RANGE;
-        [(key.to_string(), value.to_string())].into()
+        // In a user namespace the kernel takes only gids mapped there.
+        let value = match &opts.id_mappings {
+            Some(ids) => {
+                let top = ids
+                    .gid
+                    .iter()
+                    .map(|m| u64::from(m.container) + u64::from(m.size) - 1)
+                    .max()
+                    .unwrap_or(0)
+                    .min(2_147_483_647);
+                format!("0 {top}")
+            }
+            None => value.to_string(),
+        };
+        [(key.to_string(), value)].into()
     }));
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     if opts.privileged {

@@ -189,9 +189,17 @@ impl Engine {
             finished_at: None,
             oom_killed: false,
         };
-        // The record first: it reserves the name, and a crash from here on leaves a
-        // record that `rm` and `system check` can find.
-        self.db.insert(&rec)?;
+        // The record first: it reserves the name (and the id range, in the same
+        // transaction), and a crash from here on leaves a record that `rm` and
+        // `system check` can find. A range another create took meanwhile is picked again.
+        let mut tries = 0;
+        loop {
+            rec.options.id_mappings = crate::idmap::resolve(&self.db, &rec.options)?;
+            match self.db.insert(&rec) {
+                Err(Error::RangeTaken(_)) if tries < 8 => tries += 1,
+                other => break other?,
+            }
+        }
         let made = self
             .make_bundle(&store, &mut rec, &source, &mut |_| Ok(()))
             .and_then(|()| {
@@ -231,7 +239,10 @@ impl Engine {
         if let Some(size) = crate::quota::size_limit(&rec.options.storage_opt)? {
             crate::quota::create(&bundle, size)?;
         }
-        let prepared = rootfs::prepare(store, &bundle, &id, source)?;
+        if rec.options.id_mappings.is_some() {
+            crate::idmap::make_searchable(&bundle, &self.paths.root)?;
+        }
+        let prepared = rootfs::prepare(store, &bundle, &id, source, rec.options.id_mappings.as_ref())?;
         fill(&bundle)?;
         let exposed: Vec<String> = prepared
             .image_config

@@ -119,7 +119,13 @@ impl Engine {
             false
         } else {
             let store = self.store()?;
-            rootfs::mount(&store, &bundle, &r.id, r.image_id == rootfs::HOST_IMAGE)?;
+            rootfs::mount(
+                &store,
+                &bundle,
+                &r.id,
+                r.image_id == rootfs::HOST_IMAGE,
+                r.options.id_mappings.as_ref(),
+            )?;
             true
         };
         let root = bundle.join("rootfs");
@@ -172,7 +178,10 @@ impl Engine {
             )));
         }
         let dest_meta = fs::metadata(dest).ok();
-        let copy = Copy { archive };
+        let copy = Copy {
+            archive,
+            ids: r.options.id_mappings.clone(),
+        };
         if is_dir && sp.contents {
             if dest_meta.is_none() {
                 fs::create_dir(dest).at("create", dest)?;
@@ -217,7 +226,10 @@ impl Engine {
             .file_name()
             .map(OsStr::to_os_string)
             .unwrap_or_else(|| OsString::from("rootfs"));
-        let copy = Copy { archive };
+        let copy = Copy {
+            archive,
+            ids: r.options.id_mappings.clone(),
+        };
         // An existing directory at DEST: the copy goes inside it.
         if let Ok(d) = open_in_root(&view.fd, Path::new(dest), OFlags::RDONLY | OFlags::DIRECTORY) {
             if meta.is_dir() && contents {
@@ -288,13 +300,34 @@ fn make_dir(dir: &OwnedFd, name: &OsStr, shown: &Path) -> Result<OwnedFd> {
 /// The rules of one copy.
 struct Copy {
     archive: bool,
+    /// The container's maps when it has its own user namespace: owners inside are its ids.
+    ids: Option<crate::options::IdMappings>,
+}
+
+/// The host ids that container ids `(uid, gid)` are under `ids` (the same without maps;
+/// 65534 for ids the maps leave out, the kernel's overflow id).
+pub(crate) fn to_host(ids: Option<&crate::options::IdMappings>, (uid, gid): (u32, u32)) -> (u32, u32) {
+    match ids {
+        None => (uid, gid),
+        Some(m) => (
+            crate::idmap::to_host(&m.uid, uid).unwrap_or(65534),
+            crate::idmap::to_host(&m.gid, gid).unwrap_or(65534),
+        ),
+    }
 }
 
 impl Copy {
-    /// Owners of a copy: the source's with `archive`, else root (in) or the caller (out).
+    /// Owners of a copy: the source's with `archive` (as the container sees them), else
+    /// root (in) or the caller (out).
     fn owner(&self, uid: u32, gid: u32) -> (u32, u32) {
         if self.archive {
-            (uid, gid)
+            match &self.ids {
+                None => (uid, gid),
+                Some(m) => (
+                    crate::idmap::to_container(&m.uid, uid).unwrap_or(65534),
+                    crate::idmap::to_container(&m.gid, gid).unwrap_or(65534),
+                ),
+            }
         } else {
             (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
         }
@@ -366,7 +399,10 @@ impl Copy {
 
     /// Copies host path `src` (whose metadata is `meta`) to entry `name` of container dir `dir`.
     fn entry_in(&self, src: &Path, meta: &fs::Metadata, dir: &OwnedFd, name: &OsStr, shown: &Path) -> Result<()> {
-        let (uid, gid) = if self.archive { (meta.uid(), meta.gid()) } else { (0, 0) };
+        let (uid, gid) = to_host(
+            self.ids.as_ref(),
+            if self.archive { (meta.uid(), meta.gid()) } else { (0, 0) },
+        );
         let mode = Mode::from_raw_mode(meta.mode() & 0o7777);
         let ft = meta.file_type();
         if ft.is_dir() {

@@ -117,6 +117,12 @@ CREATE TABLE IF NOT EXISTS containers (
     started_at TEXT,
     finished_at TEXT,
     oom_killed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS idmaps (
+    container_id TEXT PRIMARY KEY,
+    uid_start INTEGER NOT NULL UNIQUE,
+    gid_start INTEGER NOT NULL UNIQUE,
+    size INTEGER NOT NULL
 );";
 
 /// Columns added after the first schema, each with what adds it to an older database.
@@ -177,7 +183,21 @@ impl Db {
     /// Adds a new record.
     ///
     /// Errors: [`Error::NameInUse`] when another container has the name.
+    /// With a host id range in its options (`options.id_mappings.range`), the range is
+    /// recorded in the `idmaps` table in the same transaction ([`crate::idmap`]): a range
+    /// is never recorded without its container, nor a container without its range.
+    ///
+    /// Errors: [`Error::NameInUse`] when another container has the name,
+    /// [`Error::RangeTaken`] when another container holds the range.
     pub fn insert(&self, r: &Record) -> Result<()> {
+        self.exec("BEGIN IMMEDIATE", [])?;
+        let res = self.insert_rows(r);
+        let end = if res.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.exec(end, []);
+        res.and(ended)
+    }
+
+    fn insert_rows(&self, r: &Record) -> Result<()> {
         let options = serde_json::to_string(&r.options).unwrap_or_default();
         let command = serde_json::to_string(&r.command).unwrap_or_default();
         let res = self.conn.execute(
@@ -204,9 +224,22 @@ impl Db {
             ],
         );
         match res {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                return Err(Error::NameInUse(r.name.clone()))
+            }
+            Err(e) => return Err(self.err(e)),
+        }
+        let Some(range) = r.options.id_mappings.as_ref().and_then(|m| m.range) else {
+            return Ok(());
+        };
+        match self.conn.execute(
+            "INSERT INTO idmaps (container_id, uid_start, gid_start, size) VALUES (?1, ?2, ?3, ?4)",
+            params![r.id, range.uid_start, range.gid_start, range.size],
+        ) {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                Err(Error::NameInUse(r.name.clone()))
+                Err(Error::RangeTaken(range.uid_start))
             }
             Err(e) => Err(self.err(e)),
         }
@@ -377,8 +410,52 @@ impl Db {
     }
 
     /// Deletes a record (no error when it is already gone).
+    /// Its host id range (`idmaps`) goes in the same transaction.
     pub fn delete(&self, id: &str) -> Result<()> {
-        self.exec("DELETE FROM containers WHERE id = ?1", params![id])
+        self.exec("BEGIN IMMEDIATE", [])?;
+        let res = self
+            .exec("DELETE FROM idmaps WHERE container_id = ?1", params![id])
+            .and_then(|()| self.exec("DELETE FROM containers WHERE id = ?1", params![id]));
+        let end = if res.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.exec(end, []);
+        res.and(ended)
+    }
+
+    /// The first host uid and gid of every recorded id range, as pairs.
+    ///
+    /// Errors: [`Error::Db`].
+    pub fn id_ranges(&self) -> Result<Vec<(String, u32, u32)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT container_id, uid_start, gid_start FROM idmaps")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+
+    /// Id ranges recorded for containers that have no record (left by an older vessel or a
+    /// hand-edited database); with `repair` they are deleted. Returns their container ids.
+    ///
+    /// Errors: [`Error::Db`].
+    pub fn orphan_id_ranges(&self, repair: bool) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT container_id FROM idmaps WHERE container_id NOT IN (SELECT id FROM containers)")
+            .map_err(|e| self.err(e))?;
+        let ids = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        if repair {
+            self.exec(
+                "DELETE FROM idmaps WHERE container_id NOT IN (SELECT id FROM containers)",
+                [],
+            )?;
+        }
+        Ok(ids)
     }
 
     fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<()> {
@@ -453,5 +530,57 @@ mod tests {
         db.rename("abc123", "three").unwrap();
         db.delete("abc123").unwrap();
         assert_eq!(db.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn id_ranges_live_and_die_with_their_container() {
+        use crate::options::{IdMap, IdMappings, IdRange};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let with_range = |id: &str, name: &str, start: u32| {
+            let mut r = rec(id, name);
+            r.options.id_mappings = Some(IdMappings {
+                uid: vec![IdMap {
+                    container: 0,
+                    host: start,
+                    size: 65536,
+                }],
+                gid: vec![IdMap {
+                    container: 0,
+                    host: start,
+                    size: 65536,
+                }],
+                range: Some(IdRange {
+                    uid_start: start,
+                    gid_start: start,
+                    size: 65536,
+                }),
+            });
+            r
+        };
+        db.insert(&with_range("a1", "one", 1_000_000_000)).unwrap();
+        // A range another container holds is refused, and nothing of the row stays.
+        assert!(matches!(
+            db.insert(&with_range("b2", "two", 1_000_000_000)),
+            Err(Error::RangeTaken(1_000_000_000))
+        ));
+        assert!(db.get("b2").unwrap().is_none());
+        // A name in use: neither row.
+        assert!(matches!(
+            db.insert(&with_range("c3", "one", 1_000_065_536)),
+            Err(Error::NameInUse(_))
+        ));
+        assert_eq!(
+            db.id_ranges().unwrap(),
+            vec![("a1".to_string(), 1_000_000_000, 1_000_000_000)]
+        );
+        db.delete("a1").unwrap();
+        assert!(db.id_ranges().unwrap().is_empty());
+        // A range whose container row went another way is an orphan for `system check`.
+        db.insert(&with_range("d4", "four", 1_000_000_000)).unwrap();
+        db.exec("DELETE FROM containers WHERE id = 'd4'", []).unwrap();
+        assert_eq!(db.orphan_id_ranges(false).unwrap(), ["d4"]);
+        assert_eq!(db.orphan_id_ranges(true).unwrap(), ["d4"]);
+        assert!(db.id_ranges().unwrap().is_empty());
     }
 }

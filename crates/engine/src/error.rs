@@ -91,6 +91,14 @@ pub enum Error {
         /// `NAME (ID12)` of each container that names it.
         containers: Vec<String>,
     },
+    /// No host id range can be given to a container (`--userns=auto`): the subordinate id
+    /// file `path` has no (or no free) entry for the `vessel` user.
+    #[error("user namespace ids from {path}: {reason}")]
+    IdRange { path: PathBuf, reason: String },
+    /// The id range picked for a new container was taken by another one meanwhile (the
+    /// records' `idmaps` table refused it); picking again finds another.
+    #[error("host id range at uid {0} is taken by another container: retry")]
+    RangeTaken(u32),
 }
 
 fn in_use(image: &str, containers: &[String]) -> String {

@@ -20,6 +20,7 @@ pub mod events;
 pub mod exec;
 pub mod export;
 pub mod health;
+pub mod idmap;
 pub mod images;
 pub mod limits;
 pub mod logs;

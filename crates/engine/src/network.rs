@@ -384,10 +384,34 @@ pub fn apply(paths: &Paths, db: &Db, id: &str, opts: &RunOptions, spec: &mut Spe
                 .pid
                 .filter(|_| r.state.is_live())
                 .ok_or_else(|| Error::WrongState(format!("container {} is not running", r.name)))?;
+            if opts.id_mappings.is_some() {
+                // Its network namespace belongs to its user namespace: join that too
+                // ([`crate::idmap::resolve`] gave this container its maps).
+                set_userns(spec, PathBuf::from(format!("/proc/{pid}/ns/user")));
+            }
             Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
         }
     };
     set_netns(spec, path)
+}
+
+/// Makes config.json join the user namespace at `path` instead of making one.
+fn set_userns(spec: &mut Spec, path: PathBuf) {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let nss = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut n| {
+            if n.typ() == LinuxNamespaceType::User {
+                n.set_path(Some(path.clone()));
+            }
+            n
+        })
+        .collect();
+    linux.set_namespaces(Some(nss));
+    spec.set_linux(Some(linux));
 }
 
 /// Sets config.json's network namespace: joined at `path`, or the caller's when None.
@@ -468,12 +492,66 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
                     attachment: Some(a),
                 },
             )?;
+            if rec.options.id_mappings.is_some() {
+                // The namespace belongs to the host's user namespace: the container's
+                // root cannot write its sysctls, so they are written from here.
+                write_net_sysctls(&ns, spec)?;
+            }
             set_netns(spec, Some(ns))?;
             refresh_hosts(paths, &db, &name)?;
         }
         Mode::Container(_) => apply(paths, &db, &rec.id, &rec.options, spec)?,
         Mode::None | Mode::Host => {}
     }
+    Ok(())
+}
+
+/// Writes config.json's `net.*` sysctls into the network namespace `ns` from the host's
+/// user namespace (entering it for the writes, then returning) and takes them out of
+/// config.json: a container in its own user namespace has no right to them there.
+///
+/// # Errors
+/// [`Error::Io`] when the namespace cannot be entered or a sysctl written.
+fn write_net_sysctls(ns: &Path, spec: &mut Spec) -> Result<()> {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut sysctls = linux.sysctl().clone().unwrap_or_default();
+    let net: Vec<(String, String)> = sysctls
+        .iter()
+        .filter(|(k, _)| k.starts_with("net."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if net.is_empty() {
+        return Ok(());
+    }
+    let own = std::fs::File::open("/proc/thread-self/ns/net").at("open", "/proc/thread-self/ns/net")?;
+    let target = std::fs::File::open(ns).at("open", ns)?;
+    let enter = |f: &std::fs::File, what: &Path| -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on an open namespace fd; it touches no memory of ours.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(Error::io(
+                "enter network namespace",
+                what,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    };
+    enter(&target, ns)?;
+    let written = net.iter().try_for_each(|(k, v)| {
+        let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        // Group ids written from here are the host's: every group, the range's too.
+        let (ping, all) = crate::config::PING_GROUP_RANGE;
+        let v = if k == ping { all } else { v.as_str() };
+        std::fs::write(&p, v).at("write", &p)
+    });
+    enter(&own, Path::new("/proc/thread-self/ns/net"))?;
+    written?;
+    for (k, _) in &net {
+        sysctls.remove(k);
+    }
+    linux.set_sysctl((!sysctls.is_empty()).then_some(sysctls));
+    spec.set_linux(Some(linux));
     Ok(())
 }
 

@@ -34,6 +34,42 @@ pub enum Seccomp {
     File(PathBuf),
 }
 
+/// One line of a uid or gid map (user_namespaces(7), runtime-spec config-linux.md "User
+/// namespace mappings"): `size` ids from `container` on inside map to `host` on outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// First id inside the container.
+    pub container: u32,
+    /// First id on the host.
+    pub host: u32,
+    /// How many ids.
+    pub size: u32,
+}
+
+/// The host ids a container's range starts at ([`crate::idmap`]): `size` uids from
+/// `uid_start` and as many gids from `gid_start`, recorded in the records' `idmaps` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// First host uid of the range (root inside the container).
+    pub uid_start: u32,
+    /// First host gid of the range.
+    pub gid_start: u32,
+    /// Ids in the range ([`crate::idmap::RANGE_SIZE`]).
+    pub size: u32,
+}
+
+/// A container's user namespace as made at create: its uid and gid maps, and the range
+/// allocated to it (none for `--uidmap`/`--gidmap` or root's `--userns=keep-id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMappings {
+    /// `linux.uidMappings`.
+    pub uid: Vec<IdMap>,
+    /// `linux.gidMappings`.
+    pub gid: Vec<IdMap>,
+    /// The range taken from the `vessel` user's subordinate ids, when one was.
+    pub range: Option<IdRange>,
+}
+
 /// Every option of `vessel run`/`vessel create` that shapes the container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -74,6 +110,16 @@ pub struct RunOptions {
     pub cap_drop: Vec<String>,
     /// `--security-opt seccomp=...`.
     pub seccomp: Seccomp,
+    /// `--userns`: `auto` (a private range of host ids, the default when None), `host`
+    /// (the host's ids, no user namespace) or `keep-id` (podman's modes).
+    pub userns: Option<String>,
+    /// `--uidmap CONTAINER:HOST:SIZE` (repeatable): the uid map as given.
+    pub uidmap: Vec<IdMap>,
+    /// `--gidmap CONTAINER:HOST:SIZE` (repeatable); the uid map when empty and `--uidmap` is set.
+    pub gidmap: Vec<IdMap>,
+    /// The user namespace the container was made with (resolved at create from `userns`,
+    /// `uidmap`, `gidmap` and `privileged`); None: the host's ids.
+    pub id_mappings: Option<IdMappings>,
     /// `--privileged`: every capability, no seccomp, all host devices, no masked or read-only paths.
     pub privileged: bool,
     /// `--init`: a small init (catatonit or tini) as pid 1 that reaps zombies and forwards signals.

@@ -8,6 +8,7 @@
 //! ([`Prepared::extra_mounts`]), done by the runtime inside the container's own namespace.
 
 mod host;
+pub mod idmapped;
 
 use std::fs;
 use std::io;
@@ -20,6 +21,7 @@ use vessel_image::snapshot::ActiveSnapshot;
 use vessel_image::{ImageError, ImageRecord, Store};
 
 use crate::error::{Error, IoContext, Result};
+use crate::options::IdMappings;
 use crate::quota;
 
 pub use host::host_image_config;
@@ -70,6 +72,10 @@ pub struct Prepared {
 /// is mounted on the snapshot's dir first, so the upper and work dirs (and the host image's
 /// /etc ones) are on it.
 ///
+/// With `ids` (the container's own user namespace) the lowers are idmapped mounts made with
+/// those maps and the upper dir is owned by the range's root ([`idmapped`]); for the host
+/// image its /etc overlay is mounted here too, on `<rootfs>/etc`, over an idmapped host /etc.
+///
 /// On error nothing is left behind: no snapshot, no mount, no directory this call created.
 ///
 /// # Errors
@@ -80,7 +86,7 @@ pub struct Prepared {
 /// - [`Error::BadInput`] when `<bundle>/rootfs` is already a mount point, or (host image) the
 ///   bundle path holds a character overlay options cannot carry (`,`, `\`);
 /// - [`Error::Io`] for directories that cannot be made.
-pub fn prepare(store: &Store, bundle: &Path, key: &str, source: &Source) -> Result<Prepared> {
+pub fn prepare(store: &Store, bundle: &Path, key: &str, source: &Source, ids: Option<&IdMappings>) -> Result<Prepared> {
     let rootfs = bundle.join(ROOTFS_DIR);
     if is_mount_point(&rootfs)? {
         return Err(Error::BadInput(format!(
@@ -89,12 +95,19 @@ pub fn prepare(store: &Store, bundle: &Path, key: &str, source: &Source) -> Resu
         )));
     }
     match source {
-        Source::Image(rec) => prepare_image(store, bundle, &rootfs, key, rec),
-        Source::Host => host::prepare(store, bundle, &rootfs, key, Path::new("/")),
+        Source::Image(rec) => prepare_image(store, bundle, &rootfs, key, rec, ids),
+        Source::Host => host::prepare(store, bundle, &rootfs, key, Path::new("/"), ids),
     }
 }
 
-fn prepare_image(store: &Store, bundle: &Path, rootfs: &Path, key: &str, rec: &ImageRecord) -> Result<Prepared> {
+fn prepare_image(
+    store: &Store,
+    bundle: &Path,
+    rootfs: &Path,
+    key: &str,
+    rec: &ImageRecord,
+    ids: Option<&IdMappings>,
+) -> Result<Prepared> {
     // Held until the active snapshot stands on the layers: a prune then keeps them.
     let _gc = store.gc_lock(false)?;
     let image_config = image_config(store, rec)?;
@@ -104,7 +117,7 @@ fn prepare_image(store: &Store, bundle: &Path, rootfs: &Path, key: &str, rec: &I
     undo.snapshot = Some(key.to_string());
     undo.make_dirs(bundle, rootfs)?;
     undo.mount_disk(bundle, &active, false)?;
-    snapshots.mount(key, rootfs)?;
+    mount_active(store, &active, rootfs, ids)?;
     undo.mounted = Some(rootfs.to_path_buf());
     undo.disarm();
     Ok(Prepared {
@@ -125,7 +138,7 @@ fn prepare_image(store: &Store, bundle: &Path, rootfs: &Path, key: &str, rec: &I
 /// # Errors
 /// [`Error::Image`] (`SnapshotNotFound` when the container's snapshot or its image's layers
 /// are gone, `Mount`), [`Error::Io`].
-pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool) -> Result<()> {
+pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool, ids: Option<&IdMappings>) -> Result<()> {
     let rootfs = bundle.join(ROOTFS_DIR);
     if is_mount_point(&rootfs)? {
         return Ok(());
@@ -138,12 +151,37 @@ pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool) -> Result<()> 
     let mut undo = Undo::new(store);
     undo.mount_disk(bundle, &active, host)?;
     if host {
-        host::mount(store, bundle, &rootfs, key, Path::new("/"))?;
+        host::mount(store, bundle, &rootfs, key, Path::new("/"), ids)?;
     } else {
-        store.snapshots().mount(key, &rootfs)?;
+        mount_active(store, &active, &rootfs, ids)?;
     }
     undo.disarm();
     Ok(())
+}
+
+/// Mounts the overlay of the active snapshot `active` on `rootfs`: as the snapshotter does,
+/// or with `ids` over idmapped lowers and an upper owned by the range's root.
+fn mount_active(store: &Store, active: &ActiveSnapshot, rootfs: &Path, ids: Option<&IdMappings>) -> Result<()> {
+    let Some(ids) = ids else {
+        return Ok(store.snapshots().mount(&active.key, rootfs)?);
+    };
+    let mut lowers = active.lowers.clone();
+    if lowers.is_empty() {
+        // overlayfs needs one lower: an empty directory beside upper (as the snapshotter).
+        let empty = active.upper.with_file_name("empty");
+        fs::create_dir_all(&empty).at("create", &empty)?;
+        lowers.push(empty);
+    }
+    idmapped::chown_to_root(&active.upper, ids)?;
+    let userns = idmapped::userns_fd(ids)?;
+    let stage = stage_dir(rootfs);
+    idmapped::mount_overlay(&lowers, &active.upper, &active.work, rootfs, &userns, &stage)
+}
+
+/// Where the idmapped lowers of the rootfs at `<bundle>/rootfs` are attached while the
+/// overlay is mounted (`<bundle>/idmap-stage`, gone afterwards).
+fn stage_dir(rootfs: &Path) -> PathBuf {
+    rootfs.with_file_name("idmap-stage")
 }
 
 /// Unmounts `<bundle>/rootfs` (every mount stacked there), and for a container with a disk

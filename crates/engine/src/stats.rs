@@ -209,6 +209,33 @@ pub fn top(oci_root: &Path, id: &str, ps_args: &[String]) -> Result<(Vec<String>
     filter_ps(&String::from_utf8_lossy(&out.stdout), &pids)
 }
 
+/// Puts two columns first (podman's `huser` and `user` descriptors, by number): `HUID`, the
+/// process's real uid on the host, and `CUID`, that uid inside the container's user
+/// namespace (`/proc/PID/uid_map`); `?` for a process gone meanwhile.
+/// `vessel top` adds them to [`top`]'s table (the Docker API's top keeps ps's columns).
+pub fn with_uids(titles: &mut Vec<String>, rows: &mut [Vec<String>]) {
+    let Some(col) = titles.iter().position(|t| t == "PID") else {
+        return;
+    };
+    titles.splice(0..0, ["HUID".to_string(), "CUID".to_string()]);
+    for row in rows.iter_mut() {
+        let pid = row[col].clone();
+        let host = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+            });
+        let inside = host.and_then(|h| {
+            let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
+            crate::idmap::to_container(&crate::idmap::parse_proc_map(&map), h)
+        });
+        let show = |v: Option<u32>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
+        row.splice(0..0, [show(host), show(inside)]);
+    }
+}
+
 /// Splits `ps` output into titles and rows and keeps the rows whose PID is in `pids`
 /// (docker's `parsePSOutput`).
 fn filter_ps(out: &str, pids: &HashSet<i32>) -> Result<(Vec<String>, Vec<Vec<String>>)> {

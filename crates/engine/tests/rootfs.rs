@@ -150,8 +150,8 @@ fn image_rootfs_shares_lowers_keeps_uppers_private_and_is_removed() {
     let rec = env.image();
     let source = Source::Image(rec.clone());
     let (b1, b2) = (env.bundle("vessel-c1"), env.bundle("vessel-c2"));
-    let p1 = rootfs::prepare(&env.store, &b1, "vessel-c1", &source).unwrap();
-    let p2 = rootfs::prepare(&env.store, &b2, "vessel-c2", &source).unwrap();
+    let p1 = rootfs::prepare(&env.store, &b1, "vessel-c1", &source, None).unwrap();
+    let p2 = rootfs::prepare(&env.store, &b2, "vessel-c2", &source, None).unwrap();
 
     let Prepared {
         rootfs: r1,
@@ -193,14 +193,14 @@ fn image_rootfs_shares_lowers_keeps_uppers_private_and_is_removed() {
 
     // mount() of a mounted rootfs does nothing; unmount is idempotent; mount() again (a
     // restart) brings back the container's own files.
-    rootfs::mount(&env.store, &b1, "vessel-c1", false).unwrap();
+    rootfs::mount(&env.store, &b1, "vessel-c1", false, None).unwrap();
     assert_eq!(mounted_at(&r1), ["overlay"]);
     rootfs::unmount(&b1).unwrap();
     assert!(mounted_at(&r1).is_empty());
     assert!(!r1.join("etc/private").exists());
     rootfs::unmount(&b1).unwrap();
     rootfs::unmount(&env.bundle("vessel-no-such")).unwrap();
-    rootfs::mount(&env.store, &b1, "vessel-c1", false).unwrap();
+    rootfs::mount(&env.store, &b1, "vessel-c1", false, None).unwrap();
     assert_eq!(mounted_at(&r1), ["overlay"]);
     assert_eq!(fs::read_to_string(r1.join("etc/private")).unwrap(), "c1");
 
@@ -247,22 +247,22 @@ fn errors_leave_nothing_behind() {
 
     // The key is taken: the existing container is not disturbed, the new bundle not left.
     let b1 = env.bundle("vessel-one");
-    let p1 = rootfs::prepare(&env.store, &b1, "vessel-one", &source).unwrap();
+    let p1 = rootfs::prepare(&env.store, &b1, "vessel-one", &source, None).unwrap();
     let b2 = env.bundle("vessel-two");
-    let e = rootfs::prepare(&env.store, &b2, "vessel-one", &source).unwrap_err();
+    let e = rootfs::prepare(&env.store, &b2, "vessel-one", &source, None).unwrap_err();
     assert!(matches!(e, Error::Image(ImageError::SnapshotConflict { .. })), "{e:?}");
     assert!(!b2.exists());
     assert_eq!(mounted_at(&p1.rootfs), ["overlay"]);
     assert!(p1.rootfs.join("bin/busybox").is_file());
 
     // A mounted rootfs is not mounted over.
-    let e = rootfs::prepare(&env.store, &b1, "vessel-other", &source).unwrap_err();
+    let e = rootfs::prepare(&env.store, &b1, "vessel-other", &source, None).unwrap_err();
     assert!(matches!(e, Error::BadInput(_)), "{e:?}");
     assert!(!env.active("vessel-other").exists());
     assert_eq!(mounted_at(&p1.rootfs), ["overlay"]);
 
     // A malformed key.
-    let e = rootfs::prepare(&env.store, &b2, "../x", &source).unwrap_err();
+    let e = rootfs::prepare(&env.store, &b2, "../x", &source, None).unwrap_err();
     assert!(matches!(e, Error::Image(ImageError::SnapshotConflict { .. })), "{e:?}");
     assert!(!b2.exists());
 
@@ -272,7 +272,7 @@ fn errors_leave_nothing_behind() {
     fs::remove_dir_all(env.store.snapshots().dir(&chain)).unwrap();
     let b3 = env.bundle("vessel-three");
     fs::create_dir_all(&b3).unwrap();
-    let e = rootfs::prepare(&env.store, &b3, "vessel-three", &source).unwrap_err();
+    let e = rootfs::prepare(&env.store, &b3, "vessel-three", &source, None).unwrap_err();
     assert!(matches!(e, Error::Image(ImageError::SnapshotNotFound { .. })), "{e:?}");
     assert!(!env.active("vessel-three").exists());
     assert!(b3.is_dir(), "a bundle the caller made stays");
@@ -280,7 +280,7 @@ fn errors_leave_nothing_behind() {
     assert!(mounts().iter().all(|(p, _)| !p.starts_with(env.path())));
 
     // mount() of a container whose snapshot is gone.
-    let e = rootfs::mount(&env.store, &b3, "vessel-three", false).unwrap_err();
+    let e = rootfs::mount(&env.store, &b3, "vessel-three", false, None).unwrap_err();
     assert!(matches!(e, Error::Image(ImageError::SnapshotNotFound { .. })), "{e:?}");
     assert!(!b3.join("rootfs").exists());
 
@@ -288,7 +288,7 @@ fn errors_leave_nothing_behind() {
     fs::remove_file(env.store.blob_path(&rec.id)).unwrap();
     let e = rootfs::image_config(&env.store, &rec).unwrap_err();
     assert!(matches!(e, Error::Image(ImageError::Io { .. })), "{e:?}");
-    let e = rootfs::prepare(&env.store, &b3, "vessel-three", &source).unwrap_err();
+    let e = rootfs::prepare(&env.store, &b3, "vessel-three", &source, None).unwrap_err();
     assert!(matches!(e, Error::Image(_)), "{e:?}");
     assert!(!env.active("vessel-three").exists());
 }
@@ -342,8 +342,8 @@ fn host_image_is_a_sparse_root_over_the_hosts_usr() {
     }
     let env = Env::new();
     let (b1, b2) = (env.bundle("vessel-h1"), env.bundle("vessel-h2"));
-    let p1 = rootfs::prepare(&env.store, &b1, "vessel-h1", &Source::Host).unwrap();
-    let p2 = rootfs::prepare(&env.store, &b2, "vessel-h2", &Source::Host).unwrap();
+    let p1 = rootfs::prepare(&env.store, &b1, "vessel-h1", &Source::Host, None).unwrap();
+    let p2 = rootfs::prepare(&env.store, &b2, "vessel-h2", &Source::Host, None).unwrap();
     let r1 = p1.rootfs.clone();
     assert_eq!(r1, b1.join("rootfs"));
     assert_eq!(mounted_at(&r1), ["overlay"], "only the rootfs overlay is on the host");
@@ -430,8 +430,8 @@ fn host_image_is_a_sparse_root_over_the_hosts_usr() {
     // Restart: unmount, mount again; the container's files come back.
     rootfs::unmount(&b1).unwrap();
     assert!(mounted_at(&r1).is_empty());
-    rootfs::mount(&env.store, &b1, "vessel-h1", true).unwrap();
-    rootfs::mount(&env.store, &b1, "vessel-h1", true).unwrap();
+    rootfs::mount(&env.store, &b1, "vessel-h1", true, None).unwrap();
+    rootfs::mount(&env.store, &b1, "vessel-h1", true, None).unwrap();
     assert_eq!(mounted_at(&r1), ["overlay"]);
     assert!(r1.join("var/log/vessel-x").is_file());
     let out = ok(in_container(&p1, &format!("cat /etc/{marker}")));
@@ -449,7 +449,7 @@ fn host_image_is_a_sparse_root_over_the_hosts_usr() {
 fn host_image_refuses_bundle_paths_overlay_options_cannot_carry() {
     let env = Env::new();
     let b = env.path().join("a,b");
-    let e = rootfs::prepare(&env.store, &b, "vessel-comma", &Source::Host).unwrap_err();
+    let e = rootfs::prepare(&env.store, &b, "vessel-comma", &Source::Host, None).unwrap_err();
     assert!(matches!(e, Error::BadInput(_)), "{e:?}");
     assert!(!b.exists() && !env.active("vessel-comma").exists());
 }
@@ -480,7 +480,7 @@ fn writable_layer_of_a_stopped_container_with_a_disk_quota() {
     fs::create_dir_all(&bundle).unwrap();
     vessel_engine::quota::create(&bundle, 300 << 20).unwrap();
     let disk = bundle.join("disk.img");
-    let p = rootfs::prepare(&env.store, &bundle, key, &Source::Host).unwrap();
+    let p = rootfs::prepare(&env.store, &bundle, key, &Source::Host, None).unwrap();
     assert_eq!(loops_of(&disk).len(), 1);
     fs::write(p.rootfs.join("root/file"), "in the layer").unwrap();
     fs::write(bundle.join("host-etc/upper/etc-file"), "in /etc").unwrap();
@@ -504,7 +504,7 @@ fn writable_layer_of_a_stopped_container_with_a_disk_quota() {
     assert!(!upper.exists() && loops_of(&disk).is_empty(), "unmounted again on drop");
 
     // Mounted again (a start): the same files; then removed whole.
-    rootfs::mount(&env.store, &bundle, key, true).unwrap();
+    rootfs::mount(&env.store, &bundle, key, true, None).unwrap();
     assert_eq!(fs::read_to_string(p.rootfs.join("root/file")).unwrap(), "in the layer");
     rootfs::remove(&env.store, &bundle, key).unwrap();
     assert_gone(&env, &bundle, key);

@@ -237,6 +237,9 @@ pub struct CommitOptions {
     /// Entries of the upper dir to leave out, relative to the root
     /// ([`diff::placeholders`]: the mount points the runtime made).
     pub skip: std::collections::HashSet<std::path::PathBuf>,
+    /// The container's id maps when it runs in its own user namespace: the layer's owners
+    /// are written as the container sees them.
+    pub owners: Option<diff::OwnerMap>,
 }
 
 /// OCI layer media type for a base layer's (Docker schema2 types become their OCI twins, so
@@ -274,7 +277,7 @@ pub fn commit(store: &Store, base: Option<&ImageRecord>, upper: &Path, opts: &Co
         })?,
         None => json!({"architecture": crate::manifest::Platform::host().arch, "os": "linux", "config": {}}),
     };
-    let layer = diff::write_layer(store, upper, &opts.skip)?;
+    let layer = diff::write_layer(store, upper, &opts.skip, opts.owners.as_ref())?;
     let base_layers: Vec<LayerRecord> = base.map(|b| b.layers.clone()).unwrap_or_default();
     let (config_bytes, diff_ids) = new_config(&mut config, base, &base_layers, &layer, opts)?;
     let config_digest = Digest::of_bytes(&config_bytes);

@@ -204,8 +204,14 @@ fn names_contains(dir: &Path, name: &std::ffi::OsStr) -> bool {
 /// runtime creates to mount on), and then each parent directory whose every entry is such a
 /// placeholder and which is new or a copy-up with the lower's mode and owners. Returned relative to the root, for [`changes`] and
 /// [`write_layer`] to leave out, as docker's init layer keeps `/etc/hosts`, `/proc`, ...
-/// out of `docker diff` and `docker commit`.
-pub fn placeholders(upper: &Path, lowers: &[PathBuf], mount_points: &[PathBuf]) -> HashSet<PathBuf> {
+/// out of `docker diff` and `docker commit`. With `owners` (a container in its own user
+/// namespace) the upper's owners are compared as the container sees them.
+pub fn placeholders(
+    upper: &Path,
+    lowers: &[PathBuf],
+    mount_points: &[PathBuf],
+    owners: Option<&OwnerMap>,
+) -> HashSet<PathBuf> {
     let mut skip = HashSet::new();
     for m in mount_points {
         let rel = m.strip_prefix("/").unwrap_or(m);
@@ -232,7 +238,7 @@ pub fn placeholders(upper: &Path, lowers: &[PathBuf], mount_points: &[PathBuf]) 
     parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     parents.dedup();
     for d in parents {
-        if skip.contains(&d) || !copied_up_unchanged(upper, lowers, &d) {
+        if skip.contains(&d) || !copied_up_unchanged(upper, lowers, &d, owners) {
             continue;
         }
         let all_skipped = fs::read_dir(upper.join(&d))
@@ -247,7 +253,7 @@ pub fn placeholders(upper: &Path, lowers: &[PathBuf], mount_points: &[PathBuf]) 
 
 /// Whether directory `rel` of the upper is new (no lower has it), or a copy-up of the
 /// topmost lower's with the same mode and owners (copied up only to hold a mount point).
-fn copied_up_unchanged(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
+fn copied_up_unchanged(upper: &Path, lowers: &[PathBuf], rel: &Path, owners: Option<&OwnerMap>) -> bool {
     let Ok(u) = fs::symlink_metadata(upper.join(rel)) else {
         return false;
     };
@@ -257,20 +263,56 @@ fn copied_up_unchanged(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
             u.is_dir()
                 && l.is_dir()
                 && u.mode() == l.mode()
-                && u.uid() == l.uid()
-                && u.gid() == l.gid()
+                && owners.map_or(u.uid(), |o| o.uid_of(u.uid())) == l.uid()
+                && owners.map_or(u.gid(), |o| o.gid_of(u.gid())) == l.gid()
                 && !opaque_value(&upper.join(rel))
         }
     }
 }
 
+/// The id maps of a container in its own user namespace, so that a layer made from its
+/// upper dir (host ids of its range) carries the ids the container sees: lines
+/// `(container, host, size)` as in `/proc/PID/uid_map`. Host ids outside every line become
+/// 65534 (the kernel's overflow id, "nobody").
+#[derive(Debug, Clone, Default)]
+pub struct OwnerMap {
+    /// Uid map lines.
+    pub uid: Vec<(u32, u32, u32)>,
+    /// Gid map lines.
+    pub gid: Vec<(u32, u32, u32)>,
+}
+
+impl OwnerMap {
+    fn map(lines: &[(u32, u32, u32)], host: u32) -> u32 {
+        lines
+            .iter()
+            .find(|(_, h, n)| host >= *h && u64::from(host) < u64::from(*h) + u64::from(*n))
+            .map_or(65534, |(c, h, _)| c + (host - h))
+    }
+
+    /// The container uid of host uid `host`.
+    pub fn uid_of(&self, host: u32) -> u32 {
+        OwnerMap::map(&self.uid, host)
+    }
+
+    /// The container gid of host gid `host`.
+    pub fn gid_of(&self, host: u32) -> u32 {
+        OwnerMap::map(&self.gid, host)
+    }
+}
+
 /// Makes a gzip layer blob of upper dir `upper` in `store` (see the module's doc) and returns
 /// its digests, leaving out the paths in `skip` (relative, see [`placeholders`]). Nothing is
-/// kept when it fails.
+/// kept when it fails. With `owners`, file owners are written as the container sees them.
 ///
 /// # Errors
 /// [`crate::ImageError::Io`] when the upper dir cannot be read or the blob written.
-pub fn write_layer(store: &Store, upper: &Path, skip: &HashSet<PathBuf>) -> Result<NewLayer> {
+pub fn write_layer(
+    store: &Store,
+    upper: &Path,
+    skip: &HashSet<PathBuf>,
+    owners: Option<&OwnerMap>,
+) -> Result<NewLayer> {
     let blob = store.blob_writer()?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
@@ -283,6 +325,7 @@ pub fn write_layer(store: &Store, upper: &Path, skip: &HashSet<PathBuf>) -> Resu
         },
         links: HashMap::new(),
         skip,
+        owners,
     };
     tar.dir(upper, Path::new(""))?;
     // The end of the archive: two zero blocks.
@@ -350,8 +393,8 @@ mod tests {
         .unwrap();
         rustix::fs::setxattr(upper.join("opq"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
         let none = HashSet::new();
-        let layer = write_layer(&store, &upper, &none).unwrap();
-        let again = write_layer(&store, &upper, &none).unwrap();
+        let layer = write_layer(&store, &upper, &none, None).unwrap();
+        let again = write_layer(&store, &upper, &none, None).unwrap();
         assert_eq!(layer, again, "the same upper makes the same blob");
         let names: Vec<(String, tar::EntryType)> =
             entries(&store, &layer).into_iter().map(|(n, t, _)| (n, t)).collect();
@@ -399,7 +442,7 @@ mod tests {
             .iter()
             .map(PathBuf::from)
             .collect();
-        let skip = placeholders(&upper, std::slice::from_ref(&lower), &mounts);
+        let skip = placeholders(&upper, std::slice::from_ref(&lower), &mounts, None);
         let mut got: Vec<String> = skip.iter().map(|p| p.display().to_string()).collect();
         got.sort();
         assert_eq!(got, ["etc/hosts", "new", "new/deep", "new/deep/m", "proc"]);
@@ -411,7 +454,7 @@ mod tests {
         assert_eq!(lines, ["C /etc", "A /etc/resolv.conf", "C /tmp"]);
         // A lower dir copied up only for a placeholder is one too.
         fs::remove_file(upper.join("etc/resolv.conf")).unwrap();
-        let skip2 = placeholders(&upper, std::slice::from_ref(&lower), &mounts);
+        let skip2 = placeholders(&upper, std::slice::from_ref(&lower), &mounts, None);
         assert!(skip2.contains(Path::new("etc")), "{skip2:?}");
     }
 }

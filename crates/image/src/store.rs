@@ -81,8 +81,13 @@ impl Store {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx("create directory", &p)?;
         }
-        // Blobs and snapshots of images are not for other users to browse.
-        let _ = fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        // Blobs and snapshots of images are not for other users to browse. The root itself
+        // is only searchable (0711, as podman's overlay dir): a container's root in its own
+        // user namespace, an unprivileged host id, reaches its bundle under it.
+        let _ = fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o711));
+        for d in ["content", "snapshots"] {
+            let _ = fs::set_permissions(root.join(d), std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        }
         Ok(Store { root })
     }
 

@@ -202,6 +202,47 @@ fn user_namespace_mappings() {
     c.delete().assert_ok("delete");
 }
 
+/// A new user namespace together with a network namespace joined by path that the host's
+/// user namespace owns (a bridge network's, made before the container): the runtime
+/// joins it before it makes the user namespace (as runc), since from inside the new one
+/// the init has no capability over it.
+#[test]
+fn new_user_namespace_joins_a_host_owned_network_namespace() {
+    const HOST: u32 = 100000;
+    let mut c = TestContainer::new("ns-user-net");
+    c.id_maps(HOST, 65536);
+    chown_tree(&c.rootfs, HOST, HOST);
+    chown(&c.bundle, Some(HOST), Some(HOST)).unwrap();
+    let helper = ChildGuard(
+        Command::new("unshare")
+            .args(["--net", "sleep", "1000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare (util-linux)"),
+    );
+    let ns_path = format!("/proc/{}/ns/net", helper.pid());
+    let host = host_ns("net");
+    let mut target = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            target = fs::read_link(&ns_path)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            !target.is_empty() && target != host
+        }),
+        "helper never entered its net namespace"
+    );
+    c.namespace("network", Some(&ns_path));
+    c.sh("readlink /proc/self/ns/net; cat /proc/self/uid_map");
+    let out = c.run();
+    out.assert_ok("run");
+    assert_eq!(out.lines()[0], target, "joined the helper's net namespace");
+    assert_eq!(
+        out.lines()[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+}
+
 /// A config without a mount namespace runs, as runc runs it: the container shares the
 /// runtime's mount namespace (the runtime runs here in a private mount namespace of the
 /// test's, so nothing reaches the host's), its mounts are made there under the rootfs

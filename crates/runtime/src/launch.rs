@@ -137,8 +137,9 @@ pub(crate) fn exit_child(code: i32) -> ! {
 
 /// Enters the pid and time namespaces the children should get (joined by path, or a
 /// new time namespace with its offsets). Affects only children of this process.
-/// Returns the namespaces to go back to once the init is cloned, so that later
-/// children of the runtime (hooks) stay in the runtime's own.
+/// Enters [`Plan::early_join`] too (the init inherits them with the clone). Returns the
+/// namespaces to go back to once the init is cloned, so that later children of the
+/// runtime (hooks) and the runtime itself stay in the runtime's own.
 fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<Vec<(LinuxNamespaceType, std::fs::File)>> {
     let mut saved = Vec::new();
     if plan.pid_join.is_some() {
@@ -152,6 +153,20 @@ fn enter_for_children(spec: &Spec, plan: &Plan) -> Result<Vec<(LinuxNamespaceTyp
             LinuxNamespaceType::Time,
             std::fs::File::open("/proc/self/ns/time_for_children").ctx(|| "open time_for_children")?,
         ));
+    }
+    for (t, p) in &plan.early_join {
+        let own = format!("/proc/self/ns/{}", namespaces::proc_name(*t));
+        let joined = std::fs::File::open(&own).ctx(|| format!("open {own}")).and_then(|f| {
+            saved.push((*t, f));
+            namespaces::join(*t, p)
+        });
+        if let Err(e) = joined {
+            // Back where the runtime was before failing.
+            for (t, f) in &saved {
+                let _ = namespaces::setns(*t, f);
+            }
+            return Err(e);
+        }
     }
     if let Some(p) = &plan.pid_join {
         namespaces::join(LinuxNamespaceType::Pid, p)?;

@@ -59,6 +59,11 @@ pub struct Plan {
     pub time_join: Option<PathBuf>,
     /// The other namespaces to join by path, in the child, after the user namespace.
     pub join: Vec<(LinuxNamespaceType, PathBuf)>,
+    /// With a new user namespace: the network, ipc, uts and cgroup namespaces to join by
+    /// path, which the parent enters for the clone (as runc joins them before it unshares
+    /// the user namespace): from inside the new user namespace the init has no capability
+    /// over namespaces that the host's user namespace owns, so setns there would fail.
+    pub early_join: Vec<(LinuxNamespaceType, PathBuf)>,
     /// A new cgroup namespace: the init unshares it once it is in its cgroup, since a
     /// cgroup namespace's root is the cgroup its creator was in at that moment.
     pub cgroup_new: bool,
@@ -84,6 +89,18 @@ impl Plan {
         }
         if plan.user_new {
             plan.clone_flags |= libc::CLONE_NEWUSER;
+            let early = |t: &LinuxNamespaceType| {
+                matches!(
+                    t,
+                    LinuxNamespaceType::Network
+                        | LinuxNamespaceType::Ipc
+                        | LinuxNamespaceType::Uts
+                        | LinuxNamespaceType::Cgroup
+                )
+            };
+            let (e, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.join).into_iter().partition(|(t, _)| early(t));
+            plan.early_join = e;
+            plan.join = rest;
         }
         plan
     }

@@ -36,6 +36,9 @@ pub struct Instance {
     pub dir: tempfile::TempDir,
     /// A network namespace (under /run/netns) every command runs in, when set.
     pub netns: Option<String>,
+    /// `VESSEL_USERNS` for every command (`host`: the host's ids unless a command says
+    /// otherwise), when set.
+    pub userns: Option<&'static str>,
 }
 
 impl Instance {
@@ -43,6 +46,7 @@ impl Instance {
         Instance {
             dir: tempfile::Builder::new().prefix("vessel-cli-").tempdir().unwrap(),
             netns: None,
+            userns: None,
         }
     }
 
@@ -52,7 +56,10 @@ impl Instance {
 
     /// `vessel --root ROOT` (inside the instance's network namespace when it has one).
     pub fn cmd(&self) -> Command {
-        let base = vessel_cmd(&self.root());
+        let mut base = vessel_cmd(&self.root());
+        if let Some(u) = self.userns {
+            base.env("VESSEL_USERNS", u);
+        }
         let Some(ns) = &self.netns else { return base };
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{ns}"))

@@ -52,5 +52,23 @@ pub fn vessel_cmd(root: &Path) -> Command {
         // Never a bridge on the machine's own network: the network tests make their own
         // namespace and ask for bridges there.
         .env("VESSEL_NETWORK", "none");
+    // Containers get id ranges from the test's own subuid/subgid files (never the
+    // machine's), and their root, an unprivileged host id, must reach the bundle under
+    // the test's temp dir.
+    let dir = root.parent().unwrap_or(root);
+    let (subuid, subgid) = (dir.join("vessel-subuid"), dir.join("vessel-subgid"));
+    for f in [&subuid, &subgid] {
+        if dir.is_dir() && !f.exists() {
+            std::fs::write(f, "vessel:1000000000:1000000000\n").unwrap();
+        }
+    }
+    if let Ok(m) = std::fs::metadata(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = m.permissions().mode() & 0o7777;
+        if mode & 0o001 == 0 {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011));
+        }
+    }
+    c.env("VESSEL_SUBUID", subuid).env("VESSEL_SUBGID", subgid);
     c
 }

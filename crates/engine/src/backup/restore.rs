@@ -71,6 +71,10 @@ pub fn restore(
     let old = &header.container;
     let mut options = old.options.clone();
     options.name = Some(name.clone());
+    // A range of its own (the old one may be another container's now); the layer's owners
+    // are moved into it below.
+    let old_ids = old.options.id_mappings.clone();
+    options.id_mappings = crate::idmap::resolve(&engine.db, &options)?;
     let mut rec = Record {
         id: names::new_id()?,
         name,
@@ -90,16 +94,20 @@ pub fn restore(
         oom_killed: false,
     };
     let id = rec.id.clone();
+    let new_ids = rec.options.id_mappings.clone();
     let bundle = engine.paths.bundle(&id);
     let mut fill = |bundle: &Path| -> Result<()> {
         rootfs::unmount(bundle)?;
         // With a disk quota the uppers are on the container's own file system.
         let w = rootfs::writable(&store, bundle, &id)?;
         replace_dir(&contents.join("layer/upper"), &w.upper)?;
+        rootfs::idmapped::remap_tree(&w.upper, old_ids.as_ref(), new_ids.as_ref())?;
         if host {
-            replace_dir(&contents.join("layer/host-etc"), &bundle.join("host-etc/upper"))?;
+            let etc = bundle.join("host-etc/upper");
+            replace_dir(&contents.join("layer/host-etc"), &etc)?;
+            rootfs::idmapped::remap_tree(&etc, old_ids.as_ref(), new_ids.as_ref())?;
         }
-        rootfs::mount(&store, bundle, &id, host)
+        rootfs::mount(&store, bundle, &id, host, new_ids.as_ref())
     };
     let made = engine.make_bundle(&store, &mut rec, &source, &mut fill).and_then(|()| {
         rootfs::unmount(&bundle)?;

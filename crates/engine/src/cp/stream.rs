@@ -94,6 +94,7 @@ impl Engine {
             } else {
                 (0, 0)
             };
+            let (uid, gid) = super::to_host(r.options.id_mappings.as_ref(), (uid, gid));
             let mtime = h.mtime().unwrap_or(0) as i64;
             let owner = (
                 Some(rustix::fs::Uid::from_raw(uid)),

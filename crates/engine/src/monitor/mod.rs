@@ -262,7 +262,13 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Pa
         let bundle = paths.bundle(id);
         // A snapshot restore killed part way is finished before its files are used.
         crate::snapshots::finish_pending(paths, &rec)?;
-        rootfs::mount(&store, &bundle, id, rec.image_id == rootfs::HOST_IMAGE)?;
+        rootfs::mount(
+            &store,
+            &bundle,
+            id,
+            rec.image_id == rootfs::HOST_IMAGE,
+            rec.options.id_mappings.as_ref(),
+        )?;
         let run_dir = paths.run_dir(id);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io("create", &run_dir, e))?;
         let listener = wire::listen(&run_dir).map_err(|e| Error::io("listen on socket in", &run_dir, e))?;

@@ -22,7 +22,9 @@ use oci_spec::runtime::{Mount, MountBuilder};
 use rustix::fs::{Mode, OFlags};
 use vessel_image::{Digest, Store};
 
-use super::{Prepared, Undo, HOST_IMAGE};
+use super::{idmapped, Prepared, Undo, HOST_IMAGE};
+use crate::options::IdMappings;
+use vessel_image::snapshot::ActiveSnapshot;
 
 pub mod secrets;
 use crate::error::{Error, IoContext, Result};
@@ -268,7 +270,7 @@ fn etc_dirs(bundle: &Path) -> (PathBuf, PathBuf) {
 /// Makes the /etc overlay's upper (owner and mode of the host's /etc: the overlay's root
 /// takes them from the upper) and work dirs, when missing, and hides the host's secrets
 /// in the upper ([`secrets::hide`]).
-fn make_etc_dirs(bundle: &Path, host: &Path) -> Result<()> {
+fn make_etc_dirs(bundle: &Path, host: &Path, ids: Option<&IdMappings>) -> Result<()> {
     let (upper, work) = etc_dirs(bundle);
     let etc = host.join("etc");
     let meta = fs::metadata(&etc).at("stat the host's /etc", &etc)?;
@@ -279,7 +281,12 @@ fn make_etc_dirs(bundle: &Path, host: &Path) -> Result<()> {
     }
     fs::set_permissions(&upper, fs::Permissions::from_mode(meta.mode() & 0o7777)).at("chmod", &upper)?;
     std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid())).at("chown", &upper)?;
-    secrets::hide(&upper, &etc)
+    secrets::hide(&upper, &etc)?;
+    match ids {
+        // Made from host files as host root: moved into the container's range.
+        Some(ids) => idmapped::remap_tree(&upper, None, Some(ids)),
+        None => Ok(()),
+    }
 }
 
 /// The config.json mounts of a host container in `bundle`, made from the host root `host`.
@@ -330,7 +337,14 @@ fn check_option_path(p: &Path) -> Result<()> {
 }
 
 /// [`super::prepare`] for the host image, over the host root `host`.
-pub(super) fn prepare(store: &Store, bundle: &Path, rootfs: &Path, key: &str, host: &Path) -> Result<Prepared> {
+pub(super) fn prepare(
+    store: &Store,
+    bundle: &Path,
+    rootfs: &Path,
+    key: &str,
+    host: &Path,
+    ids: Option<&IdMappings>,
+) -> Result<Prepared> {
     check_option_path(bundle)?;
     let image_config = config_for(host)?;
     let layout = Layout::of(host)?;
@@ -348,10 +362,13 @@ pub(super) fn prepare(store: &Store, bundle: &Path, rootfs: &Path, key: &str, ho
     }
     undo.trees.push(etc);
     undo.mount_disk(bundle, &active, true)?;
-    make_etc_dirs(bundle, host)?;
-    let extra_mounts = mounts(bundle, host, &layout)?;
-    vessel_image::snapshot::mount_overlay(&[skeleton], Some((&active.upper, &active.work)), rootfs)?;
-    undo.mounted = Some(rootfs.to_path_buf());
+    make_etc_dirs(bundle, host, ids)?;
+    let mut extra_mounts = mounts(bundle, host, &layout)?;
+    mount_root(&skeleton, &active, bundle, rootfs, host, ids, &mut undo)?;
+    if ids.is_some() {
+        // The /etc overlay is on the rootfs already (over an idmapped host /etc).
+        extra_mounts.retain(|m| m.destination() != Path::new("/etc"));
+    }
     undo.disarm();
     Ok(Prepared {
         rootfs: rootfs.to_path_buf(),
@@ -363,15 +380,54 @@ pub(super) fn prepare(store: &Store, bundle: &Path, rootfs: &Path, key: &str, ho
 }
 
 /// [`super::mount`] for a host container (its rootfs is not mounted, its snapshot exists).
-pub(super) fn mount(store: &Store, bundle: &Path, rootfs: &Path, key: &str, host: &Path) -> Result<()> {
+pub(super) fn mount(
+    store: &Store,
+    bundle: &Path,
+    rootfs: &Path,
+    key: &str,
+    host: &Path,
+    ids: Option<&IdMappings>,
+) -> Result<()> {
     let active = store.snapshots().active(key)?;
     let skeleton = ensure_skeleton(store.root(), &Layout::of(host)?)?;
-    make_etc_dirs(bundle, host)?;
-    Ok(vessel_image::snapshot::mount_overlay(
-        &[skeleton],
-        Some((&active.upper, &active.work)),
+    make_etc_dirs(bundle, host, ids)?;
+    let mut undo = Undo::new(store);
+    mount_root(&skeleton, &active, bundle, rootfs, host, ids, &mut undo)?;
+    undo.disarm();
+    Ok(())
+}
+
+/// Mounts the overlay of `skeleton` and `active` on `rootfs` (recorded in `undo`); with
+/// `ids` over an idmapped skeleton, and the /etc overlay over an idmapped host /etc on
+/// `<rootfs>/etc` (the runtime's rbind of the rootfs takes it along).
+fn mount_root(
+    skeleton: &Path,
+    active: &ActiveSnapshot,
+    bundle: &Path,
+    rootfs: &Path,
+    host: &Path,
+    ids: Option<&IdMappings>,
+    undo: &mut Undo<'_>,
+) -> Result<()> {
+    let Some(ids) = ids else {
+        vessel_image::snapshot::mount_overlay(&[skeleton.to_path_buf()], Some((&active.upper, &active.work)), rootfs)?;
+        undo.mounted = Some(rootfs.to_path_buf());
+        return Ok(());
+    };
+    idmapped::chown_to_root(&active.upper, ids)?;
+    let userns = idmapped::userns_fd(ids)?;
+    let stage = bundle.join("idmap-stage");
+    idmapped::mount_overlay(
+        &[skeleton.to_path_buf()],
+        &active.upper,
+        &active.work,
         rootfs,
-    )?)
+        &userns,
+        &stage,
+    )?;
+    undo.mounted = Some(rootfs.to_path_buf());
+    let (upper, work) = etc_dirs(bundle);
+    idmapped::mount_overlay(&[host.join("etc")], &upper, &work, &rootfs.join("etc"), &userns, &stage)
 }
 
 /// The skeleton of this host's layout under `store` (made when missing).

@@ -37,6 +37,9 @@ pub(super) struct TarWriter<'s, W: Write> {
     pub(super) out: Hashing<W>,
     pub(super) links: HashMap<(u64, u64), String>,
     pub(super) skip: &'s HashSet<PathBuf>,
+    /// Host ids of the upper dir to the container's ids (a container in its own user
+    /// namespace); None: written as they are.
+    pub(super) owners: Option<&'s super::OwnerMap>,
 }
 
 /// One PAX record: `LEN key=value\n`, LEN counting the whole record in decimal.
@@ -212,8 +215,12 @@ impl<W: Write> TarWriter<'_, W> {
         h.set_entry_type(e.kind);
         if let Some(m) = e.meta {
             h.set_mode(m.mode() & 0o7777);
-            h.set_uid(u64::from(m.uid()));
-            h.set_gid(u64::from(m.gid()));
+            let (uid, gid) = match self.owners {
+                Some(o) => (o.uid_of(m.uid()), o.gid_of(m.gid())),
+                None => (m.uid(), m.gid()),
+            };
+            h.set_uid(u64::from(uid));
+            h.set_gid(u64::from(gid));
             h.set_mtime(m.mtime().max(0) as u64);
             if matches!(e.kind, tar::EntryType::Char | tar::EntryType::Block) {
                 let rdev = m.rdev();

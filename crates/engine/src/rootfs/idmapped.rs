@@ -1,0 +1,257 @@
+//! Root file systems of containers in their own user namespace (mount_setattr(2)
+//! `MOUNT_ATTR_IDMAP`, open_tree(2), overlayfs "lowerdir+" by file descriptor): the
+//! image's lower dirs are shared between containers of different id ranges unchanged,
+//! each container seeing them through idmapped mounts made with a user namespace that has
+//! its maps; only the empty upper dirs are chowned to the range's root.
+//!
+//! The user namespace for the idmapped mounts is made before the container's own (which
+//! the runtime makes later): a short-lived child unshares one, its maps are written, and
+//! its `/proc/PID/ns/user` is kept open for as long as the mounts are being made.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::idmap;
+use crate::options::{IdMap, IdMappings};
+
+fn map_text(maps: &[IdMap]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container, m.host, m.size))
+        .collect()
+}
+
+/// A user namespace with the maps `ids`, as an open `/proc/PID/ns/user` of a child that
+/// made it and has exited since.
+///
+/// # Errors
+/// [`Error::Io`] when the child cannot be made or its maps cannot be written (a map the
+/// kernel refuses: overlapping lines, more than 340 lines).
+pub fn userns_fd(ids: &IdMappings) -> Result<OwnedFd> {
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).at("make a pipe for", "user namespace");
+    // `go`: the parent closes its end when the child may exit; `ready`: the child writes
+    // one byte once it is in its new namespace.
+    let (go_r, go_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    // SAFETY: the child calls only async-signal-safe functions (unshare, write, read,
+    // _exit) before it exits, so forking a process that has threads is sound.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::io("fork for", "user namespace", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: raw syscalls on fds this process owns; _exit never returns.
+        unsafe {
+            // The parent's end: while this copy is open, the read below never sees EOF.
+            libc::close(go_w.as_raw_fd());
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(1);
+            }
+            let b = 1u8;
+            libc::write(ready_w.as_raw_fd(), (&b as *const u8).cast(), 1);
+            let mut r = 0u8;
+            libc::read(go_r.as_raw_fd(), (&mut r as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    drop(ready_w);
+    drop(go_r);
+    let made = (|| -> Result<OwnedFd> {
+        let mut b = [0u8; 1];
+        let n = rustix::io::read(&ready_r, &mut b).at("wait for", "user namespace child")?;
+        if n != 1 {
+            return Err(Error::io(
+                "unshare",
+                "user namespace",
+                io::Error::other("the child could not make a user namespace"),
+            ));
+        }
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        for (file, maps) in [("uid_map", &ids.uid), ("gid_map", &ids.gid)] {
+            let p = proc.join(file);
+            fs::write(&p, map_text(maps)).at("write", &p)?;
+        }
+        let ns = proc.join("ns/user");
+        let f = fs::File::open(&ns).at("open", &ns)?;
+        Ok(OwnedFd::from(f))
+    })();
+    drop(go_w);
+    let mut status = 0;
+    // SAFETY: pid is our child; status is a valid pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    made
+}
+
+/// Makes a detached idmapped clone of the directory `dir` with the user namespace `userns`.
+fn idmapped_tree(dir: &Path, userns: &OwnedFd) -> io::Result<OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        dir,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: tree is an open detached mount, the path is a static empty C string, attr
+    // lives across the call and its size is passed along.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tree)
+}
+
+/// Mounts overlayfs on `target` with `lowers` (topmost first) each through an idmapped
+/// mount with `userns`, and `upper`/`work` as they are. The idmapped mounts are attached
+/// under `stage` (made and removed here) while overlayfs takes its own clones of them:
+/// overlayfs refuses detached mounts as layers ("failed to clone lowerpath").
+///
+/// # Errors
+/// [`Error::Image`] `Mount` with the kernel's error (EINVAL: the lower's file system
+/// cannot be idmapped), [`Error::Io`] when `stage` cannot be made.
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    userns: &OwnedFd,
+    stage: &Path,
+) -> Result<()> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    let joined = lowers
+        .iter()
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    fs::create_dir_all(stage).at("create", stage)?;
+    let mut staged = Vec::new();
+    let mounted = (|| -> io::Result<()> {
+        let fsfd = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        for (i, l) in lowers.iter().enumerate() {
+            let tree = idmapped_tree(l, userns)?;
+            let at = stage.join(i.to_string());
+            fs::create_dir_all(&at)?;
+            staged.push(at.clone());
+            rustix::mount::move_mount(&tree, "", rustix::fs::CWD, &at, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
+            rustix::mount::fsconfig_set_string(&fsfd, "lowerdir+", &at)?;
+        }
+        rustix::mount::fsconfig_set_string(&fsfd, "upperdir", upper)?;
+        rustix::mount::fsconfig_set_string(&fsfd, "workdir", work)?;
+        let _ = rustix::mount::fsconfig_set_string(&fsfd, "index", "off");
+        rustix::mount::fsconfig_create(&fsfd)?;
+        let mfd = rustix::mount::fsmount(&fsfd, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+        rustix::mount::move_mount(
+            &mfd,
+            "",
+            rustix::fs::CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )?;
+        Ok(())
+    })();
+    // The overlay holds private clones of its layers: the staged mounts can go.
+    for at in &staged {
+        let _ = rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH);
+        let _ = fs::remove_dir(at);
+    }
+    let _ = fs::remove_dir(stage);
+    mounted.map_err(|source| {
+        Error::Image(vessel_image::ImageError::Mount {
+            target: target.to_path_buf(),
+            lowers: format!("{joined} (idmapped)"),
+            source,
+        })
+    })
+}
+
+/// Binds `dir` idmapped with `userns` onto `target` (`-v SRC:DST:idmap`, the host image's
+/// /etc lower).
+///
+/// # Errors
+/// [`Error::Io`] with the kernel's error.
+pub fn bind(dir: &Path, target: &Path, userns: &OwnedFd) -> Result<()> {
+    let tree = idmapped_tree(dir, userns).at("make an idmapped mount of", dir)?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .at("attach the idmapped mount on", target)
+}
+
+/// Chowns the directory `dir` (not what is in it) so that it belongs to the container's
+/// root: host uid and gid 0 map to the range's first ids.
+///
+/// # Errors
+/// [`Error::BadInput`] when the maps have no root, [`Error::Io`] when chown fails.
+pub fn chown_to_root(dir: &Path, ids: &IdMappings) -> Result<()> {
+    let (uid, gid) = root_of(ids)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).at("chown", dir)
+}
+
+/// The host uid and gid of root in the container.
+pub fn root_of(ids: &IdMappings) -> Result<(u32, u32)> {
+    match (idmap::to_host(&ids.uid, 0), idmap::to_host(&ids.gid, 0)) {
+        (Some(u), Some(g)) => Ok((u, g)),
+        _ => Err(Error::BadInput(
+            "the user namespace maps no root (uid and gid 0): give --uidmap/--gidmap lines for 0".into(),
+        )),
+    }
+}
+
+/// Moves the owners of every file under `dir` (and `dir`) from one container's ids to
+/// another's: a file of host uid N, which is container uid C under `from` (N itself when
+/// `from` is None or does not map N), becomes the host uid that C is under `to` (C itself
+/// when `to` is None or does not map C). For trees vessel made from host files (the host
+/// image's /etc upper: `from` None) and writable layers restored from a backup of a
+/// container with another range. Symlinks are changed, not followed.
+///
+/// # Errors
+/// [`Error::Io`] when a directory cannot be read or an owner changed.
+pub fn remap_tree(dir: &Path, from: Option<&IdMappings>, to: Option<&IdMappings>) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    let one = |h: u32, pick: fn(&IdMappings) -> &[IdMap]| -> u32 {
+        let c = from.and_then(|m| idmap::to_container(pick(m), h)).unwrap_or(h);
+        to.and_then(|m| idmap::to_host(pick(m), c)).unwrap_or(c)
+    };
+    walk(dir, &|p: &Path, meta: &fs::Metadata| {
+        let uid = one(meta.uid(), |m| &m.uid);
+        let gid = one(meta.gid(), |m| &m.gid);
+        if (uid, gid) != (meta.uid(), meta.gid()) {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid)).at("chown", p)?;
+        }
+        Ok(())
+    })
+}
+
+fn walk(p: &Path, f: &dyn Fn(&Path, &fs::Metadata) -> Result<()>) -> Result<()> {
+    let meta = fs::symlink_metadata(p).at("stat", p)?;
+    f(p, &meta)?;
+    if meta.is_dir() {
+        for e in fs::read_dir(p).at("read", p)? {
+            let e = e.at("read", p)?;
+            walk(&e.path(), f)?;
+        }
+    }
+    Ok(())
+}
