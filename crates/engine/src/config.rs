@@ -38,6 +38,13 @@ pub use process::{capabilities, command, init_binary, stop_signal, DEFAULT_CAPAB
 /// without CAP_NET_RAW. The sysctl is per network namespace; the host's is untouched.
 pub const PING_GROUP_RANGE: (&str, &str) = ("net.ipv4.ping_group_range", "0 2147483647");
 
+/// `net.ipv4.ip_unprivileged_port_start` for a container with its own network
+/// namespace, as docker (20.10+) sets it: any process may bind ports below 1024. Without
+/// it a container in a user namespace (the default) could not listen on port 80 of a
+/// network namespace the host made, since its root has no CAP_NET_BIND_SERVICE there.
+/// Per network namespace; the host's is untouched.
+pub const UNPRIVILEGED_PORT_START: (&str, &str) = ("net.ipv4.ip_unprivileged_port_start", "0");
+
 /// What [`build`] turns into a config.json.
 pub struct BuildInput<'a> {
     /// The container id: 64 hex digits (its first 12 are the default hostname).
@@ -277,7 +284,8 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
             }
             None => value.to_string(),
         };
-        [(key.to_string(), value)].into()
+        let (port_key, port_value) = UNPRIVILEGED_PORT_START;
+        [(key.to_string(), value), (port_key.to_string(), port_value.to_string())].into()
     }));
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     if opts.privileged {

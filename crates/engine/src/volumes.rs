@@ -6,7 +6,7 @@
 //! (in any state) is not removed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -153,14 +153,38 @@ pub fn create(paths: &Paths, db: &Db, name: &str, labels: &BTreeMap<String, Stri
 
 /// Completes the named volumes of `opts` (`-v NAME:/path`) when a container is made:
 /// each is made if missing, and its data directory becomes the bind mount's source.
+/// A container in a user namespace (`opts.id_mappings`) gets an empty data directory
+/// that root owns handed to its own root (the host ids container 0 maps to), as podman
+/// does on a volume's first mount, so its root can write there; a volume that holds
+/// files keeps its owners.
 ///
-/// Errors: as [`create`].
+/// Errors: as [`create`]; [`Error::Io`] when the chown fails.
 pub fn resolve(paths: &Paths, db: &Db, opts: &mut RunOptions) -> Result<()> {
+    let owner = opts.id_mappings.as_ref().and_then(|m| {
+        Some((
+            crate::idmap::to_host(&m.uid, 0)?,
+            crate::idmap::to_host(&m.gid, 0)?,
+        ))
+    });
     for v in &mut opts.volumes {
         if let Some(name) = &v.name {
             let (rec, _) = create(paths, db, name, &BTreeMap::new())?;
+            if let Some((uid, gid)) = owner {
+                hand_over_if_fresh(&rec.mountpoint, uid, gid)?;
+            }
             v.host = rec.mountpoint;
         }
+    }
+    Ok(())
+}
+
+/// Chowns `data` to `uid:gid` when it is an empty directory that host root owns.
+fn hand_over_if_fresh(data: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data).at("stat", data)?;
+    let empty = std::fs::read_dir(data).at("read", data)?.next().is_none();
+    if empty && meta.uid() == 0 && meta.gid() == 0 {
+        std::os::unix::fs::chown(data, Some(uid), Some(gid)).at("chown", data)?;
     }
     Ok(())
 }

@@ -355,6 +355,11 @@ fn ping_group_range_only_in_an_own_network_namespace() {
             Some("0 2147483647"),
             "{net:?}"
         );
+        assert_eq!(
+            sysctl(net).get("net.ipv4.ip_unprivileged_port_start").map(String::as_str),
+            Some("0"),
+            "{net:?}"
+        );
     }
     for net in ["host", "container:other"] {
         assert!(sysctl(Some(net)).is_empty(), "{net}");
