@@ -334,6 +334,9 @@ fn docker_run_flags_reach_vessel() {
     let s = Server::start(&i);
     let data = i.dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
+    // The container's root is its own id range's root (the default user namespace), not
+    // the host's: it writes into a host dir that lets everyone write, as any user would.
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let vol = format!("{}:/data", data.display());
     let id = s.docker_ok(&[
         "run",
@@ -398,7 +401,7 @@ fn docker_run_flags_reach_vessel() {
     let env = s.docker_ok(&["inspect", "--format", "{{range .Config.Env}}{{.}} {{end}}", "web"]);
     assert!(env.contains("GREETING=hello-api "), "{env}");
     // top with ps args; kill -s; restart.
-    let o = s.docker_ok(&["top", "web", "-o", "pid,comm"]);
+    let o = s.docker_ok(&["top", "web", "-eo", "pid,comm"]);
     assert!(
         o.starts_with("PID") && o.contains("COMMAND") && o.contains("httpd"),
         "{o}"

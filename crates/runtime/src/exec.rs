@@ -185,6 +185,14 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                 .ctx(|| format!("open {}", p.display()))
         })
         .collect::<Result<_>>()?;
+    // Host root joins the user namespace last: its capabilities cover every namespace
+    // while it is still in the initial user namespace, and a namespace the host made (a
+    // bridge network's netns) is not owned by the container's user namespace, so from
+    // inside that one it could not be joined (setns(2): CAP_SYS_ADMIN over the owner).
+    // Anyone else joins it first, to gain the capabilities to join the rest (nsenter(1)).
+    let mut files = files;
+    let user_last = rustix::process::geteuid().is_root();
+    files.sort_by_key(|(t, _)| (*t == LinuxNamespaceType::User) == user_last);
     let filter = crate::launch::spec_seccomp(&opts.spec)
         .map(|s| crate::seccomp::Filter::new(s, opts.seccomp_cache.as_deref()))
         .transpose()?;
