@@ -1,6 +1,8 @@
 //! The listener of `vessel serve`: a unix socket (mode 0660, group `vessel` when that
 //! group exists, else root only), the Docker API router on it, and a clean stop on
-//! SIGTERM or SIGINT (the socket file removed).
+//! SIGTERM or SIGINT (the socket file removed). With [`ServeOptions::metrics_listen`],
+//! also plain HTTP on a TCP address that serves `GET /metrics` and nothing else
+//! ([`crate::metrics`]), for Prometheus, which scrapes only HTTP(S) URLs.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,14 @@ pub enum ServeError {
     /// Another server answers on the socket path.
     #[error("{0}: another server listens on this socket: stop it, or give another --socket")]
     InUse(PathBuf),
+    /// The metrics address could not be bound.
+    #[error("listen on {addr} for metrics: {source}: pick a free port or another address for --metrics-listen")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A file operation on the socket path.
     #[error("{op} {path}: {source}")]
     Io {
@@ -61,6 +71,14 @@ fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// What `vessel serve` listens on besides its unix socket.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// A TCP address for plain HTTP serving only `GET /metrics` (read-only: no
+    /// container data beyond the metrics, no other route), e.g. `127.0.0.1:9323`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
 /// Serves the Docker Engine API for the instance at `paths` on the unix socket
 /// `socket` until SIGTERM or SIGINT, then removes the socket. Streams still open
 /// (attach, logs -f) get 5 seconds to end.
@@ -69,9 +87,37 @@ fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
 ///
 /// Errors: [`ServeError`] when the socket cannot be made.
 pub async fn serve(paths: Paths, socket: &Path) -> Result<(), ServeError> {
+    serve_with(paths, socket, &ServeOptions::default()).await
+}
+
+/// [`serve`] with the listeners of `opts` too.
+///
+/// Errors: [`ServeError`] when the socket or a listener cannot be made
+/// ([`ServeError::Listen`] for the metrics address).
+pub async fn serve_with(paths: Paths, socket: &Path, opts: &ServeOptions) -> Result<(), ServeError> {
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let listener = bind(socket)?;
     eprintln!("vessel serve: listening on unix://{}", socket.display());
-    let router = crate::docker::router(paths);
+    if let Some(l) = metrics_listener {
+        let addr = l
+            .local_addr()
+            .map_err(io("local address of the metrics listener for", socket))?;
+        eprintln!("vessel serve: metrics on http://{addr}/metrics");
+        let app = crate::metrics::router(paths.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                eprintln!("vessel serve: metrics listener {addr}: {e}");
+            }
+        });
+    }
+    let router = crate::docker::router(paths.clone()).merge(crate::metrics::router(paths));
     let svc = tower_layer::Layer::layer(&axum::middleware::map_request(crate::docker::strip_version), router);
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(svc);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

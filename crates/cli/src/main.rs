@@ -103,6 +103,10 @@ enum Command {
         /// when that group exists, else 0600 (root only).
         #[arg(long)]
         socket: Option<std::path::PathBuf>,
+        /// Also serve `GET /metrics` (Prometheus format, cAdvisor's names) over plain
+        /// HTTP on this TCP address, e.g. 127.0.0.1:9323; nothing else is served there.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// The per-container monitor (internal: started by run, create and start).
     #[command(name = "__monitor", hide = true)]
@@ -162,7 +166,7 @@ fn main() {
     use containers as c;
     let result = match cli.command {
         Command::Monitor { id, restore } => vessel_engine::monitor::main(&paths, &id, restore.as_deref()),
-        Command::Serve { socket } => serve(paths.clone(), socket),
+        Command::Serve { socket, metrics_listen } => serve(paths.clone(), socket, metrics_listen),
         Command::Run(a) => with_engine(&|e| c::run(e, &a)),
         Command::Create(a) => with_engine(&|e| c::create(e, &a)),
         Command::Start(a) => with_engine(&|e| c::start(e, &a)),
@@ -214,7 +218,11 @@ fn main() {
 }
 
 /// `vessel serve`: the API server until SIGTERM or SIGINT.
-fn serve(paths: vessel_engine::Paths, socket: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
+fn serve(
+    paths: vessel_engine::Paths,
+    socket: Option<std::path::PathBuf>,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<i32> {
     let socket = socket.unwrap_or_else(|| paths.runroot.join("vessel.sock"));
     // Two workers: the engine's calls run in the blocking pool, the workers only
     // move bytes.
@@ -222,7 +230,8 @@ fn serve(paths: vessel_engine::Paths, socket: Option<std::path::PathBuf>) -> any
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(vessel_api::serve(paths, &socket))?;
+    let opts = vessel_api::ServeOptions { metrics_listen };
+    rt.block_on(vessel_api::serve_with(paths, &socket, &opts))?;
     Ok(0)
 }
 
