@@ -12,8 +12,10 @@
 
 #![recursion_limit = "256"]
 
+pub mod conn;
 pub mod docker;
 pub mod error;
+pub mod hardening;
 pub mod metrics;
 pub mod reaper;
 pub mod server;

@@ -105,36 +105,29 @@ pub async fn serve_with(paths: Paths, socket: &Path, opts: &ServeOptions) -> Res
     };
     let listener = bind(socket)?;
     eprintln!("vessel serve: listening on unix://{}", socket.display());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
     if let Some(l) = metrics_listener {
         let addr = l
             .local_addr()
             .map_err(io("local address of the metrics listener for", socket))?;
         eprintln!("vessel serve: metrics on http://{addr}/metrics");
-        let app = crate::metrics::router(paths.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                eprintln!("vessel serve: metrics listener {addr}: {e}");
-            }
-        });
+        let app = crate::hardening::layer(crate::metrics::router(paths.clone()));
+        servers.push(tokio::spawn(crate::conn::run(l, app, stop_rx.clone())));
     }
-    let router = crate::docker::router(paths.clone()).merge(crate::metrics::router(paths));
-    let svc = tower_layer::Layer::layer(&axum::middleware::map_request(crate::docker::strip_version), router);
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(svc);
+    let router = crate::hardening::layer(crate::docker::router(paths.clone()).merge(crate::metrics::router(paths)));
+    let app = tower_layer::Layer::layer(&axum::middleware::map_request(crate::docker::strip_version), router);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io("catch SIGTERM for", socket))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(io("catch SIGINT for", socket))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    servers.push(tokio::spawn(crate::conn::run(listener, app, stop_rx)));
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(servers)).await;
     std::fs::remove_file(socket).map_err(io("remove", socket))?;
     eprintln!("vessel serve: stopped");
     Ok(())
