@@ -62,9 +62,9 @@ pub async fn start(paths: Paths, opts: TlsOptions, app: Router) -> Result<tokio:
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = TcpListener::bind(opts.listen)
         .await
-        .map_err(|error| ServeError::Listen {
+        .map_err(|source| ServeError::Listen {
             addr: opts.listen,
-            error,
+            source,
         })?;
     let local = listener.local_addr().unwrap_or(opts.listen);
     eprintln!("vessel serve: listening on https://{local} (mutual TLS; server fingerprint {fp})");

@@ -139,6 +139,10 @@ enum Command {
         /// Trust client certificates signed by these CA certificates (PEM) too.
         #[arg(long, requires = "listen")]
         client_ca: Option<PathBuf>,
+        /// Also serve `GET /metrics` (Prometheus format, cAdvisor's names) over plain
+        /// HTTP on this TCP address, e.g. 127.0.0.1:9323; nothing else is served there.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Manage the clients this host's `vessel serve --listen` trusts (join tokens).
     #[command(subcommand)]
@@ -220,15 +224,19 @@ fn main() {
             tls_cert,
             tls_key,
             client_ca,
+            metrics_listen,
         } => serve(
             paths.clone(),
             socket,
-            listen.map(|listen| vessel_api::remote_listener::TlsOptions {
-                listen,
-                cert: tls_cert,
-                key: tls_key,
-                client_ca,
-            }),
+            vessel_api::ServeOptions {
+                metrics_listen,
+                tls: listen.map(|listen| vessel_api::remote_listener::TlsOptions {
+                    listen,
+                    cert: tls_cert,
+                    key: tls_key,
+                    client_ca,
+                }),
+            },
         ),
         Command::Trust(t) => remote::trust(&root, &t),
         Command::Remote(r) => remote::remote(&client, &r),
@@ -339,7 +347,7 @@ fn remote_call(
 fn serve(
     paths: vessel_engine::Paths,
     socket: Option<std::path::PathBuf>,
-    tls: Option<vessel_api::remote_listener::TlsOptions>,
+    opts: vessel_api::ServeOptions,
 ) -> anyhow::Result<i32> {
     let socket = socket.unwrap_or_else(|| paths.runroot.join("vessel.sock"));
     // Two workers: the engine's calls run in the blocking pool, the workers only
@@ -348,7 +356,7 @@ fn serve(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(vessel_api::serve_with(paths, &socket, tls))?;
+    rt.block_on(vessel_api::serve_with(paths, &socket, opts))?;
     Ok(0)
 }
 

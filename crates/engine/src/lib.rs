@@ -39,6 +39,7 @@ pub mod stats;
 pub mod status;
 pub mod system;
 pub mod units;
+pub mod usage;
 pub mod users;
 pub mod volumes;
 pub mod wire;

@@ -273,7 +273,7 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Clock ticks per second (USER_HZ), the unit of /proc/stat.
-fn clock_ticks() -> u64 {
+pub(crate) fn clock_ticks() -> u64 {
     // SAFETY: sysconf only reads a system constant.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
@@ -285,7 +285,7 @@ fn clock_ticks() -> u64 {
 
 /// From /proc/stat: the host's CPU time in ns (first seven fields of the `cpu` line, as
 /// docker sums them) and the number of `cpuN` lines.
-fn parse_proc_stat(s: &str, ticks_per_sec: u64) -> (u64, u32) {
+pub(crate) fn parse_proc_stat(s: &str, ticks_per_sec: u64) -> (u64, u32) {
     let mut ticks = 0u64;
     let mut cpus = 0u32;
     for line in s.lines() {
@@ -305,7 +305,7 @@ fn parse_proc_stat(s: &str, ticks_per_sec: u64) -> (u64, u32) {
 }
 
 /// MemTotal of /proc/meminfo, bytes (0 when absent).
-fn parse_mem_total(s: &str) -> u64 {
+pub(crate) fn parse_mem_total(s: &str) -> u64 {
     s.lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|rest| rest.split_whitespace().next())
@@ -315,7 +315,7 @@ fn parse_mem_total(s: &str) -> u64 {
 
 /// docker CLI's `calculateMemUsageUnixNoCache`: usage minus `total_inactive_file` on
 /// v1 (the key exists only there), else minus `inactive_file` (v2), when smaller.
-fn mem_usage_no_cache(m: &Memory) -> u64 {
+pub(crate) fn mem_usage_no_cache(m: &Memory) -> u64 {
     let usage = m.usage.usage;
     if let Some(&v) = m.raw.get("total_inactive_file") {
         if v < usage {

@@ -103,25 +103,55 @@ pub async fn attach(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = rec.id.clone();
     let exits = ctx.clone();
-    tokio::spawn(async move {
+    // Holds the monitor's attach socket until the exit code comes; aborted (the socket
+    // closed, so the monitor lets go of its end too) when the client goes first.
+    let exit_task = tokio::spawn(async move {
         let code = exit_of(sock).await;
         if code >= 0 {
             exits.exited(&id, code);
         }
     });
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            exit_task.abort();
+            return;
+        };
         let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let (gone_tx, mut gone_rx) = tokio::sync::oneshot::channel::<()>();
         let feed = tokio::spawn(async move {
             let mut input = input;
-            if stdin {
-                let _ = tokio::io::copy(&mut rd, &mut input).await;
-            }
+            // EOF is the client closing its sending side only (it still reads the
+            // output); an error is the client gone. A client that closes its socket
+            // without error is found gone at the next output the copy fails to write.
+            // Input the container no longer reads (its stdin closed) is dropped.
+            let mut feeding = stdin;
+            let mut buf = vec![0u8; 16 * 1024];
+            let gone = loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) => break false,
+                    Ok(n) => {
+                        if feeding && input.write_all(&buf[..n]).await.is_err() {
+                            feeding = false;
+                        }
+                    }
+                    Err(_) => break true,
+                }
+            };
             // Dropping `input` closes the container's stdin (EOF), as docker does.
+            drop(input);
+            if gone {
+                let _ = gone_tx.send(());
+            }
         });
-        let _ = copy_out(out, err, &mut wr, tty, stdout, stderr).await;
+        let client_gone = tokio::select! {
+            r = copy_out(out, err, &mut wr, tty, stdout, stderr) => r.is_err(),
+            Ok(()) = &mut gone_rx => true,
+        };
         let _ = wr.shutdown().await;
         feed.abort();
+        if client_gone {
+            exit_task.abort();
+        }
     });
     let content_type = if tty {
         "application/vnd.docker.raw-stream"

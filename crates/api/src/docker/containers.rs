@@ -317,7 +317,13 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
 /// 404 `No such image` (the docker CLI then pulls it and asks again).
 pub async fn create(State(ctx): State<Ctx>, Query(q): Q, body: Bytes) -> ApiResult<Response> {
     let b: CreateBody = json_body(&body)?;
-    let name = q.get("name").filter(|n| !n.is_empty()).cloned();
+    // docker's own form of a name has one leading `/` (`/web`): dropped, as dockerd
+    // does; the rest must be a valid name.
+    let name = q
+        .get("name")
+        .map(|n| n.strip_prefix('/').unwrap_or(n))
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
     let opts = options(name, b)?;
     let rec = ctx
         .engine(move |e| {
@@ -544,7 +550,8 @@ pub async fn rename(State(ctx): State<Ctx>, Path(id): Path<String>, Query(q): Q)
         .filter(|n| !n.is_empty())
         .cloned()
         .ok_or_else(|| ApiError::bad("rename needs name=NEW_NAME"))?;
-    ctx.engine(move |e| Ok(e.rename(&e.find(&id)?, name.trim_start_matches('/'))?))
+    // One leading `/` (docker's form of a name) is dropped, as dockerd does.
+    ctx.engine(move |e| Ok(e.rename(&e.find(&id)?, name.strip_prefix('/').unwrap_or(&name))?))
         .await?;
     Ok(no_content())
 }
