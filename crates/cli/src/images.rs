@@ -38,6 +38,10 @@ pub struct PullArgs {
     /// Print only the image id.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Pull an eStargz image lazily: manifest, config and each layer's table of contents
+    /// now, the files when read (and the rest in the background); other images whole.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set, default_value_t = false)]
+    pub lazy: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +251,12 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
         ..Default::default()
     };
     let quiet = a.quiet;
+    if a.lazy {
+        if let Some(rec) = pull_lazy(&store, &reference, &opts)? {
+            println!("{}", rec.id.hex());
+            return Ok(());
+        }
+    }
     let multi = (!quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
     let progress: Arc<dyn Progress> = if quiet {
         Arc::new(vessel_image::pull::NoProgress)
@@ -262,6 +272,30 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     }
     println!("{}", rec.id.hex());
     Ok(())
+}
+
+/// Pulls `reference` lazily ([`vessel_image::lazy::pull`]) and starts its layers' servers
+/// (the background fetch begins); None, with a note on stderr, when it is not eStargz.
+pub(crate) fn pull_lazy(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> vessel_image::Result<Option<ImageRecord>> {
+    match vessel_image::lazy::pull(store, reference, opts)? {
+        Some(rec) => {
+            if let Some(top) = rec.top_chain_id() {
+                vessel_image::lazy::ensure_served(store, top)?;
+            }
+            Ok(Some(rec))
+        }
+        None => {
+            eprintln!(
+                "note: {reference} is not an eStargz image (a layer has no {} annotation): pulling it whole",
+                vessel_image::lazy::toc::TOC_DIGEST_ANNOTATION
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// How long ago `secs` (since the Unix epoch) was, in docker's words.

@@ -99,6 +99,10 @@ fn prepare_image(store: &Store, bundle: &Path, rootfs: &Path, key: &str, rec: &I
     let _gc = store.gc_lock(false)?;
     let image_config = image_config(store, rec)?;
     let snapshots = store.snapshots();
+    if let Some(top) = rec.top_chain_id() {
+        // Lazy layers need their FUSE servers up before they can be lowers.
+        vessel_image::lazy::ensure_served(store, top)?;
+    }
     let mut undo = Undo::new(store);
     let active = snapshots.prepare(key, rec.top_chain_id())?;
     undo.snapshot = Some(key.to_string());
@@ -132,6 +136,9 @@ pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool) -> Result<()> 
     }
     // Checked before anything is made: a missing snapshot leaves no new directory.
     let active = store.snapshots().active(key)?;
+    if let Some(top) = vessel_image::lazy::active_parent(store, key) {
+        vessel_image::lazy::ensure_served(store, &top)?;
+    }
     if !rootfs.is_dir() {
         fs::create_dir_all(&rootfs).at("create", &rootfs)?;
     }
