@@ -265,11 +265,20 @@ impl Servers {
 }
 impl Drop for Servers {
     fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+impl Servers {
+    /// Kills (SIGKILL, by pid) the live servers and detaches their mounts.
+    fn kill_all(&self) {
         for pid in self.pids() {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim() == "vessel-lazy" {
                 // SAFETY: plain integers; the pid was checked to be a vessel-lazy process.
                 unsafe { libc_kill(pid, 9) };
+                wait_for("a killed server to end", || {
+                    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+                });
             }
         }
         if let Ok(rd) = fs::read_dir(self.0.join("snapshots/lazy")) {
@@ -410,6 +419,13 @@ fn lazy_registry_killed_then_back_and_server_killed() {
     assert_eq!(id.len(), 64);
     let out = lv(&inst, &env, &["exec", &id, "cat", "/etc/hello"]);
     assert_eq!(stdout(&out), "hello from a lazy layer\n");
+    // Part of the layer is here: `vessel images` says how much, inspect says lazy.
+    let images = stdout(&lv(&inst, &env, &["images"]));
+    let local = images.lines().find(|l| l.contains("lazy-good")).unwrap().to_string();
+    assert!(local.contains("LAZY ") && !local.contains("LAZY 100%"), "{images}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&lv(&inst, &env, &["image", "inspect", &name]))).unwrap();
+    assert_eq!(v[0]["Lazy"]["State"], "lazy");
+    assert!(v[0]["Lazy"]["LocalBytes"].as_u64().unwrap() < v[0]["Lazy"]["Bytes"].as_u64().unwrap());
 
     // Registry gone: a file not yet local fails (EIO after the retry time), no hang.
     drop(reg);
@@ -451,6 +467,18 @@ fn lazy_registry_killed_then_back_and_server_killed() {
     );
     assert_eq!(stdout(&out), format!("hello from a lazy layer\n{BIG}\n"));
     lv(&inst, &env, &["rm", "-f", &id]);
+
+    // The cache is bounded: prune drops idle partial copies past the limit (the TOC stays),
+    // and a layer no image uses any more goes whole.
+    servers.kill_all();
+    let lazy = inst.root().join("snapshots/lazy").join(&chain);
+    assert!(lazy.join("blob").is_file());
+    let out = lv(&inst, &[("VESSEL_LAZY_CACHE_MAX", "0")], &["image", "prune"]);
+    assert!(out.status.success());
+    assert!(!lazy.join("blob").exists() && lazy.join("toc.json").is_file());
+    assert!(!mount_points().contains(&mnt));
+    lv(&inst, &[], &["rmi", &name]);
+    assert!(!lazy.exists(), "lazy layer of a removed image left");
     drop(servers);
 }
 
@@ -486,6 +514,8 @@ fn lazy_layer_completes_in_the_background_and_plain_images_fall_back() {
     );
     assert_eq!(stdout(&out), format!("hello from a lazy layer\n{BIG}\n"));
     assert!(!mount_points().iter().any(|m| m.contains("snapshots/lazy")));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&lv(&inst, &[], &["image", "inspect", &name]))).unwrap();
+    assert_eq!(v[0]["Lazy"]["State"], "complete");
 
     // A plain gzip image with --lazy: a note, then a whole pull.
     let (plain, _, chain) = push(inst.dir.path(), &reg, "plain", false);

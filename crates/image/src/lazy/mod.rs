@@ -388,3 +388,86 @@ pub fn local_bytes(store: &Store, rec: &ImageRecord) -> (u64, u64, bool) {
     }
     (have, total, lazy)
 }
+
+/// The environment variable bounding the partial blob copies of lazy layers that no server
+/// is using, bytes (default [`DEFAULT_CACHE_LIMIT`]); `vessel image prune` enforces it.
+pub const CACHE_LIMIT_ENV: &str = "VESSEL_LAZY_CACHE_MAX";
+/// Default bound of idle partial copies: 10 GiB.
+pub const DEFAULT_CACHE_LIMIT: u64 = 10 << 30;
+
+/// The bound of idle partial copies ([`CACHE_LIMIT_ENV`] or [`DEFAULT_CACHE_LIMIT`]).
+pub fn cache_limit() -> u64 {
+    std::env::var(CACHE_LIMIT_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(DEFAULT_CACHE_LIMIT)
+}
+
+fn copy_bytes(dir: &Path) -> u64 {
+    // Allocated blocks: the copy is sparse.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join("blob"))
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+/// Cleans the lazy layers no server is using (none is touched while its server lives): a
+/// layer that became a plain snapshot, or that no image (`referenced`: chain ids) and no
+/// container stands on, goes whole (its mount detached first); then, while the idle
+/// partial copies together exceed `limit` bytes, the largest copies are dropped (their
+/// TOC stays: the layer is fetched again when read). Returns (layers cleaned, bytes freed).
+pub fn prune(store: &Store, referenced: &std::collections::HashSet<Digest>, limit: u64) -> (usize, u64) {
+    let mut used = referenced.clone();
+    if let Ok(rd) = std::fs::read_dir(store.root().join("snapshots").join("active")) {
+        for e in rd.flatten() {
+            if let Some(top) = e.file_name().to_str().and_then(|k| active_parent(store, k)) {
+                used.extend(lazy_chain(store, &top));
+            }
+        }
+    }
+    let snaps = store.snapshots();
+    let (mut n, mut freed) = (0, 0);
+    let mut idle = Vec::new();
+    let Ok(rd) = std::fs::read_dir(lazy_root(store)) else {
+        return (0, 0);
+    };
+    for e in rd.flatten() {
+        let Some(chain) = e.file_name().to_str().and_then(|h| Digest::from_hex(h).ok()) else {
+            // An interrupted lazy pull's temp dir.
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+            continue;
+        };
+        let paths = LazyPaths { dir: e.path() };
+        if !is_stale(&paths).unwrap_or(false) {
+            continue;
+        }
+        if snaps.has(&chain) || !used.contains(&chain) {
+            if is_mount_point(&paths.mnt()) {
+                detach(&paths.mnt());
+            }
+            let b = copy_bytes(&paths.dir);
+            if std::fs::remove_dir_all(&paths.dir).is_ok() {
+                n += 1;
+                freed += b;
+            }
+        } else {
+            idle.push((copy_bytes(&paths.dir), paths));
+        }
+    }
+    let mut total: u64 = idle.iter().map(|(b, _)| b).sum();
+    idle.sort_by(|a, b| b.0.cmp(&a.0));
+    for (b, paths) in idle {
+        if total <= limit {
+            break;
+        }
+        let _ = std::fs::remove_file(paths.dir.join("ranges.json"));
+        if std::fs::remove_file(paths.dir.join("blob")).is_ok() {
+            n += 1;
+            freed += b;
+            total -= b;
+        }
+    }
+    (n, freed)
+}
