@@ -525,3 +525,113 @@ fn lazy_layer_completes_in_the_background_and_plain_images_fall_back() {
     assert!(inst.root().join("snapshots").join(&chain).join("fs").is_dir());
     drop(servers);
 }
+
+/// A private containerd (temp root, state and socket), killed (by pid) on drop: the
+/// content store `ctr-remote` converts images in.
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::Builder::new().prefix("vessel-ctd-").tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let config = dir.path().join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+                 [debug]\n  address = \"{d}/debug.sock\"\n[metrics]\n  address = \"\"\n"
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd { dir, child };
+        wait_for("containerd to listen", || c.ctr(&["version"]).status.success());
+        c
+    }
+
+    /// `ctr-remote -a SOCK -n vessel-lazy ARGS`.
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr-remote")
+            .arg("-a")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(["-n", "vessel-lazy"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) {
+        let o = self.ctr(args);
+        assert!(o.status.success(), "ctr-remote {args:?}: {}", stderr(&o));
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn lazy_run_of_an_image_converted_by_ctr_remote() {
+    if !ready() || !have(&["ctr-remote", "containerd", "umoci", "skopeo"]) {
+        eprintln!("skipped: ctr-remote (stargz-snapshotter), containerd, umoci or skopeo missing");
+        return;
+    }
+    let inst = Instance::new();
+    let servers = Servers(inst.root());
+    let reg = Registry::start(inst.dir.path(), None);
+    // A busybox image made by umoci, pushed by skopeo, converted to eStargz by ctr-remote
+    // in a private containerd and pushed back.
+    common::sh(
+        &format!(
+            "umoci init --layout img && umoci new --image img:1 && umoci unpack --image img:1 b >/dev/null \
+             && mkdir -p b/rootfs/bin b/rootfs/etc && cp /usr/bin/busybox b/rootfs/bin/ && ln -s busybox b/rootfs/bin/sh \
+             && echo 'converted by ctr-remote' > b/rootfs/etc/hello && umoci repack --image img:1 b && rm -rf b \
+             && skopeo copy -q --dest-tls-verify=false oci:img:1 docker://{}/base:1",
+            reg.addr
+        ),
+        inst.dir.path(),
+    );
+    let ctd = Containerd::start();
+    let (base, esgz) = (format!("{}/base:1", reg.addr), format!("{}/esgz:1", reg.addr));
+    ctd.ok(&["images", "pull", "--plain-http", &base]);
+    ctd.ok(&["images", "convert", "--estargz", "--oci", &base, &esgz]);
+    ctd.ok(&["images", "push", "--plain-http", &esgz]);
+    drop(ctd);
+
+    let env = [("VESSEL_LAZY_BACKGROUND", "0")];
+    let out = lv(
+        &inst,
+        &env,
+        &[
+            "run",
+            "--lazy",
+            "--rm",
+            "--network",
+            "none",
+            &esgz,
+            "/bin/busybox",
+            "cat",
+            "/etc/hello",
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "converted by ctr-remote\n");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&lv(&inst, &env, &["image", "inspect", &esgz]))).unwrap();
+    assert_eq!(v[0]["Lazy"]["State"], "lazy");
+    drop(servers);
+}

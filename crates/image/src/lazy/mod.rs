@@ -457,7 +457,7 @@ pub fn prune(store: &Store, referenced: &std::collections::HashSet<Digest>, limi
         }
     }
     let mut total: u64 = idle.iter().map(|(b, _)| b).sum();
-    idle.sort_by(|a, b| b.0.cmp(&a.0));
+    idle.sort_by_key(|(b, _)| std::cmp::Reverse(*b));
     for (b, paths) in idle {
         if total <= limit {
             break;
