@@ -25,6 +25,19 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Detach from the process that started us (the CLI, a monitor or the API server): it
+    // reaps this first process at once, and the server itself, reparented to init, is
+    // never left a zombie of a long-lived parent.
+    // SAFETY: no thread has been started yet (this is the first thing main does beyond
+    // reading its arguments), so the child is a whole copy of this process.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => std::process::exit(0),
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            eprintln!("vessel-lazy: fork: {e}");
+            std::process::exit(1);
+        }
+    }
     let ready = || {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready");

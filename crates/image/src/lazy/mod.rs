@@ -342,8 +342,9 @@ fn start(store: &Store, paths: &LazyPaths, chain: &Digest) -> Result<()> {
     if let Some(out) = child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
     }
+    // The program forks the server off and exits (no zombie of ours); reap it.
+    let _ = child.wait();
     if line.trim() != "ready" {
-        let _ = child.wait();
         let tail = std::fs::read_to_string(paths.log()).unwrap_or_default();
         let last = tail.lines().last().unwrap_or("").to_string();
         return Err(fail(format!(
