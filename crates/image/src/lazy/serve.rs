@@ -23,7 +23,35 @@ use crate::store::Store;
 use crate::unpack::{DeviceNodes, UnpackOptions};
 
 /// Size of one background request, bytes.
-const PIECE: u64 = 4 << 20;
+const PIECE: u64 = 1 << 20;
+/// The background fetch waits while a read fetched from the registry this recently, ms:
+/// the program's next reads then do not queue behind a background piece on the link.
+const YIELD_MS: u64 = 200;
+
+/// When a read last fetched from the registry, ms since the server started.
+struct Demand {
+    start: std::time::Instant,
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Demand {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+    fn touch(&self) {
+        self.last.store(self.now().max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Waits until no read has fetched for [`YIELD_MS`].
+    fn wait_quiet(&self) {
+        loop {
+            let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+            if last == 0 || self.now().saturating_sub(last) >= YIELD_MS {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(YIELD_MS / 4));
+        }
+    }
+}
 /// Decompressed chunks kept in memory.
 const RECENT: usize = 32;
 
@@ -32,6 +60,7 @@ struct Source {
     cache: Arc<BlobCache>,
     fetcher: Arc<Fetcher>,
     recent: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+    demand: Arc<Demand>,
 }
 
 /// The chunk's bytes from its gzip member, or why they are not the chunk.
@@ -92,10 +121,12 @@ impl ChunkSource for Source {
                 }
             }
         }
+        self.demand.touch();
         let raw = self.fetcher.range(c.start, c.end).map_err(|e| {
             eprintln!("vessel-lazy: {name}@{}: {e}", c.file_offset);
             Refused
         })?;
+        self.demand.touch();
         match decode(&raw, c) {
             Ok(d) => {
                 if let Err(e) = self.cache.put(c.start, &raw) {
@@ -165,11 +196,16 @@ pub fn serve(root: &Path, chain: &Digest, ready: impl FnOnce()) -> Result<()> {
     let cache = Arc::new(BlobCache::open(&paths.dir, meta.size)?);
     let reference = Reference::parse(&meta.reference)?;
     let fetcher = Arc::new(Fetcher::new(&store, &reference, meta.tls_verify, meta.digest.clone())?);
+    let demand = Arc::new(Demand {
+        start: std::time::Instant::now(),
+        last: std::sync::atomic::AtomicU64::new(0),
+    });
     let source = Source {
         layer: meta.digest.clone(),
         cache: cache.clone(),
         fetcher: fetcher.clone(),
         recent: Mutex::new(VecDeque::new()),
+        demand: demand.clone(),
     };
     let fs = LayerFs::new(&meta.digest, &toc, meta.toc_offset, source)?;
     let mut config = fuser::Config::default();
@@ -192,7 +228,7 @@ pub fn serve(root: &Path, chain: &Digest, ready: impl FnOnce()) -> Result<()> {
         let _ = session.join();
         return Ok(());
     }
-    match fill(&cache, &fetcher, &toc, &meta) {
+    match fill(&cache, &fetcher, &toc, &meta, &demand) {
         Ok(()) => match complete(&store, &cache, &meta) {
             Ok(()) => {
                 eprintln!(
@@ -224,8 +260,9 @@ fn background() -> bool {
 }
 
 /// Fetches every missing byte of the blob, the prefetch span first, retrying a piece that
-/// fails every few seconds (a registry that comes back is used again).
-fn fill(cache: &BlobCache, fetcher: &Fetcher, toc: &Toc, meta: &LazyLayer) -> Result<()> {
+/// fails every few seconds (a registry that comes back is used again); after the prefetch
+/// span, each piece waits until reads have not fetched for [`YIELD_MS`].
+fn fill(cache: &BlobCache, fetcher: &Fetcher, toc: &Toc, meta: &LazyLayer, demand: &Demand) -> Result<()> {
     let mut spans = Vec::new();
     let prefetch = std::env::var(PREFETCH_ENV).map(|v| v != "0").unwrap_or(true);
     if let Some(end) = prefetch_end(toc, meta.toc_offset).filter(|_| prefetch) {
@@ -236,8 +273,14 @@ fn fill(cache: &BlobCache, fetcher: &Fetcher, toc: &Toc, meta: &LazyLayer) -> Re
         for (s, e) in cache.ranges().gaps(from, to) {
             let mut at = s;
             while at < e {
-                // The prefetch span goes in one request; the rest in pieces.
-                let end = if to < meta.size { e } else { (at + PIECE).min(e) };
+                // The prefetch span goes in one request; the rest in pieces, each after
+                // the program's own reads have paused.
+                let end = if to < meta.size {
+                    e
+                } else {
+                    demand.wait_quiet();
+                    (at + PIECE).min(e)
+                };
                 match fetcher.range(at, end) {
                     Ok(b) => {
                         cache.put(at, &b)?;
