@@ -124,6 +124,9 @@ pub struct CreateArgs {
     pub(crate) network_alias: Vec<String>,
     #[command(flatten)]
     pub(crate) health: HealthArgs,
+    /// Pull a missing eStargz image lazily (see `vessel pull --lazy`); `--lazy=false`: whole.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set, default_value_t = false)]
+    pub(crate) lazy: bool,
     /// The image (`host` for the built-in sparse root).
     pub(crate) image: String,
     /// The command and its arguments (replaces the image's Cmd).
@@ -316,6 +319,14 @@ impl CreateArgs {
 
 /// Pulls a missing image for `run`/`create`, with podman's messages on stderr.
 pub(crate) fn puller(tls_verify: Option<bool>) -> impl FnMut(&Store, &str) -> vessel_image::Result<ImageRecord> {
+    lazy_puller(tls_verify, false)
+}
+
+/// [`puller`], lazily for eStargz images when `lazy` ([`crate::images::pull_lazy`]).
+pub(crate) fn lazy_puller(
+    tls_verify: Option<bool>,
+    lazy: bool,
+) -> impl FnMut(&Store, &str) -> vessel_image::Result<ImageRecord> {
     move |store, name| {
         let reference = Reference::parse(name)?;
         eprintln!("Trying to pull {reference}...");
@@ -323,6 +334,11 @@ pub(crate) fn puller(tls_verify: Option<bool>) -> impl FnMut(&Store, &str) -> ve
             tls_verify,
             ..Default::default()
         };
+        if lazy {
+            if let Some(rec) = crate::images::pull_lazy(store, &reference, &opts)? {
+                return Ok(rec);
+            }
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -345,7 +361,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 
 /// `vessel create`: prints the new container's id.
 pub fn create(engine: &Engine, a: &CreateArgs) -> Result<i32> {
-    let rec = engine.create(a.options()?, &mut puller(a.tls_verify))?;
+    let rec = engine.create(a.options()?, &mut lazy_puller(a.tls_verify, a.lazy))?;
     println!("{}", rec.id);
     Ok(0)
 }
@@ -353,7 +369,7 @@ pub fn create(engine: &Engine, a: &CreateArgs) -> Result<i32> {
 /// `vessel run`.
 pub fn run(engine: &Engine, a: &RunArgs) -> Result<i32> {
     let c = &a.create;
-    let rec = engine.create(c.options()?, &mut puller(c.tls_verify))?;
+    let rec = engine.create(c.options()?, &mut lazy_puller(c.tls_verify, c.lazy))?;
     if a.detach {
         if let Err(e) = engine.start(&rec) {
             let _ = engine.remove(&rec, true);

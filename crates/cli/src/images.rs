@@ -38,6 +38,10 @@ pub struct PullArgs {
     /// Print only the image id.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Pull an eStargz image lazily: manifest, config and each layer's table of contents
+    /// now, the files when read (and the rest in the background); other images whole.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set, default_value_t = false)]
+    pub lazy: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +251,12 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
         ..Default::default()
     };
     let quiet = a.quiet;
+    if a.lazy {
+        if let Some(rec) = pull_lazy(&store, &reference, &opts)? {
+            println!("{}", rec.id.hex());
+            return Ok(());
+        }
+    }
     let multi = (!quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
     let progress: Arc<dyn Progress> = if quiet {
         Arc::new(vessel_image::pull::NoProgress)
@@ -262,6 +272,30 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     }
     println!("{}", rec.id.hex());
     Ok(())
+}
+
+/// Pulls `reference` lazily ([`vessel_image::lazy::pull`]) and starts its layers' servers
+/// (the background fetch begins); None, with a note on stderr, when it is not eStargz.
+pub(crate) fn pull_lazy(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> vessel_image::Result<Option<ImageRecord>> {
+    match vessel_image::lazy::pull(store, reference, opts)? {
+        Some(rec) => {
+            if let Some(top) = rec.top_chain_id() {
+                vessel_image::lazy::ensure_served(store, top)?;
+            }
+            Ok(Some(rec))
+        }
+        None => {
+            eprintln!(
+                "note: {reference} is not an eStargz image (a layer has no {} annotation): pulling it whole",
+                vessel_image::lazy::toc::TOC_DIGEST_ANNOTATION
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// How long ago `secs` (since the Unix epoch) was, in docker's words.
@@ -314,12 +348,24 @@ pub fn list(root: &Path, a: ListArgs) -> Result<()> {
         rec.unpacked_size = rec.unpacked_size(&store);
     }
     if a.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&images)?);
+        let mut out = Vec::new();
+        for rec in &images {
+            let mut v = serde_json::to_value(rec)?;
+            v["lazy"] = lazy_json(&store, rec);
+            out.push(v);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    // A LOCAL column (how much of each image's layers is here) once some image is lazy.
+    let any_lazy = images.iter().any(|r| vessel_image::lazy::local_bytes(&store, r).2);
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header(vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    let mut head = vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"];
+    if any_lazy {
+        head.push("LOCAL");
+    }
+    t.set_header(head);
     for rec in &images {
         let names: Vec<String> = if rec.names.is_empty() {
             vec!["<none>".into()]
@@ -332,17 +378,42 @@ pub fn list(root: &Path, a: ListArgs) -> Result<()> {
             } else {
                 split_name(&n)
             };
-            t.add_row(vec![
+            let mut row = vec![
                 repo,
                 tag,
                 rec.id.short().to_string(),
                 rec.created_secs().map_or_else(|| "N/A".to_string(), ago),
                 human(rec.unpacked_size(&store)),
-            ]);
+            ];
+            if any_lazy {
+                row.push(local_column(&store, rec));
+            }
+            t.add_row(row);
         }
     }
     println!("{t}");
     Ok(())
+}
+
+/// The LOCAL column: `LAZY 34%` (share of the layer blobs' bytes here) while a layer is
+/// lazy, `complete` otherwise.
+fn local_column(store: &Store, rec: &ImageRecord) -> String {
+    let (have, total, lazy) = vessel_image::lazy::local_bytes(store, rec);
+    if lazy {
+        format!("LAZY {}%", (have * 100).checked_div(total).unwrap_or(0))
+    } else {
+        "complete".into()
+    }
+}
+
+/// `{"State": "lazy"|"complete", "LocalBytes": n, "Bytes": n}` of an image's layer blobs.
+fn lazy_json(store: &Store, rec: &ImageRecord) -> serde_json::Value {
+    let (have, total, lazy) = vessel_image::lazy::local_bytes(store, rec);
+    serde_json::json!({
+        "State": if lazy { "lazy" } else { "complete" },
+        "LocalBytes": have,
+        "Bytes": total,
+    })
 }
 
 fn inspect_json(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value> {
@@ -356,6 +427,7 @@ fn inspect_json(store: &Store, rec: &ImageRecord) -> Result<serde_json::Value> {
         "Size": rec.unpacked_size(store),
         "CompressedSize": rec.size,
         "Created": rec.created,
+        "Lazy": lazy_json(store, rec),
         "Record": rec,
         "Manifest": manifest,
         "Config": config,

@@ -181,6 +181,14 @@ enum Command {
 }
 
 fn main() {
+    // The lazy-layer server beside this binary, named for the processes we start (the
+    // monitor runs from a sealed copy of itself and cannot find its siblings). Set while
+    // this process has one thread.
+    if std::env::var_os("VESSEL_LAZY_SERVER").is_none() {
+        if let Ok(p) = vessel_image::lazy::program() {
+            std::env::set_var("VESSEL_LAZY_SERVER", p);
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

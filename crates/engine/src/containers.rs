@@ -65,6 +65,11 @@ impl Engine {
         let db = Db::open(&paths.root)?;
         let e = Engine { paths, db };
         e.reconcile()?;
+        // Mounts of lazy layers whose server was killed: detached, so nothing stays stuck
+        // (the next container on the layer starts a new server).
+        if let Ok(store) = e.store() {
+            vessel_image::lazy::reap(&store);
+        }
         Ok(e)
     }
 

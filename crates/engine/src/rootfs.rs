@@ -112,6 +112,10 @@ fn prepare_image(
     let _gc = store.gc_lock(false)?;
     let image_config = image_config(store, rec)?;
     let snapshots = store.snapshots();
+    if let Some(top) = rec.top_chain_id() {
+        // Lazy layers need their FUSE servers up before they can be lowers.
+        vessel_image::lazy::ensure_served(store, top)?;
+    }
     let mut undo = Undo::new(store);
     let active = snapshots.prepare(key, rec.top_chain_id())?;
     undo.snapshot = Some(key.to_string());
@@ -145,6 +149,9 @@ pub fn mount(store: &Store, bundle: &Path, key: &str, host: bool, ids: Option<&I
     }
     // Checked before anything is made: a missing snapshot leaves no new directory.
     let active = store.snapshots().active(key)?;
+    if let Some(top) = vessel_image::lazy::active_parent(store, key) {
+        vessel_image::lazy::ensure_served(store, &top)?;
+    }
     if !rootfs.is_dir() {
         fs::create_dir_all(&rootfs).at("create", &rootfs)?;
     }

@@ -242,6 +242,16 @@ pub enum ImageError {
         /// The parser's message.
         reason: String,
     },
+    /// A lazy (eStargz) layer that cannot be read, fetched or served.
+    #[error("lazy layer {layer}: {reason}{hint}")]
+    Lazy {
+        /// The layer's blob digest.
+        layer: Digest,
+        /// What failed.
+        reason: String,
+        /// What to do (starts with ": ", or empty).
+        hint: &'static str,
+    },
     /// JSON that cannot be written or read.
     #[error("{what}: {source}")]
     Json {

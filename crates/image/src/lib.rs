@@ -13,6 +13,7 @@
 //! - [`diff`]: layers from a container's writable upper dir, and its changes (`vessel diff`).
 //! - [`records`]: look-up, removal and garbage collection.
 //! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
+//! - [`lazy`]: lazy (eStargz) layers served through FUSE while they arrive.
 //! - [`import`]: one-layer images from a flat file-system tar (docker's `import`).
 
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@ pub mod error;
 pub mod import;
 pub mod layer;
 pub mod layout;
+pub mod lazy;
 pub mod manifest;
 pub mod partials;
 pub mod pull;

@@ -309,16 +309,16 @@ impl Read for ChannelReader {
 }
 
 /// The checked content of a resolved image, before its layers are fetched.
-struct Resolved {
+pub(crate) struct Resolved {
     manifest_bytes: Vec<u8>,
-    manifest_digest: Digest,
+    pub(crate) manifest_digest: Digest,
     manifest_media_type: String,
     index: Option<(Vec<u8>, Digest)>,
     config_bytes: Vec<u8>,
     config_digest: Digest,
     platform: String,
     created: Option<String>,
-    layers: Vec<(LayerSpec, String)>,
+    pub(crate) layers: Vec<(LayerSpec, String)>,
 }
 
 /// Pulls `reference` into `store`: the image record is written only after every blob and
@@ -337,6 +337,18 @@ pub async fn pull(
     // A pull killed part way left its partial blob and snapshot under tmp/: this one restarts
     // the download and unpack from scratch, so those are garbage.
     store.remove_stale_tmp();
+    let (reg, resolved, _) = resolve_remote(store, reference, opts).await?;
+    progress.resolved(&reference.to_string(), &resolved.manifest_digest, resolved.layers.len());
+    fetch_layers(store, reg, reference, opts, progress, resolved).await
+}
+
+/// Resolves `reference` at its registry: the platform's manifest (through an index) and
+/// its config, checked, with the layer specs.
+pub(crate) async fn resolve_remote(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<(Registry, Resolved, oci_spec::image::ImageManifest)> {
     let reg = Registry::connect(store, reference, opts)?;
     let want = opts.platform.clone().unwrap_or_else(Platform::host);
     let (top, top_digest) = reg.manifest(reference).await?;
@@ -390,8 +402,18 @@ pub async fn pull(
         &want,
         reference,
     )?;
-    progress.resolved(&reference.to_string(), &resolved.manifest_digest, resolved.layers.len());
+    Ok((reg, resolved, m))
+}
 
+/// Downloads and unpacks the layers of `resolved` that are not local, then records the image.
+async fn fetch_layers(
+    store: &Store,
+    reg: Registry,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: Arc<dyn Progress>,
+    resolved: Resolved,
+) -> Result<ImageRecord> {
     let reg = Arc::new(reg);
     let oref = Registry::oref(reference);
     let results: Vec<()> = futures_util::stream::iter(resolved.layers.iter().cloned())
@@ -570,7 +592,7 @@ fn build_resolved(
 }
 
 /// Stores manifest, index and config blobs and writes the image record.
-fn finish(store: &Store, r: Resolved, names: Vec<String>) -> Result<ImageRecord> {
+pub(crate) fn finish(store: &Store, r: Resolved, names: Vec<String>) -> Result<ImageRecord> {
     store.put_blob("image config", &r.config_bytes, &r.config_digest, None)?;
     store.put_blob("manifest", &r.manifest_bytes, &r.manifest_digest, None)?;
     if let Some((b, d)) = &r.index {

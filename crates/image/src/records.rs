@@ -89,6 +89,8 @@ pub struct PruneReport {
     pub snapshots: Vec<Digest>,
     /// Partial files of unfinished pulls, imports and prunes removed.
     pub partials: usize,
+    /// Lazy layers removed, or whose partial blob copy was dropped ([`crate::lazy::prune`]).
+    pub lazy_layers: usize,
     /// Bytes freed: blobs, layer snapshots (their unpacked size) and partial files.
     pub bytes: u64,
 }
@@ -247,6 +249,9 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
             report.snapshots.push(id);
         }
     }
+    let (lazy_layers, lazy_bytes) = crate::lazy::prune(store, &snaps, crate::lazy::cache_limit());
+    report.lazy_layers = lazy_layers;
+    report.bytes += lazy_bytes;
     let partials = store.remove_partials()?;
     report.partials = partials.count();
     report.bytes += partials.bytes;

@@ -124,7 +124,8 @@ impl Snapshotter {
         }
     }
 
-    /// The lower dirs of committed snapshot `id` and its ancestors, topmost first.
+    /// The lower dirs of committed snapshot `id` and its ancestors, topmost first (a layer
+    /// still lazy gives its FUSE mount point, `lazy/<hex>/mnt`).
     ///
     /// # Errors
     /// [`ImageError::SnapshotNotFound`] when `id` or an ancestor is missing.
@@ -132,6 +133,13 @@ impl Snapshotter {
         let mut out = Vec::new();
         let mut cur = Some(id.clone());
         while let Some(c) = cur {
+            // A layer still lazy (crate::lazy) stands in through its FUSE mount.
+            let lazy = self.root.join("lazy").join(c.hex());
+            if !self.has(&c) && lazy.join("layer.json").is_file() && out.len() <= 500 {
+                out.push(lazy.join("mnt"));
+                cur = self.parent_of(&lazy)?;
+                continue;
+            }
             if !self.has(&c) || out.len() > 500 {
                 return Err(ImageError::SnapshotNotFound {
                     key: c.to_string(),
