@@ -127,6 +127,8 @@ pub enum ImageCommand {
     Tag(crate::commit::TagArgs),
     /// Push an image to a registry (as `vessel push`).
     Push(crate::commit::PushArgs),
+    /// Convert a local image: `--estargz` writes eStargz layers (lazy pulling), no prefetch.
+    Convert(crate::estargz::ConvertArgs),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -508,6 +510,7 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
         }
         ImageCommand::Tag(a) => crate::commit::tag(root, &a).map(|_| ()),
         ImageCommand::Push(a) => crate::commit::push(root, &a).map(|_| ()),
+        ImageCommand::Convert(a) => crate::estargz::convert(root, &a),
         ImageCommand::Prune { format } => {
             let store = Store::open(root)?;
             let r = records::prune(&store)?;

@@ -11,6 +11,7 @@ mod checkpoint;
 mod commit;
 mod containers;
 mod cp;
+mod estargz;
 mod images;
 mod network;
 mod snapshots;
