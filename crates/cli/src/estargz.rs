@@ -57,3 +57,48 @@ pub fn convert(root: &Path, a: &ConvertArgs) -> Result<()> {
     };
     convert_to(root, &a.source, &a.destination, &opts)
 }
+
+/// `vessel image optimize`.
+#[derive(Args, Debug)]
+pub struct OptimizeArgs {
+    /// How long to record the files the command opens, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub period: u64,
+    /// Largest chunk of a regular file in the eStargz layers, bytes.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+    pub estargz_chunk_size: u64,
+    /// A local image (name or id).
+    pub source: String,
+    /// The new image's name, registry[:port]/repo[:tag].
+    pub destination: String,
+    /// The command to run instead of the image's CMD (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// `vessel image optimize SRC DST [-- CMD]`: runs the image's command (or CMD) in a
+/// container without network for `--period` seconds, records the files it opens, and
+/// writes an eStargz image with those first, followed by the prefetch landmark.
+pub fn optimize(engine: &vessel_engine::Engine, a: &OptimizeArgs) -> Result<i32> {
+    if a.estargz_chunk_size == 0 {
+        bail!("--estargz-chunk-size must be more than 0 bytes");
+    }
+    let opts = vessel_engine::options::RunOptions {
+        image: a.source.clone(),
+        command: a.command.clone(),
+        network: Some("none".into()),
+        ..Default::default()
+    };
+    let mut no_pull = |_: &Store, name: &str| -> vessel_image::Result<vessel_image::ImageRecord> {
+        records::find_image(&Store::open(&engine.paths.root)?, name)
+    };
+    let files = engine.record_opens(opts, std::time::Duration::from_secs(a.period), &mut no_pull)?;
+    eprintln!("Recorded {} files opened in the first {} s", files.len(), a.period);
+    let opts = WriteOptions {
+        chunk_size: a.estargz_chunk_size,
+        prioritized: files,
+        ..WriteOptions::default()
+    };
+    convert_to(&engine.paths.root, &a.source, &a.destination, &opts)?;
+    Ok(0)
+}

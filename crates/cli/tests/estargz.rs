@@ -176,3 +176,61 @@ fn convert_estargz_push_lazy_pull_and_independent_reader() {
     assert_eq!(stdout(&out), local, "the lazily read file is the converted one");
     drop(servers);
 }
+
+#[test]
+fn optimize_puts_the_files_read_first_then_the_prefetch_landmark() {
+    if !ready() {
+        eprintln!("skipped: docker-registry, umoci or python3 missing");
+        return;
+    }
+    let inst = Instance::new();
+    let reg = Registry::start(inst.dir.path(), None);
+    let src = source_image(&inst);
+    let dest = format!("{}/esgz/opt:1", reg.addr);
+    // The command reads two known files (and busybox is executed).
+    inst.ok(&[
+        "image",
+        "optimize",
+        "--period",
+        "5",
+        "--estargz-chunk-size",
+        "1048576",
+        src,
+        &dest,
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/other /data/big > /dev/null",
+    ]);
+    assert!(inst.left("containers") == 0, "the recording container was removed");
+    let img = inspect(&inst, &dest);
+    let layer = &img["Manifest"]["layers"][0];
+    let toc_digest = layer["annotations"][TOC_ANNOTATION].as_str().unwrap().to_string();
+    let diff_id = img["Record"]["layers"][0]["diff_id"].as_str().unwrap().to_string();
+    let digest = vessel_image::Digest::parse(layer["digest"].as_str().unwrap()).unwrap();
+    let blob = inst.root().join("content/blobs/sha256").join(digest.hex());
+    let toc = check_blob(&blob, &diff_id, &toc_digest);
+    let mark = toc
+        .iter()
+        .position(|l| l == "reg .prefetch.landmark 0")
+        .unwrap_or_else(|| panic!("no prefetch landmark: {toc:?}"));
+    let first: Vec<&str> = toc[..mark]
+        .iter()
+        .filter(|l| l.starts_with("reg "))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(first, ["bin/busybox", "etc/other", "data/big"], "{toc:?}");
+    // Their parent directories come before them; data/big's chunks right before the mark.
+    assert!(toc[..mark].contains(&"dir data 0".to_string()), "{toc:?}");
+    assert_eq!(toc[mark - 1], format!("chunk data/big {}", 4 << 20));
+    assert!(toc[mark + 1..].contains(&"reg etc/hello 0".to_string()));
+    assert!(!toc.iter().any(|l| l.contains(".no.prefetch.landmark")));
+
+    // A lazy run of the pushed image (prefetch and background fetch on) reads them.
+    inst.ok(&["push", &dest]);
+    let other = Instance::new();
+    let servers = Servers(other.root());
+    let out = other.ok(&["run", "--lazy", "--rm", "--network", "none", &dest, "cat", "/etc/other"]);
+    assert_eq!(out, "other\n");
+    drop(servers);
+}

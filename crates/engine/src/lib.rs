@@ -23,6 +23,7 @@ pub mod logs;
 pub mod monitor;
 pub mod names;
 pub mod network;
+pub mod optimize;
 pub mod options;
 pub mod paths;
 pub mod quota;
