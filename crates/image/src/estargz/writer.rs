@@ -471,6 +471,39 @@ pub fn write_layer(store: &Store, layer: &Digest, tar: &mut dyn Read, opts: &Wri
 mod tests {
     use super::*;
 
+    fn item(name: &str, kind: &str, link: &str) -> Item {
+        Item {
+            header_start: 0,
+            data_start: 0,
+            data_len: 0,
+            entry: TocEntry {
+                name: name.into(),
+                kind: kind.into(),
+                link_name: link.into(),
+                ..TocEntry::default()
+            },
+        }
+    }
+
+    #[test]
+    fn prioritized_files_after_their_parents_and_link_targets() {
+        let items = [
+            item("a", "dir", ""),
+            item("a/b", "dir", ""),
+            item("a/b/x", "reg", ""),
+            item("c", "dir", ""),
+            item("c/y", "reg", ""),
+            item("c/z", "hardlink", "a/b/x"),
+            item("d", "reg", ""),
+        ];
+        let (o, first) = order(&items, &["/c/z".into(), "./c/y".into(), "/missing".into(), "/a".into()]);
+        assert_eq!(o, [3, 0, 1, 2, 5, 4, 6]);
+        assert_eq!(first, 6);
+        let (o, first) = order(&items, &["/missing".into()]);
+        assert_eq!(o, [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(first, 0);
+    }
+
     #[test]
     fn names_and_footer() {
         assert_eq!(clean_name("./usr/bin/"), "usr/bin");
