@@ -127,6 +127,11 @@ pub enum ImageCommand {
     Tag(crate::commit::TagArgs),
     /// Push an image to a registry (as `vessel push`).
     Push(crate::commit::PushArgs),
+    /// Convert a local image: `--estargz` writes eStargz layers (lazy pulling), no prefetch.
+    Convert(crate::estargz::ConvertArgs),
+    /// Run the image's command (or CMD) without network, record the files it opens in its
+    /// first seconds, and write an eStargz image with those first (prefetched by lazy runs).
+    Optimize(crate::estargz::OptimizeArgs),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -508,6 +513,10 @@ pub fn image(root: &Path, c: ImageCommand) -> Result<()> {
         }
         ImageCommand::Tag(a) => crate::commit::tag(root, &a).map(|_| ()),
         ImageCommand::Push(a) => crate::commit::push(root, &a).map(|_| ()),
+        ImageCommand::Convert(a) => crate::estargz::convert(root, &a),
+        ImageCommand::Optimize(_) => {
+            anyhow::bail!("vessel image optimize runs containers: it is dispatched with the engine")
+        }
         ImageCommand::Prune { format } => {
             let store = Store::open(root)?;
             let r = records::prune(&store)?;

@@ -12,6 +12,7 @@ mod checkpoint;
 mod commit;
 mod containers;
 mod cp;
+mod estargz;
 mod images;
 mod migrate;
 mod network;
@@ -274,6 +275,7 @@ fn main() {
         Command::System(s) => with_engine(&|e| system::system(e, &s)),
         Command::Pull(a) => images::pull(&root, a).map(|()| 0),
         Command::Images(a) => images::list(&root, a).map(|()| 0),
+        Command::Image(images::ImageCommand::Optimize(a)) => with_engine(&|e| estargz::optimize(e, &a)),
         Command::Image(i) => images::image(&root, i).map(|()| 0),
         Command::Rmi(a) => images::rmi(&root, a).map(|()| 0),
         Command::Login(a) => images::login(&root, a).map(|()| 0),

@@ -29,6 +29,7 @@ pub mod monitor;
 pub mod names;
 pub mod network;
 pub mod networks;
+pub mod optimize;
 pub mod options;
 pub mod paths;
 pub mod quota;

@@ -242,6 +242,16 @@ pub enum ImageError {
         /// The parser's message.
         reason: String,
     },
+    /// A layer that cannot be written as eStargz (`vessel image convert --estargz`, `optimize`).
+    #[error("eStargz conversion of layer {layer}: {reason}{hint}")]
+    Estargz {
+        /// The source layer's blob digest.
+        layer: Digest,
+        /// What failed.
+        reason: String,
+        /// What to do (starts with ": ", or empty).
+        hint: &'static str,
+    },
     /// A lazy (eStargz) layer that cannot be read, fetched or served.
     #[error("lazy layer {layer}: {reason}{hint}")]
     Lazy {

@@ -98,6 +98,15 @@ impl<R: Read> Decoder<R> {
     }
 }
 
+/// A reader of the uncompressed tar inside a layer blob read from `src`.
+pub(crate) fn decompress<'a, R: Read + 'a>(src: R, compression: Compression) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        Compression::None => Box::new(src),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(src)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(src)?),
+    })
+}
+
 /// Reads `src` (the blob's bytes), optionally storing them as the blob, and unpacks the layer
 /// into snapshot `spec.chain_id`. Nothing is published unless size, digest and diff id match.
 ///

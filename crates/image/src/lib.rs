@@ -14,6 +14,7 @@
 //! - [`records`]: look-up, removal and garbage collection.
 //! - [`partials`]: what unfinished pulls, imports and prunes left, found and removed.
 //! - [`lazy`]: lazy (eStargz) layers served through FUSE while they arrive.
+//! - [`estargz`]: writing eStargz layers and images (`vessel image convert --estargz`, `optimize`).
 //! - [`import`]: one-layer images from a flat file-system tar (docker's `import`).
 
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod commit;
 pub mod diff;
 pub mod digest;
 pub mod error;
+pub mod estargz;
 pub mod import;
 pub mod layer;
 pub mod layout;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::{ImageError, Result};
@@ -25,8 +25,9 @@ pub const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
 /// Largest TOC accepted, bytes (compressed and uncompressed).
 pub const MAX_TOC_SIZE: u64 = 64 << 20;
 
-/// The TOC JSON (`{"version": 1, "entries": [...]}`).
-#[derive(Clone, Debug, Deserialize)]
+/// The TOC JSON (`{"version": 1, "entries": [...]}`); read by the lazy layers, written by
+/// [`crate::estargz`].
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Toc {
     /// Format version (1).
     pub version: u32,
@@ -35,7 +36,8 @@ pub struct Toc {
 }
 
 /// One TOC entry: a file system object, or (`type: chunk`) a further chunk of a regular file.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Written as stargz-snapshotter writes it: empty and zero fields are left out.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TocEntry {
     /// Path inside the layer, without leading `./` or `/`.
@@ -44,35 +46,57 @@ pub struct TocEntry {
     #[serde(rename = "type")]
     pub kind: String,
     /// File size, bytes (`reg`).
+    #[serde(skip_serializing_if = "is_zero")]
     pub size: u64,
-    /// Modification time, RFC 3339.
+    /// Modification time, RFC 3339 (`modtime` in stargz-snapshotter's JSON).
+    #[serde(rename = "modtime", alias = "modTime", skip_serializing_if = "Option::is_none")]
     pub mod_time: Option<String>,
     /// Symlink target, or the path a hardlink names.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub link_name: String,
     /// Permission and mode bits (tar's).
     pub mode: u32,
     /// Owner.
+    #[serde(skip_serializing_if = "is_zero32")]
     pub uid: u32,
     /// Group.
+    #[serde(skip_serializing_if = "is_zero32")]
     pub gid: u32,
     /// Device numbers (`char`, `block`).
+    #[serde(skip_serializing_if = "is_zero32")]
     pub dev_major: u32,
     /// Device numbers (`char`, `block`).
+    #[serde(skip_serializing_if = "is_zero32")]
     pub dev_minor: u32,
     /// Extended attributes, values base64 (Go's []byte JSON).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub xattrs: std::collections::BTreeMap<String, String>,
     /// sha256 of the whole file (`reg`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub digest: String,
     /// Blob offset of the gzip member holding this chunk's data.
+    #[serde(skip_serializing_if = "is_zero")]
     pub offset: u64,
     /// Offset of this chunk inside the file.
+    #[serde(skip_serializing_if = "is_zero")]
     pub chunk_offset: u64,
     /// Size of this chunk (0: the rest of the file).
+    #[serde(skip_serializing_if = "is_zero")]
     pub chunk_size: u64,
     /// sha256 of this chunk's uncompressed bytes.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub chunk_digest: String,
     /// Bytes to skip in the decompressed member before this chunk's data.
+    #[serde(skip_serializing_if = "is_zero")]
     pub inner_offset: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where the TOC's gzip member starts, from the footer: a gzip member with an empty body
