@@ -14,6 +14,7 @@ mod containers;
 mod cp;
 mod images;
 mod migrate;
+mod migrate_api;
 mod network;
 mod remote;
 mod snapshots;
@@ -107,7 +108,7 @@ enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Restore a checkpointed container.
     Restore(checkpoint::RestoreArgs),
-    /// Move a running container to another vessel host (CRIU; ssh:// or local://).
+    /// Move a running container to another vessel host (CRIU; a `vessel remote add` name, ssh:// or local://).
     Migrate(migrate::MigrateArgs),
     /// The target's side of `vessel migrate` (internal: started through the transport).
     #[command(name = "migrate-receive", hide = true)]
@@ -115,6 +116,9 @@ enum Command {
     /// Finishes or undoes a migration whose command died (internal).
     #[command(name = "__migrate-guard", hide = true)]
     MigrateGuard(migrate::GuardArgs),
+    /// One stream of a migration over the API (internal: the transport's carrier).
+    #[command(name = "__api-stream", hide = true)]
+    ApiStream(migrate_api::StreamArgs),
     /// Move containers from the busiest host to the least busy until their container
     /// memory is within a threshold (reads `vessel system load` on each).
     Balance(balance::BalanceArgs),
@@ -272,7 +276,8 @@ fn main() {
         Command::Migrate(a) => with_engine(&|e| migrate::migrate(e, &a)),
         Command::MigrateReceive(a) => with_engine(&|e| migrate::receive(e, &a)),
         Command::MigrateGuard(a) => with_engine(&|e| migrate::guard(e, &a)),
-        Command::Balance(a) => balance::balance(&a),
+        Command::ApiStream(a) => migrate_api::stream(&a),
+        Command::Balance(a) => balance::balance(&remote::client_dir(&root, cli.root.is_some()), &a),
         Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
         Command::Backup(b) => with_engine(&|e| backup::backup(e, &b)),
         Command::Export(a) => with_engine(&|e| backup::export(e, &a)),
@@ -298,7 +303,13 @@ fn remote_call(
     // The host's own business: never sent anywhere, and no configuration read for it.
     if matches!(
         command,
-        Command::Monitor { .. } | Command::Serve { .. } | Command::Trust(_) | Command::Remote(_)
+        Command::Monitor { .. }
+            | Command::Serve { .. }
+            | Command::Trust(_)
+            | Command::Remote(_)
+            | Command::MigrateReceive(_)
+            | Command::MigrateGuard(_)
+            | Command::ApiStream(_)
     ) {
         return None;
     }
