@@ -305,14 +305,17 @@ fn balance_reads_a_remote_load_through_the_api() {
         return;
     }
     let (src, dst, _server) = hosts();
-    let img = dst.busybox();
-    let script = "busybox head -c 32000000 /dev/zero > /dev/shm/x; sleep 1000";
-    dst.ok(&["run", "-d", "--name", "vessel-mapi-bal", img, "sh", "-c", script]);
+    // hosts() imported the image on the target: 32 and 16 MB in /dev/shm there.
+    for (name, mb) in [("vessel-mapi-big", 32), ("vessel-mapi-small", 16)] {
+        let script = format!("busybox head -c {mb}000000 /dev/zero > /dev/shm/x; sleep 1000");
+        dst.ok(&["run", "-d", "--name", name, "localhost/bb:1", "sh", "-c", &script]);
+    }
     let local = format!("local://{}", src.root().display());
-    wait_for("the remote's load to show the container", || {
+    wait_for("the plan to move one of b's containers here", || {
         let o = src.v(&["balance", "--dry-run", "--threshold", "10", &local, "b"]);
-        eprintln!("{}{}", stdout(&o), stderr(&o));
-        o.status.success() && stdout(&o).contains("move vessel-mapi-bal") && stdout(&o).contains("from b to local://")
+        let out = stdout(&o);
+        eprintln!("{out}{}", stderr(&o));
+        o.status.success() && out.contains("b: 2 containers") && out.contains(&format!("from b to {local}"))
     });
-    dst.ok(&["rm", "-f", "vessel-mapi-bal"]);
+    dst.ok(&["rm", "-f", "vessel-mapi-big", "vessel-mapi-small"]);
 }
