@@ -93,6 +93,10 @@ fn receiver(st: &V1, args: &[&str]) -> Result<tokio::process::Command, ApiError>
 
 /// `POST /1.0/migrations/{token}/receive` (upgraded): the receiving side of a
 /// migration on the upgraded stream.
+#[utoipa::path(post, path = "/1.0/migrations/{token}/receive", tag = "migration",
+    params(("token" = String, Path, description = "the migration's token (hex)")),
+    responses((status = 101, description = "upgraded (`Upgrade: tcp`): the stream is vessel migrate-receive's stdin and stdout"),
+        (status = 400, description = "a bad token, or no `Upgrade: tcp`")))]
 pub async fn receive(State(st): State<V1>, Path(token): Path<String>, mut req: Request) -> V1Result {
     check_token(&token)?;
     if !wants_upgrade(&req) {
@@ -149,6 +153,11 @@ pub async fn receive(State(st): State<V1>, Path(token): Path<String>, mut req: R
 
 /// `POST /1.0/migrations/{token}/pages/{port}` (upgraded): the stream joined to the
 /// page server of the receive `token`; 403 for any other port.
+#[utoipa::path(post, path = "/1.0/migrations/{token}/pages/{port}", tag = "migration",
+    params(("token" = String, Path, description = "the migration's token (hex)"),
+        ("port" = u16, Path, description = "the page-server port the receive announced")),
+    responses((status = 101, description = "upgraded (`Upgrade: tcp`): the stream is joined to 127.0.0.1:port"),
+        (status = 403, description = "the port is not the page server of that running receive")))]
 pub async fn pages(State(st): State<V1>, Path((token, port)): Path<(String, u16)>, mut req: Request) -> V1Result {
     check_token(&token)?;
     if !st.pages.allowed(port, &token) {
@@ -174,6 +183,9 @@ pub async fn pages(State(st): State<V1>, Path((token, port)): Path<(String, u16)
 
 /// `GET /1.0/migrations/{token}`: the outcome of the receive `token` (`running NAME`
 /// or `absent`), waiting while it runs.
+#[utoipa::path(get, path = "/1.0/migrations/{token}", tag = "migration",
+    params(("token" = String, Path, description = "the migration's token (hex)")),
+    responses((status = 200, description = "sync: {status: `running NAME` | `absent`}", body = super::response::Envelope)))]
 pub async fn status(State(st): State<V1>, Path(token): Path<String>) -> V1Result {
     check_token(&token)?;
     let out = receiver(&st, &["--status", &token])?
