@@ -34,7 +34,11 @@ pub struct BalanceArgs {
 
 /// `vessel system load [--json]`.
 pub fn load(engine: &Engine, json: bool) -> Result<i32> {
-    let l = balance::load(engine)?;
+    print_load(&balance::load(engine)?, json)
+}
+
+/// Prints a host's load as `vessel system load [--json]` does (here or from a remote).
+pub fn print_load(l: &HostLoad, json: bool) -> Result<i32> {
     if json {
         println!("{}", serde_json::to_string(&l)?);
         return Ok(0);

@@ -332,6 +332,7 @@ fn remote_call(
         Command::Exec(a) => R::Exec(a),
         Command::Images(a) => R::Images(a.format == images::Format::Json),
         Command::Pull(a) => R::Pull(&a.reference),
+        Command::System(system::SystemCommand::Load { json }) => R::Load(*json),
         _ => {
             return Some(Err(anyhow::anyhow!(
                 "this command runs only on this host, not on remote {name}: give --remote local (or `vessel remote switch local`)"

@@ -5,8 +5,8 @@
 //! server. Workloads: a counter (no number lost or repeated) and a shell holding
 //! 100 MB (same digest after). Faults: a taken name, the target's `vessel serve`
 //! killed (-9) during the transfer. The page-server tunnel refuses other ports; an
-//! untrusted client gets nothing; `vessel balance` reads the remote's load via
-//! `/1.0/resources`.
+//! untrusted client gets nothing; `vessel balance` and `vessel --remote b system
+//! load` read the remote's load via `/1.0/resources`.
 
 mod instance;
 mod run_vessel;
@@ -317,5 +317,9 @@ fn balance_reads_a_remote_load_through_the_api() {
         eprintln!("{out}{}", stderr(&o));
         o.status.success() && out.contains("b: 2 containers") && out.contains(&format!("from b to {local}"))
     });
+    // The same figures with `vessel --remote b system load --json`.
+    let l: serde_json::Value = serde_json::from_str(&src.ok(&["--remote", "b", "system", "load", "--json"])).unwrap();
+    assert_eq!(l["count"], 2, "{l}");
+    assert_eq!(l["containers"][0]["name"], "vessel-mapi-big", "{l}");
     dst.ok(&["rm", "-f", "vessel-mapi-big", "vessel-mapi-small"]);
 }
