@@ -323,3 +323,48 @@ fn balance_reads_a_remote_load_through_the_api() {
     assert_eq!(l["containers"][0]["name"], "vessel-mapi-big", "{l}");
     dst.ok(&["rm", "-f", "vessel-mapi-big", "vessel-mapi-small"]);
 }
+
+#[test]
+fn balance_moves_a_container_to_an_api_remote() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let (src, dst, _server) = hosts();
+    let img = src.busybox();
+    for (name, mb) in [("vessel-mapi-mv1", 32), ("vessel-mapi-mv2", 16)] {
+        let script = format!("busybox head -c {mb}000000 /dev/zero > /dev/shm/x; sleep 1000");
+        src.ok(&["run", "-d", "--name", name, img, "sh", "-c", &script]);
+    }
+    let local = format!("local://{}", src.root().display());
+    wait_for("the plan to move one of ours to b", || {
+        let o = src.v(&["balance", "--dry-run", "--threshold", "10", &local, "b"]);
+        stdout(&o).contains(" to b")
+    });
+    // The move runs `vessel migrate NAME b` on the source root, through b's API.
+    let o = run({
+        let mut c = src.cmd();
+        c.args(["balance", "--threshold", "10", &local, "b"]);
+        c
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let moved = out
+        .lines()
+        .find_map(|l| l.strip_prefix("migrated ")?.split(' ').next())
+        .unwrap_or_else(|| panic!("no move printed: {out}"))
+        .to_string();
+    let moved = moved.as_str();
+    assert!(moved.starts_with("vessel-mapi-mv"), "{out}");
+    assert_eq!(state(&dst, moved), "running", "runs on b");
+    assert!(
+        src.v(&["inspect", moved]).status.code() != Some(0),
+        "gone from the source"
+    );
+    dst.ok(&["rm", "-f", moved]);
+    for n in ["vessel-mapi-mv1", "vessel-mapi-mv2"] {
+        if n != moved {
+            src.ok(&["rm", "-f", n]);
+        }
+    }
+    nothing_left(&src, &dst);
+}
