@@ -1,11 +1,13 @@
 //! `vessel system load` and `vessel balance`: parsing and printing over
 //! [`vessel_engine::balance`]; the hosts are reached through the migration transport
-//! ([`vessel_engine::migrate::remote`]).
+//! ([`vessel_engine::migrate::remote`], or the API's: [`crate::migrate_api`]).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::path::Path;
 use vessel_engine::balance::{self, HostLoad};
-use vessel_engine::migrate::remote;
+
+use crate::migrate_api::transport;
 use vessel_engine::Engine;
 
 /// `vessel balance` flags.
@@ -21,15 +23,22 @@ pub struct BalanceArgs {
     /// The vessel binary on the hosts [default: `vessel` on their PATH].
     #[arg(long = "remote-vessel")]
     remote_vessel: Option<String>,
-    /// The hosts (two or more): ssh://[user@]HOST[:PORT][/ROOT] or local:///ROOT, each
-    /// as every other host reaches it.
+    /// The hosts (two or more): remotes added with `vessel remote add` (their load
+    /// read through the API), ssh://[user@]HOST[:PORT][/ROOT] or local:///ROOT, each
+    /// as every other host reaches it. A move runs `vessel migrate` on its source
+    /// host, so a source named by an API remote cannot start one (use its ssh:// or
+    /// local:/// form).
     #[arg(required = true, num_args = 2..)]
     hosts: Vec<String>,
 }
 
 /// `vessel system load [--json]`.
 pub fn load(engine: &Engine, json: bool) -> Result<i32> {
-    let l = balance::load(engine)?;
+    print_load(&balance::load(engine)?, json)
+}
+
+/// Prints a host's load as `vessel system load [--json]` does (here or from a remote).
+pub fn print_load(l: &HostLoad, json: bool) -> Result<i32> {
     if json {
         println!("{}", serde_json::to_string(&l)?);
         return Ok(0);
@@ -51,8 +60,8 @@ pub fn load(engine: &Engine, json: bool) -> Result<i32> {
 }
 
 /// `vessel system load --json` on `url`.
-fn remote_load(url: &str, vessel: Option<&str>) -> Result<HostLoad> {
-    let r = remote::parse(url, vessel)?;
+fn remote_load(dir: &Path, url: &str, vessel: Option<&str>) -> Result<HostLoad> {
+    let r = transport(dir, url, vessel)?;
     let mut child = r.vessel(&["system".into(), "load".into(), "--json".into()])?;
     drop(child.stdin.take());
     let out = child
@@ -65,9 +74,9 @@ fn remote_load(url: &str, vessel: Option<&str>) -> Result<HostLoad> {
 }
 
 /// `vessel balance HOST... [--dry-run] [--threshold P]`.
-pub fn balance(a: &BalanceArgs) -> Result<i32> {
+pub fn balance(dir: &Path, a: &BalanceArgs) -> Result<i32> {
     let v = a.remote_vessel.as_deref();
-    let loads: Vec<HostLoad> = a.hosts.iter().map(|h| remote_load(h, v)).collect::<Result<_>>()?;
+    let loads: Vec<HostLoad> = a.hosts.iter().map(|h| remote_load(dir, h, v)).collect::<Result<_>>()?;
     for (h, l) in a.hosts.iter().zip(&loads) {
         println!(
             "{h}: {} containers, {} of container memory, PSI cpu {}, memory {}",
@@ -98,7 +107,7 @@ pub fn balance(a: &BalanceArgs) -> Result<i32> {
         return Ok(0);
     }
     for m in &plan {
-        let src = remote::parse(&a.hosts[m.from], v)?;
+        let src = transport(dir, &a.hosts[m.from], v)?;
         let mut args = vec!["migrate".to_string()];
         if let Some(v) = v {
             args.extend(["--remote-vessel".into(), v.into()]);

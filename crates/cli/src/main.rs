@@ -15,6 +15,7 @@ mod cp;
 mod estargz;
 mod images;
 mod migrate;
+mod migrate_api;
 mod network;
 mod remote;
 mod snapshots;
@@ -108,7 +109,7 @@ enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Restore a checkpointed container.
     Restore(checkpoint::RestoreArgs),
-    /// Move a running container to another vessel host (CRIU; ssh:// or local://).
+    /// Move a running container to another vessel host (CRIU; a `vessel remote add` name, ssh:// or local://).
     Migrate(migrate::MigrateArgs),
     /// The target's side of `vessel migrate` (internal: started through the transport).
     #[command(name = "migrate-receive", hide = true)]
@@ -116,6 +117,9 @@ enum Command {
     /// Finishes or undoes a migration whose command died (internal).
     #[command(name = "__migrate-guard", hide = true)]
     MigrateGuard(migrate::GuardArgs),
+    /// One stream of a migration over the API (internal: the transport's carrier).
+    #[command(name = "__api-stream", hide = true)]
+    ApiStream(migrate_api::StreamArgs),
     /// Move containers from the busiest host to the least busy until their container
     /// memory is within a threshold (reads `vessel system load` on each).
     Balance(balance::BalanceArgs),
@@ -290,7 +294,8 @@ fn main() {
         Command::Migrate(a) => with_engine(&|e| migrate::migrate(e, &a)),
         Command::MigrateReceive(a) => with_engine(&|e| migrate::receive(e, &a)),
         Command::MigrateGuard(a) => with_engine(&|e| migrate::guard(e, &a)),
-        Command::Balance(a) => balance::balance(&a),
+        Command::ApiStream(a) => migrate_api::stream(&a),
+        Command::Balance(a) => balance::balance(&remote::client_dir(&root, cli.root.is_some()), &a),
         Command::Snapshot(s) => with_engine(&|e| snapshots::snapshot(e, &s)),
         Command::Backup(b) => with_engine(&|e| backup::backup(e, &b)),
         Command::Export(a) => with_engine(&|e| backup::export(e, &a)),
@@ -316,7 +321,13 @@ fn remote_call(
     // The host's own business: never sent anywhere, and no configuration read for it.
     if matches!(
         command,
-        Command::Monitor { .. } | Command::Serve { .. } | Command::Trust(_) | Command::Remote(_)
+        Command::Monitor { .. }
+            | Command::Serve { .. }
+            | Command::Trust(_)
+            | Command::Remote(_)
+            | Command::MigrateReceive(_)
+            | Command::MigrateGuard(_)
+            | Command::ApiStream(_)
     ) {
         return None;
     }
@@ -339,6 +350,7 @@ fn remote_call(
         Command::Exec(a) => R::Exec(a),
         Command::Images(a) => R::Images(a.format == images::Format::Json),
         Command::Pull(a) => R::Pull(&a.reference),
+        Command::System(system::SystemCommand::Load { json }) => R::Load(*json),
         _ => {
             return Some(Err(anyhow::anyhow!(
                 "this command runs only on this host, not on remote {name}: give --remote local (or `vessel remote switch local`)"

@@ -7,7 +7,7 @@ use std::io::{BufReader, Write};
 
 use anyhow::Result;
 use clap::Args;
-use vessel_engine::migrate::{self, receive, remote, MigrateOptions};
+use vessel_engine::migrate::{self, receive, MigrateOptions};
 use vessel_engine::Engine;
 
 /// `vessel migrate` flags.
@@ -21,8 +21,11 @@ pub struct MigrateArgs {
     tcp_established: bool,
     /// The running container (name, id or id prefix).
     container: String,
-    /// The target: ssh://[user@]HOST[:PORT][/ROOT] (ROOT: the target's --root), or
-    /// local:///ROOT (another root on this same host only).
+    /// The target: a remote added with `vessel remote add` (its `vessel serve
+    /// --listen`, mutual TLS), ssh://[user@]HOST[:PORT][/ROOT] (ROOT: the target's
+    /// --root), or local:///ROOT (another root on this same host only).
+    // Its own id: `remote` is the global `--remote` flag's, which would take it.
+    #[arg(id = "target", value_name = "REMOTE")]
     remote: String,
 }
 
@@ -42,7 +45,9 @@ pub struct ReceiveArgs {
 pub struct GuardArgs {
     #[arg(long)]
     token: String,
-    #[arg(long)]
+    /// The target as `vessel migrate` was given it (not `--remote`: that is the global
+    /// flag's).
+    #[arg(long = "target")]
     remote: String,
     #[arg(long = "remote-vessel")]
     remote_vessel: Option<String>,
@@ -60,7 +65,9 @@ pub fn migrate(engine: &Engine, a: &MigrateArgs) -> Result<i32> {
         println!("{s}");
         let _ = std::io::stdout().flush();
     };
-    let s = migrate::migrate(engine, &a.container, &a.remote, &opts, &mut say)?;
+    let dir = client_dir(engine);
+    let r = crate::migrate_api::transport(&dir, &a.remote, a.remote_vessel.as_deref())?;
+    let s = migrate::migrate_via(engine, &a.container, &a.remote, r, &opts, &mut say)?;
     println!(
         "migrated {} to {}: frozen {} ms (dump {} ms), page stream {} bytes, archive {} bytes, total {} ms",
         s.name,
@@ -95,10 +102,16 @@ pub fn receive(engine: &Engine, a: &ReceiveArgs) -> Result<i32> {
 
 /// `vessel __migrate-guard`: waits on stdin for the migrate command's steps.
 pub fn guard(engine: &Engine, a: &GuardArgs) -> Result<i32> {
-    let r = remote::parse(&a.remote, a.remote_vessel.as_deref())?;
+    let r = crate::migrate_api::transport(&client_dir(engine), &a.remote, a.remote_vessel.as_deref())?;
     let mut input = BufReader::new(std::io::stdin().lock());
     if let Some(done) = migrate::guard(engine, &a.id, r.as_ref(), &a.token, &mut input)? {
         eprintln!("vessel: migration of {} ended without its command: {done}", a.id);
     }
     Ok(0)
+}
+
+/// The client configuration of this root (`vessel remote add`'s remotes): migration
+/// runs as root, whose configuration is `ROOT/client`.
+pub fn client_dir(engine: &Engine) -> std::path::PathBuf {
+    crate::remote::client_dir(&engine.paths.root, true)
 }

@@ -306,6 +306,8 @@ pub enum RemoteCall<'a> {
     Images(bool),
     /// `pull`.
     Pull(&'a str),
+    /// `system load` (true: `--json`): the `balance` part of `GET /1.0/resources`.
+    Load(bool),
 }
 
 /// Runs `call` against `remote`; the exit code.
@@ -393,6 +395,12 @@ pub fn call(remote: &Remote, call: RemoteCall<'_>) -> Result<i32> {
                 }
                 println!("{t}");
                 Ok(0)
+            }
+            RemoteCall::Load(json) => {
+                let m = remote.v1(hyper::Method::GET, "/1.0/resources", None).await?;
+                let l: vessel_engine::balance::HostLoad = serde_json::from_value(m["balance"].clone())
+                    .context("/1.0/resources has no load for balancing (an older vessel on the remote?)")?;
+                crate::balance::print_load(&l, json)
             }
             RemoteCall::Pull(reference) => {
                 let lines = remote.pull(reference).await?;

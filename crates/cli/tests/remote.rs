@@ -530,6 +530,9 @@ fn v1_snapshots_as_operations_resources_and_openapi() {
         "/1.0/instances/{name}/exec",
         "/1.0/instances/{name}/backup",
         "/1.0/instances",
+        "/1.0/migrations/{token}",
+        "/1.0/migrations/{token}/receive",
+        "/1.0/migrations/{token}/pages/{port}",
     ] {
         assert!(paths.contains_key(p), "openapi.json lacks {p}");
     }

@@ -287,6 +287,50 @@ impl Remote {
         send.send_request(req).await.map_err(|source| self.http_error(source))
     }
 
+    /// Sends `method path` asking to upgrade the connection (HTTP/1.1 `Connection:
+    /// Upgrade`, `Upgrade: tcp`, as docker's attach does) and returns the raw
+    /// full-duplex stream once the server answered `101 Switching Protocols`; it stays
+    /// inside the mutual-TLS connection. Used by migration over the API.
+    ///
+    /// Errors: as [`Remote::request_stream`]; [`ClientError::Api`] with the server's
+    /// message when it answered anything but 101.
+    pub async fn upgrade(&self, method: Method, path: &str) -> Result<hyper::upgrade::Upgraded, ClientError> {
+        let tls = self.connect().await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tls))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.addr.as_str())
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, "tcp")
+            .body(Body::empty())
+            .map_err(|e| ClientError::Decode {
+                what: format!("request {path}"),
+                detail: e.to_string(),
+            })?;
+        let resp = send.send_request(req).await.map_err(|source| self.http_error(source))?;
+        let status = resp.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().or(v["message"].as_str()).map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Api { status, message });
+        }
+        hyper::upgrade::on(resp).await.map_err(|source| self.http_error(source))
+    }
+
     fn http_error(&self, source: hyper::Error) -> ClientError {
         // A refused client certificate shows as a connection closed during the first
         // exchange: tell it as the handshake failure it is.

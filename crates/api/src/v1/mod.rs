@@ -2,12 +2,14 @@
 //! lacks. [`server`] (`GET /1.0`, `GET /1.0/resources`), [`certificates`] (the trust
 //! store; how a client joins with a token), [`operations`] (long work),
 //! [`instances`] (snapshots, checkpoint and restore, exec), [`backup`] (a container
-//! streamed out and in as a backup archive, for moving it between hosts), [`openapi`]
+//! streamed out and in as a backup archive, for moving it between hosts), [`migrate`]
+//! (the receiving side of `vessel migrate` on upgraded connections), [`openapi`]
 //! (`GET /openapi.json`, generated with utoipa from the handlers' annotations).
 
 pub mod backup;
 pub mod certificates;
 pub mod instances;
+pub mod migrate;
 pub mod openapi;
 pub mod operations;
 pub mod response;
@@ -30,6 +32,8 @@ pub struct V1 {
     pub paths: Paths,
     /// The server's operations.
     pub ops: Operations,
+    /// The page-server ports of the migrations being received ([`migrate`]).
+    pub pages: migrate::PagePorts,
 }
 
 impl V1 {
@@ -53,6 +57,7 @@ pub fn router(paths: Paths) -> Router {
     let st = V1 {
         paths,
         ops: Operations::default(),
+        pages: migrate::PagePorts::default(),
     };
     use instances as i;
     Router::new()
@@ -83,6 +88,9 @@ pub fn router(paths: Paths) -> Router {
         .route("/1.0/instances/{name}/checkpoint", post(i::checkpoint))
         .route("/1.0/instances/{name}/restore", post(i::restore))
         .route("/1.0/instances/{name}/exec", post(i::exec))
+        .route("/1.0/migrations/{token}", get(migrate::status))
+        .route("/1.0/migrations/{token}/receive", post(migrate::receive))
+        .route("/1.0/migrations/{token}/pages/{port}", post(migrate::pages))
         .route("/openapi.json", get(openapi::document))
         .layer(axum::extract::DefaultBodyLimit::max(crate::docker::MAX_BODY))
         .with_state(st)

@@ -5,7 +5,7 @@
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use super::{backup, certificates, instances, operations, response, server};
+use super::{backup, certificates, instances, migrate, operations, response, server};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -33,6 +33,9 @@ use super::{backup, certificates, instances, operations, response, server};
         instances::exec,
         backup::download,
         backup::upload,
+        migrate::receive,
+        migrate::pages,
+        migrate::status,
     ),
     components(schemas(
         response::Envelope,

@@ -19,6 +19,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "exec_record_output",
     "certificates_tokens",
     "openapi",
+    "migration_upgrade",
 ];
 
 /// `GET /1.0`'s metadata.
@@ -95,6 +96,10 @@ pub struct Resources {
     pub pressure: Option<Pressure>,
     /// Containers of this instance: all, and running.
     pub containers: Containers,
+    /// The load `vessel balance` weighs (what `vessel system load --json` prints:
+    /// the running containers and their memory); None when the engine could not say.
+    #[schema(value_type = Option<Object>)]
+    pub balance: Option<vessel_engine::balance::HostLoad>,
 }
 
 /// Memory of the host, bytes (/proc/meminfo).
@@ -169,13 +174,14 @@ fn psi(path: &str) -> Option<(f64, f64)> {
 #[utoipa::path(get, path = "/1.0/resources", tag = "server",
     responses((status = 200, description = "sync: Resources in metadata", body = super::response::Envelope)))]
 pub async fn resources(State(st): State<V1>) -> V1Result {
-    let containers = st
+    let (containers, balance) = st
         .engine(|e| {
             let all = e.list()?;
-            Ok(Containers {
+            let c = Containers {
                 total: all.len() as u64,
                 running: all.iter().filter(|r| r.state.is_live()).count() as u64,
-            })
+            };
+            Ok((c, vessel_engine::balance::load(e).ok()))
         })
         .await?;
     let total = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -201,5 +207,6 @@ pub async fn resources(State(st): State<V1>) -> V1Result {
         cpu: Cpu { total, load1 },
         pressure,
         containers,
+        balance,
     }))
 }

@@ -19,6 +19,11 @@
 //! Modes, chosen by probing CRIU and the kernel ([`probe`]): iterative pre-copy needs
 //! `mem_dirty_track` (soft-dirty bits), post-copy needs `uffd-noncoop`; this version
 //! does stop-and-copy and says which of the others the host would allow.
+//!
+//! Transports: [`remote::Ssh`], [`remote::Local`], and the authenticated API's (a
+//! remote added with `vessel remote add`; mutual TLS), which implements
+//! [`remote::Remote`] in the command line crate over `vessel_api`'s client and is
+//! passed to [`migrate_via`].
 
 pub mod receive;
 pub mod remote;
@@ -260,7 +265,7 @@ impl Guard {
             .arg(&engine.paths.root)
             .arg("--runroot")
             .arg(&engine.paths.runroot)
-            .args(["__migrate-guard", "--token", token, "--remote", url]);
+            .args(["__migrate-guard", "--token", token, "--target", url]);
         if let Some(v) = &opts.remote_vessel {
             c.args(["--remote-vessel", v]);
         }
@@ -359,7 +364,8 @@ fn read_line(r: &mut dyn BufRead) -> Option<String> {
 
 /// Migrates the running container `what` (name, id or prefix) to the host at `url`
 /// (`ssh://[user@]host[:port][/root]` or `local:///root`), printing each step with
-/// `say`. On success the target runs it under its name and it is gone here.
+/// `say`. On success the target runs it under its name and it is gone here. Another
+/// transport (the API's, which lives above this crate) goes through [`migrate_via`].
 ///
 /// Errors: [`Error::WrongState`] unless it runs; [`Error::Migrate`] for a step that
 /// failed, saying what was done about it (the source thawed, or removed because the
@@ -371,8 +377,24 @@ pub fn migrate(
     opts: &MigrateOptions,
     say: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
-    let start = Instant::now();
     let remote = remote::parse(url, opts.remote_vessel.as_deref())?;
+    migrate_via(engine, what, url, remote, opts, say)
+}
+
+/// [`migrate`] through `remote`, a transport built by the caller; `url` names it to
+/// the guard process (`vessel __migrate-guard --target URL`), which must be able to
+/// build the same transport from it.
+///
+/// Errors: as [`migrate`].
+pub fn migrate_via(
+    engine: &Engine,
+    what: &str,
+    url: &str,
+    remote: Box<dyn Remote>,
+    opts: &MigrateOptions,
+    say: &mut dyn FnMut(&str),
+) -> Result<Summary> {
+    let start = Instant::now();
     let r = engine.find(what)?;
     if r.state != State::Running {
         return Err(Error::WrongState(format!(

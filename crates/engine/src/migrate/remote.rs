@@ -4,8 +4,10 @@
 //! [`Ssh`] (`ssh://[user@]host[:port][/root]`: everything inside one authenticated,
 //! encrypted ssh connection per stream, the page stream through `ssh -W`) and [`Local`]
 //! (`local:///root`: another root on this same host, for tests, the VM proof and
-//! benchmarks; it never crosses a network). The authenticated API transport (mutual
-//! TLS, `vessel remote add`) is meant to be a third implementation.
+//! benchmarks; it never crosses a network). The third, over the authenticated API
+//! (mutual TLS, `vessel remote add`), lives in the command line crate (it needs
+//! `vessel_api`, which depends on this crate) and reaches the engine through
+//! [`super::migrate_via`].
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
