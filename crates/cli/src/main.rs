@@ -134,6 +134,38 @@ enum Command {
     Import(backup::ImportArgs),
 }
 
+/// Where this instance keeps its state: `--root`/`--runroot`, else root's defaults, or
+/// for a user who is not root the rootless ones
+/// ([`vessel_engine::rootless::default_paths`]). A user who is not root then enters
+/// the rootless session (its own user and mount namespaces), except for the monitor,
+/// which its session starts.
+fn state_paths(cli: &Cli) -> anyhow::Result<vessel_engine::Paths> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let rootless = unsafe { libc::geteuid() } != 0 && !matches!(cli.command, Command::Monitor { .. });
+    if !rootless {
+        return Ok(vessel_engine::Paths::new(
+            cli.root.clone().unwrap_or_else(|| "/var/lib/vessel".into()),
+            cli.runroot.clone().unwrap_or_else(|| match &cli.root {
+                Some(r) => r.join("run"),
+                None => "/run/vessel".into(),
+            }),
+        ));
+    }
+    let mut paths = vessel_engine::rootless::default_paths(cli.root.as_deref())?;
+    match (&cli.runroot, &cli.root) {
+        (Some(rr), _) => paths.runroot = rr.clone(),
+        (None, Some(r)) => paths.runroot = r.join("run"),
+        (None, None) => {}
+    }
+    for dir in [&paths.root, &paths.runroot] {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| anyhow::anyhow!("chmod 0700 {}: {e}", dir.display()))?;
+    }
+    vessel_engine::rootless::enter_session()?;
+    Ok(paths)
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -147,13 +179,13 @@ fn main() {
             std::process::exit(125);
         }
     };
-    let paths = vessel_engine::Paths::new(
-        cli.root.clone().unwrap_or_else(|| "/var/lib/vessel".into()),
-        cli.runroot.clone().unwrap_or_else(|| match &cli.root {
-            Some(r) => r.join("run"),
-            None => "/run/vessel".into(),
-        }),
-    );
+    let paths = match state_paths(&cli) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vessel: {e:#}");
+            std::process::exit(125);
+        }
+    };
     let root = paths.root.clone();
     let with_engine = |f: &dyn Fn(&vessel_engine::Engine) -> anyhow::Result<i32>| -> anyhow::Result<i32> {
         let engine = vessel_engine::Engine::open(paths.clone())?;

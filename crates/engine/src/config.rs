@@ -236,11 +236,12 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     linux.set_gid_mappings(None);
     let own_netns = matches!(
         crate::network::mode(opts),
-        crate::network::Mode::None | crate::network::Mode::Bridge(_)
+        crate::network::Mode::None | crate::network::Mode::Bridge(_) | crate::network::Mode::Pasta
     );
     linux.set_sysctl(own_netns.then(|| {
         let (key, value) = PING_GROUP_RANGE;
-        [(key.to_string(), value.to_string())].into()
+        let value = crate::rootless::ping_group_range().unwrap_or_else(|| value.to_string());
+        [(key.to_string(), value)].into()
     }));
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     if opts.privileged {

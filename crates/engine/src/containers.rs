@@ -231,6 +231,7 @@ impl Engine {
         if let Some(size) = crate::quota::size_limit(&rec.options.storage_opt)? {
             crate::quota::create(&bundle, size)?;
         }
+        crate::rootless::drop_undelegated_limits(&mut rec.options);
         let prepared = rootfs::prepare(store, &bundle, &id, source)?;
         fill(&bundle)?;
         let exposed: Vec<String> = prepared

@@ -157,7 +157,8 @@ pub fn manager_for_create(path: &Path, resources: Option<&LinuxResources>) -> Re
             let _ = m.remove();
             if resources.is_some_and(none::has_limits) {
                 return Err(Error::Invalid(format!(
-                    "linux.resources asks for limits, but this rootless container cannot have a cgroup ({e}):                      delegate a cgroup v2 subtree to the user (chown it) or remove the limits"
+                    "linux.resources asks for limits, but this rootless container cannot have a cgroup ({e}): \
+                     delegate a cgroup v2 subtree to the user (chown it) or remove the limits"
                 )));
             }
             Ok(Box::new(none::Disabled::new(path)))
