@@ -159,6 +159,16 @@ fn state_paths(cli: &Cli) -> anyhow::Result<vessel_engine::Paths> {
     }
     for dir in [&paths.root, &paths.runroot] {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+        // /tmp/vessel-UID may have been made by someone else first.
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| anyhow::anyhow!("stat {}: {e}", dir.display()))?;
+        // SAFETY: getuid cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        if !meta.is_dir() || std::os::unix::fs::MetadataExt::uid(&meta) != uid {
+            anyhow::bail!(
+                "{} is not a directory of user {uid}: remove it or give another place with --root/--runroot",
+                dir.display()
+            );
+        }
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| anyhow::anyhow!("chmod 0700 {}: {e}", dir.display()))?;
     }

@@ -323,6 +323,38 @@ fn vessel_oci_rootless_with_subuid_range() {
         vec!["0"],
     ];
     assert_eq!(lines, want);
+
+    // runc's rootless flow: `spec --rootless` by the user maps only its own ids, which
+    // the runtime writes itself (setgroups denied first).
+    let own = s.tmp.path().join("xdg/own");
+    fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(s.user.uid), Some(s.user.uid)).unwrap();
+    std::os::unix::fs::symlink(bundle.join("rootfs"), own.join("rootfs")).unwrap();
+    let out = s.run(
+        &format!("{} spec --rootless --bundle {}", oci().display(), own.display()),
+        true,
+    );
+    assert!(out.status.success());
+    let cfg = own.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    v["process"]["terminal"] = false.into();
+    v["process"]["args"] = serde_json::json!(["cat", "/proc/self/uid_map", "/proc/self/setgroups"]);
+    v["root"]["readonly"] = false.into();
+    fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let out = s.run(
+        &format!(
+            "cd {} && {} --root {} run vessel-rl-own-{}",
+            own.display(),
+            oci().display(),
+            state.display(),
+            std::process::id()
+        ),
+        true,
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(words, ["0", u.as_str(), "1", "deny"]);
 }
 
 /// A docker-registry serving on 127.0.0.1:5000 inside the test's namespace, with a
