@@ -141,7 +141,10 @@ enum Command {
 /// which its session starts.
 fn state_paths(cli: &Cli) -> anyhow::Result<vessel_engine::Paths> {
     // SAFETY: geteuid cannot fail and touches no memory.
-    let rootless = unsafe { libc::geteuid() } != 0 && !matches!(cli.command, Command::Monitor { .. });
+    let user = unsafe { libc::geteuid() } != 0;
+    // Inside a session already (a re-exec of vessel there, e.g. `exec`'s sealed copy of
+    // itself): the same rootless paths, no second session.
+    let rootless = (user || vessel_engine::rootless::is_rootless()) && !matches!(cli.command, Command::Monitor { .. });
     if !rootless {
         return Ok(vessel_engine::Paths::new(
             cli.root.clone().unwrap_or_else(|| "/var/lib/vessel".into()),
@@ -172,7 +175,9 @@ fn state_paths(cli: &Cli) -> anyhow::Result<vessel_engine::Paths> {
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| anyhow::anyhow!("chmod 0700 {}: {e}", dir.display()))?;
     }
-    vessel_engine::rootless::enter_session()?;
+    if user {
+        vessel_engine::rootless::enter_session()?;
+    }
     Ok(paths)
 }
 

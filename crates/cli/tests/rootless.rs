@@ -460,6 +460,22 @@ fn rootless_run_host_image_and_pasta() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // A detached container, then exec, stop and rm from later commands (each in a
+    // session of its own).
+    let out = s.run(&format!("{v} run -d --name rl-d --network none host sleep 300"), true);
+    assert!(out.status.success());
+    let out = s.run(&format!("{v} exec rl-d cat /proc/self/uid_map"), true);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["0", u.as_str(), "1"]
+    );
+    assert!(s.run(&format!("{v} stop -t 1 rl-d"), true).status.success());
+    assert!(s.run(&format!("{v} rm rl-d"), true).status.success());
+    let out = s.run(&format!("{v} ps -aq"), true);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+
     // Limits without a delegated cgroup: one note, and the container runs.
     let out = s.run(
         &format!("{v} run --rm --network none --memory 64m --pids-limit 100 host true"),

@@ -97,14 +97,30 @@ pub fn drop_undelegated_limits(opts: &mut crate::options::RunOptions) -> bool {
     true
 }
 
+/// The caller's uid as the host sees it: getuid(2) translated through
+/// /proc/self/uid_map (inside a session, 0 is the user).
+pub fn host_uid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    map.lines()
+        .find_map(|l| {
+            let f: Vec<u32> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            match f[..] {
+                [inside, outside, size] if uid >= inside && uid - inside < size => Some(outside + (uid - inside)),
+                _ => None,
+            }
+        })
+        .unwrap_or(uid)
+}
+
 /// The default state of a user who is not root, as podman chooses its own:
 /// `root` = `$XDG_DATA_HOME/vessel` or `~/.local/share/vessel`; `runroot` =
 /// `$XDG_RUNTIME_DIR/vessel`, or `/tmp/vessel-UID` when XDG_RUNTIME_DIR is unset.
 ///
 /// Errors: [`Error::BadInput`] when neither XDG_DATA_HOME nor HOME is set.
 pub fn default_paths(root: Option<&Path>) -> Result<Paths> {
-    // SAFETY: getuid cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
+    let uid = host_uid();
     let env_dir = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let root = match root {
         Some(r) => r.to_path_buf(),
