@@ -185,6 +185,53 @@ enum Command {
     Import(backup::ImportArgs),
 }
 
+/// Where this instance keeps its state: `--root`/`--runroot`, else root's defaults, or
+/// for a user who is not root the rootless ones
+/// ([`vessel_engine::rootless::default_paths`]). A user who is not root then enters
+/// the rootless session (its own user and mount namespaces), except for the monitor,
+/// which its session starts.
+fn state_paths(cli: &Cli) -> anyhow::Result<vessel_engine::Paths> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let user = unsafe { libc::geteuid() } != 0;
+    // Inside a session already (a re-exec of vessel there, e.g. `exec`'s sealed copy of
+    // itself): the same rootless paths, no second session.
+    let rootless = (user || vessel_engine::rootless::is_rootless()) && !matches!(cli.command, Command::Monitor { .. });
+    if !rootless {
+        return Ok(vessel_engine::Paths::new(
+            cli.root.clone().unwrap_or_else(|| "/var/lib/vessel".into()),
+            cli.runroot.clone().unwrap_or_else(|| match &cli.root {
+                Some(r) => r.join("run"),
+                None => "/run/vessel".into(),
+            }),
+        ));
+    }
+    let mut paths = vessel_engine::rootless::default_paths(cli.root.as_deref())?;
+    match (&cli.runroot, &cli.root) {
+        (Some(rr), _) => paths.runroot = rr.clone(),
+        (None, Some(r)) => paths.runroot = r.join("run"),
+        (None, None) => {}
+    }
+    for dir in [&paths.root, &paths.runroot] {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+        // /tmp/vessel-UID may have been made by someone else first.
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| anyhow::anyhow!("stat {}: {e}", dir.display()))?;
+        // SAFETY: getuid cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        if !meta.is_dir() || std::os::unix::fs::MetadataExt::uid(&meta) != uid {
+            anyhow::bail!(
+                "{} is not a directory of user {uid}: remove it or give another place with --root/--runroot",
+                dir.display()
+            );
+        }
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| anyhow::anyhow!("chmod 0700 {}: {e}", dir.display()))?;
+    }
+    if user {
+        vessel_engine::rootless::enter_session()?;
+    }
+    Ok(paths)
+}
+
 fn main() {
     // The lazy-layer server beside this binary, named for the processes we start (the
     // monitor runs from a sealed copy of itself and cannot find its siblings). Set while
@@ -206,13 +253,13 @@ fn main() {
             std::process::exit(125);
         }
     };
-    let paths = vessel_engine::Paths::new(
-        cli.root.clone().unwrap_or_else(|| "/var/lib/vessel".into()),
-        cli.runroot.clone().unwrap_or_else(|| match &cli.root {
-            Some(r) => r.join("run"),
-            None => "/run/vessel".into(),
-        }),
-    );
+    let paths = match state_paths(&cli) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vessel: {e:#}");
+            std::process::exit(125);
+        }
+    };
     let root = paths.root.clone();
     let client = vessel_api::client::config::ClientConfig::new(remote::client_dir(&root, cli.root.is_some()));
     if let Some(code) = remote_call(&client, cli.remote.as_deref(), &cli.command) {

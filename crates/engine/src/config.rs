@@ -266,7 +266,7 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     }
     let own_netns = matches!(
         crate::network::mode(opts),
-        crate::network::Mode::None | crate::network::Mode::Bridge(_)
+        crate::network::Mode::None | crate::network::Mode::Bridge(_) | crate::network::Mode::Pasta
     );
     linux.set_sysctl(own_netns.then(|| {
         let (key, value) = PING_GROUP_RANGE;
@@ -282,7 +282,7 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
                     .min(2_147_483_647);
                 format!("0 {top}")
             }
-            None => value.to_string(),
+            None => crate::rootless::ping_group_range().unwrap_or_else(|| value.to_string()),
         };
         let (port_key, port_value) = UNPRIVILEGED_PORT_START;
         [(key.to_string(), value), (port_key.to_string(), port_value.to_string())].into()

@@ -244,6 +244,7 @@ impl Engine {
         if let Some(size) = crate::quota::size_limit(&rec.options.storage_opt)? {
             crate::quota::create(&bundle, size)?;
         }
+        crate::rootless::drop_undelegated_limits(&mut rec.options);
         if rec.options.id_mappings.is_some() {
             crate::idmap::make_searchable(&bundle, &self.paths.root)?;
         }

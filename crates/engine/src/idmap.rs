@@ -359,7 +359,9 @@ pub fn resolve(db: &Db, opts: &RunOptions) -> Result<Option<IdMappings>> {
         };
         return Ok(Some(IdMappings { uid, gid, range: None }));
     }
-    if mode == "host" || opts.privileged {
+    // A rootless session is already a user namespace of the caller's ids and subuid
+    // range (crate::rootless): its containers share it unless asked otherwise.
+    if mode == "host" || opts.privileged || (opts.userns.is_none() && crate::rootless::is_rootless()) {
         return Ok(None);
     }
     // SAFETY: getuid and getgid cannot fail.

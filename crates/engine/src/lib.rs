@@ -34,6 +34,7 @@ pub mod options;
 pub mod paths;
 pub mod quota;
 pub mod rootfs;
+pub mod rootless;
 pub mod seccomp_profile;
 pub mod snapshots;
 pub mod stats;

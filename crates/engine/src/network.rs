@@ -32,12 +32,17 @@ pub enum Mode {
     Bridge(String),
     /// `container:NAME`: another container's network namespace.
     Container(String),
+    /// `pasta` (the default of a rootless user): a new network namespace that pasta
+    /// ([`vessel_net::pasta`]) connects through the caller's sockets, published ports included.
+    Pasta,
 }
 
 /// The mode of a container's options.
 pub fn mode(opts: &RunOptions) -> Mode {
     match opts.network.as_deref() {
+        None if crate::rootless::is_rootless() => Mode::Pasta,
         None | Some("bridge") | Some("default") => Mode::Bridge(DEFAULT_NETWORK.into()),
+        Some("pasta") => Mode::Pasta,
         Some("none") => Mode::None,
         Some("host") => Mode::Host,
         Some(s) => match s.strip_prefix("container:") {
@@ -299,9 +304,9 @@ pub fn prepare(paths: &Paths, db: &Db, opts: &mut RunOptions, exposed: &[String]
             });
         }
     }
-    if !opts.publish.is_empty() && !matches!(m, Mode::Bridge(_)) {
+    if !opts.publish.is_empty() && !matches!(m, Mode::Bridge(_) | Mode::Pasta) {
         return Err(Error::BadInput(
-            "published ports (-p, -P) need a bridge network: drop --network none/host/container:".into(),
+            "published ports (-p, -P) need a bridge or pasta network: drop --network none/host/container:".into(),
         ));
     }
     if (opts.ip.is_some() || opts.mac.is_some()) && !matches!(m, Mode::Bridge(_)) {
@@ -375,7 +380,7 @@ fn net_err(e: vessel_net::NetError) -> Error {
 /// bridge network, the other container's for `container:`, none for `host`.
 pub fn apply(paths: &Paths, db: &Db, id: &str, opts: &RunOptions, spec: &mut Spec) -> Result<()> {
     let path = match mode(opts) {
-        Mode::None => return Ok(()),
+        Mode::None | Mode::Pasta => return Ok(()),
         Mode::Host => None,
         Mode::Bridge(_) => Some(netns_path(paths, id)),
         Mode::Container(other) => {
@@ -501,6 +506,16 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
             refresh_hosts(paths, &db, &name)?;
         }
         Mode::Container(_) => apply(paths, &db, &rec.id, &rec.options, spec)?,
+        Mode::Pasta => {
+            let ns = netns_path(paths, &rec.id);
+            vessel_net::netns::create(&ns).map_err(net_err)?;
+            if let Err(e) = vessel_net::setup_loopback(&ns).and_then(|()| {
+                set_netns(spec, Some(ns.clone())).map_err(|e| vessel_net::NetError::BadRequest(e.to_string()))
+            }) {
+                let _ = vessel_net::netns::remove(&ns);
+                return Err(net_err(e));
+            }
+        }
         Mode::None | Mode::Host => {}
     }
     Ok(())
@@ -582,11 +597,24 @@ fn attach_new(paths: &Paths, rec: &Record, net: &vessel_net::Network, cni_id: &s
     })
 }
 
+/// The pid file of a container's pasta.
+fn pasta_pid_file(paths: &Paths, id: &str) -> PathBuf {
+    paths.bundle(id).join("pasta.pid")
+}
+
 /// Monitor, after the runtime's create: brings loopback up in a `--network none`
-/// container's own namespace.
-pub fn after_create(rec: &Record, pid: i32) -> Result<()> {
-    if mode(&rec.options) == Mode::None {
-        vessel_net::setup_loopback(Path::new(&format!("/proc/{pid}/ns/net"))).map_err(net_err)?;
+/// container's own namespace; starts pasta on a `pasta` one's namespace file (made by
+/// [`up`]), with its published ports.
+pub fn after_create(paths: &Paths, rec: &Record, pid: i32) -> Result<()> {
+    match mode(&rec.options) {
+        Mode::None => vessel_net::setup_loopback(Path::new(&format!("/proc/{pid}/ns/net"))).map_err(net_err)?,
+        Mode::Pasta => vessel_net::pasta::start(
+            &netns_path(paths, &rec.id),
+            &rec.options.publish,
+            &pasta_pid_file(paths, &rec.id),
+        )
+        .map_err(net_err)?,
+        _ => {}
     }
     Ok(())
 }
@@ -598,6 +626,10 @@ pub fn after_create(rec: &Record, pid: i32) -> Result<()> {
 /// namespace is gone) and the namespace file is removed. Then the attachment record goes
 /// and the container leaves its peers' hosts files. Idempotent.
 pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
+    if mode(&rec.options) == Mode::Pasta {
+        vessel_net::pasta::stop(&pasta_pid_file(paths, &rec.id));
+        vessel_net::netns::remove(&netns_path(paths, &rec.id)).map_err(net_err)?;
+    }
     let Mode::Bridge(name) = mode(&rec.options) else {
         return Ok(());
     };

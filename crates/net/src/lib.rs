@@ -50,6 +50,7 @@ mod iptables;
 pub mod netlink;
 pub mod netns;
 pub mod network;
+pub mod pasta;
 pub mod ports;
 pub mod routes;
 mod util;

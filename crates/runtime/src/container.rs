@@ -115,7 +115,8 @@ impl Container {
             rustix::fs::Mode::empty(),
         )
         .ctx(|| format!("open {}", fifo_path.display()))?;
-        let manager = cgroups::manager(&cgroup_path);
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let manager = cgroups::manager_for_create(&cgroup_path, resources)?;
         let launched = launch::launch(Launch {
             id,
             bundle: &bundle,

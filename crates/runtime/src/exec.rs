@@ -207,7 +207,8 @@ pub fn exec(state: &State, opts: ExecOptions) -> Result<i32> {
                     sub.display()
                 ))
             })?,
-        _ => cgroups::manager(&state.cgroup_path).entry(true)?,
+        // A rootless container without a cgroup: the process stays in the caller's.
+        _ => cgroups::manager_for_create(&state.cgroup_path, None)?.entry(true)?,
     };
     let sub_tasks = subs.controller_tasks(&state.cgroup_path)?;
     let (parent_end, child_end) = sync::pair()?;

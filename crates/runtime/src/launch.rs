@@ -386,13 +386,17 @@ fn prepare_init(
     (cgroup, in_cgroup2): (&Entry, bool),
     filter: Option<&Filter>,
 ) -> Result<(Prepared, String)> {
-    // Nothing in the container may open /proc/<init>/exe or fds while we are the runtime.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Go comes once the runtime has written the id maps: until then the init stays
+    // dumpable, so that a runtime that is not root may open /proc/<init>/uid_map (a
+    // non-dumpable process's /proc files belong to root). No process of the container
+    // exists yet.
     let state = match sync::recv(sync_fd)? {
         Some(Msg::Go(state)) => state,
         _ => exit_child(1),
     };
+    // Nothing in the container may open /proc/<init>/exe or fds while we are the runtime.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // After Go, so that a failure here reaches the runtime as this child's message.
     cgroup.enter(in_cgroup2)?;
     if plan.user_new || plan.user_join.is_some() {

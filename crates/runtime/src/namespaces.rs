@@ -151,12 +151,19 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 }
 
 /// Writes `linux.uidMappings` and `linux.gidMappings` into /proc/PID/uid_map and
-/// gid_map of a child that made a new user namespace (user_namespaces(7)).
+/// gid_map of a child that made a new user namespace (user_namespaces(7)). A caller
+/// that is not root goes through [`crate::rootless::write_id_maps`] (newuidmap).
 ///
 /// Errors: [`Error::Sys`] naming the map file; the kernel refuses overlapping ranges
 /// and more than 340 lines.
 pub fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        let uid = linux.and_then(|l| l.uid_mappings().as_deref()).unwrap_or(&[]);
+        let gid = linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or(&[]);
+        return crate::rootless::write_id_maps(pid, uid, gid);
+    }
     let uid = linux
         .and_then(|l| l.uid_mappings().as_ref())
         .map(|m| map_text(m))

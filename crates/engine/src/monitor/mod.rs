@@ -81,7 +81,7 @@ fn create(paths: &Paths, rec: &Record, restore: Option<&Path>) -> Result<(Contai
     let made = create_with(paths, rec, &spec, restore);
     match &made {
         Ok((c, _)) => {
-            if let Err(e) = network::after_create(rec, c.state.pid) {
+            if let Err(e) = network::after_create(paths, rec, c.state.pid) {
                 let (c, _) = made?;
                 let _ = c.delete(true);
                 let _ = network::down(paths, rec, false);

@@ -13,6 +13,7 @@ pub mod devices;
 pub mod events;
 mod hostdevs;
 pub mod limits;
+pub mod none;
 mod plan;
 pub mod resources_v1;
 pub mod resources_v2;
@@ -135,6 +136,33 @@ pub fn manager(path: &Path) -> Box<dyn CgroupManager> {
     match hierarchy() {
         Hierarchy::Unified => Box::new(v2::Manager::new(Path::new(CGROUP_ROOT), path)),
         h => Box::new(v1::Manager::new(path, h == Hierarchy::Hybrid)),
+    }
+}
+
+/// The manager for a new container's cgroup. For a rootless caller
+/// ([`crate::rootless::is_rootless`]) whose cgroup cannot be made (no delegated
+/// subtree, or no hierarchy visible), the container goes without one
+/// ([`none::Disabled`]) when `resources` asks for no limit, as runc does.
+///
+/// Errors: [`Error::Invalid`] for a rootless caller that asks for limits it cannot
+/// get, with the reason and the fix.
+pub fn manager_for_create(path: &Path, resources: Option<&LinuxResources>) -> Result<Box<dyn CgroupManager>> {
+    let m = manager(path);
+    if !crate::rootless::is_rootless() {
+        return Ok(m);
+    }
+    match m.entry(true) {
+        Ok(_) => Ok(m),
+        Err(e) => {
+            let _ = m.remove();
+            if resources.is_some_and(none::has_limits) {
+                return Err(Error::Invalid(format!(
+                    "linux.resources asks for limits, but this rootless container cannot have a cgroup ({e}): \
+                     delegate a cgroup v2 subtree to the user (chown it) or remove the limits"
+                )));
+            }
+            Ok(Box::new(none::Disabled::new(path)))
+        }
     }
 }
 

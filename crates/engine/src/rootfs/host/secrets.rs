@@ -81,9 +81,19 @@ fn make_parents(upper: &Path, etc: &Path, rel: &Path) -> Result<()> {
         let meta = fs::metadata(etc.join(&cur)).at("stat", etc.join(&cur))?;
         fs::create_dir(&dir).at("create", &dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(meta.mode() & 0o7777)).at("chmod", &dir)?;
-        std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid())).at("chown", &dir)?;
+        chown_as_host(&dir, &meta)?;
     }
     Ok(())
+}
+
+/// Gives `p` the owner of the host file `meta`. In a rootless session the host's
+/// owners are not mapped (they show as nobody): `p` stays the session's root's, which
+/// is the container's root.
+fn chown_as_host(p: &Path, meta: &fs::Metadata) -> Result<()> {
+    if crate::rootless::is_rootless() {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(p, Some(meta.uid()), Some(meta.gid())).at("chown", p)
 }
 
 /// Whether the upper dir has an entry (a file, a whiteout, a dangling symlink) at `p`.
@@ -103,11 +113,28 @@ pub fn hide(upper: &Path, etc: &Path) -> Result<()> {
             continue;
         }
         let Ok(meta) = fs::metadata(&src) else { continue };
-        let text = fs::read_to_string(&src).at("read", &src)?;
+        let text = match fs::read_to_string(&src) {
+            Ok(text) => locked(&text),
+            // A rootless user cannot read them: every account of passwd(5) or group(5), locked.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && crate::rootless::is_rootless() => {
+                let (from, fields) = if *name == "shadow" {
+                    ("passwd", ":!*:::::::")
+                } else {
+                    ("group", ":!*::")
+                };
+                let names = fs::read_to_string(etc.join(from)).at("read", etc.join(from))?;
+                names
+                    .lines()
+                    .filter_map(|l| l.split(':').next().filter(|n| !n.is_empty()))
+                    .map(|n| format!("{n}{fields}\n"))
+                    .collect()
+            }
+            Err(e) => return Err(Error::io("read", &src, e)),
+        };
         let tmp = upper.join(format!(".{name}.vessel-tmp"));
-        fs::write(&tmp, locked(&text)).at("write", &tmp)?;
+        fs::write(&tmp, text).at("write", &tmp)?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(meta.mode() & 0o7777)).at("chmod", &tmp)?;
-        std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid())).at("chown", &tmp)?;
+        chown_as_host(&tmp, &meta)?;
         fs::rename(&tmp, &dst).at("rename into place", &dst)?;
     }
     for pattern in HIDDEN {
