@@ -300,7 +300,15 @@ extern "C" {
 
 /// `vessel ARGS` with the lazy knobs in its environment (its servers inherit them).
 fn lv(inst: &Instance, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let out = inst.cmd().envs(env.iter().copied()).args(args).output().unwrap();
+    // Host ids: overlayfs refuses an idmapped FUSE lower (EINVAL), so a lazy layer's
+    // containers run without the default user namespace (README, lazy pulling).
+    let out = inst
+        .cmd()
+        .env("VESSEL_USERNS", "host")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap();
     eprintln!("vessel {args:?}: {}\n{}{}", out.status, stdout(&out), stderr(&out));
     out
 }
