@@ -178,8 +178,8 @@ fn counter(i: &Instance, name: &str) {
 
 /// Two roots with the image, the target's migrate dir checked empty at the end.
 fn two_hosts() -> (Instance, Instance) {
-    let src = Instance::new();
-    let dst = Instance::new();
+    let src = host_ids();
+    let dst = host_ids();
     dst.busybox();
     (src, dst)
 }
@@ -624,4 +624,13 @@ fn vessel_runtime_criu() -> String {
                 "criu".into()
             }
         })
+}
+
+/// An instance whose containers keep the host's ids (`VESSEL_USERNS=host`): CRIU cannot
+/// dump a container in its own user namespace on these machines (see
+/// docs/design.md, "Ids"), and migration is a CRIU dump.
+fn host_ids() -> Instance {
+    let mut i = Instance::new();
+    i.userns = Some("host");
+    i
 }

@@ -741,7 +741,7 @@ fn v1_checkpoint_restore_and_exec_of_a_counter() {
     let (crt, key) = join(&a, &b, &server);
     let cert = Some((crt.as_path(), key.as_path()));
     let counter = "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done";
-    b.ok(&["run", "-d", "--name", "c", img, "sh", "-c", counter]);
+    b.ok(&["run", "-d", "--userns=host", "--name", "c", img, "sh", "-c", counter]);
     let count = || -> u64 {
         stdout(&b.v(&["exec", "c", "cat", "/count"]))
             .trim()

@@ -136,6 +136,21 @@ fn create_with(
         } else {
             (None, None)
         };
+        // In a user namespace the pipes go to the container's root, as runc's
+        // fixStdioPermissions does: a process there may then reopen them
+        // (`echo x > /proc/1/fd/1`, a common way to write to the container's log).
+        if let Some(ids) = &rec.options.id_mappings {
+            let root = crate::idmap::to_host(&ids.uid, 0).zip(crate::idmap::to_host(&ids.gid, 0));
+            if let Some((uid, gid)) = root {
+                let owner = (
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                );
+                for fd in [Some(&out_w), Some(&err_w), in_r.as_ref()].into_iter().flatten() {
+                    rustix::fs::fchown(fd, owner.0, owner.1).map_err(|e| io(e.into()))?;
+                }
+            }
+        }
         set_stdio(
             in_r.as_ref().map_or(null.as_fd(), |f| f.as_fd()),
             out_w.as_fd(),
