@@ -230,7 +230,17 @@ fn optimize_puts_the_files_read_first_then_the_prefetch_landmark() {
     inst.ok(&["push", &dest]);
     let other = Instance::new();
     let servers = Servers(other.root());
-    let out = other.ok(&["run", "--lazy", "--userns=host", "--rm", "--network", "none", &dest, "cat", "/etc/other"]);
+    let out = other.ok(&[
+        "run",
+        "--lazy",
+        "--userns=host",
+        "--rm",
+        "--network",
+        "none",
+        &dest,
+        "cat",
+        "/etc/other",
+    ]);
     assert_eq!(out, "other\n");
     drop(servers);
 }

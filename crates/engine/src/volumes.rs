@@ -160,12 +160,10 @@ pub fn create(paths: &Paths, db: &Db, name: &str, labels: &BTreeMap<String, Stri
 ///
 /// Errors: as [`create`]; [`Error::Io`] when the chown fails.
 pub fn resolve(paths: &Paths, db: &Db, opts: &mut RunOptions) -> Result<()> {
-    let owner = opts.id_mappings.as_ref().and_then(|m| {
-        Some((
-            crate::idmap::to_host(&m.uid, 0)?,
-            crate::idmap::to_host(&m.gid, 0)?,
-        ))
-    });
+    let owner = opts
+        .id_mappings
+        .as_ref()
+        .and_then(|m| Some((crate::idmap::to_host(&m.uid, 0)?, crate::idmap::to_host(&m.gid, 0)?)));
     for v in &mut opts.volumes {
         if let Some(name) = &v.name {
             let (rec, _) = create(paths, db, name, &BTreeMap::new())?;

@@ -356,7 +356,9 @@ fn ping_group_range_only_in_an_own_network_namespace() {
             "{net:?}"
         );
         assert_eq!(
-            sysctl(net).get("net.ipv4.ip_unprivileged_port_start").map(String::as_str),
+            sysctl(net)
+                .get("net.ipv4.ip_unprivileged_port_start")
+                .map(String::as_str),
             Some("0"),
             "{net:?}"
         );
