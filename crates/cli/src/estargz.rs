@@ -87,6 +87,8 @@ pub fn optimize(engine: &vessel_engine::Engine, a: &OptimizeArgs) -> Result<i32>
         image: a.source.clone(),
         command: a.command.clone(),
         network: Some("none".into()),
+        // As `vessel run` takes it (its --cgroup-parent's environment variable).
+        cgroup_parent: std::env::var("VESSEL_CGROUP_PARENT").ok().filter(|p| !p.is_empty()),
         ..Default::default()
     };
     let mut no_pull = |_: &Store, name: &str| -> vessel_image::Result<vessel_image::ImageRecord> {
