@@ -3,14 +3,14 @@
 //! only inside a network namespace the test makes (the server runs in it, as the
 //! "host"), never on the machine's own network.
 
+mod api_server;
 #[path = "../../image/tests/common/mod.rs"]
 mod common;
 mod instance;
 mod run_vessel;
-mod serve;
 
+use api_server::{tools, Server};
 use instance::{have, stderr, Instance, TestNetns};
-use serve::{tools, Server};
 
 fn cni() -> bool {
     std::path::Path::new("/usr/lib/cni/bridge").exists()

@@ -4,14 +4,14 @@
 //! `logs`, `exec`, `down -v`. The server and compose run inside a network namespace the
 //! test makes, so the bridge, the veths and the published port live only there.
 
+mod api_server;
 mod instance;
 mod run_vessel;
-mod serve;
 
 use std::process::{Command, Output, Stdio};
 
+use api_server::{tools, Server};
 use instance::{have, stderr, stdout, wait_for, Instance, TestNetns};
-use serve::{tools, Server};
 
 const COMPOSE: &str = "/usr/bin/docker-compose";
 

@@ -4,12 +4,12 @@
 //! `(healthy)` in `ps`. The checks' outcomes are driven by the test (a file the check
 //! looks for), never by timing.
 
+mod api_server;
 mod instance;
 mod run_vessel;
-mod serve;
 
+use api_server::{tools, Server};
 use instance::{have, wait_for, Instance};
-use serve::{tools, Server};
 
 fn health(i: &Instance, name: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&i.ok(&["inspect", name])).unwrap();

@@ -2,6 +2,8 @@
 //! [`Instance`] on a temp socket (SIGTERM and reaped on drop), the docker CLI pointed
 //! at it, and a pty for the CLI's `-it` commands.
 
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -46,13 +48,21 @@ impl Server {
         self.child.wait().is_ok_and(|s| s.success())
     }
 
+    /// What a client of this server needs in its environment (docker CLI, compose).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DOCKER_HOST", format!("unix://{}", self.socket.display())),
+            (
+                "DOCKER_CONFIG",
+                self.socket.with_file_name("docker-config").display().to_string(),
+            ),
+        ]
+    }
+
     /// The docker CLI with ARGS, pointed at this server.
     pub fn docker_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(DOCKER);
-        c.args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.socket.with_file_name("docker-config"))
-            .stdin(Stdio::null());
+        c.args(args).envs(self.env()).stdin(Stdio::null());
         c
     }
 
@@ -66,6 +76,13 @@ impl Server {
         let o = self.docker(args);
         assert!(o.status.success(), "docker {args:?}: {}", stderr(&o));
         stdout(&o)
+    }
+
+    /// `docker ARGS` that must fail; its stderr.
+    pub fn docker_err(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(!o.status.success(), "docker {args:?} succeeded");
+        stderr(&o)
     }
 
     /// The docker CLI with `input` on its stdin (a pipe).
