@@ -30,9 +30,12 @@ pub struct CreateArgs {
     /// Read environment variables from a file (K=V lines).
     #[arg(long = "env-file")]
     pub(crate) env_file: Vec<PathBuf>,
-    /// Bind mount a host path (HOST:CONTAINER[:ro]) or a named volume (NAME:CONTAINER[:ro], made on first use).
+    /// Bind mount a host path (HOST:CONTAINER[:ro][,idmap]) or a named volume (NAME:CONTAINER[:ro], made on first use).
     #[arg(short = 'v', long = "volume", value_parser = parse_volume)]
     pub(crate) volume: Vec<vessel_engine::options::Volume>,
+    /// A bind mount or named volume as type=bind|volume,source=SRC,target=DST[,readonly][,idmap].
+    #[arg(long = "mount", value_parser = parse_mount)]
+    pub(crate) mount: Vec<vessel_engine::options::Volume>,
     /// Mount a tmpfs: PATH[:OPTIONS].
     #[arg(long)]
     pub(crate) tmpfs: Vec<String>,
@@ -255,6 +258,10 @@ fn parse_volume(s: &str) -> Result<vessel_engine::options::Volume, String> {
     units::parse_volume(s).map_err(|e| e.to_string())
 }
 
+fn parse_mount(s: &str) -> Result<vessel_engine::options::Volume, String> {
+    units::parse_mount(s).map_err(|e| e.to_string())
+}
+
 impl CreateArgs {
     fn options(&self) -> Result<RunOptions> {
         let mut seccomp = Seccomp::Default;
@@ -273,7 +280,7 @@ impl CreateArgs {
             entrypoint: self.entrypoint.clone(),
             env: self.env.clone(),
             env_files: self.env_file.clone(),
-            volumes: self.volume.clone(),
+            volumes: self.volume.iter().chain(&self.mount).cloned().collect(),
             tmpfs: self.tmpfs.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
@@ -862,7 +869,7 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
             "HostConfig": {
                 "Memory": memory, "NanoCpus": nano_cpus, "PidsLimit": pids_limit, "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,
                 "CapAdd": o.cap_add, "CapDrop": o.cap_drop, "AutoRemove": o.rm, "Init": o.init,
-                "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+                "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container.display(), match (v.read_only, v.idmap) { (true, true) => ":ro,idmap", (true, false) => ":ro", (false, true) => ":idmap", _ => "" })).collect::<Vec<_>>(),
                 "Tmpfs": o.tmpfs,
                 "StorageOpt": (!o.storage_opt.is_empty()).then_some(&o.storage_opt),
                 "UsernsMode": vessel_engine::idmap::mode_name(o),

@@ -298,3 +298,92 @@ fn bridge_network_in_a_user_namespace() {
     assert!(out.contains("inet 10.88."), "{out}");
     assert!(out.contains("pinged"), "{out}");
 }
+
+#[test]
+fn idmapped_volume_writes_as_host_root_and_shows_host_owners() {
+    let i = Instance::new();
+    let img = i.busybox();
+    // A root-owned 0755 dir (as most host dirs are) with a file of uid 1234, and a plain
+    // (not idmapped) world-writable dir beside it.
+    let idm = i.dir.path().join("idm");
+    std::fs::create_dir(&idm).unwrap();
+    std::fs::set_permissions(&idm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(idm.join("owned"), "x\n").unwrap();
+    std::os::unix::fs::chown(idm.join("owned"), Some(1234), Some(1234)).unwrap();
+    let plain = i.dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = i.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/v:idmap", idm.display()),
+        "-v",
+        &format!("{}:/p", plain.display()),
+        img,
+        "sh",
+        "-c",
+        "stat -c %u:%g /v/owned /v; echo x > /v/new && mkdir /v/d && touch /v/d/f && chown 33:33 /v/d/f; echo y > /p/new",
+    ]);
+    assert_eq!(out, "1234:1234\n0:0\n", "host owners as they are inside");
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&idm.join("new")), (0, 0), "container root writes as host root");
+    assert_eq!(owner(&idm.join("d/f")), (33, 33));
+    assert_eq!(
+        owner(&plain.join("new")),
+        (RANGE, RANGE),
+        "a plain volume: the range's root"
+    );
+    // The staged idmapped mount went with the container.
+    assert!(
+        !i.mounts_under_root().iter().any(|l| l.contains("idmap-volumes")),
+        "{:?}",
+        i.mounts_under_root()
+    );
+    // --mount with readonly, and a named volume: a fresh one stays host root's.
+    let m = format!("type=bind,source={},target=/v,readonly,idmap", idm.display());
+    let out = i.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        &m,
+        "-v",
+        "named:/n:idmap",
+        img,
+        "sh",
+        "-c",
+        "cat /v/new; touch /v/ro || echo refused; touch /n/f; stat -c %u /n/f",
+    ]);
+    assert_eq!(out, "x\nrefused\n0\n", "{out}");
+    let named = i.root().join("volumes/named/_data");
+    assert_eq!(owner(&named), (0, 0));
+    assert_eq!(owner(&named.join("f")), (0, 0));
+    // A detached container keeps its idmapped volume across a restart.
+    let a = sleeper(&i, &["-v", &format!("{}:/v:idmap", idm.display())], img);
+    i.ok(&["restart", "-t", "0", &a]);
+    i.ok(&["exec", &a, "touch", "/v/after-restart"]);
+    assert_eq!(owner(&idm.join("after-restart")), (0, 0));
+    i.ok(&["rm", "-f", &a]);
+    // A file system that cannot be idmapped (ramfs): the error names the path and the
+    // file system, and nothing is left mounted.
+    let ram = i.root().join("ramfs-test");
+    std::fs::create_dir(&ram).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&ram)
+        .status()
+        .unwrap()
+        .success());
+    let o = i.v(&["run", "--rm", "-v", &format!("{}:/r:idmap", ram.display()), img, "true"]);
+    let _ = Command::new("umount").arg(&ram).status();
+    assert_eq!(o.status.code(), Some(125));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&ram.display().to_string()) && err.contains("ramfs") && err.contains("idmapped"),
+        "{err}"
+    );
+    assert!(!i.mounts_under_root().iter().any(|l| l.contains("idmap-volumes")));
+}

@@ -156,7 +156,7 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     for t in &opts.tmpfs {
         user_mounts.push(tmpfs_mount(t)?);
     }
-    for v in &opts.volumes {
+    for (i, v) in opts.volumes.iter().enumerate() {
         let shown = format!("{}:{}", v.host.display(), v.container.display());
         let dest = container_path("-v", &shown, &v.container.to_string_lossy())?;
         if !v.host.is_absolute() {
@@ -164,7 +164,12 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
                 "invalid -v {shown:?}: the host path must be absolute"
             )));
         }
-        user_mounts.push(bind(&v.host, &dest, v.read_only));
+        let source = if crate::rootfs::idmapped_volumes::wanted(v, opts.id_mappings.as_ref()) {
+            crate::rootfs::idmapped_volumes::staged_path(input.bundle, i)
+        } else {
+            v.host.clone()
+        };
+        user_mounts.push(bind(&source, &dest, v.read_only));
     }
     for (i, m) in user_mounts.iter().enumerate() {
         if user_mounts[..i].iter().any(|o| o.destination() == m.destination()) {

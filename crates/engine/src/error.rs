@@ -99,6 +99,10 @@ pub enum Error {
     /// records' `idmaps` table refused it); picking again finds another.
     #[error("host id range at uid {0} is taken by another container: retry")]
     RangeTaken(u32),
+
+    /// `-v SRC:DST:idmap` on a file system that cannot be idmapped (mount_setattr(2) EINVAL).
+    #[error("idmapped volume {}: its file system ({fs}) does not support idmapped mounts: drop the :idmap option, or use a volume on ext4, xfs, btrfs or tmpfs", path.display())]
+    IdmapUnsupported { path: PathBuf, fs: String },
 }
 
 fn in_use(image: &str, containers: &[String]) -> String {

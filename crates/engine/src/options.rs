@@ -20,6 +20,10 @@ pub struct Volume {
     pub container: PathBuf,
     /// Mounted read-only (`:ro`).
     pub read_only: bool,
+    /// Mounted idmapped with the container's id range (`:idmap`, podman's option):
+    /// [`crate::rootfs::idmapped_volumes`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idmap: bool,
 }
 
 /// `--security-opt seccomp=...`.

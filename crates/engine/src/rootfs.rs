@@ -9,6 +9,7 @@
 
 mod host;
 pub mod idmapped;
+pub mod idmapped_volumes;
 
 use std::fs;
 use std::io;
@@ -201,6 +202,7 @@ fn stage_dir(rootfs: &Path) -> PathBuf {
 /// [`Error::Io`] when the kernel refuses the unmount for another reason (EPERM).
 pub fn unmount(bundle: &Path) -> Result<()> {
     unmount_all(&bundle.join(ROOTFS_DIR))?;
+    idmapped_volumes::unmount(bundle)?;
     if quota::has_disk(bundle) {
         quota::unmount(bundle)?;
     }

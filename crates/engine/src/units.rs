@@ -135,7 +135,8 @@ fn clean_absolute(p: &str) -> Option<PathBuf> {
 /// container is made, if missing). Both paths must be absolute and free of `..`; the
 /// container path must not be `/`; the host path must exist (docker would create it; we
 /// refuse, so a typo does not leave an empty directory behind). OPTIONS is a
-/// comma-separated list of `ro` and `rw` (the last one wins; `rw` is the default).
+/// comma-separated list of `ro` and `rw` (the last one wins; `rw` is the default) and
+/// `idmap` (podman's: [`crate::rootfs::idmapped_volumes`]).
 ///
 /// Errors: [`Error::BadInput`] naming the value and the part that is wrong (a relative
 /// path that is not a volume name, `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, among them).
@@ -171,12 +172,13 @@ pub fn parse_volume(s: &str) -> Result<Volume> {
     if container == Path::new("/") {
         return Err(bad("the container path cannot be \"/\"".into()));
     }
-    let mut read_only = false;
+    let (mut read_only, mut idmap) = (false, false);
     for o in opts.into_iter().flat_map(|o| o.split(',')) {
         match o {
             "ro" => read_only = true,
             "rw" => read_only = false,
-            other => return Err(bad(format!("unknown volume option {other:?}: use ro or rw"))),
+            "idmap" => idmap = true,
+            other => return Err(bad(format!("unknown volume option {other:?}: use ro, rw or idmap"))),
         }
     }
     match std::fs::metadata(&host_path) {
@@ -194,13 +196,86 @@ pub fn parse_volume(s: &str) -> Result<Volume> {
         host: host_path,
         container,
         read_only,
+        idmap,
         name: named.then(|| host.to_string()),
     })
+}
+
+/// Parses `--mount type=bind,source=SRC,target=DST[,readonly][,idmap]` (docker's and
+/// podman's `--mount`; `type=volume` with `source=NAME` for a named volume; `src`, `dst`,
+/// `destination` and `ro` are accepted as in docker): the same volume as
+/// `-v SRC:DST[:ro][,idmap]` ([`parse_volume`]). Only `bind` and `volume` mounts are
+/// taken (`--tmpfs` makes tmpfs mounts).
+///
+/// Errors: [`Error::BadInput`] naming the value and the key that is wrong or missing.
+pub fn parse_mount(s: &str) -> Result<Volume> {
+    let bad = |why: String| Error::BadInput(format!("invalid --mount {s:?}: {why}"));
+    let (mut typ, mut src, mut dst) = ("volume", None, None);
+    let mut opts = Vec::new();
+    for kv in s.split(',') {
+        let (k, v) = kv.split_once('=').map_or((kv, None), |(k, v)| (k, Some(v)));
+        match (k, v) {
+            ("type", Some(t)) => typ = t,
+            ("source" | "src", Some(v)) => src = Some(v),
+            ("target" | "destination" | "dst", Some(v)) => dst = Some(v),
+            ("readonly" | "ro", None | Some("true" | "1")) => opts.push("ro"),
+            ("readonly" | "ro", Some("false" | "0")) => {}
+            ("idmap", None) => opts.push("idmap"),
+            _ => {
+                return Err(bad(format!(
+                    "unknown key {kv:?}: use type, source, target, readonly, idmap"
+                )))
+            }
+        }
+    }
+    if typ != "bind" && typ != "volume" {
+        return Err(bad(format!(
+            "type={typ} is not supported: use bind or volume (or --tmpfs)"
+        )));
+    }
+    let (Some(src), Some(dst)) = (src, dst) else {
+        return Err(bad("give source= and target=".into()));
+    };
+    if src.contains(':') || dst.contains(':') {
+        return Err(bad("paths with \":\" are not supported".into()));
+    }
+    if typ == "bind" && !src.starts_with('/') {
+        return Err(bad(format!(
+            "a bind mount's source must be an absolute path, not {src:?}"
+        )));
+    }
+    let v = if opts.is_empty() {
+        format!("{src}:{dst}")
+    } else {
+        format!("{src}:{dst}:{}", opts.join(","))
+    };
+    parse_volume(&v).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_flag() {
+        let host = std::env::temp_dir();
+        let h = host.display();
+        let v = parse_mount(&format!("type=bind,source={h},target=/d,readonly,idmap")).unwrap();
+        assert!(v.read_only && v.idmap && v.name.is_none());
+        assert_eq!(v.container, std::path::Path::new("/d"));
+        let v = parse_mount("type=volume,src=data,dst=/d").unwrap();
+        assert_eq!(v.name.as_deref(), Some("data"));
+        assert!(!v.idmap && !v.read_only);
+        assert!(parse_volume(&format!("{h}:/d:idmap")).unwrap().idmap);
+        for bad in [
+            "type=tmpfs,target=/t",
+            "type=bind,source=rel,target=/d",
+            "type=bind,target=/d",
+            "type=bind,source=/,target=/d,x=1",
+        ] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn bytes_good() {

@@ -155,8 +155,8 @@ pub fn create(paths: &Paths, db: &Db, name: &str, labels: &BTreeMap<String, Stri
 /// each is made if missing, and its data directory becomes the bind mount's source.
 /// A container in a user namespace (`opts.id_mappings`) gets an empty data directory
 /// that root owns handed to its own root (the host ids container 0 maps to), as podman
-/// does on a volume's first mount, so its root can write there; a volume that holds
-/// files keeps its owners.
+/// does on a volume's first mount, so its root can write there (not for `:idmap`, where
+/// container root is host root on the volume); a volume that holds files keeps its owners.
 ///
 /// Errors: as [`create`]; [`Error::Io`] when the chown fails.
 pub fn resolve(paths: &Paths, db: &Db, opts: &mut RunOptions) -> Result<()> {
@@ -167,7 +167,8 @@ pub fn resolve(paths: &Paths, db: &Db, opts: &mut RunOptions) -> Result<()> {
     for v in &mut opts.volumes {
         if let Some(name) = &v.name {
             let (rec, _) = create(paths, db, name, &BTreeMap::new())?;
-            if let Some((uid, gid)) = owner {
+            // An idmapped volume needs none: the container's root writes as host root.
+            if let Some((uid, gid)) = owner.filter(|_| !v.idmap) {
                 hand_over_if_fresh(&rec.mountpoint, uid, gid)?;
             }
             v.host = rec.mountpoint;

@@ -404,7 +404,7 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
         "Platform": "linux",
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "HostConfig": {
-            "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.name.clone().unwrap_or_else(|| v.host.display().to_string()), v.container.display(), if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+            "Binds": o.volumes.iter().map(|v| format!("{}:{}{}", v.name.clone().unwrap_or_else(|| v.host.display().to_string()), v.container.display(), match (v.read_only, v.idmap) { (true, true) => ":ro,idmap", (true, false) => ":ro", (false, true) => ":idmap", _ => "" })).collect::<Vec<_>>(),
             "NetworkMode": net, "AutoRemove": o.rm, "Privileged": o.privileged, "ReadonlyRootfs": o.read_only,
             "Memory": limits.memory, "NanoCpus": limits.nano_cpus, "PidsLimit": limits.pids,
             "CapAdd": o.cap_add, "CapDrop": o.cap_drop, "Init": o.init,

@@ -500,12 +500,14 @@ fn mounts_read_only_tmpfs_volumes() {
                 container: "/data".into(),
                 read_only: false,
                 name: None,
+                idmap: false,
             },
             Volume {
                 host: host.path().to_path_buf(),
                 container: "/etc/resolv.conf".into(),
                 read_only: true,
                 name: None,
+                idmap: false,
             },
         ];
     });
@@ -574,6 +576,7 @@ fn mounts_read_only_tmpfs_volumes() {
                     container: c.into(),
                     read_only: false,
                     name: None,
+                    idmap: false,
                 })
                 .collect();
         });

@@ -284,6 +284,11 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Pa
             rec.image_id == rootfs::HOST_IMAGE,
             rec.options.id_mappings.as_ref(),
         )?;
+        if let Err(e) = rootfs::idmapped_volumes::mount(&bundle, &rec.options.volumes, rec.options.id_mappings.as_ref())
+        {
+            let _ = rootfs::unmount(&bundle);
+            return Err(e);
+        }
         let run_dir = paths.run_dir(id);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io("create", &run_dir, e))?;
         let listener = wire::listen(&run_dir).map_err(|e| Error::io("listen on socket in", &run_dir, e))?;

@@ -180,21 +180,22 @@ pub fn mount_overlay(
     })
 }
 
-/// Binds `dir` idmapped with `userns` onto `target` (`-v SRC:DST:idmap`, the host image's
-/// /etc lower).
+/// Binds `dir` idmapped with `userns` onto `target` (`-v SRC:DST:idmap`,
+/// [`super::idmapped_volumes`]); `target` must exist and be of the same kind as `dir`.
 ///
 /// # Errors
-/// [`Error::Io`] with the kernel's error.
-pub fn bind(dir: &Path, target: &Path, userns: &OwnedFd) -> Result<()> {
-    let tree = idmapped_tree(dir, userns).at("make an idmapped mount of", dir)?;
+/// The kernel's error: EINVAL from mount_setattr(2) when the file system of `dir` cannot
+/// be idmapped, EPERM without CAP_SYS_ADMIN over it.
+pub fn bind_tree(dir: &Path, target: &Path, userns: &OwnedFd) -> io::Result<()> {
+    let tree = idmapped_tree(dir, userns)?;
     rustix::mount::move_mount(
         &tree,
         "",
         rustix::fs::CWD,
         target,
         rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .at("attach the idmapped mount on", target)
+    )?;
+    Ok(())
 }
 
 /// Chowns the directory `dir` (not what is in it) so that it belongs to the container's
