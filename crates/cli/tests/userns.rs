@@ -387,3 +387,94 @@ fn idmapped_volume_writes_as_host_root_and_shows_host_owners() {
     );
     assert!(!i.mounts_under_root().iter().any(|l| l.contains("idmap-volumes")));
 }
+
+/// `tar --numeric-owner -tvf FILE`: "MODE UID/GID SIZE DATE TIME NAME" lines as
+/// (owner, name).
+fn tar_owners(tar: &Path) -> Vec<(String, String)> {
+    let o = Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-tvf")
+        .arg(tar)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1].to_string(), f[5].trim_end_matches('/').to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn cp_speaks_the_containers_ids() {
+    let i = Instance::new();
+    let img = i.busybox();
+    let a = sleeper(&i, &[], img);
+    let p = pid(&i, &a);
+    i.ok(&[
+        "exec",
+        &a,
+        "sh",
+        "-c",
+        "mkdir /d && echo x > /d/f && chown 33:33 /d/f && echo y > /d/o",
+    ]);
+    // A file whose host owner is outside the range shows as 65534 inside, and in the tar.
+    std::os::unix::fs::chown(format!("/proc/{p}/root/d/o"), Some(12345), Some(12345)).unwrap();
+    // Out: a tar of container ids, as the container sees them.
+    let tar = i.dir.path().join("out.tar");
+    let out = i
+        .cmd()
+        .args(["cp", &format!("{a}:/d"), "-"])
+        .stdout(std::fs::File::create(&tar).unwrap())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let mut owners = tar_owners(&tar);
+    owners.sort();
+    assert_eq!(
+        owners,
+        [
+            ("0/0".to_string(), "d".to_string()),
+            ("33/33".to_string(), "d/f".to_string()),
+            ("65534/65534".to_string(), "d/o".to_string())
+        ]
+    );
+    // In, from a tar of host ids (1234) and from a file of the caller (root): the
+    // container's root owns them (host uid: the range's first), or with -a the tar's
+    // owners as container ids.
+    let src = i.dir.path().join("in");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("t"), "t\n").unwrap();
+    std::fs::write(src.join("plain"), "p\n").unwrap();
+    let mk = Command::new("tar")
+        .args(["--owner=1234", "--group=1234", "-cf"])
+        .arg(i.dir.path().join("in.tar"))
+        .arg("-C")
+        .arg(&src)
+        .arg("t")
+        .status()
+        .unwrap();
+    assert!(mk.success());
+    for (args, dest) in [(vec!["cp"], "/in1"), (vec!["cp", "-a"], "/in2")] {
+        i.ok(&["exec", &a, "mkdir", dest]);
+        let mut c = i.cmd();
+        c.args(&args).args(["-", &format!("{a}:{dest}")]);
+        let st = c
+            .stdin(std::fs::File::open(i.dir.path().join("in.tar")).unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    i.ok(&["cp", &src.join("plain").display().to_string(), &format!("{a}:/plain")]);
+    let inside = i.ok(&["exec", &a, "stat", "-c", "%u:%g", "/in1/t", "/in2/t", "/plain"]);
+    assert_eq!(inside, "0:0\n1234:1234\n0:0\n");
+    let host = |f: &str| {
+        let m = std::fs::symlink_metadata(format!("/proc/{p}/root{f}")).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(host("/in1/t"), (RANGE, RANGE));
+    assert_eq!(host("/in2/t"), (RANGE + 1234, RANGE + 1234));
+    assert_eq!(host("/plain"), (RANGE, RANGE));
+}

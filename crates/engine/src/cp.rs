@@ -316,18 +316,24 @@ pub(crate) fn to_host(ids: Option<&crate::options::IdMappings>, (uid, gid): (u32
     }
 }
 
+/// The container ids that host ids `(uid, gid)` are under `ids` (the same without maps;
+/// 65534 for host ids outside the range, as the kernel shows them inside).
+pub(crate) fn to_container(ids: Option<&crate::options::IdMappings>, (uid, gid): (u32, u32)) -> (u32, u32) {
+    match ids {
+        None => (uid, gid),
+        Some(m) => (
+            crate::idmap::to_container(&m.uid, uid).unwrap_or(65534),
+            crate::idmap::to_container(&m.gid, gid).unwrap_or(65534),
+        ),
+    }
+}
+
 impl Copy {
     /// Owners of a copy: the source's with `archive` (as the container sees them), else
     /// root (in) or the caller (out).
     fn owner(&self, uid: u32, gid: u32) -> (u32, u32) {
         if self.archive {
-            match &self.ids {
-                None => (uid, gid),
-                Some(m) => (
-                    crate::idmap::to_container(&m.uid, uid).unwrap_or(65534),
-                    crate::idmap::to_container(&m.gid, gid).unwrap_or(65534),
-                ),
-            }
+            to_container(self.ids.as_ref(), (uid, gid))
         } else {
             (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
         }

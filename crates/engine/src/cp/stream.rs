@@ -20,7 +20,9 @@ use crate::error::{Error, IoContext, Result};
 
 impl Engine {
     /// `vessel cp NAME:SRC -`: writes a tar of `src` (named by its last component; `SRC/.`:
-    /// its content) to `out`, owners and modes as they are in the container.
+    /// its content) to `out`, owners and modes as they are in the container (for a
+    /// container in its own user namespace: its ids, not the host's; 65534 for host ids
+    /// outside its range).
     ///
     /// # Errors
     /// [`Error::BadInput`] when `src` does not exist; [`Error::Io`] for reads and writes.
@@ -37,15 +39,16 @@ impl Engine {
         if let Err(Errno::NOENT) = lstat_at(&dir, &name) {
             return Err(missing());
         }
+        let ids = r.options.id_mappings.as_ref();
         let mut tar = tar::Builder::new(out);
         tar.mode(tar::HeaderMode::Complete);
         if sp.contents || sp.name.is_none() {
             let d = open_dir(&dir, &name, Path::new(src))?;
             for n in dir_names(&d, Path::new(src))? {
-                entry_to_tar(&mut tar, &d, &n, Path::new(&n), Path::new(src))?;
+                entry_to_tar(&mut tar, ids, &d, &n, Path::new(&n), Path::new(src))?;
             }
         } else {
-            entry_to_tar(&mut tar, &dir, &name, Path::new(&name), Path::new(src))?;
+            entry_to_tar(&mut tar, ids, &dir, &name, Path::new(&name), Path::new(src))?;
         }
         tar.finish().at("write tar of", src)
     }
@@ -205,9 +208,11 @@ fn remove_if_symlink(dir: &OwnedFd, name: &OsStr, shown: &Path) -> Result<()> {
     }
 }
 
-/// Appends entry `name` of container dir `dir` (and what is below it) to `tar` as `path`.
+/// Appends entry `name` of container dir `dir` (and what is below it) to `tar` as `path`,
+/// its owners as the container with maps `ids` sees them.
 fn entry_to_tar<W: Write>(
     tar: &mut tar::Builder<W>,
+    ids: Option<&crate::options::IdMappings>,
     dir: &OwnedFd,
     name: &OsStr,
     path: &Path,
@@ -216,8 +221,9 @@ fn entry_to_tar<W: Write>(
     let st = lstat_at(dir, name).at("stat", shown)?;
     let mut h = tar::Header::new_gnu();
     h.set_mode(st.st_mode & 0o7777);
-    h.set_uid(u64::from(st.st_uid));
-    h.set_gid(u64::from(st.st_gid));
+    let (uid, gid) = super::to_container(ids, (st.st_uid, st.st_gid));
+    h.set_uid(u64::from(uid));
+    h.set_gid(u64::from(gid));
     h.set_mtime(st.st_mtime.max(0) as u64);
     match FileType::from_raw_mode(st.st_mode) {
         FileType::Directory => {
@@ -230,7 +236,7 @@ fn entry_to_tar<W: Write>(
                 .at("write tar of", shown)?;
             let d = open_dir(dir, name, shown)?;
             for n in dir_names(&d, shown)? {
-                entry_to_tar(tar, &d, &n, &path.join(&n), &shown.join(&n))?;
+                entry_to_tar(tar, ids, &d, &n, &path.join(&n), &shown.join(&n))?;
             }
         }
         FileType::Symlink => {
