@@ -504,3 +504,77 @@ fn rootless_run_host_image_and_pasta() {
     let st = server.0.wait().unwrap();
     assert!(st.success(), "the server container ended with {st}");
 }
+
+/// `--network slirp4netns` (podman's other rootless network): a published port reached
+/// from the namespace's loopback (forwarded through slirp4netns's API socket), and the
+/// container reaching a server of the test on the namespace's own address.
+#[test]
+fn rootless_slirp4netns() {
+    let Some(s) = Setup::new('c', &["slirp4netns", "busybox"]) else {
+        return;
+    };
+    let v = vessel();
+    let server = Reaped(
+        s.cmd(
+            &format!(
+                "{v} run --rm --network slirp4netns -p 18081:80 host busybox nc -l -p 80 -e busybox echo slirp-hello"
+            ),
+            true,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let out = s.in_ns(
+        "for i in $(seq 200); do r=$(busybox nc 127.0.0.1 18081 </dev/null 2>/dev/null) && [ -n \"$r\" ] && { echo \"$r\"; exit 0; }; sleep 0.1; done; exit 1",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "slirp-hello");
+    let mut server = server;
+    let st = server.0.wait().unwrap();
+    assert!(st.success(), "the server container ended with {st}");
+
+    // Outbound: a server of the test on 10.231.0.1, reached through slirp4netns.
+    let _test_server = Reaped(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &s.ns.0,
+                "busybox",
+                "nc",
+                "-l",
+                "-p",
+                "18082",
+                "-e",
+                "busybox",
+                "echo",
+                "test-server",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = s.run(
+        &format!(
+            "{v} run --rm --network slirp4netns host sh -c 'ip -4 -o addr show tap0; head -1 /etc/resolv.conf; \
+             for i in $(seq 100); do r=$(busybox nc 10.231.0.1 18082 </dev/null 2>/dev/null) && [ -n \"$r\" ] && {{ echo \"$r\"; exit 0; }}; sleep 0.1; done; exit 1'"
+        ),
+        true,
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("inet 10.0.2.100/24"), "{text}");
+    assert!(text.contains("test-server"), "{text}");
+    assert!(
+        text.contains("nameserver 10.0.2.3\n"),
+        "slirp4netns's DNS first: {text}"
+    );
+    // slirp4netns ended with the containers.
+    let left = s.in_ns(&format!(
+        "for i in $(seq 50); do pgrep -u {} slirp4netns >/dev/null || exit 0; sleep 0.1; done; exit 1",
+        s.user.uid
+    ));
+    assert!(left.status.success(), "a slirp4netns of the user is still running");
+}

@@ -190,17 +190,26 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     };
 
     let mut mounts = standard_mounts(opts.privileged);
+    // The host image's /etc overlay before the files bound over its entries.
+    mounts.extend(input.extra_mounts.iter().cloned());
     let etc_ro = opts.read_only;
     let host_resolv = fs::read_to_string("/etc/resolv.conf").ok();
     for (name, dest, contents) in [
         ("hostname", "/etc/hostname", format!("{hostname}\n")),
         ("hosts", "/etc/hosts", hosts_file(&hostname)),
-        ("resolv.conf", "/etc/resolv.conf", resolv_conf(host_resolv.as_deref())),
+        ("resolv.conf", "/etc/resolv.conf", {
+            let r = resolv_conf(host_resolv.as_deref());
+            // slirp4netns's DNS forwarder first, as podman writes it.
+            if crate::network::mode(opts) == crate::network::Mode::Slirp4netns {
+                format!("nameserver {}\n{r}", vessel_net::slirp::DNS_ADDR)
+            } else {
+                r
+            }
+        }),
     ] {
         let src = write_bundle_file(input.bundle, name, &contents)?;
         mounts.push(bind(&src, Path::new(dest), etc_ro));
     }
-    mounts.extend(input.extra_mounts.iter().cloned());
 
     mounts.retain(|m| !user_mounts.iter().any(|u| u.destination() == m.destination()));
     mounts.extend(user_mounts);
@@ -271,7 +280,10 @@ pub fn build(input: &BuildInput) -> Result<Spec> {
     }
     let own_netns = matches!(
         crate::network::mode(opts),
-        crate::network::Mode::None | crate::network::Mode::Bridge(_) | crate::network::Mode::Pasta
+        crate::network::Mode::None
+            | crate::network::Mode::Bridge(_)
+            | crate::network::Mode::Pasta
+            | crate::network::Mode::Slirp4netns
     );
     linux.set_sysctl(own_netns.then(|| {
         let (key, value) = PING_GROUP_RANGE;

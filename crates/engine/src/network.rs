@@ -35,6 +35,9 @@ pub enum Mode {
     /// `pasta` (the default of a rootless user): a new network namespace that pasta
     /// ([`vessel_net::pasta`]) connects through the caller's sockets, published ports included.
     Pasta,
+    /// `slirp4netns`: a new network namespace that slirp4netns ([`vessel_net::slirp`])
+    /// connects through the caller's sockets; published ports through its API socket.
+    Slirp4netns,
 }
 
 /// The mode of a container's options.
@@ -43,6 +46,7 @@ pub fn mode(opts: &RunOptions) -> Mode {
         None if crate::rootless::is_rootless() => Mode::Pasta,
         None | Some("bridge") | Some("default") => Mode::Bridge(DEFAULT_NETWORK.into()),
         Some("pasta") => Mode::Pasta,
+        Some("slirp4netns") => Mode::Slirp4netns,
         Some("none") => Mode::None,
         Some("host") => Mode::Host,
         Some(s) => match s.strip_prefix("container:") {
@@ -304,9 +308,10 @@ pub fn prepare(paths: &Paths, db: &Db, opts: &mut RunOptions, exposed: &[String]
             });
         }
     }
-    if !opts.publish.is_empty() && !matches!(m, Mode::Bridge(_) | Mode::Pasta) {
+    if !opts.publish.is_empty() && !matches!(m, Mode::Bridge(_) | Mode::Pasta | Mode::Slirp4netns) {
         return Err(Error::BadInput(
-            "published ports (-p, -P) need a bridge or pasta network: drop --network none/host/container:".into(),
+            "published ports (-p, -P) need a bridge, pasta or slirp4netns network: drop --network none/host/container:"
+                .into(),
         ));
     }
     if (opts.ip.is_some() || opts.mac.is_some()) && !matches!(m, Mode::Bridge(_)) {
@@ -380,7 +385,7 @@ fn net_err(e: vessel_net::NetError) -> Error {
 /// bridge network, the other container's for `container:`, none for `host`.
 pub fn apply(paths: &Paths, db: &Db, id: &str, opts: &RunOptions, spec: &mut Spec) -> Result<()> {
     let path = match mode(opts) {
-        Mode::None | Mode::Pasta => return Ok(()),
+        Mode::None | Mode::Pasta | Mode::Slirp4netns => return Ok(()),
         Mode::Host => None,
         Mode::Bridge(_) => Some(netns_path(paths, id)),
         Mode::Container(other) => {
@@ -506,7 +511,7 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
             refresh_hosts(paths, &db, &name)?;
         }
         Mode::Container(_) => apply(paths, &db, &rec.id, &rec.options, spec)?,
-        Mode::Pasta => {
+        Mode::Pasta | Mode::Slirp4netns => {
             let ns = netns_path(paths, &rec.id);
             vessel_net::netns::create(&ns).map_err(net_err)?;
             if let Err(e) = vessel_net::setup_loopback(&ns).and_then(|()| {
@@ -514,6 +519,13 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
             }) {
                 let _ = vessel_net::netns::remove(&ns);
                 return Err(net_err(e));
+            }
+            if rec.options.id_mappings.is_some() {
+                // As for a bridge: the namespace is not the container's user namespace's.
+                if let Err(e) = write_net_sysctls(&ns, spec) {
+                    let _ = vessel_net::netns::remove(&ns);
+                    return Err(e);
+                }
             }
         }
         Mode::None | Mode::Host => {}
@@ -603,8 +615,8 @@ fn pasta_pid_file(paths: &Paths, id: &str) -> PathBuf {
 }
 
 /// Monitor, after the runtime's create: brings loopback up in a `--network none`
-/// container's own namespace; starts pasta on a `pasta` one's namespace file (made by
-/// [`up`]), with its published ports.
+/// container's own namespace; starts pasta (or slirp4netns) on a `pasta` (or
+/// `slirp4netns`) one's namespace file (made by [`up`]), with its published ports.
 pub fn after_create(paths: &Paths, rec: &Record, pid: i32) -> Result<()> {
     match mode(&rec.options) {
         Mode::None => vessel_net::setup_loopback(Path::new(&format!("/proc/{pid}/ns/net"))).map_err(net_err)?,
@@ -612,6 +624,12 @@ pub fn after_create(paths: &Paths, rec: &Record, pid: i32) -> Result<()> {
             &netns_path(paths, &rec.id),
             &rec.options.publish,
             &pasta_pid_file(paths, &rec.id),
+        )
+        .map_err(net_err)?,
+        Mode::Slirp4netns => vessel_net::slirp::start(
+            &netns_path(paths, &rec.id),
+            &rec.options.publish,
+            &vessel_net::slirp::Files::in_dir(&paths.bundle(&rec.id)),
         )
         .map_err(net_err)?,
         _ => {}
@@ -628,6 +646,10 @@ pub fn after_create(paths: &Paths, rec: &Record, pid: i32) -> Result<()> {
 pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
     if mode(&rec.options) == Mode::Pasta {
         vessel_net::pasta::stop(&pasta_pid_file(paths, &rec.id));
+        vessel_net::netns::remove(&netns_path(paths, &rec.id)).map_err(net_err)?;
+    }
+    if mode(&rec.options) == Mode::Slirp4netns {
+        vessel_net::slirp::stop(&vessel_net::slirp::Files::in_dir(&paths.bundle(&rec.id)));
         vessel_net::netns::remove(&netns_path(paths, &rec.id)).map_err(net_err)?;
     }
     let Mode::Bridge(name) = mode(&rec.options) else {

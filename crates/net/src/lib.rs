@@ -53,6 +53,7 @@ pub mod network;
 pub mod pasta;
 pub mod ports;
 pub mod routes;
+pub mod slirp;
 mod util;
 pub mod warm;
 
