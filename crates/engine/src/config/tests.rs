@@ -537,7 +537,9 @@ fn mounts_read_only_tmpfs_volumes() {
     assert!(ro("/etc/hosts") && ro("/etc/hostname"));
     let dests: Vec<&Path> = s.mounts().iter().flatten().map(|m| m.destination().as_path()).collect();
     let pos = |d: &str| dests.iter().position(|x| *x == Path::new(d)).unwrap();
-    assert!(pos("/etc/hosts") < pos("/usr") && pos("/usr") < pos("/data"));
+    // The root's own mounts (the host image's /usr and /etc overlay) first: the bound
+    // /etc files go over them, user mounts last.
+    assert!(pos("/usr") < pos("/etc/hosts") && pos("/etc/hosts") < pos("/data"));
     assert!(pos("/data") < pos("/data/cache"), "{dests:?}");
     // User mounts replace the standard ones at the same place.
     assert_eq!(dests.iter().filter(|d| **d == Path::new("/dev/shm")).count(), 1);
