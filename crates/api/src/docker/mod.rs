@@ -160,6 +160,7 @@ pub fn router(paths: Paths) -> Router {
         .route("/containers/{id}/top", get(c::top))
         .route("/containers/{id}/logs", get(attach::logs))
         .route("/containers/{id}/attach", post(attach::attach))
+        .route("/containers/{id}/resize", post(attach::resize))
         .route("/containers/{id}", axum::routing::delete(c::remove))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
