@@ -420,6 +420,7 @@ fn remote_call(
         Command::Rmi(a) => R::Rmi(a),
         Command::Tag(a) => R::Tag(a),
         Command::Push(a) => R::Push(a),
+        Command::Cp(a) => R::Cp(a),
         Command::System(system::SystemCommand::Load { json }) => R::Load(*json),
         _ => {
             return Some(Err(anyhow::anyhow!(

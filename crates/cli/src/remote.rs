@@ -3,7 +3,8 @@
 //! client certificate), and `vessel --remote NAME <command>` for the commands that
 //! work through the API: the container, image, network, volume and snapshot verbs
 //! ([`verbs`]), the streams of run, start -a, attach and exec ([`interactive`]) and
-//! `run`/`create` flags as the API's create body ([`create`]). The logic lives in
+//! `run`/`create` flags as the API's create body ([`create`]), `cp` as tar streams
+//! ([`cp`]). The logic lives in
 //! `vessel_api::{tls, client}`; this module parses and prints.
 
 use std::io::Write;
@@ -20,6 +21,7 @@ use vessel_api::tls::trust::{JoinToken, TrustStore};
 
 use crate::containers::{self as c, Format};
 
+mod cp;
 mod create;
 mod interactive;
 mod verbs;
@@ -350,6 +352,8 @@ pub enum RemoteCall<'a> {
     Checkpoint(&'a crate::checkpoint::CheckpointArgs),
     /// `restore`.
     Restore(&'a crate::checkpoint::RestoreArgs),
+    /// `cp`.
+    Cp(&'a crate::cp::CpArgs),
     /// `system load` (true: `--json`): the `balance` part of `GET /1.0/resources`.
     Load(bool),
 }
@@ -428,6 +432,7 @@ async fn dispatch(remote: &Remote, call: RemoteCall<'_>) -> Result<i32> {
         RemoteCall::Snapshot(s) => verbs::snapshot(remote, s).await,
         RemoteCall::Checkpoint(a) => verbs::checkpoint(remote, a).await,
         RemoteCall::Restore(a) => verbs::restore(remote, a).await,
+        RemoteCall::Cp(a) => cp::cp(remote, a).await,
         RemoteCall::Load(json) => {
             let m = remote.v1(hyper::Method::GET, "/1.0/resources", None).await?;
             let l: vessel_engine::balance::HostLoad = serde_json::from_value(m["balance"].clone())

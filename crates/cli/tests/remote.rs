@@ -487,6 +487,10 @@ fn remote_terminals_streams_ports_and_verbs() {
     assert!(ok_on_b(&a, &["ps"]).contains(" web2"));
     ok_on_b(&a, &["rm", "-f", "web2"]);
     ok_on_b(&a, &["kill", "-s", "KILL", "x"]);
+    wait_for("x to be exited", || {
+        let v: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "x"])).unwrap();
+        v[0]["State"]["Status"] == "exited"
+    });
     assert_eq!(ok_on_b(&a, &["wait", "x"]).trim(), "137");
     ok_on_b(&a, &["start", "x"]);
     ok_on_b(&a, &["restart", "-t", "0", "x"]);
@@ -533,8 +537,46 @@ fn remote_terminals_streams_ports_and_verbs() {
     assert_eq!(ok_on_b(&a, &["snapshot", "create", "x", "s1"]).trim(), "s1");
     assert!(ok_on_b(&a, &["snapshot", "ls", "x"]).contains("s1"));
     ok_on_b(&a, &["snapshot", "rm", "x", "s1"]);
+    // cp both ways through the archive endpoints: a file to a new name, a directory
+    // into an existing one, a file under a new name, and tar streams on stdio.
+    let here = a.dir.path().join("cp");
+    std::fs::create_dir_all(here.join("tree/sub")).unwrap();
+    std::fs::write(here.join("tree/sub/f"), "in-tree\n").unwrap();
+    std::fs::write(here.join("one"), "one-file\n").unwrap();
+    let out = here.join("passwd-copy");
+    ok_on_b(&a, &["cp", "x:/etc/passwd", out.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&out).unwrap().starts_with("root:x:0:0"));
+    ok_on_b(&a, &["cp", here.join("tree").to_str().unwrap(), "x:/etc"]);
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/etc/tree/sub/f"]), "in-tree\n");
+    ok_on_b(&a, &["cp", here.join("one").to_str().unwrap(), "x:/renamed"]);
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/renamed"]), "one-file\n");
+    ok_on_b(&a, &["cp", "x:/etc/tree", here.join("back").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(here.join("back/sub/f")).unwrap(), "in-tree\n");
+    let o = on_b(&a, &["cp", "x:/etc/tree", "-"]);
+    assert!(o.status.success());
+    assert!(
+        o.stdout.windows(10).any(|w| w == b"tree/sub/f"),
+        "a tar with tree/sub/f"
+    );
+    // The same tar unpacked into another directory from stdin.
+    std::fs::write(here.join("t.tar"), &o.stdout).unwrap();
+    ok_on_b(&a, &["exec", "x", "mkdir", "/root"]);
+    let o = a
+        .cmd()
+        .args(["--remote", "b", "cp", "-", "x:/root"])
+        .stdin(std::fs::File::open(here.join("t.tar")).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/root/tree/sub/f"]), "in-tree\n");
+    let o = on_b(&a, &["cp", "x:/nosuch", here.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("could not find"),
+        "{}",
+        stderr(&o)
+    );
     // What stays local says so.
-    let o = on_b(&a, &["cp", "x:/etc/hostname", "-"]);
+    let o = on_b(&a, &["commit", "x", "localhost/c:1"]);
     assert!(stderr(&o).contains("runs only on this host"), "{}", stderr(&o));
 
     ok_on_b(&a, &["rm", "-f", "x", "t", "sa", "lf"]);
