@@ -421,6 +421,11 @@ fn remote_call(
         Command::Tag(a) => R::Tag(a),
         Command::Push(a) => R::Push(a),
         Command::Cp(a) => R::Cp(a),
+        Command::Image(images::ImageCommand::Pull(a)) => R::Pull(&a.reference),
+        Command::Image(images::ImageCommand::Ls(a)) => R::Images(a.format == images::Format::Json),
+        Command::Image(images::ImageCommand::Rm(a)) => R::Rmi(a),
+        Command::Image(images::ImageCommand::Tag(a)) => R::Tag(a),
+        Command::Image(images::ImageCommand::Push(a)) => R::Push(a),
         Command::System(system::SystemCommand::Load { json }) => R::Load(*json),
         _ => {
             return Some(Err(anyhow::anyhow!(

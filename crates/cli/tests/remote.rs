@@ -406,6 +406,23 @@ fn remote_terminals_streams_ports_and_verbs() {
         &[("", "\recho again-$((2+2))\r"), ("again-4", "exit 5\r")],
     );
     assert_eq!(code, 5, "{out}");
+    // The local `vessel attach` (on B itself): stdin in, output out, the exit code.
+    ok_on_b(
+        &a,
+        &[
+            "run",
+            "-d",
+            "-i",
+            "--name",
+            "a2",
+            img,
+            "sh",
+            "-c",
+            "read l; echo got $l; exit 2",
+        ],
+    );
+    let o = b.with_stdin(&["attach", "a2"], "hello\n");
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(2), "got hello\n"));
     // start -a: output and exit code of a created container.
     ok_on_b(
         &a,
@@ -552,6 +569,15 @@ fn remote_terminals_streams_ports_and_verbs() {
     assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/renamed"]), "one-file\n");
     ok_on_b(&a, &["cp", "x:/etc/tree", here.join("back").to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(here.join("back/sub/f")).unwrap(), "in-tree\n");
+    // `DIR/.`: the content, into a directory made for it.
+    let contents = format!("{}/.", here.join("tree").display());
+    ok_on_b(&a, &["cp", &contents, "x:/etc/flat"]);
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/etc/flat/sub/f"]), "in-tree\n");
+    ok_on_b(&a, &["cp", "x:/etc/flat/.", here.join("flat-back").to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(here.join("flat-back/sub/f")).unwrap(),
+        "in-tree\n"
+    );
     let o = on_b(&a, &["cp", "x:/etc/tree", "-"]);
     assert!(o.status.success());
     assert!(
@@ -579,7 +605,7 @@ fn remote_terminals_streams_ports_and_verbs() {
     let o = on_b(&a, &["commit", "x", "localhost/c:1"]);
     assert!(stderr(&o).contains("runs only on this host"), "{}", stderr(&o));
 
-    ok_on_b(&a, &["rm", "-f", "x", "t", "sa", "lf"]);
+    ok_on_b(&a, &["rm", "-f", "x", "t", "sa", "lf", "a2"]);
     ok_on_b(&a, &["volume", "rm", "data"]);
     assert_eq!(b.ok(&["ps", "-aq"]).trim(), "");
 }

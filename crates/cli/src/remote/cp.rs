@@ -280,6 +280,10 @@ pub(super) async fn cp(remote: &Remote, a: &CpArgs) -> Result<i32> {
         }
         (Some((name, src)), None) => {
             let dest = PathBuf::from(&a.destination);
+            if src.ends_with("/.") && !dest.exists() {
+                // `SRC/.`: its content goes into DEST, made now.
+                std::fs::create_dir(&dest).with_context(|| format!("create {}", dest.display()))?;
+            }
             let resp = tar_of(remote, name, src).await?;
             let archive = a.archive;
             with_body_reader(resp, move |r| unpack_here(r, &dest, archive)).await?;
@@ -289,9 +293,11 @@ pub(super) async fn cp(remote: &Remote, a: &CpArgs) -> Result<i32> {
             let meta = std::fs::symlink_metadata(&src)
                 .with_context(|| format!("could not find the file {} on this host", src.display()))?;
             let dest = if dest.is_empty() { "/" } else { dest };
-            // An existing directory receives the copy under the source's name; another
-            // path is the copy's new name, made in its parent.
-            let (dir, entry) = match remote_kind(remote, name, dest).await? {
+            // An existing directory receives the copy under the source's name (`SRC/.`:
+            // its content); another path is the copy's new name, made in its parent.
+            let contents = a.source.ends_with("/.");
+            let (dir, top) = match remote_kind(remote, name, dest).await? {
+                Some(true) if contents => (dest.to_string(), None),
                 Some(true) => (dest.to_string(), src.file_name().map(PathBuf::from)),
                 Some(false) if meta.is_dir() => {
                     bail!("cannot copy directory {} onto the file {dest}", src.display())
@@ -302,15 +308,14 @@ pub(super) async fn cp(remote: &Remote, a: &CpArgs) -> Result<i32> {
                     (parent, p.file_name().map(PathBuf::from))
                 }
             };
-            let contents = a.source.ends_with("/.");
             let (tx, rx) = mpsc::channel(8);
             std::thread::spawn(move || {
                 let mut b = tar::Builder::new(Feeder(tx.clone()));
                 b.follow_symlinks(false);
-                let made = match (contents, entry) {
-                    (true, _) | (false, None) => b.append_dir_all(".", &src),
-                    (false, Some(e)) if meta.is_dir() => b.append_dir_all(&e, &src),
-                    (false, Some(e)) => b.append_path_with_name(&src, &e),
+                let made = match top {
+                    Some(t) if meta.is_dir() => b.append_dir_all(&t, &src),
+                    Some(t) => b.append_path_with_name(&src, &t),
+                    None => append_children(&mut b, &src),
                 };
                 if let Err(e) = made.and_then(|()| b.finish()) {
                     let _ = tx.blocking_send(Err(e));
@@ -322,6 +327,19 @@ pub(super) async fn cp(remote: &Remote, a: &CpArgs) -> Result<i32> {
         (None, None) => bail!("one of source and destination must be CONTAINER:PATH"),
     }
     Ok(0)
+}
+
+/// The entries of directory `src`, each under its own name (`cp SRC/. ...`).
+fn append_children(b: &mut tar::Builder<Feeder>, src: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            b.append_dir_all(e.file_name(), e.path())?;
+        } else {
+            b.append_path_with_name(e.path(), e.file_name())?;
+        }
+    }
+    Ok(())
 }
 
 async fn put(remote: &Remote, name: &str, dir: &str, archive: bool, body: Fed) -> Result<()> {
