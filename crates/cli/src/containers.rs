@@ -759,6 +759,11 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
             workdir: a.workdir.clone(),
             tty: a.tty,
             privileged: a.privileged,
+            // The size of the terminal we run on (the user's, or `vessel serve`'s pty
+            // sized by the client): set before the process starts.
+            console_size: rustix::termios::tcgetwinsize(std::io::stdin())
+                .ok()
+                .map(|ws| (ws.ws_row, ws.ws_col)),
         },
     )?;
     if vessel_engine::network::grants_net_admin(process.capabilities().as_ref()) {
