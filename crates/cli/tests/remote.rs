@@ -1053,6 +1053,21 @@ fn pull_on_a_remote_from_a_loopback_registry() {
     let o = on_b(&a, &["pull", &format!("127.0.0.1:{port}/remote/bb:nope")]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    // tag and push on B, from B's store to the registry; the registry has it after.
+    let pushed = format!("127.0.0.1:{port}/remote/pushed:2");
+    ok_on_b(&a, &["tag", &name, &pushed]);
+    ok_on_b(&a, &["push", &pushed]);
+    let o = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{pushed}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = on_b(&a, &["push", &pushed, "elsewhere/x:1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("tag it there first"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Posts to `path` over TLS and waits for the operation it starts: the operation.
