@@ -423,6 +423,20 @@ fn remote_terminals_streams_ports_and_verbs() {
     );
     let o = b.with_stdin(&["attach", "a2"], "hello\n");
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(2), "got hello\n"));
+    // Without a tty, a signal to the client reaches the container (docker's sig-proxy).
+    let mut c = a
+        .cmd()
+        .args(["--remote", "b", "run", "--rm", "--name", "sig", img, "sh", "-c"])
+        .arg("trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // SAFETY: kill takes plain integers; the pid is our own unreaped child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    assert_eq!(lines.next().unwrap().unwrap(), "got-term");
+    assert_eq!(c.wait().unwrap().code(), Some(9));
     // start -a: output and exit code of a created container.
     ok_on_b(
         &a,

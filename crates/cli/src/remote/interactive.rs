@@ -14,7 +14,9 @@
 //! With a tty the local terminal is in raw mode while the session lasts (restored when
 //! it ends, on errors too), its size is sent before the process starts (`ConsoleSize`
 //! of the exec, `POST /containers/{id}/resize` before the start) and again on each
-//! SIGWINCH, and ctrl-p ctrl-q detaches (docker's default keys). The exit code comes
+//! SIGWINCH, and ctrl-p ctrl-q detaches (docker's default keys). Without a tty, the
+//! signals this client gets (INT, TERM, HUP, QUIT, USR1, USR2) go to the container
+//! (docker's sig-proxy) during `run`, `start -a` and `attach`. The exit code comes
 //! back through `wait` (containers) or `GET /exec/{id}/json` (execs).
 
 use std::io::{IsTerminal, Read, Write};
@@ -156,16 +158,61 @@ async fn send_size(remote: &Remote, path: &str) {
     }
 }
 
+/// SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 as they arrive here (the
+/// signals docker's sig-proxy and the local `vessel run` pass on), with their numbers.
+struct Proxied(Vec<(Signal, i32)>);
+
+impl Proxied {
+    fn new() -> Proxied {
+        let kinds = [
+            (SignalKind::interrupt(), libc::SIGINT),
+            (SignalKind::terminate(), libc::SIGTERM),
+            (SignalKind::hangup(), libc::SIGHUP),
+            (SignalKind::quit(), libc::SIGQUIT),
+            (SignalKind::user_defined1(), libc::SIGUSR1),
+            (SignalKind::user_defined2(), libc::SIGUSR2),
+        ];
+        Proxied(
+            kinds
+                .into_iter()
+                .filter_map(|(k, n)| signal(k).ok().map(|s| (s, n)))
+                .collect(),
+        )
+    }
+
+    /// The next signal's number (never, without handlers).
+    async fn next(&mut self) -> i32 {
+        if self.0.is_empty() {
+            return std::future::pending().await;
+        }
+        std::future::poll_fn(|cx| {
+            for (s, n) in self.0.iter_mut() {
+                if let std::task::Poll::Ready(Some(())) = s.poll_recv(cx) {
+                    return std::task::Poll::Ready(*n);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Carries one hijacked stream: stdin up (when `stdin`; its end is a half-close),
 /// the output down (demultiplexed unless `tty`) until the remote ends it. With a tty,
-/// SIGWINCH sends the new size to `resize_path`.
+/// SIGWINCH sends the new size to `resize_path`; without one, signals to this client
+/// go to `container` (`POST /containers/{id}/kill?signal=N`), as docker's sig-proxy.
 async fn pump(
     remote: &Remote,
     stream: hyper::upgrade::Upgraded,
     tty: bool,
     stdin: bool,
     resize_path: &str,
+    container: Option<&str>,
 ) -> Result<End> {
+    let mut proxied = match container {
+        Some(_) if !tty => Proxied::new(),
+        _ => Proxied(Vec::new()),
+    };
     let (mut rd, mut wr) = tokio::io::split(TokioIo::new(stream));
     let mut input = stdin.then(|| read_stdin(tty));
     let mut winch = if tty {
@@ -206,6 +253,13 @@ async fn pump(
                 Input::Detach => return Ok(End::Detached),
             },
             Some(()) = next_winch(&mut winch) => send_size(remote, resize_path).await,
+            n = proxied.next() => {
+                if let Some(id) = container {
+                    let path = format!("/v1.41/containers/{}/kill?signal={n}", query_escape(id));
+                    // A container that has just ended refuses it: nothing to pass on then.
+                    let _ = remote.docker::<Value>(Method::POST, &path, None).await;
+                }
+            }
         }
     }
 }
@@ -251,7 +305,7 @@ pub(super) async fn foreground(remote: &Remote, id: &str, stdin: bool, tty: bool
     if start {
         remote.start(id).await?;
     }
-    if pump(remote, stream, tty, stdin, &resize_path).await? == End::Detached {
+    if pump(remote, stream, tty, stdin, &resize_path, Some(id)).await? == End::Detached {
         return Ok(0);
     }
     let body = waiting
@@ -347,6 +401,7 @@ pub(super) async fn exec(remote: &Remote, a: &c::ExecArgs) -> Result<i32> {
         a.tty,
         a.interactive,
         &format!("/v1.41/exec/{eid}/resize"),
+        None,
     )
     .await?
         == End::Detached
