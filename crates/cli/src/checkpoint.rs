@@ -13,16 +13,16 @@ use vessel_engine::Engine;
 pub struct CheckpointArgs {
     /// Keep the container running after the checkpoint.
     #[arg(long = "leave-running", short = 'R')]
-    leave_running: bool,
+    pub(crate) leave_running: bool,
     /// Checkpoint established TCP connections.
     #[arg(long = "tcp-established")]
-    tcp_established: bool,
+    pub(crate) tcp_established: bool,
     /// Also write the checkpoint to this archive (zstd tar: CRIU images, config,
     /// record, writable layer), for `vessel restore --import` here or on another host.
     #[arg(long, short = 'e')]
-    export: Option<PathBuf>,
+    pub(crate) export: Option<PathBuf>,
     /// The container (name, id or id prefix).
-    container: String,
+    pub(crate) container: String,
 }
 
 /// `vessel restore` flags.
@@ -30,13 +30,13 @@ pub struct CheckpointArgs {
 pub struct RestoreArgs {
     /// Restore from an archive made by `vessel checkpoint --export`.
     #[arg(long, short = 'i', conflicts_with = "container")]
-    import: Option<PathBuf>,
+    pub(crate) import: Option<PathBuf>,
     /// With --import: the restored container's name (default: the archived one).
     #[arg(long, short = 'n', requires = "import")]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The container (name, id or id prefix).
     #[arg(required_unless_present = "import")]
-    container: Option<String>,
+    pub(crate) container: Option<String>,
 }
 
 /// `vessel checkpoint NAME`: the CRIU images go to `ROOT/containers/<id>/checkpoint`;

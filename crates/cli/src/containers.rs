@@ -31,8 +31,10 @@ pub struct CreateArgs {
     #[arg(long = "env-file")]
     pub(crate) env_file: Vec<PathBuf>,
     /// Bind mount a host path (HOST:CONTAINER[:ro][,idmap]) or a named volume (NAME:CONTAINER[:ro], made on first use).
-    #[arg(short = 'v', long = "volume", value_parser = parse_volume)]
-    pub(crate) volume: Vec<vessel_engine::options::Volume>,
+    /// (Parsed when the container is made, on the host that makes it: with `--remote`
+    /// the host paths are the remote's, as with `docker -H`.)
+    #[arg(short = 'v', long = "volume")]
+    pub(crate) volume: Vec<String>,
     /// A bind mount or named volume as type=bind|volume,source=SRC,target=DST[,readonly][,idmap].
     #[arg(long = "mount", value_parser = parse_mount)]
     pub(crate) mount: Vec<vessel_engine::options::Volume>,
@@ -93,8 +95,9 @@ pub struct CreateArgs {
     #[arg(long, alias = "net", env = "VESSEL_NETWORK")]
     pub(crate) network: Option<String>,
     /// Publish a port: [IP:][HOSTPORT:]CTRPORT[/tcp|udp].
-    #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
-    pub(crate) publish: Vec<Vec<vessel_net::PortMapping>>,
+    /// (Parsed on the host that makes the container: a free host port is the remote's.)
+    #[arg(short = 'p', long = "publish")]
+    pub(crate) publish: Vec<String>,
     /// Publish every port the image exposes on a free host port.
     #[arg(short = 'P', long)]
     pub(crate) publish_all: bool,
@@ -175,7 +178,7 @@ pub struct HealthArgs {
 }
 
 impl HealthArgs {
-    fn healthcheck(&self) -> Result<Option<vessel_engine::health::Healthcheck>> {
+    pub(crate) fn healthcheck(&self) -> Result<Option<vessel_engine::health::Healthcheck>> {
         if self.no_healthcheck {
             if self.health_cmd.is_some() {
                 bail!("--no-healthcheck conflicts with --health-cmd: give one of them");
@@ -234,10 +237,6 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
     units::parse_cpus(s).map_err(|e| e.to_string())
 }
 
-fn parse_publish(s: &str) -> Result<Vec<vessel_net::PortMapping>, String> {
-    vessel_net::parse_publish(s).map_err(|e| e.to_string())
-}
-
 fn parse_add_host(s: &str) -> Result<String, String> {
     vessel_engine::network::check_add_host(s)
         .map(|()| s.to_string())
@@ -252,10 +251,6 @@ fn parse_storage_opt(s: &str) -> Result<String, String> {
 
 fn parse_idmap(s: &str) -> Result<vessel_engine::options::IdMap, String> {
     vessel_engine::idmap::parse_map(s).map_err(|e| e.to_string())
-}
-
-fn parse_volume(s: &str) -> Result<vessel_engine::options::Volume, String> {
-    units::parse_volume(s).map_err(|e| e.to_string())
 }
 
 fn parse_mount(s: &str) -> Result<vessel_engine::options::Volume, String> {
@@ -280,7 +275,14 @@ impl CreateArgs {
             entrypoint: self.entrypoint.clone(),
             env: self.env.clone(),
             env_files: self.env_file.clone(),
-            volumes: self.volume.iter().chain(&self.mount).cloned().collect(),
+            volumes: self
+                .volume
+                .iter()
+                .map(|v| units::parse_volume(v))
+                .collect::<vessel_engine::Result<Vec<_>>>()?
+                .into_iter()
+                .chain(self.mount.iter().cloned())
+                .collect(),
             tmpfs: self.tmpfs.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
@@ -302,7 +304,14 @@ impl CreateArgs {
             rm: self.rm,
             cgroup_parent: self.cgroup_parent.clone(),
             network: self.network.clone(),
-            publish: self.publish.iter().flatten().cloned().collect(),
+            publish: self
+                .publish
+                .iter()
+                .map(|p| vessel_net::parse_publish(p))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
             publish_all: self.publish_all,
             dns: self.dns.clone(),
             add_hosts: self.add_host.clone(),
@@ -461,13 +470,13 @@ fn each(engine: &Engine, names: &[String], f: impl Fn(&Record) -> vessel_engine:
 pub struct StartArgs {
     /// Attach stdout and stderr and wait for the exit.
     #[arg(short = 'a', long)]
-    attach: bool,
+    pub(crate) attach: bool,
     /// Attach stdin too.
     #[arg(short = 'i', long)]
-    interactive: bool,
+    pub(crate) interactive: bool,
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn start(engine: &Engine, a: &StartArgs) -> Result<i32> {
@@ -479,6 +488,26 @@ pub fn start(engine: &Engine, a: &StartArgs) -> Result<i32> {
         return attach(engine, &r, a.interactive, r.options.tty, true);
     }
     each(engine, &a.containers, |r| engine.start(r))
+}
+
+/// `vessel attach`.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin (output only).
+    #[arg(long)]
+    pub(crate) no_stdin: bool,
+    /// The running container.
+    pub(crate) container: String,
+}
+
+/// `vessel attach`: our stdio to a running container's (its stdin when it was made
+/// with `-i`), until it exits; its exit code.
+pub fn attach_running(engine: &Engine, a: &AttachArgs) -> Result<i32> {
+    let r = engine.find(&a.container)?;
+    if !matches!(r.state, State::Running | State::Paused) {
+        bail!("container {} is not running: start it with `vessel start -a`", r.name);
+    }
+    attach(engine, &r, r.options.interactive && !a.no_stdin, r.options.tty, false)
 }
 
 /// `vessel stop` / `vessel restart`.
@@ -507,10 +536,10 @@ pub fn stop(engine: &Engine, a: &StopArgs, restart: bool) -> Result<i32> {
 pub struct KillArgs {
     /// Signal to send (name or number).
     #[arg(short = 's', long, default_value = "KILL")]
-    signal: String,
+    pub(crate) signal: String,
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn kill(engine: &Engine, a: &KillArgs) -> Result<i32> {
@@ -740,6 +769,11 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32> {
             workdir: a.workdir.clone(),
             tty: a.tty,
             privileged: a.privileged,
+            // The size of the terminal we run on (the user's, or `vessel serve`'s pty
+            // sized by the client): set before the process starts.
+            console_size: rustix::termios::tcgetwinsize(std::io::stdin())
+                .ok()
+                .map(|ws| (ws.ws_row, ws.ws_col)),
         },
     )?;
     if vessel_engine::network::grants_net_admin(process.capabilities().as_ref()) {
@@ -923,10 +957,10 @@ pub fn wait(engine: &Engine, a: &WaitArgs) -> Result<i32> {
 #[derive(Args, Debug)]
 pub struct TopArgs {
     /// The container.
-    container: String,
+    pub(crate) container: String,
     /// ps(1) options (default -ef).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    ps_args: Vec<String>,
+    pub(crate) ps_args: Vec<String>,
 }
 
 pub fn top(engine: &Engine, a: &TopArgs) -> Result<i32> {
@@ -949,12 +983,12 @@ pub fn top(engine: &Engine, a: &TopArgs) -> Result<i32> {
 pub struct StatsArgs {
     /// Print one sample and exit.
     #[arg(long)]
-    no_stream: bool,
+    pub(crate) no_stream: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    pub(crate) format: Format,
     /// Containers (default: every running one).
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
@@ -1039,22 +1073,22 @@ pub fn stats(engine: &Engine, a: &StatsArgs) -> Result<i32> {
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
     #[command(flatten)]
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// Storage options: size=SIZE grows the disk quota of a container made with one
     /// (running or stopped; shrinking is refused).
     #[arg(long, value_parser = parse_storage_opt)]
-    storage_opt: Vec<String>,
+    pub(crate) storage_opt: Vec<String>,
     /// When `vessel snapshot run-due` takes a snapshot: @hourly, @daily, @weekly, @monthly
     /// or 5 cron fields (local time); "" removes the schedule.
     #[arg(long)]
-    snapshot_schedule: Option<String>,
+    pub(crate) snapshot_schedule: Option<String>,
     /// How long snapshots are kept (14d, 12h): scheduled ones and those taken without
     /// --expiry; "" keeps them until removed.
     #[arg(long)]
-    snapshot_expiry: Option<String>,
+    pub(crate) snapshot_expiry: Option<String>,
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
@@ -1117,7 +1151,7 @@ pub fn update(engine: &Engine, a: &UpdateArgs) -> Result<i32> {
 pub struct Names {
     /// Containers.
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
 }
 
 pub fn pause(engine: &Engine, a: &Names, paused: bool) -> Result<i32> {
@@ -1128,9 +1162,9 @@ pub fn pause(engine: &Engine, a: &Names, paused: bool) -> Result<i32> {
 #[derive(Args, Debug)]
 pub struct RenameArgs {
     /// The container.
-    container: String,
+    pub(crate) container: String,
     /// Its new name.
-    name: String,
+    pub(crate) name: String,
 }
 
 pub fn rename(engine: &Engine, a: &RenameArgs) -> Result<i32> {
@@ -1142,7 +1176,7 @@ pub fn rename(engine: &Engine, a: &RenameArgs) -> Result<i32> {
 #[derive(Args, Debug)]
 pub struct PortArgs {
     /// The container.
-    container: String,
+    pub(crate) container: String,
 }
 
 pub fn port(engine: &Engine, a: &PortArgs) -> Result<i32> {

@@ -21,7 +21,7 @@ pub struct CpArgs {
 
 /// `CONTAINER:PATH` split, when `arg` is one: a colon before any slash, with a non-empty
 /// name (docker's rule; a host path with a colon is written `./a:b`).
-fn container_path(arg: &str) -> Option<(&str, &str)> {
+pub(crate) fn container_path(arg: &str) -> Option<(&str, &str)> {
     let (name, path) = arg.split_once(':')?;
     (!name.is_empty() && !name.contains('/') && !name.starts_with('.')).then_some((name, path))
 }

@@ -65,6 +65,8 @@ enum Command {
     Logs(containers::LogsArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Attach this terminal (or stdio) to a running container.
+    Attach(containers::AttachArgs),
     /// Show containers' details (JSON).
     Inspect(containers::InspectArgs),
     /// Wait for containers to exit and print their exit codes.
@@ -312,6 +314,7 @@ fn main() {
         Command::Exec(a) => vessel_runtime::sealed_exe::ensure()
             .map_err(anyhow::Error::from)
             .and_then(|()| with_engine(&|e| c::exec(e, &a))),
+        Command::Attach(a) => with_engine(&|e| c::attach_running(e, &a)),
         Command::Inspect(a) => with_engine(&|e| c::inspect(e, &a)),
         Command::Wait(a) => with_engine(&|e| c::wait(e, &a)),
         Command::Top(a) => with_engine(&|e| c::top(e, &a)),
@@ -389,14 +392,40 @@ fn remote_call(
     let call = match command {
         Command::Ps(a) => R::Ps(a),
         Command::Run(a) => R::Run(a),
+        Command::Create(a) => R::Create(a),
+        Command::Start(a) => R::Start(a),
         Command::Stop(a) => R::Stop(a),
+        Command::Restart(a) => R::Restart(a),
+        Command::Kill(a) => R::Kill(a),
         Command::Rm(a) => R::Rm(a),
         Command::Logs(a) => R::Logs(a),
         Command::Inspect(a) => R::Inspect(a),
         Command::Wait(a) => R::Wait(a),
         Command::Exec(a) => R::Exec(a),
+        Command::Attach(a) => R::Attach(a),
+        Command::Top(a) => R::Top(a),
+        Command::Stats(a) => R::Stats(a),
+        Command::Update(a) => R::Update(a),
+        Command::Pause(a) => R::Pause(a, true),
+        Command::Unpause(a) => R::Pause(a, false),
+        Command::Rename(a) => R::Rename(a),
+        Command::Port(a) => R::Port(a),
+        Command::Network(n) => R::Network(n),
+        Command::Volume(v) => R::Volume(v),
+        Command::Snapshot(s) => R::Snapshot(s),
+        Command::Checkpoint(a) => R::Checkpoint(a),
+        Command::Restore(a) => R::Restore(a),
         Command::Images(a) => R::Images(a.format == images::Format::Json),
         Command::Pull(a) => R::Pull(&a.reference),
+        Command::Rmi(a) => R::Rmi(a),
+        Command::Tag(a) => R::Tag(a),
+        Command::Push(a) => R::Push(a),
+        Command::Cp(a) => R::Cp(a),
+        Command::Image(images::ImageCommand::Pull(a)) => R::Pull(&a.reference),
+        Command::Image(images::ImageCommand::Ls(a)) => R::Images(a.format == images::Format::Json),
+        Command::Image(images::ImageCommand::Rm(a)) => R::Rmi(a),
+        Command::Image(images::ImageCommand::Tag(a)) => R::Tag(a),
+        Command::Image(images::ImageCommand::Push(a)) => R::Push(a),
         Command::System(system::SystemCommand::Load { json }) => R::Load(*json),
         _ => {
             return Some(Err(anyhow::anyhow!(

@@ -1,8 +1,11 @@
 //! Remote hosts: `vessel trust add/add-cert/ls/rm` on a server (its trust store and
 //! join tokens), `vessel remote add/ls/rm/switch` on a client (its remotes and its
 //! client certificate), and `vessel --remote NAME <command>` for the commands that
-//! work through the API (ps, run, stop, rm, logs, inspect, wait, images, pull, exec).
-//! The logic lives in `vessel_api::{tls, client}`; this module parses and prints.
+//! work through the API: the container, image, network, volume and snapshot verbs
+//! ([`verbs`]), the streams of run, start -a, attach and exec ([`interactive`]) and
+//! `run`/`create` flags as the API's create body ([`create`]), `cp` as tar streams
+//! ([`cp`]). The logic lives in
+//! `vessel_api::{tls, client}`; this module parses and prints.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,11 @@ use vessel_api::client::Remote;
 use vessel_api::tls::trust::{JoinToken, TrustStore};
 
 use crate::containers::{self as c, Format};
+
+mod cp;
+mod create;
+mod interactive;
+mod verbs;
 
 /// `vessel trust ...` (on the server).
 #[derive(Subcommand, Debug)]
@@ -290,8 +298,16 @@ pub enum RemoteCall<'a> {
     Ps(&'a c::PsArgs),
     /// `run`.
     Run(&'a c::RunArgs),
+    /// `create`.
+    Create(&'a c::CreateArgs),
+    /// `start` (`-a`: attached).
+    Start(&'a c::StartArgs),
     /// `stop`.
     Stop(&'a c::StopArgs),
+    /// `restart`.
+    Restart(&'a c::StopArgs),
+    /// `kill`.
+    Kill(&'a c::KillArgs),
     /// `rm`.
     Rm(&'a c::RmArgs),
     /// `logs`.
@@ -302,10 +318,42 @@ pub enum RemoteCall<'a> {
     Wait(&'a c::WaitArgs),
     /// `exec`.
     Exec(&'a c::ExecArgs),
+    /// `attach`.
+    Attach(&'a c::AttachArgs),
+    /// `top`.
+    Top(&'a c::TopArgs),
+    /// `stats`.
+    Stats(&'a c::StatsArgs),
+    /// `update`.
+    Update(&'a c::UpdateArgs),
+    /// `pause` (true) or `unpause`.
+    Pause(&'a c::Names, bool),
+    /// `rename`.
+    Rename(&'a c::RenameArgs),
+    /// `port`.
+    Port(&'a c::PortArgs),
     /// `images` (true: `--format json`).
     Images(bool),
     /// `pull`.
     Pull(&'a str),
+    /// `rmi`.
+    Rmi(&'a crate::images::RmiArgs),
+    /// `tag`.
+    Tag(&'a crate::commit::TagArgs),
+    /// `push`.
+    Push(&'a crate::commit::PushArgs),
+    /// `network ...`.
+    Network(&'a crate::network::NetworkCommand),
+    /// `volume ...`.
+    Volume(&'a crate::volume::VolumeCommand),
+    /// `snapshot ...`.
+    Snapshot(&'a crate::snapshots::SnapshotCommand),
+    /// `checkpoint`.
+    Checkpoint(&'a crate::checkpoint::CheckpointArgs),
+    /// `restore`.
+    Restore(&'a crate::checkpoint::RestoreArgs),
+    /// `cp`.
+    Cp(&'a crate::cp::CpArgs),
     /// `system load` (true: `--json`): the `balance` part of `GET /1.0/resources`.
     Load(bool),
 }
@@ -313,105 +361,118 @@ pub enum RemoteCall<'a> {
 /// Runs `call` against `remote`; the exit code.
 pub fn call(remote: &Remote, call: RemoteCall<'_>) -> Result<i32> {
     let rt = runtime()?;
-    rt.block_on(async {
-        match call {
-            RemoteCall::Ps(a) => ps(remote, a).await,
-            RemoteCall::Run(a) => run(remote, a).await,
-            RemoteCall::Stop(a) => {
-                for n in &a.containers {
-                    remote.stop(n, Some(a.time.min(u32::MAX as u64) as u32)).await?;
-                    println!("{n}");
-                }
-                Ok(0)
+    let result = rt.block_on(dispatch(remote, call));
+    // The stdin reader of an interactive session may still wait for input: it is a
+    // thread of its own, not of the runtime, and ends with the process.
+    rt.shutdown_background();
+    result
+}
+
+async fn dispatch(remote: &Remote, call: RemoteCall<'_>) -> Result<i32> {
+    match call {
+        RemoteCall::Ps(a) => ps(remote, a).await,
+        RemoteCall::Run(a) => run(remote, a).await,
+        RemoteCall::Create(a) => verbs::create(remote, a).await,
+        RemoteCall::Start(a) if a.attach || a.interactive => interactive::start_attached(remote, a).await,
+        RemoteCall::Start(a) => verbs::start(remote, a).await,
+        RemoteCall::Stop(a) => {
+            for n in &a.containers {
+                remote.stop(n, Some(a.time.min(u32::MAX as u64) as u32)).await?;
+                println!("{n}");
             }
-            RemoteCall::Rm(a) => {
-                for n in &a.containers {
-                    remote.remove(n, a.force).await?;
-                    println!("{n}");
-                }
-                Ok(0)
-            }
-            RemoteCall::Logs(a) => {
-                let tty = remote.inspect(&a.container).await?["Config"]["Tty"]
-                    .as_bool()
-                    .unwrap_or(false);
-                copy_logs(remote.logs(&a.container, a.follow, a.tail, a.timestamps).await?, tty).await?;
-                Ok(0)
-            }
-            RemoteCall::Inspect(a) => {
-                if a.format.as_deref().is_some_and(|f| f != "json") {
-                    bail!("--format templates are not applied to remotes yet: use --format json");
-                }
-                let mut all = Vec::new();
-                for n in &a.containers {
-                    all.push(remote.inspect(n).await?);
-                }
-                println!("{}", serde_json::to_string_pretty(&all)?);
-                Ok(0)
-            }
-            RemoteCall::Wait(a) => {
-                for n in &a.containers {
-                    println!("{}", remote.wait(n).await?);
-                }
-                Ok(0)
-            }
-            RemoteCall::Exec(a) => {
-                if a.interactive || a.tty || a.detach || a.privileged || a.user.is_some() || a.workdir.is_some() {
-                    bail!("exec on a remote runs non-interactive commands only (no -i, -t, -d, -u, -w, --privileged)");
-                }
-                let env = a
-                    .env
-                    .iter()
-                    .map(|e| match e.split_once('=') {
-                        Some((k, v)) => (k.to_string(), v.to_string()),
-                        None => (e.clone(), std::env::var(e).unwrap_or_default()),
-                    })
-                    .collect::<Vec<_>>();
-                let out = remote.exec(&a.container, &a.command, &env).await?;
-                print!("{}", out["stdout"].as_str().unwrap_or_default());
-                eprint!("{}", out["stderr"].as_str().unwrap_or_default());
-                Ok(out["return"].as_i64().unwrap_or(-1) as i32)
-            }
-            RemoteCall::Images(json) => {
-                let all = remote.images().await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&all)?);
-                    return Ok(0);
-                }
-                let mut t = table(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]);
-                for i in &all {
-                    let id = i["Id"].as_str().unwrap_or_default().trim_start_matches("sha256:");
-                    let size = i["Size"].as_u64().unwrap_or(0);
-                    for tag in i["RepoTags"].as_array().into_iter().flatten() {
-                        let tag = tag.as_str().unwrap_or_default();
-                        let (repo, t2) = tag.rsplit_once(':').unwrap_or((tag, ""));
-                        t.add_row([
-                            repo.to_string(),
-                            t2.to_string(),
-                            id.chars().take(12).collect(),
-                            size.to_string(),
-                        ]);
-                    }
-                }
-                println!("{t}");
-                Ok(0)
-            }
-            RemoteCall::Load(json) => {
-                let m = remote.v1(hyper::Method::GET, "/1.0/resources", None).await?;
-                let l: vessel_engine::balance::HostLoad = serde_json::from_value(m["balance"].clone())
-                    .context("/1.0/resources has no load for balancing (an older vessel on the remote?)")?;
-                crate::balance::print_load(&l, json)
-            }
-            RemoteCall::Pull(reference) => {
-                let lines = remote.pull(reference).await?;
-                if let Some(s) = lines.iter().rev().find_map(|l| l["status"].as_str()) {
-                    eprintln!("{s}");
-                }
-                println!("{reference}");
-                Ok(0)
-            }
+            Ok(0)
         }
-    })
+        RemoteCall::Restart(a) => verbs::restart(remote, a).await,
+        RemoteCall::Kill(a) => verbs::kill(remote, a).await,
+        RemoteCall::Rm(a) => {
+            for n in &a.containers {
+                remote.remove(n, a.force).await?;
+                println!("{n}");
+            }
+            Ok(0)
+        }
+        RemoteCall::Logs(a) => {
+            let tty = remote.inspect(&a.container).await?["Config"]["Tty"]
+                .as_bool()
+                .unwrap_or(false);
+            copy_logs(remote.logs(&a.container, a.follow, a.tail, a.timestamps).await?, tty).await?;
+            Ok(0)
+        }
+        RemoteCall::Inspect(a) => {
+            if a.format.as_deref().is_some_and(|f| f != "json") {
+                bail!("--format templates are not applied to remotes yet: use --format json");
+            }
+            let mut all = Vec::new();
+            for n in &a.containers {
+                all.push(remote.inspect(n).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            Ok(0)
+        }
+        RemoteCall::Wait(a) => {
+            for n in &a.containers {
+                println!("{}", remote.wait(n).await?);
+            }
+            Ok(0)
+        }
+        RemoteCall::Exec(a) => interactive::exec(remote, a).await,
+        RemoteCall::Attach(a) => interactive::attach(remote, a).await,
+        RemoteCall::Top(a) => verbs::top(remote, a).await,
+        RemoteCall::Stats(a) => verbs::stats(remote, a).await,
+        RemoteCall::Update(a) => verbs::update(remote, a).await,
+        RemoteCall::Pause(a, paused) => verbs::pause(remote, a, paused).await,
+        RemoteCall::Rename(a) => verbs::rename(remote, a).await,
+        RemoteCall::Port(a) => verbs::port(remote, a).await,
+        RemoteCall::Images(json) => images(remote, json).await,
+        RemoteCall::Rmi(a) => verbs::rmi(remote, a).await,
+        RemoteCall::Tag(a) => verbs::tag(remote, a).await,
+        RemoteCall::Push(a) => verbs::push(remote, a).await,
+        RemoteCall::Network(n) => verbs::network(remote, n).await,
+        RemoteCall::Volume(v) => verbs::volume(remote, v).await,
+        RemoteCall::Snapshot(s) => verbs::snapshot(remote, s).await,
+        RemoteCall::Checkpoint(a) => verbs::checkpoint(remote, a).await,
+        RemoteCall::Restore(a) => verbs::restore(remote, a).await,
+        RemoteCall::Cp(a) => cp::cp(remote, a).await,
+        RemoteCall::Load(json) => {
+            let m = remote.v1(hyper::Method::GET, "/1.0/resources", None).await?;
+            let l: vessel_engine::balance::HostLoad = serde_json::from_value(m["balance"].clone())
+                .context("/1.0/resources has no load for balancing (an older vessel on the remote?)")?;
+            crate::balance::print_load(&l, json)
+        }
+        RemoteCall::Pull(reference) => {
+            let lines = remote.pull(reference).await?;
+            if let Some(s) = lines.iter().rev().find_map(|l| l["status"].as_str()) {
+                eprintln!("{s}");
+            }
+            println!("{reference}");
+            Ok(0)
+        }
+    }
+}
+
+async fn images(remote: &Remote, json: bool) -> Result<i32> {
+    let all = remote.images().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(0);
+    }
+    let mut t = table(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]);
+    for i in &all {
+        let id = i["Id"].as_str().unwrap_or_default().trim_start_matches("sha256:");
+        let size = i["Size"].as_u64().unwrap_or(0);
+        for tag in i["RepoTags"].as_array().into_iter().flatten() {
+            let tag = tag.as_str().unwrap_or_default();
+            let (repo, t2) = tag.rsplit_once(':').unwrap_or((tag, ""));
+            t.add_row([
+                repo.to_string(),
+                t2.to_string(),
+                id.chars().take(12).collect(),
+                size.to_string(),
+            ]);
+        }
+    }
+    println!("{t}");
+    Ok(0)
 }
 
 async fn ps(remote: &Remote, a: &c::PsArgs) -> Result<i32> {
@@ -459,124 +520,24 @@ async fn ps(remote: &Remote, a: &c::PsArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The flags of `run` a remote gets, as docker's create body; the flags the API does
-/// not take yet are refused by name rather than dropped. `--cgroup-parent` (and
-/// `VESSEL_CGROUP_PARENT`) stay the remote's choice.
-fn create_body(a: &c::CreateArgs) -> Result<Value> {
-    let refused: Vec<&str> = [
-        (!a.volume.is_empty(), "-v"),
-        (!a.publish.is_empty(), "-p"),
-        (a.interactive, "-i"),
-        (!a.tmpfs.is_empty(), "--tmpfs"),
-        (!a.security_opt.is_empty(), "--security-opt"),
-        (!a.dns.is_empty(), "--dns"),
-        (!a.add_host.is_empty(), "--add-host"),
-        (a.ip.is_some(), "--ip"),
-        (a.mac_address.is_some(), "--mac-address"),
-        (!a.storage_opt.is_empty(), "--storage-opt"),
-        (a.limits.pids_limit.is_some(), "--pids-limit"),
-        (a.tls_verify.is_some(), "--tls-verify"),
-    ]
-    .into_iter()
-    .filter_map(|(given, flag)| given.then_some(flag))
-    .collect();
-    if !refused.is_empty() {
-        bail!(
-            "{} not sent to remotes yet: leave them out with --remote",
-            refused.join(", ")
-        );
-    }
-    // --env-file is read here, as the docker CLI does.
-    let mut env = Vec::new();
-    for f in &a.env_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("read --env-file {}", f.display()))?;
-        env.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
-    }
-    env.extend(a.env.iter().cloned());
-    let mut body = json!({
-        "Image": a.image,
-        "Env": env,
-        "Tty": a.tty,
-        "HostConfig": {
-            "Privileged": a.privileged,
-            "ReadonlyRootfs": a.read_only,
-            "Init": a.init,
-            "CapAdd": a.cap_add,
-            "CapDrop": a.cap_drop,
-            "PublishAllPorts": a.publish_all,
-        },
-    });
-    if let Some(m) = a.limits.memory {
-        body["HostConfig"]["Memory"] = json!(m);
-    }
-    if let Some(c) = a.limits.cpus {
-        body["HostConfig"]["NanoCpus"] = json!((c * 1e9).round() as i64);
-    }
-    if !a.command.is_empty() {
-        body["Cmd"] = json!(a.command);
-    }
-    if let Some(w) = &a.workdir {
-        body["WorkingDir"] = json!(w);
-    }
-    if let Some(u) = &a.user {
-        body["User"] = json!(u);
-    }
-    if let Some(h) = &a.hostname {
-        body["Hostname"] = json!(h);
-    }
-    if let Some(e) = &a.entrypoint {
-        body["Entrypoint"] = json!([e]);
-    }
-    if let Some(n) = &a.network {
-        body["HostConfig"]["NetworkMode"] = json!(n);
-    }
-    Ok(body)
-}
-
+/// `run`: `-d` creates and starts; in the foreground the client attaches (a hijacked
+/// stream: stdin with `-i`, a terminal with `-t`) before the start, and the exit
+/// code comes back. `--rm` is the remote's `AutoRemove`, so a detached session
+/// (ctrl-p ctrl-q) leaves the container to run and be removed there.
 async fn run(remote: &Remote, a: &c::RunArgs) -> Result<i32> {
-    let mut body = create_body(&a.create)?;
+    let body = create::body(&a.create, !a.detach)?;
+    let id = remote.create(a.create.name.as_deref(), &body).await?;
     if a.detach {
-        body["HostConfig"]["AutoRemove"] = json!(a.create.rm);
-        let id = remote.create(a.create.name.as_deref(), &body).await?;
-        remote.start(&id).await?;
+        if let Err(e) = remote.start(&id).await {
+            let _ = remote.remove(&id, true).await;
+            return Err(e.into());
+        }
         println!("{id}");
         return Ok(0);
     }
-    // Foreground: the exit is waited for from before the start (nothing missed), the
-    // log followed until the container ends, then --rm removes it (here, not by the
-    // server, so the log and exit code are read first).
-    let id = remote.create(a.create.name.as_deref(), &body).await?;
-    let waiter = {
-        let r = remote.clone();
-        let id = id.clone();
-        tokio::spawn(async move {
-            r.docker::<Value>(
-                hyper::Method::POST,
-                &format!("/v1.41/containers/{id}/wait?condition=next-exit"),
-                None,
-            )
-            .await
-        })
-    };
-    let started = remote.start(&id).await;
-    let result = match started {
-        Ok(()) => {
-            copy_logs(remote.logs(&id, true, None, false).await?, a.create.tty).await?;
-            let v = waiter.await.context("wait task")??;
-            Ok(v["StatusCode"].as_i64().unwrap_or(-1) as i32)
-        }
-        Err(e) => {
-            waiter.abort();
-            Err(e.into())
-        }
-    };
-    if a.create.rm {
-        remote.remove(&id, true).await?;
+    let result = interactive::foreground(remote, &id, a.create.interactive, a.create.tty, true).await;
+    if result.is_err() && a.create.rm {
+        let _ = remote.remove(&id, true).await;
     }
     result
 }
@@ -585,7 +546,7 @@ async fn run(remote: &Remote, a: &c::RunArgs) -> Result<i32> {
 /// length big-endian) without a tty, raw bytes with one.
 async fn copy_logs(resp: hyper::Response<hyper::body::Incoming>, tty: bool) -> Result<()> {
     let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut demux = interactive::Demux::default();
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     while let Some(frame) = body.frame().await {
         let frame = frame.context("read the log stream")?;
@@ -595,23 +556,8 @@ async fn copy_logs(resp: hyper::Response<hyper::body::Incoming>, tty: bool) -> R
         if tty {
             out.write_all(&data)?;
             out.flush()?;
-            continue;
-        }
-        buf.extend_from_slice(&data);
-        while buf.len() >= 8 {
-            let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-            if buf.len() < 8 + len {
-                break;
-            }
-            let payload = &buf[8..8 + len];
-            if buf[0] == 2 {
-                err.write_all(payload)?;
-                err.flush()?;
-            } else {
-                out.write_all(payload)?;
-                out.flush()?;
-            }
-            buf.drain(..8 + len);
+        } else {
+            demux.push(&data, &mut out, &mut err)?;
         }
     }
     Ok(())

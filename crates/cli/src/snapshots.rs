@@ -125,7 +125,7 @@ pub fn snapshot(engine: &Engine, c: &SnapshotCommand) -> Result<i32> {
     Ok(0)
 }
 
-fn print_table(all: &[SnapshotInfo]) {
+pub(crate) fn print_table(all: &[SnapshotInfo]) {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header(vec!["NAME", "CREATED", "EXPIRES", "SIZE", "STATEFUL"]);

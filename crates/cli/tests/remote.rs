@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use instance::{have, stderr, stdout, Instance};
+use instance::{have, stderr, stdout, wait_for, Instance, TestNetns};
 
 /// A `vessel serve --listen 127.0.0.1:0` of an instance: its address and certificate
 /// fingerprint as it printed them; SIGTERM and reaped on drop.
@@ -228,9 +228,9 @@ fn remote_host_runs_containers_after_a_token_join() {
     let env = ok_on_b(&a, &["exec", "x", "sh", "-c", "echo $FROM_FILE $GIVEN"]);
     assert_eq!(env, "yes 1\n");
     // Flags the API does not take are refused by name, not dropped.
-    let o = on_b(&a, &["run", "-d", "--dns", "1.1.1.1", "-v", "/tmp:/x", img, "true"]);
+    let o = on_b(&a, &["run", "-d", "--dns", "1.1.1.1", "--tmpfs", "/x", img, "true"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("-v, --dns not sent"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--tmpfs, --dns not sent"), "{}", stderr(&o));
 
     // exec, non-interactive: output and exit code come back.
     assert_eq!(ok_on_b(&a, &["exec", "x", "echo", "inside"]), "inside\n");
@@ -255,7 +255,7 @@ fn remote_host_runs_containers_after_a_token_join() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("No such container"), "{}", stderr(&o));
     // Commands that only run locally say so instead of running here.
-    let o = on_b(&a, &["snapshot", "ls", "x"]);
+    let o = on_b(&a, &["diff", "x"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("runs only on this host"), "{}", stderr(&o));
 
@@ -266,6 +266,362 @@ fn remote_host_runs_containers_after_a_token_join() {
     a.ok(&["remote", "switch", "local"]);
     a.ok(&["remote", "rm", "b"]);
     assert!(!on_b(&a, &["ps"]).status.success(), "a removed remote is gone");
+}
+
+/// `vessel --remote b ARGS` of host `a` on a new pty of 33x77 (tests/api_server/pty.py:
+/// `steps` of [expect, send]); what it wrote, then `[echo on]` when it left the
+/// terminal's settings restored; its exit code.
+fn pty_on_b(a: &Instance, args: &[&str], steps: &[(&str, &str)]) -> (String, i32) {
+    let base = a.cmd();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api_server/pty.py");
+    let mut c = Command::new("python3");
+    c.arg(script)
+        .arg(serde_json::to_string(steps).unwrap())
+        .arg(base.get_program())
+        .args(base.get_args())
+        .args(["--remote", "b"])
+        .args(args)
+        .env("PTY_REPORT_ECHO", "1")
+        .stdin(Stdio::null());
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    let out = c.output().unwrap();
+    let text = stdout(&out);
+    eprintln!(
+        "vessel --remote b (pty) {args:?}: {}\n{text}{}",
+        out.status,
+        stderr(&out)
+    );
+    (text, out.status.code().unwrap_or(-1))
+}
+
+/// `curl URL` inside the test's network namespace: its output.
+fn curl_in(ns: &TestNetns, url: &str) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "curl", "-s", "--max-time", "5", url])
+        .output()
+        .unwrap();
+    stdout(&o)
+}
+
+/// Everything of `vessel --remote` beyond the basics, with one server and client (both
+/// in a network namespace of the test, for the bridge and the published port):
+/// terminals (exec -it with its size at the start and after a SIGWINCH, run -it --rm,
+/// attach with detach keys and the exit code), stdin's end through a hijacked stream,
+/// run flags (a named volume, a published port answering, env, labels, limits), and
+/// the other verbs.
+#[test]
+fn remote_terminals_streams_ports_and_verbs() {
+    if !tools() || !have(&["python3"]) || !Path::new("/usr/lib/cni/bridge").exists() {
+        return;
+    }
+    let ns = TestNetns::new("remote");
+    let mut b = Instance::new();
+    b.netns = Some(ns.0.clone());
+    let img = b.busybox();
+    let server = TlsServer::start(&b);
+    let mut a = Instance::new();
+    a.netns = Some(ns.0.clone());
+    join(&a, &b, &server);
+
+    // exec: stdin's end reaches the process (a half-close of the TLS stream); -e -u -w.
+    ok_on_b(&a, &["run", "-d", "--name", "x", img, "sleep", "1000"]);
+    let o = a.with_stdin(
+        &["--remote", "b", "exec", "-i", "x", "sh", "-c", "cat; echo done"],
+        "hi\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hi\ndone\n");
+    let o = ok_on_b(
+        &a,
+        &[
+            "exec",
+            "-e",
+            "A=b",
+            "-u",
+            "www",
+            "-w",
+            "/etc",
+            "x",
+            "sh",
+            "-c",
+            "echo $A $(id -u) $PWD",
+        ],
+    );
+    assert_eq!(o, "b 33 /etc\n");
+    // exec -it: a terminal of the client's size from the start; the terminal restored.
+    let (out, code) = pty_on_b(&a, &["exec", "-it", "x", "sh", "-c", "tty; stty size"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("/dev/pts/") && out.contains("33 77"), "{out}");
+    assert!(out.ends_with("[echo on]\n"), "{out}");
+    // A resize of the client's terminal (SIGWINCH) reaches the process's terminal.
+    let (out, code) = pty_on_b(
+        &a,
+        &[
+            "exec",
+            "-it",
+            "x",
+            "sh",
+            "-c",
+            "stty size; while [ \"$(stty size)\" != \"40 100\" ]; do sleep 0.1; done; echo resized; exit 3",
+        ],
+        &[("33 77", "\0winsize 40 100")],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("resized") && out.ends_with("[echo on]\n"), "{out}");
+
+    // run -it --rm: the terminal and its size before the start, the exit code, gone after.
+    let (out, code) = pty_on_b(
+        &a,
+        &[
+            "run",
+            "--rm",
+            "-it",
+            "--name",
+            "tty",
+            img,
+            "sh",
+            "-c",
+            "tty; stty size; exit 6",
+        ],
+        &[],
+    );
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("/dev/pts/") && out.contains("33 77"), "{out}");
+    assert!(!ok_on_b(&a, &["ps", "-a"]).contains(" tty"));
+    // attach: typing reaches the shell; ctrl-p ctrl-q detaches and it runs on; then its
+    // exit code comes back through a second attach.
+    ok_on_b(&a, &["run", "-d", "-i", "-t", "--name", "t", img, "sh"]);
+    let (out, code) = pty_on_b(&a, &["attach", "t"], &[("", "echo $((6*7))\r"), ("42", "\x10\x11")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("[echo on]\n"), "{out}");
+    let state: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "t"])).unwrap();
+    assert_eq!(state[0]["State"]["Status"], "running");
+    let (out, code) = pty_on_b(
+        &a,
+        &["attach", "t"],
+        &[("", "\recho again-$((2+2))\r"), ("again-4", "exit 5\r")],
+    );
+    assert_eq!(code, 5, "{out}");
+    // The local `vessel attach` (on B itself): stdin in, output out, the exit code.
+    ok_on_b(
+        &a,
+        &[
+            "run",
+            "-d",
+            "-i",
+            "--name",
+            "a2",
+            img,
+            "sh",
+            "-c",
+            "read l; echo got $l; exit 2",
+        ],
+    );
+    let o = b.with_stdin(&["attach", "a2"], "hello\n");
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(2), "got hello\n"));
+    // Without a tty, a signal to the client reaches the container (docker's sig-proxy).
+    let mut c = a
+        .cmd()
+        .args(["--remote", "b", "run", "--rm", "--name", "sig", img, "sh", "-c"])
+        .arg("trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // SAFETY: kill takes plain integers; the pid is our own unreaped child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    assert_eq!(lines.next().unwrap().unwrap(), "got-term");
+    assert_eq!(c.wait().unwrap().code(), Some(9));
+    // start -a: output and exit code of a created container.
+    ok_on_b(
+        &a,
+        &["create", "--name", "sa", img, "sh", "-c", "echo started-a; exit 4"],
+    );
+    let o = on_b(&a, &["start", "-a", "sa"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(4), "started-a\n"));
+
+    // run flags: a named volume (made on the remote, kept between containers), a
+    // published port of the remote that answers, env, labels, limits.
+    ok_on_b(&a, &["volume", "create", "--label", "k=v", "data"]);
+    ok_on_b(
+        &a,
+        &["run", "--rm", "-v", "data:/d", img, "sh", "-c", "echo kept > /d/f"],
+    );
+    assert_eq!(
+        ok_on_b(&a, &["run", "--rm", "-v", "data:/d:ro", img, "cat", "/d/f"]),
+        "kept\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.root().join("volumes/data/_data/f")).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(ok_on_b(&a, &["volume", "ls", "-q"]).trim(), "data");
+    let v: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["volume", "inspect", "data"])).unwrap();
+    assert_eq!(v[0]["Labels"]["k"], "v", "{v}");
+    ok_on_b(
+        &a,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "bridge",
+            "-p",
+            "18080:80",
+            "-e",
+            "MSG=hello-remote",
+            "-l",
+            "role=web",
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "64",
+            img,
+            "sh",
+            "-c",
+            "mkdir /www && echo $MSG > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    );
+    assert_eq!(ok_on_b(&a, &["port", "web"]), "80/tcp -> 0.0.0.0:18080\n");
+    wait_for("the published port", || {
+        curl_in(&ns, "http://127.0.0.1:18080/index.html") == "hello-remote\n"
+    });
+    let v: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "web"])).unwrap();
+    let hc = &v[0]["HostConfig"];
+    assert_eq!(
+        (hc["Memory"].as_i64(), hc["NanoCpus"].as_i64()),
+        (Some(64 << 20), Some(500_000_000)),
+        "{hc}"
+    );
+    assert_eq!(hc["PidsLimit"].as_i64(), Some(64), "{hc}");
+    assert_eq!(v[0]["Config"]["Labels"]["role"], "web");
+
+    // The other verbs.
+    assert!(ok_on_b(&a, &["top", "web"]).contains("httpd"));
+    assert!(ok_on_b(&a, &["stats", "--no-stream", "web"]).contains("web"));
+    ok_on_b(&a, &["update", "--memory", "128m", "web"]);
+    let v: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "web"])).unwrap();
+    assert_eq!(v[0]["HostConfig"]["Memory"].as_i64(), Some(128 << 20));
+    ok_on_b(&a, &["pause", "web"]);
+    let v: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "web"])).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "paused");
+    ok_on_b(&a, &["unpause", "web"]);
+    ok_on_b(&a, &["rename", "web", "web2"]);
+    assert!(ok_on_b(&a, &["ps"]).contains(" web2"));
+    ok_on_b(&a, &["rm", "-f", "web2"]);
+    ok_on_b(&a, &["kill", "-s", "KILL", "x"]);
+    wait_for("x to be exited", || {
+        let v: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["inspect", "x"])).unwrap();
+        v[0]["State"]["Status"] == "exited"
+    });
+    assert_eq!(ok_on_b(&a, &["wait", "x"]).trim(), "137");
+    ok_on_b(&a, &["start", "x"]);
+    ok_on_b(&a, &["restart", "-t", "0", "x"]);
+    assert_eq!(ok_on_b(&a, &["exec", "x", "echo", "back"]), "back\n");
+    // logs -f follows until the container ends.
+    ok_on_b(
+        &a,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lf",
+            img,
+            "sh",
+            "-c",
+            "echo one; while [ ! -e /go ]; do sleep 0.1; done; echo two",
+        ],
+    );
+    let mut f = a
+        .cmd()
+        .args(["--remote", "b", "logs", "-f", "lf"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(f.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "one");
+    ok_on_b(&a, &["exec", "lf", "touch", "/go"]);
+    assert_eq!(lines.next().unwrap().unwrap(), "two");
+    assert!(lines.next().is_none(), "logs -f ends with the container");
+    assert!(f.wait().unwrap().success());
+    // Images: tag, rmi.
+    ok_on_b(&a, &["tag", img, "localhost/extra:1"]);
+    assert!(ok_on_b(&a, &["images"]).contains("localhost/extra"));
+    assert!(ok_on_b(&a, &["rmi", "localhost/extra:1"]).contains("Untagged: localhost/extra:1"));
+    assert!(!ok_on_b(&a, &["images"]).contains("localhost/extra"));
+    // Networks.
+    ok_on_b(&a, &["network", "create", "--subnet", "10.99.7.0/24", "rnet"]);
+    assert!(ok_on_b(&a, &["network", "ls"]).contains("10.99.7.0/24"));
+    let v: serde_json::Value = serde_json::from_str(&ok_on_b(&a, &["network", "inspect", "rnet"])).unwrap();
+    assert_eq!(v[0]["Name"], "rnet");
+    ok_on_b(&a, &["network", "rm", "rnet"]);
+    assert!(!ok_on_b(&a, &["network", "ls"]).contains("rnet"));
+    // Snapshots through /1.0.
+    assert_eq!(ok_on_b(&a, &["snapshot", "create", "x", "s1"]).trim(), "s1");
+    assert!(ok_on_b(&a, &["snapshot", "ls", "x"]).contains("s1"));
+    ok_on_b(&a, &["snapshot", "rm", "x", "s1"]);
+    // cp both ways through the archive endpoints: a file to a new name, a directory
+    // into an existing one, a file under a new name, and tar streams on stdio.
+    let here = a.dir.path().join("cp");
+    std::fs::create_dir_all(here.join("tree/sub")).unwrap();
+    std::fs::write(here.join("tree/sub/f"), "in-tree\n").unwrap();
+    std::fs::write(here.join("one"), "one-file\n").unwrap();
+    let out = here.join("passwd-copy");
+    ok_on_b(&a, &["cp", "x:/etc/passwd", out.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&out).unwrap().starts_with("root:x:0:0"));
+    ok_on_b(&a, &["cp", here.join("tree").to_str().unwrap(), "x:/etc"]);
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/etc/tree/sub/f"]), "in-tree\n");
+    ok_on_b(&a, &["cp", here.join("one").to_str().unwrap(), "x:/renamed"]);
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/renamed"]), "one-file\n");
+    ok_on_b(&a, &["cp", "x:/etc/tree", here.join("back").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(here.join("back/sub/f")).unwrap(), "in-tree\n");
+    // `DIR/.`: the content, into a directory made for it.
+    let contents = format!("{}/.", here.join("tree").display());
+    ok_on_b(&a, &["cp", &contents, "x:/etc/flat"]);
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/etc/flat/sub/f"]), "in-tree\n");
+    ok_on_b(&a, &["cp", "x:/etc/flat/.", here.join("flat-back").to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(here.join("flat-back/sub/f")).unwrap(),
+        "in-tree\n"
+    );
+    let o = on_b(&a, &["cp", "x:/etc/tree", "-"]);
+    assert!(o.status.success());
+    assert!(
+        o.stdout.windows(10).any(|w| w == b"tree/sub/f"),
+        "a tar with tree/sub/f"
+    );
+    // The same tar unpacked into another directory from stdin.
+    std::fs::write(here.join("t.tar"), &o.stdout).unwrap();
+    ok_on_b(&a, &["exec", "x", "mkdir", "/root"]);
+    let o = a
+        .cmd()
+        .args(["--remote", "b", "cp", "-", "x:/root"])
+        .stdin(std::fs::File::open(here.join("t.tar")).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(ok_on_b(&a, &["exec", "x", "cat", "/root/tree/sub/f"]), "in-tree\n");
+    let o = on_b(&a, &["cp", "x:/nosuch", here.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("could not find"),
+        "{}",
+        stderr(&o)
+    );
+    // What stays local says so.
+    let o = on_b(&a, &["commit", "x", "localhost/c:1"]);
+    assert!(stderr(&o).contains("runs only on this host"), "{}", stderr(&o));
+
+    ok_on_b(&a, &["rm", "-f", "x", "t", "sa", "lf", "a2"]);
+    ok_on_b(&a, &["volume", "rm", "data"]);
+    assert_eq!(b.ok(&["ps", "-aq"]).trim(), "");
 }
 
 #[test]
@@ -711,6 +1067,21 @@ fn pull_on_a_remote_from_a_loopback_registry() {
     let o = on_b(&a, &["pull", &format!("127.0.0.1:{port}/remote/bb:nope")]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    // tag and push on B, from B's store to the registry; the registry has it after.
+    let pushed = format!("127.0.0.1:{port}/remote/pushed:2");
+    ok_on_b(&a, &["tag", &name, &pushed]);
+    ok_on_b(&a, &["push", &pushed]);
+    let o = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{pushed}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = on_b(&a, &["push", &pushed, "elsewhere/x:1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("tag it there first"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Posts to `path` over TLS and waits for the operation it starts: the operation.

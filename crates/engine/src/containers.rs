@@ -835,6 +835,16 @@ impl Attached {
         let _ = wire::send(&self.sock, "resize", &[]);
     }
 
+    /// Asks the monitor to set the container's pty to `rows` x `cols` (a size measured
+    /// on another host: the API's resize) and waits until it has (its answer, or any
+    /// message, or its end), so that a start sent next finds the size set; nothing
+    /// changes without a tty.
+    pub fn resize_to(&self, rows: u16, cols: u16) {
+        if wire::send(&self.sock, &format!("resize {rows} {cols}"), &[]).is_ok() {
+            let _ = wire::recv(&self.sock);
+        }
+    }
+
     /// Reads the monitor's next message: Some(code) when the container has exited
     /// (-1 when the monitor went away without saying).
     pub fn poll_exit(&self) -> Option<i32> {

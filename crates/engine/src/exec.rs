@@ -25,6 +25,10 @@ pub struct ExecRequest {
     pub tty: bool,
     /// `--privileged`: every capability available (see `run --privileged`).
     pub privileged: bool,
+    /// With `tty`: the terminal's size, (rows, columns), set on the process's pty
+    /// before it starts (OCI `process.consoleSize`), so that its first instruction
+    /// already sees it.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// The process for `exec` in container `r` whose config is `spec`.
@@ -37,7 +41,14 @@ pub fn process(paths: &Paths, r: &Record, spec: &oci_spec::runtime::Spec, req: &
     let mut p = spec.process().clone().unwrap_or_default();
     p.set_args(Some(req.command.clone()));
     p.set_terminal(Some(req.tty));
-    p.set_console_size(None);
+    let size = req.console_size.filter(|(h, w)| req.tty && *h > 0 && *w > 0);
+    p.set_console_size(size.and_then(|(h, w)| {
+        oci_spec::runtime::BoxBuilder::default()
+            .height(u64::from(h))
+            .width(u64::from(w))
+            .build()
+            .ok()
+    }));
     let mut env = p.env().clone().unwrap_or_default();
     for e in &req.env {
         let (k, v) = match e.split_once('=') {

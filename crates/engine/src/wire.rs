@@ -1,7 +1,8 @@
 //! The monitor's attach socket: SOCK_SEQPACKET messages of one text line, some with
 //! file descriptors (SCM_RIGHTS). A client (the `vessel` CLI) sends `start`,
-//! `attach STDIN START` with its own stdin, stdout and stderr, or `resize`; the monitor
-//! answers `started PID`, `error MESSAGE` and, when the container has exited and been
+//! `attach STDIN START` with its own stdin, stdout and stderr, `resize` (its own
+//! terminal's size) or `resize ROWS COLS`; the monitor
+//! answers `started PID`, `resized`, `error MESSAGE` and, when the container has exited and been
 //! cleaned up, `exit CODE`. The monitor writes the container's output straight to the
 //! client's descriptors, so no framing is needed for the data itself.
 

@@ -295,6 +295,27 @@ impl Remote {
     /// Errors: as [`Remote::request_stream`]; [`ClientError::Api`] with the server's
     /// message when it answered anything but 101.
     pub async fn upgrade(&self, method: Method, path: &str) -> Result<hyper::upgrade::Upgraded, ClientError> {
+        self.upgrade_with(method, path, None).await
+    }
+
+    /// As [`Remote::upgrade`], with a JSON `body` in the request (docker's exec start
+    /// takes `{"Detach", "Tty"}`): attach and exec of `vessel --remote` (hijacked
+    /// streams, as the docker CLI's).
+    ///
+    /// Errors: as [`Remote::upgrade`].
+    pub async fn upgrade_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<hyper::upgrade::Upgraded, ClientError> {
+        let (body, content_type) = match body {
+            Some(v) => (
+                Body::from(serde_json::to_vec(v).unwrap_or_default()),
+                "application/json",
+            ),
+            None => (Body::empty(), "text/plain"),
+        };
         let tls = self.connect().await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tls))
             .await
@@ -308,7 +329,8 @@ impl Remote {
             .header(hyper::header::HOST, self.addr.as_str())
             .header(hyper::header::CONNECTION, "Upgrade")
             .header(hyper::header::UPGRADE, "tcp")
-            .body(Body::empty())
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(body)
             .map_err(|e| ClientError::Decode {
                 what: format!("request {path}"),
                 detail: e.to_string(),

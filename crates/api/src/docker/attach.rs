@@ -1,5 +1,6 @@
 //! The container's streams: `POST /containers/{id}/attach` (a hijacked connection:
-//! HTTP 101, then the raw byte stream both ways) and `GET /containers/{id}/logs`.
+//! HTTP 101, then the raw byte stream both ways), `POST /containers/{id}/resize` (its
+//! terminal's size) and `GET /containers/{id}/logs`.
 //! Without a tty, output is multiplexed: each chunk is framed by an 8-byte header
 //! `[stream, 0, 0, 0, len(u32 big-endian)]` (1 stdout, 2 stderr); with a tty it is raw
 //! (swagger: "Stream format" under ContainerAttach).
@@ -167,6 +168,31 @@ pub async fn attach(
         ],
     )
         .into_response())
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the size of the container's terminal, rows
+/// and columns (swagger ContainerResize); the monitor sets it on the pty, which
+/// signals SIGWINCH to the container's foreground process. Works on a created
+/// container too (its pty exists from create on), so a client can size it before
+/// the start. A container without a tty: 200, nothing changes.
+pub async fn resize(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let dim = |k: &str| -> ApiResult<u16> {
+        let v = q.get(k).ok_or_else(|| ApiError::bad(format!("resize needs {k}=N")))?;
+        v.parse()
+            .map_err(|_| ApiError::bad(format!("invalid {k}={v:?}: give a number of cells")))
+    };
+    let (h, w) = (dim("h")?, dim("w")?);
+    ctx.engine(move |e| {
+        let r = e.find(&id)?;
+        e.watch(&r)?.resize_to(h, w);
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Copies stdout and stderr to `wr` (framed unless `tty`) until both end or the

@@ -141,6 +141,7 @@ struct HostConfig {
     auto_remove: bool,
     memory: Option<i64>,
     nano_cpus: Option<i64>,
+    pids_limit: Option<i64>,
     binds: Option<Vec<String>>,
     port_bindings: Option<HashMap<String, Option<Vec<PortBinding>>>>,
     network_mode: Option<String>,
@@ -296,6 +297,8 @@ fn options(name: Option<String>, b: CreateBody) -> ApiResult<RunOptions> {
         rm: h.auto_remove,
         memory: h.memory.filter(|m| *m > 0),
         cpus: h.nano_cpus.filter(|c| *c > 0).map(|c| c as f64 / 1e9),
+        // 0 and -1: no limit (swagger: PidsLimit).
+        pids_limit: h.pids_limit.filter(|p| *p > 0),
         volumes,
         publish,
         publish_all: h.publish_all_ports,

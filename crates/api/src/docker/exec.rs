@@ -47,6 +47,9 @@ pub struct ExecConfig {
     user: String,
     working_dir: String,
     detach_keys: String,
+    /// The terminal's size at the start, `[rows, columns]` (API 1.42's field; vessel's
+    /// remote client sends it so the process sees its size from its first instruction).
+    console_size: Option<[u16; 2]>,
 }
 
 /// The body of `POST /exec/{id}/start`.
@@ -54,6 +57,8 @@ pub struct ExecConfig {
 #[serde(rename_all = "PascalCase", default)]
 struct StartBody {
     detach: bool,
+    /// As [`ExecConfig`]'s, given at the start instead (API 1.42).
+    console_size: Option<[u16; 2]>,
 }
 
 /// One exec instance.
@@ -275,7 +280,7 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>, mut req: Requ
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let streams = if config.tty {
-        spawn_tty(&mut cmd)?
+        spawn_tty(&mut cmd, sb.console_size.or(config.console_size))?
     } else {
         spawn_pipes(&mut cmd, config.attach_stdin)?
     };
@@ -389,7 +394,8 @@ fn spawn_pipes(cmd: &mut Command, stdin: bool) -> ApiResult<(Child, Io)> {
     Ok((child, Io::Pipes { stdin, stdout, stderr }))
 }
 
-fn spawn_tty(cmd: &mut Command) -> ApiResult<(Child, Io)> {
+/// Starts `cmd` on a new pty of `size` (`[rows, columns]`, else 0x0 until a resize).
+fn spawn_tty(cmd: &mut Command, size: Option<[u16; 2]>) -> ApiResult<(Child, Io)> {
     use rustix::pty::{self, OpenptFlags};
     let sys = |what: &'static str| move |e: rustix::io::Errno| ApiError::internal(format!("{what}: {e}"));
     let master =
@@ -403,6 +409,16 @@ fn spawn_tty(cmd: &mut Command) -> ApiResult<(Child, Io)> {
     let mut t = rustix::termios::tcgetattr(&slave).map_err(sys("read the pty's settings"))?;
     t.make_raw();
     rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t).map_err(sys("raw pty"))?;
+    if let Some([ws_row, ws_col]) = size {
+        // `vessel exec -t` copies it to the container's terminal as it starts.
+        let ws = rustix::termios::Winsize {
+            ws_row,
+            ws_col,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, ws).map_err(sys("set the pty's size"))?;
+    }
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(internal("dup the pty's slave"));
     cmd.stdin(Stdio::from(dup(&slave)?))
         .stdout(Stdio::from(dup(&slave)?))

@@ -2,9 +2,10 @@
 //! docker CLI's everyday commands use. Paths are served with any `/v1.NN` prefix and
 //! without one. One file per group of the API: [`system`] (`_ping`, `version`,
 //! `info`), [`containers`], [`attach`] (hijacked attach, log streams), [`images`],
-//! [`exec`], [`stats`], [`events`], [`update`], [`df`] (`system df`), [`push`],
+//! [`exec`], [`archive`] (cp), [`stats`], [`events`], [`update`], [`df`] (`system df`), [`push`],
 //! [`networks`], [`volumes`].
 
+pub mod archive;
 pub mod attach;
 pub mod containers;
 pub mod df;
@@ -160,6 +161,11 @@ pub fn router(paths: Paths) -> Router {
         .route("/containers/{id}/top", get(c::top))
         .route("/containers/{id}/logs", get(attach::logs))
         .route("/containers/{id}/attach", post(attach::attach))
+        .route("/containers/{id}/resize", post(attach::resize))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).put(archive::put).layer(DefaultBodyLimit::disable()),
+        )
         .route("/containers/{id}", axum::routing::delete(c::remove))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))

@@ -572,6 +572,10 @@ impl Monitor<'_> {
                 }
             }
             ["resize"] => self.resize(i),
+            ["resize", rows, cols] => {
+                self.resize_to(rows, cols);
+                self.reply(i, "resized");
+            }
             _ => self.reply(i, "error unknown request"),
         }
         true
@@ -592,6 +596,23 @@ impl Monitor<'_> {
         if let Some(ws) = ws {
             let _ = rustix::termios::tcsetwinsize(m, ws);
         }
+    }
+
+    /// Sets the pty's size to `rows` x `cols` as a client measured it elsewhere (the
+    /// API's `POST /containers/{id}/resize`, whose client's terminal is not here);
+    /// the kernel sends SIGWINCH to the container's foreground process group.
+    fn resize_to(&self, rows: &str, cols: &str) {
+        let Stdio::Pty(m) = &self.stdio else { return };
+        let (Ok(ws_row), Ok(ws_col)) = (rows.parse::<u16>(), cols.parse::<u16>()) else {
+            return;
+        };
+        let ws = rustix::termios::Winsize {
+            ws_row,
+            ws_col,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(m, ws);
     }
 
     fn start(&mut self, i: usize) {
