@@ -424,15 +424,29 @@ fn docker_tag_push_with_registry_auth_then_pull_elsewhere() {
     // Without credentials the registry refuses, and the stream's error says so.
     let e = s.docker_err(&["push", &dest]);
     assert!(e.contains(&reg.addr) && e.contains("401"), "{e}");
-    // The docker CLI sends the credentials of its config.json in X-Registry-Auth.
+    // docker login: POST /auth checks the credentials with the registry (401 with its
+    // words when it refuses them); the docker CLI then keeps them in its config.json
+    // and sends them in X-Registry-Auth.
+    let e = s.docker_err(&["login", "-u", "alice", "-p", "wrong", &reg.addr]);
+    assert!(e.contains(&reg.addr) && e.contains("Not authorized"), "{e}");
+    let (code, body) = s.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!(
+            "{{\"username\":\"alice\",\"password\":\"wrong\",\"serveraddress\":\"{}\"}}",
+            reg.addr
+        ),
+        "http://d/v1.41/auth",
+    ]);
+    assert_eq!(code, 401, "{body}");
+    let out = s.docker_ok(&["login", "-u", "alice", "-p", "s3cret", &reg.addr]);
+    assert!(out.contains("Login Succeeded"), "{out}");
     let cfg = s.socket.with_file_name("docker-config");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let auth = base64_of("alice:s3cret");
-    std::fs::write(
-        cfg.join("config.json"),
-        format!("{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}", reg.addr),
-    )
-    .unwrap();
+    let saved = std::fs::read_to_string(cfg.join("config.json")).unwrap();
+    assert!(saved.contains(&base64_of("alice:s3cret")), "{saved}");
     let out = s.docker_ok(&["push", &dest]);
     assert!(
         out.contains("The push refers to repository") && out.contains("2: digest: sha256:"),
@@ -477,4 +491,58 @@ fn base64_of(s: &str) -> String {
         }
     }
     out
+}
+
+#[test]
+fn docker_container_and_image_prune_with_filters() {
+    if !tools() {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let s = Server::start(&i);
+    let names = || {
+        let mut n: Vec<String> = s
+            .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .map(String::from)
+            .collect();
+        n.sort();
+        n.join(" ")
+    };
+    s.docker_ok(&["create", "--name", "keep", "--label", "keep=yes", img, "true"]);
+    s.docker_ok(&["run", "--name", "old", "--label", "team=a", img, "true"]);
+    s.docker_ok(&["run", "-d", "--name", "up", img, "sleep", "100"]);
+    // until: none was made before an hour ago.
+    let out = s.docker_ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert_eq!(names(), "keep old up");
+    // label!: the exited one without the label goes; the running one stays.
+    let old_id = s.docker_ok(&["inspect", "--format", "{{.Id}}", "old"]);
+    let out = s.docker_ok(&["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert!(out.contains(old_id.trim()), "{out}");
+    assert_eq!(names(), "keep up");
+    // label=KEY=VALUE: the created one carrying it goes.
+    s.docker_ok(&["container", "prune", "-f", "--filter", "label=keep=yes"]);
+    assert_eq!(names(), "up");
+    let (code, body) = s.curl(&[
+        "-X",
+        "POST",
+        "http://d/v1.41/containers/prune?filters=%7B%22until%22%3A%5B%22soon%22%5D%7D",
+    ]);
+    assert_eq!(code, 400, "{body}");
+
+    // Images: dangling only by default (the busybox image has a name); with -a every
+    // image no container uses, here none while `up` runs on it.
+    let image_id = s.docker_ok(&["images", "-q", "--no-trunc"]);
+    s.docker_ok(&["image", "prune", "-f"]);
+    s.docker_ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(s.docker_ok(&["images", "-q", "--no-trunc"]), image_id);
+    s.docker_ok(&["rm", "-f", "up"]);
+    let out = s.docker_ok(&["image", "prune", "-a", "-f"]);
+    assert!(
+        out.contains(&format!("deleted: {}", image_id.trim())) || out.contains(image_id.trim()),
+        "{out}"
+    );
+    assert_eq!(s.docker_ok(&["images", "-q"]).trim(), "");
 }
