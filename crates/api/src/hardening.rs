@@ -3,7 +3,8 @@
 //! status and a `{"message": ...}` JSON body, also for the answers axum and hyper make
 //! themselves: an unknown method 405, a body over the limit 413, an undecodable path
 //! or query 400), and a handler that panics answered with 500 instead of taking its
-//! connection (or, in a build with `panic = "abort"`, the server) down.
+//! connection down (the release profile unwinds, so that this holds in release builds
+//! too: with `panic = "abort"` a panic would end the server).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -19,8 +20,27 @@ use crate::error::ApiError;
 /// The most of a non-JSON error body kept as the message, bytes.
 const MAX_ERROR_TEXT: usize = 4096;
 
-/// Wraps `router` with the JSON error bodies and the panic guard.
+/// With this variable set (to anything) in `vessel serve`'s environment, `GET
+/// /_vessel/panic` panics in its handler: the tests prove with it, on any build, that a
+/// panic costs only its own request.
+pub const PANIC_ROUTE_ENV: &str = "VESSEL_API_PANIC_ROUTE";
+
+/// Wraps `router` with the JSON error bodies and the panic guard (and the panic route
+/// of [`PANIC_ROUTE_ENV`]).
 pub fn layer(router: Router) -> Router {
+    let router = if std::env::var_os(PANIC_ROUTE_ENV).is_some() {
+        router.route(
+            "/_vessel/panic",
+            axum::routing::get(|| async {
+                let v: Vec<u8> = Vec::new();
+                // An out-of-bounds index: a panic as a bug would make it.
+                let i = v.len() + 1;
+                v[i].to_string()
+            }),
+        )
+    } else {
+        router
+    };
     router
         .layer(axum::middleware::from_fn(json_errors))
         .layer(CatchPanicLayer::custom(panicked))

@@ -885,6 +885,13 @@ pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<i32> {
                 "Gateway": attachment.as_ref().and_then(|a| a.gateway.as_deref()).unwrap_or(""),
                 "MacAddress": attachment.as_ref().map_or("", |a| a.mac.as_str()),
                 "Attachment": attachment,
+                "Networks": vessel_engine::network::attachments(&engine.paths, &r.id)
+                    .into_iter()
+                    .map(|a| (a.network.clone(), serde_json::json!({
+                        "IPAddress": a.ip, "IPPrefixLen": a.prefix, "Gateway": a.gateway,
+                        "MacAddress": a.mac, "Interface": a.interface,
+                    })))
+                    .collect::<serde_json::Map<_, _>>(),
                 "Ports": o.publish,
             },
             "Snapshots": {

@@ -1,4 +1,4 @@
-//! `vessel network create|ls|inspect|rm`, in podman's conventions. Parsing and printing
+//! `vessel network create|ls|inspect|connect|disconnect|rm`, in podman's conventions. Parsing and printing
 //! only; `vessel_net` keeps the networks and `vessel_engine::network` the attachments.
 
 use anyhow::Result;
@@ -41,6 +41,20 @@ pub enum NetworkCommand {
         /// Networks.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Connect a container to one more network (a running one gets the interface at once).
+    Connect {
+        /// The network.
+        network: String,
+        /// The container (name or id).
+        container: String,
+    },
+    /// Disconnect a container from a network (a running one loses the interface at once).
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The container (name or id).
+        container: String,
     },
     /// Remove networks (refused while containers use them).
     Rm {
@@ -93,12 +107,11 @@ pub fn network(engine: &Engine, c: &NetworkCommand) -> Result<i32> {
                 let containers: Vec<serde_json::Value> = engine
                     .list()?
                     .iter()
-                    .filter(|r| {
-                        vessel_engine::network::mode(&r.options)
-                            == vessel_engine::network::Mode::Bridge(net.name.clone())
-                    })
+                    .filter(|r| vessel_engine::networks::is_on(r, &net.name))
                     .map(|r| {
-                        let a = vessel_engine::network::attachment(&engine.paths, &r.id);
+                        let a = vessel_engine::network::attachments(&engine.paths, &r.id)
+                            .into_iter()
+                            .find(|a| a.network == net.name);
                         serde_json::json!({"Id": r.id, "Name": r.name, "State": r.state.as_str(), "Attachment": a})
                     })
                     .collect();
@@ -114,6 +127,16 @@ pub fn network(engine: &Engine, c: &NetworkCommand) -> Result<i32> {
                 out.push(v);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NetworkCommand::Connect { network, container } => {
+            let r = engine.find(container)?;
+            vessel_engine::networks::connect(engine, &r, network)?;
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            let r = engine.find(container)?;
+            if !vessel_engine::networks::disconnect(engine, &r, network)? {
+                anyhow::bail!("container {} is not connected to network {network}", r.name);
+            }
         }
         NetworkCommand::Rm { names } => {
             for n in names {

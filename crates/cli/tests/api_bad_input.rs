@@ -465,3 +465,49 @@ fn bytes_that_are_not_http() {
     assert_eq!(i.ok(&["ps", "-aq"]).trim(), "");
     still_serving(&mut s);
 }
+
+/// A handler that panics answers 500 and costs nothing else: the server keeps serving
+/// this and other connections. The route exists only with `VESSEL_API_PANIC_ROUTE` set.
+/// `VESSEL_SERVE_BIN=target/release/vessel` runs the same against a release build (whose
+/// profile must unwind for this to hold: with `panic = "abort"` the server dies).
+#[test]
+fn a_panicking_handler_is_a_500_and_the_server_serves_on() {
+    if !have(&["curl"]) {
+        return;
+    }
+    let i = Instance::new();
+    let bin = std::env::var_os("VESSEL_SERVE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_vessel").into());
+    let socket = i.dir.path().join("vessel.sock");
+    let child = Command::new(&bin)
+        .arg("--root")
+        .arg(i.root())
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .env("VESSEL_API_PANIC_ROUTE", "1")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = Server {
+        child,
+        socket: socket.clone(),
+        metrics: None,
+    };
+    wait_for("the server's socket", || UnixStream::connect(&socket).is_ok());
+    // A connection held open across the panic is served on too.
+    let mut held = UnixStream::connect(&socket).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    for _ in 0..3 {
+        let (code, body) = s.curl(&["http://d/_vessel/panic"]);
+        assert_eq!(code, 500, "{body}");
+        assert!(message(&body).contains("it keeps serving"), "{body}");
+        still_serving(&mut s);
+    }
+    held.write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = held.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("OK"), "{out}");
+    assert_eq!(s.curl(&["http://d/containers/json"]), (200, "[]".to_string()));
+}

@@ -77,7 +77,7 @@ fn docker_network_create_ls_inspect_connect_rm() {
         img,
         "sh",
         "-c",
-        "mkdir /w && echo served > /w/index.html && httpd -f -p 80 -h /w",
+        "mkdir -p /w && echo served > /w/index.html && httpd -f -p 80 -h /w",
     ]);
     let ip = s.docker_ok(&[
         "inspect",
@@ -107,10 +107,103 @@ fn docker_network_create_ls_inspect_connect_rm() {
     ]);
     assert_eq!(got, "served\n");
 
-    // A running container joined its network when it was made: moving it is refused
-    // with what to do.
-    let e = s.docker_err(&["network", "connect", "back", "web"]);
-    assert!(e.contains("stop it, connect it, then start it again"), "{e}");
+    // A running container connected to a second network, as docker does it: one more
+    // interface (eth1) with an address of that network, no second default route; it
+    // reaches a server there by address and by name.
+    s.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        "back",
+        img,
+        "sh",
+        "-c",
+        "mkdir /w && echo back > /w/index.html && httpd -f -p 80 -h /w",
+    ]);
+    let peer_ip = s.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Networks.back.IPAddress}}",
+        "peer",
+    ]);
+    let peer_ip = peer_ip.trim();
+    s.docker_ok(&["network", "connect", "back", "web"]);
+    let ips = s.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Networks.front.IPAddress}} {{.NetworkSettings.Networks.back.IPAddress}}",
+        "web",
+    ]);
+    let (front_ip, back_ip) = ips.trim().split_once(' ').unwrap();
+    assert_eq!(front_ip, ip.trim());
+    assert!(back_ip.starts_with("10.89.78."), "{ips}");
+    let eth1 = s.docker_ok(&["exec", "web", "ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(eth1.contains(&format!("inet {back_ip}/24")), "{eth1}");
+    let routes = s.docker_ok(&["exec", "web", "ip", "route"]);
+    assert_eq!(routes.matches("default").count(), 1, "{routes}");
+    assert!(routes.contains("default via 10.89.77.1 dev eth0"), "{routes}");
+    let url = format!("http://{peer_ip}/index.html");
+    assert_eq!(s.docker_ok(&["exec", "web", "wget", "-q", "-O-", &url]), "back\n");
+    assert_eq!(
+        s.docker_ok(&["exec", "web", "wget", "-q", "-O-", "http://peer/index.html"]),
+        "back\n"
+    );
+    let members = s.docker_ok(&[
+        "network",
+        "inspect",
+        "back",
+        "--format",
+        "{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}",
+    ]);
+    assert!(members.contains(&format!("web={back_ip}/24")), "{members}");
+    let ps = s.docker_ok(&["ps", "--filter", "name=web", "--format", "{{.Networks}}"]);
+    assert!(ps.contains("front") && ps.contains("back"), "{ps}");
+    // A restart brings both attachments back.
+    s.docker_ok(&["restart", "-t", "1", "web"]);
+    let eth1 = s.docker_ok(&["exec", "web", "ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(eth1.contains("inet 10.89.78."), "{eth1}");
+    assert_eq!(s.docker_ok(&["exec", "web", "wget", "-q", "-O-", &url]), "back\n");
+    let back_ip = s.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Networks.back.IPAddress}}",
+        "web",
+    ]);
+    let back_ip = back_ip.trim().to_string();
+    assert!(ipam_holds(&ns, "back", &back_ip));
+    // Disconnect takes the interface out at once and gives the address back.
+    s.docker_ok(&["network", "disconnect", "back", "web"]);
+    let e = s.docker_err(&["exec", "web", "ip", "link", "show", "eth1"]);
+    assert!(e.contains("eth1"), "{e}");
+    assert_eq!(
+        s.docker_ok(&["inspect", "--format", "{{len .NetworkSettings.Networks}}", "web"])
+            .trim(),
+        "1"
+    );
+    assert!(!ipam_holds(&ns, "back", &back_ip));
+    // The first network, the one its namespace was made for, stays while it runs.
+    let e = s.docker_err(&["network", "disconnect", "front", "web"]);
+    assert!(e.contains("stop it, disconnect it, then start it again"), "{e}");
+    // podman's verbs in the vessel CLI, on the same records.
+    i.ok(&["network", "connect", "back", "web"]);
+    let v: serde_json::Value = serde_json::from_str(&i.ok(&["inspect", "web"])).unwrap();
+    let nets = &v[0]["NetworkSettings"]["Networks"];
+    assert_eq!(nets["back"]["Interface"], "eth1", "{nets}");
+    assert!(s.docker_ok(&["exec", "web", "ip", "-o", "link"]).contains("eth1"));
+    i.ok(&["network", "disconnect", "back", "web"]);
+    assert!(!s.docker_ok(&["exec", "web", "ip", "-o", "link"]).contains("eth1"));
+    // Connected again: removing the container releases that attachment too.
+    s.docker_ok(&["network", "connect", "back", "web"]);
+    let back_ip = s.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Networks.back.IPAddress}}",
+        "web",
+    ]);
+    let back_ip = back_ip.trim().to_string();
+    assert!(ipam_holds(&ns, "back", &back_ip));
     // A created container moves: disconnect leaves it on no network, connect puts it on
     // another, and it runs there.
     s.docker_ok(&[
@@ -141,13 +234,27 @@ fn docker_network_create_ls_inspect_connect_rm() {
     let e = s.docker_err(&["network", "rm", "front"]);
     assert!(e.contains("in use") && e.contains("web"), "{e}");
     assert!(s.docker_err(&["network", "rm", "bridge"]).contains("cannot be removed"));
-    s.docker_ok(&["rm", "-f", "web", "mover"]);
+    s.docker_ok(&["rm", "-f", "web", "mover", "peer"]);
+    assert!(!ipam_holds(&ns, "back", &back_ip));
     s.docker_ok(&["network", "rm", "front", "back"]);
     let ls = s.docker_ok(&["network", "ls"]);
     assert!(!ls.contains("front") && !ls.contains(" back "), "{ls}");
-    // The bridges went with them (the namespace keeps only the default one's).
+    // The bridges went with them (the namespace keeps only the default one's), and no
+    // veth is left.
     let links = ns_links(&ns);
     assert!(!links.contains("vessel1") && !links.contains("vessel2"), "{links}");
+    assert!(!links.contains("veth"), "{links}");
+}
+
+/// Whether host-local holds address `ip` of network `net` in the test namespace's
+/// host-wide state (`/run/vessel-net/netns-<inode>/ipam/<bridge>/<net>/<ip>`).
+fn ipam_holds(ns: &TestNetns, net: &str, ip: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/run/netns/{}", ns.0)).unwrap().ino();
+    let ipam = std::path::PathBuf::from(format!("/run/vessel-net/netns-{ino}/ipam"));
+    std::fs::read_dir(&ipam)
+        .map(|d| d.flatten().any(|b| b.path().join(net).join(ip).exists()))
+        .unwrap_or(false)
 }
 
 fn ns_links(ns: &TestNetns) -> String {
@@ -317,15 +424,29 @@ fn docker_tag_push_with_registry_auth_then_pull_elsewhere() {
     // Without credentials the registry refuses, and the stream's error says so.
     let e = s.docker_err(&["push", &dest]);
     assert!(e.contains(&reg.addr) && e.contains("401"), "{e}");
-    // The docker CLI sends the credentials of its config.json in X-Registry-Auth.
+    // docker login: POST /auth checks the credentials with the registry (401 with its
+    // words when it refuses them); the docker CLI then keeps them in its config.json
+    // and sends them in X-Registry-Auth.
+    let e = s.docker_err(&["login", "-u", "alice", "-p", "wrong", &reg.addr]);
+    assert!(e.contains(&reg.addr) && e.contains("Not authorized"), "{e}");
+    let (code, body) = s.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!(
+            "{{\"username\":\"alice\",\"password\":\"wrong\",\"serveraddress\":\"{}\"}}",
+            reg.addr
+        ),
+        "http://d/v1.41/auth",
+    ]);
+    assert_eq!(code, 401, "{body}");
+    let out = s.docker_ok(&["login", "-u", "alice", "-p", "s3cret", &reg.addr]);
+    assert!(out.contains("Login Succeeded"), "{out}");
     let cfg = s.socket.with_file_name("docker-config");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let auth = base64_of("alice:s3cret");
-    std::fs::write(
-        cfg.join("config.json"),
-        format!("{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}", reg.addr),
-    )
-    .unwrap();
+    let saved = std::fs::read_to_string(cfg.join("config.json")).unwrap();
+    assert!(saved.contains(&base64_of("alice:s3cret")), "{saved}");
     let out = s.docker_ok(&["push", &dest]);
     assert!(
         out.contains("The push refers to repository") && out.contains("2: digest: sha256:"),
@@ -370,4 +491,58 @@ fn base64_of(s: &str) -> String {
         }
     }
     out
+}
+
+#[test]
+fn docker_container_and_image_prune_with_filters() {
+    if !tools() {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let s = Server::start(&i);
+    let names = || {
+        let mut n: Vec<String> = s
+            .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .map(String::from)
+            .collect();
+        n.sort();
+        n.join(" ")
+    };
+    s.docker_ok(&["create", "--name", "keep", "--label", "keep=yes", img, "true"]);
+    s.docker_ok(&["run", "--name", "old", "--label", "team=a", img, "true"]);
+    s.docker_ok(&["run", "-d", "--name", "up", img, "sleep", "100"]);
+    // until: none was made before an hour ago.
+    let out = s.docker_ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert_eq!(names(), "keep old up");
+    // label!: the exited one without the label goes; the running one stays.
+    let old_id = s.docker_ok(&["inspect", "--format", "{{.Id}}", "old"]);
+    let out = s.docker_ok(&["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert!(out.contains(old_id.trim()), "{out}");
+    assert_eq!(names(), "keep up");
+    // label=KEY=VALUE: the created one carrying it goes.
+    s.docker_ok(&["container", "prune", "-f", "--filter", "label=keep=yes"]);
+    assert_eq!(names(), "up");
+    let (code, body) = s.curl(&[
+        "-X",
+        "POST",
+        "http://d/v1.41/containers/prune?filters=%7B%22until%22%3A%5B%22soon%22%5D%7D",
+    ]);
+    assert_eq!(code, 400, "{body}");
+
+    // Images: dangling only by default (the busybox image has a name); with -a every
+    // image no container uses, here none while `up` runs on it.
+    let image_id = s.docker_ok(&["images", "-q", "--no-trunc"]);
+    s.docker_ok(&["image", "prune", "-f"]);
+    s.docker_ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(s.docker_ok(&["images", "-q", "--no-trunc"]), image_id);
+    s.docker_ok(&["rm", "-f", "up"]);
+    let out = s.docker_ok(&["image", "prune", "-a", "-f"]);
+    assert!(
+        out.contains(&format!("deleted: {}", image_id.trim())) || out.contains(image_id.trim()),
+        "{out}"
+    );
+    assert_eq!(s.docker_ok(&["images", "-q"]).trim(), "");
 }

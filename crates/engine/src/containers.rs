@@ -250,6 +250,13 @@ impl Engine {
         }
         let prepared = rootfs::prepare(store, &bundle, &id, source, rec.options.id_mappings.as_ref())?;
         fill(&bundle)?;
+        if let Source::Image(img) = source {
+            // The image's HEALTHCHECK is the default (docker's image config field, which
+            // the OCI type drops: read from the blob itself).
+            let raw = store.read_blob(&img.id).ok();
+            let of_image = raw.as_deref().and_then(crate::health::of_image);
+            rec.options.healthcheck = crate::health::with_image(rec.options.healthcheck.take(), of_image);
+        }
         let exposed: Vec<String> = prepared
             .image_config
             .config()

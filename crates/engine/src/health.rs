@@ -83,6 +83,52 @@ impl Healthcheck {
     }
 }
 
+/// An image configuration's `config.Healthcheck` (docker's image config: `Test`,
+/// `Interval`, `Timeout`, `StartPeriod` in nanoseconds, `Retries`; OCI image configs
+/// have no such field, so `raw` is the config blob as stored). None when there is none,
+/// it is not of that shape, or its test is empty.
+pub fn of_image(raw: &[u8]) -> Option<Healthcheck> {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "PascalCase", default)]
+    struct Docker {
+        test: Vec<String>,
+        interval: u64,
+        timeout: u64,
+        start_period: u64,
+        retries: u32,
+    }
+    let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    let d: Docker = serde_json::from_value(v.get("config")?.get("Healthcheck")?.clone()).ok()?;
+    (!d.test.is_empty()).then(|| Healthcheck {
+        test: d.test,
+        interval: Duration::from_nanos(d.interval),
+        timeout: Duration::from_nanos(d.timeout),
+        retries: d.retries,
+        start_period: Duration::from_nanos(d.start_period),
+    })
+}
+
+/// The healthcheck a container gets from the user's (`user`: `--health-*`,
+/// `--no-healthcheck`, the API's `Config.Healthcheck`) and its image's, as docker merges
+/// them: none given (or an empty test) takes the image's whole; a given test keeps it,
+/// and each of its durations and retries left at 0 is the image's. `["NONE"]` from the
+/// user disables the image's.
+pub fn with_image(user: Option<Healthcheck>, image: Option<Healthcheck>) -> Option<Healthcheck> {
+    let Some(mut h) = user.filter(|h| !h.test.is_empty()) else {
+        return image;
+    };
+    if let Some(i) = image {
+        let zero_or = |d: Duration, i: Duration| if d.is_zero() { i } else { d };
+        h.interval = zero_or(h.interval, i.interval);
+        h.timeout = zero_or(h.timeout, i.timeout);
+        h.start_period = zero_or(h.start_period, i.start_period);
+        if h.retries == 0 {
+            h.retries = i.retries;
+        }
+    }
+    Some(h)
+}
+
 fn nonzero(d: Duration, default: Duration) -> Duration {
     if d.is_zero() {
         default
@@ -262,6 +308,33 @@ fn probe_inner(paths: &Paths, r: &Record, command: Vec<String>, timeout: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_healthcheck_is_the_default_and_user_fields_win() {
+        let raw = br#"{"config":{"Healthcheck":{"Test":["CMD-SHELL","true"],"Interval":2000000000,"Retries":4}}}"#;
+        let img = of_image(raw).unwrap();
+        assert_eq!(img.test, vec!["CMD-SHELL", "true"]);
+        assert_eq!((img.interval, img.retries), (Duration::from_secs(2), 4));
+        assert_eq!(of_image(br#"{"config":{}}"#), None);
+        assert_eq!(with_image(None, Some(img.clone())), Some(img.clone()));
+        let none = Healthcheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        };
+        let got = with_image(Some(none), Some(img.clone())).unwrap();
+        assert_eq!(got.command().unwrap(), None);
+        let mine = Healthcheck {
+            test: vec!["CMD".into(), "x".into()],
+            timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let got = with_image(Some(mine), Some(img)).unwrap();
+        assert_eq!(got.test, vec!["CMD", "x"]);
+        assert_eq!(
+            (got.interval, got.timeout, got.retries),
+            (Duration::from_secs(2), Duration::from_secs(1), 4)
+        );
+    }
 
     fn probe(code: i32) -> Probe {
         Probe {

@@ -28,6 +28,7 @@ pub mod migrate;
 pub mod monitor;
 pub mod names;
 pub mod network;
+pub mod network_more;
 pub mod networks;
 pub mod optimize;
 pub mod options;

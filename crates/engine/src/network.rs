@@ -122,6 +122,19 @@ pub fn attachment(paths: &Paths, id: &str) -> Option<Attachment> {
     read_held(paths, id)?.attachment
 }
 
+/// Every attachment of a container: its first (when on a bridge network) then those of
+/// its [`more_networks`](RunOptions::more_networks) ([`crate::network_more`]).
+pub fn attachments(paths: &Paths, id: &str) -> Vec<Attachment> {
+    attachment(paths, id)
+        .into_iter()
+        .chain(
+            crate::network_more::held(paths, id)
+                .into_iter()
+                .filter_map(|m| m.attachment),
+        )
+        .collect()
+}
+
 /// The CNI id of the attachment container `id` holds, if it holds one.
 pub fn held_cni_id(paths: &Paths, id: &str) -> Option<String> {
     read_held(paths, id).map(|h| h.cni_id.unwrap_or_else(|| id.to_string()))
@@ -509,6 +522,10 @@ pub fn up(paths: &Paths, rec: &Record, spec: &mut Spec) -> Result<()> {
             }
             set_netns(spec, Some(ns))?;
             refresh_hosts(paths, &db, &name)?;
+            if let Err(e) = crate::network_more::up(paths, rec) {
+                let _ = down(paths, rec, false);
+                return Err(e);
+            }
         }
         Mode::Container(_) => apply(paths, &db, &rec.id, &rec.options, spec)?,
         Mode::Pasta | Mode::Slirp4netns => {
@@ -644,6 +661,9 @@ pub fn after_create(paths: &Paths, rec: &Record, pid: i32) -> Result<()> {
 /// namespace is gone) and the namespace file is removed. Then the attachment record goes
 /// and the container leaves its peers' hosts files. Idempotent.
 pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
+    // The interfaces of its other networks go first: the first attachment may go on to
+    // another container, which must not find them there.
+    let more = crate::network_more::down(paths, rec);
     if mode(&rec.options) == Mode::Pasta {
         vessel_net::pasta::stop(&pasta_pid_file(paths, &rec.id));
         vessel_net::netns::remove(&netns_path(paths, &rec.id)).map_err(net_err)?;
@@ -653,7 +673,7 @@ pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
         vessel_net::netns::remove(&netns_path(paths, &rec.id)).map_err(net_err)?;
     }
     let Mode::Bridge(name) = mode(&rec.options) else {
-        return Ok(());
+        return more;
     };
     let held = read_held(paths, &rec.id);
     // No record: nothing was attached, or this is a container from before separate CNI
@@ -670,7 +690,7 @@ pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
     let _ = std::fs::remove_file(held_path(paths, &rec.id));
     let _ = std::fs::remove_file(tainted_path(paths, &rec.id));
     let kept = match (&net, &db) {
-        (Some(net), Some(db)) if keep && done && !tainted && recyclable(paths, db, rec) => {
+        (Some(net), Some(db)) if keep && done && !tainted && more.is_ok() && recyclable(paths, db, rec) => {
             // The port mappings go first (CNI DEL of portmap alone), so that nothing of
             // them outlives the container even while the rest waits for the next one.
             vessel_net::unpublish(&cni_root(paths), &cni_id, &name, "eth0", &pool.netns(&cni_id)).is_ok()
@@ -686,7 +706,7 @@ pub fn down(paths: &Paths, rec: &Record, keep: bool) -> Result<()> {
     if let Some(db) = &db {
         let _ = refresh_hosts(paths, db, &name);
     }
-    res
+    res.and(more)
 }
 
 /// Whether the attachment of `rec`, which has ended, can go to another container (once
@@ -713,17 +733,22 @@ fn recyclable(paths: &Paths, db: &Db, rec: &Record) -> bool {
     })
 }
 
-/// Rewrites, in place, the hosts file of every container attached to network `name`:
-/// loopback names, its own address and names, its peers', `--add-host` entries.
+/// Rewrites, in place, the hosts file of every container attached to network `name`
+/// (first or further network): loopback names, its own address and names, its peers' on
+/// each network it is on, `--add-host` entries.
 pub fn refresh_hosts(paths: &Paths, db: &Db, name: &str) -> Result<()> {
-    let members: Vec<(Record, Attachment)> = db
+    let all: Vec<(Record, Vec<Attachment>)> = db
         .list()?
         .into_iter()
-        .filter(|r| mode(&r.options) == Mode::Bridge(name.into()))
-        .filter_map(|r| attachment(paths, &r.id).map(|a| (r, a)))
+        .filter(|r| matches!(mode(&r.options), Mode::Bridge(_)))
+        .map(|r| {
+            let a = attachments(paths, &r.id);
+            (r, a)
+        })
+        .filter(|(_, a)| !a.is_empty())
         .collect();
-    for (r, _) in &members {
-        let text = hosts_file(r, &members);
+    for (r, mine) in all.iter().filter(|(_, a)| a.iter().any(|a| a.network == name)) {
+        let text = hosts_file(r, mine, &all);
         let path = paths.bundle(&r.id).join("hosts");
         if path.exists() {
             // In place: the file is bind-mounted, a rename would not reach the container.
@@ -737,16 +762,20 @@ fn hostname(r: &Record) -> String {
     r.options.hostname.clone().unwrap_or_else(|| r.id[..12].to_string())
 }
 
-/// The /etc/hosts of `me` on a network with `members` (`me` among them).
-fn hosts_file(me: &Record, members: &[(Record, Attachment)]) -> String {
+/// The /etc/hosts of `me`, attached as `mine` (first network first), among `all` the
+/// attached containers: its peers are those sharing a network with it, each by its
+/// address on the first network they share.
+fn hosts_file(me: &Record, mine: &[Attachment], all: &[(Record, Vec<Attachment>)]) -> String {
     let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    let mine = members.iter().find(|(r, _)| r.id == me.id);
-    match mine {
-        Some((_, a)) => s.push_str(&format!("{}\t{} {}{}\n", a.ip, hostname(me), me.name, aliases(me))),
+    match mine.first() {
+        Some(a) => s.push_str(&format!("{}\t{} {}{}\n", a.ip, hostname(me), me.name, aliases(me))),
         None => s.push_str(&format!("127.0.1.1\t{}\n", hostname(me))),
     }
-    for (r, a) in members.iter().filter(|(r, _)| r.id != me.id) {
-        s.push_str(&format!("{}\t{} {}{}\n", a.ip, r.name, hostname(r), aliases(r)));
+    for (r, theirs) in all.iter().filter(|(r, _)| r.id != me.id) {
+        let shared = mine.iter().find_map(|m| theirs.iter().find(|t| t.network == m.network));
+        if let Some(a) = shared {
+            s.push_str(&format!("{}\t{} {}{}\n", a.ip, r.name, hostname(r), aliases(r)));
+        }
     }
     s.push_str(&extra_hosts(&me.options));
     s

@@ -1,13 +1,16 @@
 //! Networks as objects a user manages (`vessel network rm`, the Docker API's
 //! `/networks`): which containers use a network, its removal with its warm attachments,
-//! and moving a container that does not run onto another network (`docker network
-//! connect`/`disconnect`). The attachments themselves are [`crate::network`]'s.
+//! and `docker network connect`/`disconnect` ([`connect`], [`disconnect`]). The
+//! attachments themselves are [`crate::network`]'s (the first) and
+//! [`crate::network_more`]'s (the others).
 //!
-//! A vessel container is on one network, chosen when it is made (its namespace is
-//! joined when the runtime creates it): a container that runs cannot change it
-//! ([`Error::Unsupported`]); one that is created (its init waits for `start`) or exited
-//! is given the new network in its options and config.json, and a created one is
-//! created again on it.
+//! A container on a bridge network is connected to another as docker does it: one more
+//! interface (`eth1`, ...) in its network namespace, at once when it is live and at
+//! every start after (its options' `more_networks`); disconnect takes it out again. Its
+//! first network is the one its namespace was made for: a live container cannot leave
+//! it ([`Error::Unsupported`]); a created (never started) or exited one moves, its next
+//! network becoming its first ([`reconnect`]). A container on `--network none` that
+//! does not run is moved onto the network it is connected to.
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use crate::containers::Engine;
 use crate::db::{Record, State};
 use crate::error::{Error, Result};
 use crate::network::{self, Mode};
+use crate::network_more;
 
 /// The name a client's network name stands for: docker's `bridge` and `default` are
 /// vessel's default network.
@@ -35,16 +39,18 @@ pub fn network_of(r: &Record) -> Option<String> {
     }
 }
 
-/// The records of the containers (any state) on network `name`, oldest first.
+/// Whether `r` is on network `name` (its first or one of its others).
+pub fn is_on(r: &Record, name: &str) -> bool {
+    let name = canonical(name);
+    network_of(r).as_deref() == Some(name) || r.options.more_networks.iter().any(|n| n == name)
+}
+
+/// The records of the containers (any state) on network `name` (first or further), oldest first.
 ///
 /// Errors: [`Error::Db`].
 pub fn users(engine: &Engine, name: &str) -> Result<Vec<Record>> {
     let name = canonical(name);
-    Ok(engine
-        .list()?
-        .into_iter()
-        .filter(|r| network_of(r).as_deref() == Some(name))
-        .collect())
+    Ok(engine.list()?.into_iter().filter(|r| is_on(r, name)).collect())
 }
 
 /// Removes network `name` (`vessel network rm`, `DELETE /networks/{id}`): refused while
@@ -59,6 +65,93 @@ pub fn remove(engine: &Engine, name: &str) -> Result<()> {
         network::pool(&engine.paths).drain(name)?;
     }
     Ok(nets.remove(name, &users)?)
+}
+
+/// Connects container `r` to network `to` (`docker network connect`, `vessel network
+/// connect`). On a bridge network: `to` is added to its networks, and a live container
+/// gets its interface at once ([`network_more::attach`]); one already on `to` is left
+/// as it is. A container on `--network none` that does not run (created or exited) is
+/// moved onto `to` ([`reconnect`]).
+///
+/// Errors: [`Error::Unsupported`] for a container that shares another's or the host's
+/// network namespace (`host`, `container:`, `pasta`) or runs on `none`, as docker refuses
+/// them; [`vessel_net::NetError::UnknownNetwork`]; the plugins' errors (the record is
+/// left as it was).
+pub fn connect(engine: &Engine, r: &Record, to: &str) -> Result<()> {
+    let to = canonical(to);
+    Networks::open(&engine.paths.root).get(to)?;
+    if is_on(r, to) {
+        return Ok(());
+    }
+    match network::mode(&r.options) {
+        Mode::Bridge(_) => {
+            let mut opts = r.options.clone();
+            opts.more_networks.push(to.into());
+            engine
+                .db
+                .set_config(&r.id, &r.image_id, &opts, &r.command, r.stop_signal)?;
+            if r.state.is_live() {
+                let mut now = r.clone();
+                now.options = opts;
+                if let Err(e) = network_more::attach(&engine.paths, &now, to) {
+                    engine
+                        .db
+                        .set_config(&r.id, &r.image_id, &r.options, &r.command, r.stop_signal)?;
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+        Mode::None if !matches!(r.state, State::Running | State::Paused) => reconnect(engine, r, Some(to)),
+        m => Err(Error::Unsupported(format!(
+            "cannot connect container {} to network {to}: it {}",
+            r.name,
+            match m {
+                Mode::None => "runs with --network none (no interface to add to): stop it first".to_string(),
+                Mode::Host => "uses the host's network namespace".into(),
+                Mode::Container(c) => format!("shares the network namespace of container {c}"),
+                _ => "is on pasta's user-mode network".into(),
+            }
+        ))),
+    }
+}
+
+/// Disconnects container `r` from network `from` (`docker network disconnect`, `vessel
+/// network disconnect`). Returns false when it is not on `from`. One of its further
+/// networks is dropped from its options and, when it is live, its interface taken out
+/// (CNI DEL). Its first network: a container that does not run moves onto its next
+/// network, or onto none when it has no other ([`reconnect`]).
+///
+/// Errors: [`Error::Unsupported`] for the first network of a live container (its
+/// namespace was made for it); the plugins' errors (the record keeps the network).
+pub fn disconnect(engine: &Engine, r: &Record, from: &str) -> Result<bool> {
+    let from = canonical(from);
+    if r.options.more_networks.iter().any(|n| n == from) {
+        if r.state.is_live() {
+            network_more::detach(&engine.paths, r, from)?;
+        }
+        let mut opts = r.options.clone();
+        opts.more_networks.retain(|n| n != from);
+        engine
+            .db
+            .set_config(&r.id, &r.image_id, &opts, &r.command, r.stop_signal)?;
+        return Ok(true);
+    }
+    if network_of(r).as_deref() != Some(from) {
+        return Ok(false);
+    }
+    if r.state.is_live() && r.state != State::Created {
+        return Err(Error::Unsupported(format!(
+            "cannot disconnect container {} from network {from} while it is {}: it is its first \
+             network, the one its namespace was made for; stop it, disconnect it, then start it again",
+            r.name,
+            r.state.as_str()
+        )));
+    }
+    let mut moved = r.clone();
+    let next = (!moved.options.more_networks.is_empty()).then(|| moved.options.more_networks.remove(0));
+    reconnect(engine, &moved, next.as_deref())?;
+    Ok(true)
 }
 
 /// Puts container `r` on network `to` (None: `--network none`), as `docker network

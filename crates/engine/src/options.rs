@@ -140,6 +140,10 @@ pub struct RunOptions {
     /// `--network`: `bridge` (default: the network `vessel`), `none`, `host`,
     /// `container:NAME` or a network's name.
     pub network: Option<String>,
+    /// The networks beyond the first (`docker network connect` of a bridge-networked
+    /// container, `vessel network connect`): each is one more interface, `eth1`, ...,
+    /// attached whenever the container starts ([`crate::network_more`]).
+    pub more_networks: Vec<String>,
     /// `-p [IP:]HOSTPORT:CTRPORT[/tcp|udp]` (and `-P`'s, resolved at create).
     pub publish: Vec<vessel_net::PortMapping>,
     /// `-P`: publish every port the image exposes on a free host port.

@@ -49,6 +49,19 @@ pub struct AttachRequest<'a> {
     pub mac: Option<&'a str>,
 }
 
+/// Takes the default route out of a configuration list's IPAM (the bridge plugin's
+/// `ipam.routes`), for an interface other than the container's first.
+fn no_default_route(conflist: &mut Value) {
+    let Some(list) = conflist.get_mut("plugins").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for p in list.iter_mut().filter(|p| cni::plugin_type(p) == "bridge") {
+        if let Some(ipam) = p.get_mut("ipam").and_then(Value::as_object_mut) {
+            ipam.remove("routes");
+        }
+    }
+}
+
 /// Checks a MAC address: six `:`-separated hex octets, unicast.
 fn check_mac(mac: &str, subnet: &str) -> Result<()> {
     let bad = |reason: &str| NetError::BadAddress {
@@ -173,6 +186,12 @@ pub fn attach(root: &Path, req: &AttachRequest) -> Result<Attachment> {
         caps.insert("mac".into(), json!(mac.to_ascii_lowercase()));
     }
     let mut conflist = cni::conflist(root, network)?;
+    if req.ifname != "eth0" {
+        // A second network (`docker network connect`) adds no default route: the first
+        // network's gateway stays the way out, as docker and podman keep it (and a
+        // second default route would make the bridge plugin's ADD fail).
+        no_default_route(&mut conflist);
+    }
     // Plugins with nothing to do for this container are left out of its chain (each
     // costs a process and, on DEL, iptables calls): portmap without published ports,
     // tuning without a MAC address. The chain is cached as run, so DEL matches ADD.

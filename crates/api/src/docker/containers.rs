@@ -105,12 +105,22 @@ fn summary(e: &Engine, r: &Record) -> Value {
         })
         .collect();
     let net = r.options.network.clone().unwrap_or_else(|| "default".into());
+    // `docker ps --format '{{.Networks}}'` lists these keys.
+    let networks: serde_json::Map<String, Value> = vessel_engine::network::attachments(&e.paths, &r.id)
+        .into_iter()
+        .map(|a| {
+            (
+                a.network,
+                json!({"IPAddress": a.ip, "IPPrefixLen": a.prefix, "MacAddress": a.mac}),
+            )
+        })
+        .collect();
     json!({
         "Id": r.id, "Names": [slash(&r.name)], "Image": r.image, "ImageID": r.image_id,
         "Command": r.command.join(" "),
         "Created": vessel_engine::status::unix_secs(&r.created_at),
         "Ports": ports, "Labels": r.options.labels, "State": r.state.as_str(), "Status": e.status_text(r),
-        "HostConfig": {"NetworkMode": net}, "NetworkSettings": {"Networks": {}}, "Mounts": [],
+        "HostConfig": {"NetworkMode": net}, "NetworkSettings": {"Networks": networks}, "Mounts": [],
     })
 }
 
@@ -363,7 +373,7 @@ fn inspect_json(e: &Engine, r: &Record) -> ApiResult<Value> {
     }
     let net = o.network.clone().unwrap_or_else(|| "default".into());
     let mut networks = serde_json::Map::new();
-    if let Some(a) = &attachment {
+    for a in vessel_engine::network::attachments(&e.paths, &r.id).iter() {
         let aliases: Vec<String> = [r.id[..12].to_string(), r.name.clone()]
             .into_iter()
             .chain(o.network_aliases.iter().cloned())

@@ -14,7 +14,7 @@ use crate::error::ApiResult;
 
 /// Sum of the sizes of the files under `dir`, bytes (symlinks not followed;
 /// unreadable entries count 0).
-fn du(dir: &Path) -> u64 {
+pub(crate) fn du(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
     rd.flatten()
         .map(|e| match e.file_type() {

@@ -3,16 +3,18 @@
 //! without one. One file per group of the API: [`system`] (`_ping`, `version`,
 //! `info`), [`containers`], [`attach`] (hijacked attach, log streams), [`images`],
 //! [`exec`], [`archive`] (cp), [`stats`], [`events`], [`update`], [`df`] (`system df`), [`push`],
-//! [`networks`], [`volumes`].
+//! [`networks`], [`volumes`], [`prune`] (containers and images), [`auth`] (`docker login`).
 
 pub mod archive;
 pub mod attach;
+pub mod auth;
 pub mod containers;
 pub mod df;
 pub mod events;
 pub mod exec;
 pub mod images;
 pub mod networks;
+pub mod prune;
 pub mod push;
 pub mod stats;
 pub mod system;
@@ -147,7 +149,9 @@ pub fn router(paths: Paths) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/auth", post(auth::auth))
         .route("/containers/json", get(c::list))
+        .route("/containers/prune", post(prune::containers))
         .route("/containers/create", post(c::create))
         .route("/containers/{id}/json", get(c::inspect))
         .route("/containers/{id}/start", post(c::start))
@@ -177,6 +181,7 @@ pub fn router(paths: Paths) -> Router {
         .route("/system/df", get(df::df))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
+        .route("/images/prune", post(prune::images))
         .route(
             "/images/{*name}",
             get(images::get_named).post(images::post_named).delete(images::remove),

@@ -1,9 +1,9 @@
 //! The network routes (swagger tag Network): list, inspect, create, delete, connect,
 //! disconnect, prune, on vessel's CNI bridge networks ([`vessel_net::Networks`]). Only
 //! the `bridge` driver exists; docker's `bridge` network is vessel's default one
-//! (`vessel`). A container is on one network, joined when it is made:
-//! connect/disconnect move a created or exited container, and answer 501 for one that
-//! runs on another network ([`vessel_engine::networks::reconnect`]).
+//! (`vessel`). Connect adds a network to a container (one more interface, at once when
+//! it runs), disconnect takes it away ([`vessel_engine::networks::connect`]); a running
+//! container cannot leave its first network (501 with what to do).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -48,7 +48,10 @@ fn resolve(e: &Engine, what: &str) -> ApiResult<Network> {
 fn json_of(e: &Engine, n: &Network) -> ApiResult<Value> {
     let mut containers = serde_json::Map::new();
     for r in nets::users(e, &n.name)? {
-        if let Some(a) = vessel_engine::network::attachment(&e.paths, &r.id) {
+        let on = vessel_engine::network::attachments(&e.paths, &r.id)
+            .into_iter()
+            .find(|a| a.network == n.name);
+        if let Some(a) = on {
             containers.insert(
                 r.id.clone(),
                 json!({"Name": r.name, "EndpointID": r.id, "MacAddress": a.mac,
@@ -238,33 +241,35 @@ struct ConnectBody {
     container: String,
 }
 
-/// `POST /networks/{id}/connect` `{"Container"}`: 200. A running container on another
-/// network: 501 with what to do.
+/// `POST /networks/{id}/connect` `{"Container"}`: 200; a running container gets its
+/// interface at once. 501 for a container on the host's or another container's network
+/// namespace, or running on `none`.
 pub async fn connect(State(ctx): State<Ctx>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
     let b: ConnectBody = json_body(&body)?;
     ctx.engine(move |e| {
         let n = resolve(e, &id)?;
         let r = e.find(&b.container)?;
-        Ok(nets::reconnect(e, &r, Some(&n.name))?)
+        Ok(nets::connect(e, &r, &n.name)?)
     })
     .await?;
     Ok(StatusCode::OK.into_response())
 }
 
-/// `POST /networks/{id}/disconnect` `{"Container", "Force"}`: 200; the container is
-/// left with no network (`none`). 404 when it is not on this network.
+/// `POST /networks/{id}/disconnect` `{"Container", "Force"}`: 200; a running container
+/// loses the interface at once; a stopped one left with no network is on `none`. 404
+/// when it is not on this network; 501 for a running container's first network.
 pub async fn disconnect(State(ctx): State<Ctx>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
     let b: ConnectBody = json_body(&body)?;
     ctx.engine(move |e| {
         let n = resolve(e, &id)?;
         let r = e.find(&b.container)?;
-        if nets::network_of(&r).as_deref() != Some(n.name.as_str()) {
+        if !nets::disconnect(e, &r, &n.name)? {
             return Err(ApiError::not_found(format!(
                 "container {} is not connected to network {}",
                 r.name, n.name
             )));
         }
-        Ok(nets::reconnect(e, &r, None)?)
+        Ok(())
     })
     .await?;
     Ok(StatusCode::OK.into_response())
