@@ -261,7 +261,7 @@ pub(super) async fn push(remote: &Remote, a: &crate::commit::PushArgs) -> Result
     Ok(0)
 }
 
-/// `network create|ls|inspect|rm`.
+/// `network create|ls|inspect|connect|disconnect|rm`.
 pub(super) async fn network(remote: &Remote, n: &NetworkCommand) -> Result<i32> {
     match n {
         NetworkCommand::Create {
@@ -313,6 +313,20 @@ pub(super) async fn network(remote: &Remote, n: &NetworkCommand) -> Result<i32> 
                 );
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NetworkCommand::Connect { network, container } | NetworkCommand::Disconnect { network, container } => {
+            let tail = if matches!(n, NetworkCommand::Connect { .. }) {
+                "/connect"
+            } else {
+                "/disconnect"
+            };
+            remote
+                .docker::<Value>(
+                    Method::POST,
+                    &path("networks", network, tail),
+                    Some(&json!({ "Container": container })),
+                )
+                .await?;
         }
         NetworkCommand::Rm { names } => {
             for n in names {
