@@ -278,7 +278,8 @@ fn migrate_keeps_100_mb_of_memory() {
     nothing_left(&src, &dst);
 }
 
-/// `vessel migrate` that must fail, leaving the source running and the target empty.
+/// `vessel migrate` that must fail, leaving the source running and the target empty;
+/// its output (stdout, then stderr).
 #[track_caller]
 fn refused(src: &Instance, dst: &Instance, sshd: &Sshd, name: &str, extra: &[&str]) -> String {
     let mut c = migrate_cmd(src, Some(sshd), name, &sshd.url(dst));
@@ -286,7 +287,7 @@ fn refused(src: &Instance, dst: &Instance, sshd: &Sshd, name: &str, extra: &[&st
     eprintln!("{}{}", stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert_eq!(state(src, name), "running", "the source runs on");
-    stderr(&o)
+    format!("{}{}", stdout(&o), stderr(&o))
 }
 
 #[test]
@@ -301,6 +302,8 @@ fn migrate_into_a_taken_name_is_refused_and_the_source_runs_on() {
     let err = refused(&src, &dst, &sshd, "vessel-mig-taken", &[]);
     assert!(err.contains("already in use"), "{err}");
     assert!(err.contains("thawed"), "{err}");
+    // Refused while the target made the container, before any freeze or dump here.
+    assert!(!err.contains("frozen vessel-mig-taken"), "never frozen: {err}");
     let n = count(&src, "vessel-mig-taken");
     wait_for("the count to go on at the source", || {
         count(&src, "vessel-mig-taken") > n + 3
@@ -609,6 +612,77 @@ fn migrate_command_killed_while_criu_holds_the_container_frozen() {
     child.wait().unwrap();
     // The guard waits for that dump to end before it thaws the source.
     exactly_one_runs(&src, &dst, "vessel-mig-dump", false);
+    nothing_left(&src, &dst);
+}
+
+#[test]
+fn criu_probes_are_asked_once_and_the_target_prepares_before_the_freeze() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let (src, dst) = two_hosts();
+    let img = src.busybox();
+    let names = ["vessel-mig-one", "vessel-mig-two"];
+    for n in names {
+        src.ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            img,
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ]);
+    }
+    // criu through a wrapper that notes each call's action and first arguments.
+    let d = src.dir.path();
+    let calls = d.join("criu-calls");
+    fs::write(
+        d.join("criu"),
+        format!(
+            "#!/bin/sh\necho \"$1 $2 $3\" >> {}\nexec {} \"$@\"\n",
+            calls.display(),
+            vessel_runtime_criu()
+        ),
+    )
+    .unwrap();
+    run_vessel::sh("chmod +x criu", d);
+    let url = format!("local://{}", dst.root().display());
+    for n in names {
+        let o = migrate_cmd(&src, None, n, &url)
+            .env("VESSEL_CRIU", d.join("criu"))
+            .env("VESSEL_LOG", "debug")
+            .output()
+            .unwrap();
+        eprintln!("{}{}", stdout(&o), stderr(&o));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("mem_dirty_track"),
+            "the mode and why: {}",
+            stdout(&o)
+        );
+        // The step lines (VESSEL_LOG=debug): the target made the container before the
+        // source froze it (the receiver writes its line before it answers READY).
+        let err = stderr(&o);
+        let made = err.find("receive: container made (before the freeze)");
+        let freeze = err.find("migrate: freeze");
+        assert!(
+            made.is_some() && freeze.is_some() && made < freeze,
+            "made on the target, then frozen here: {err}"
+        );
+        assert_eq!(state(&dst, n), "running");
+    }
+    let text = fs::read_to_string(&calls).unwrap();
+    let checks: Vec<&str> = text.lines().filter(|l| l.starts_with("check ")).collect();
+    assert_eq!(
+        checks.len(),
+        2,
+        "mem_dirty_track and uffd-noncoop asked once for both migrations: {text}"
+    );
+    for n in names {
+        dst.ok(&["rm", "-f", n]);
+    }
     nothing_left(&src, &dst);
 }
 

@@ -92,6 +92,7 @@ pub fn dump_with(engine: &Engine, id: &str, images_dir: &Path, opts: DumpOptions
     if !opts.leave_running {
         std::fs::write(&marker, b"").at("write", &marker)?;
     }
+    crate::timing::mark("checkpoint: criu dump");
     let done = c.checkpoint(
         &spec,
         &CheckpointOptions {
@@ -106,6 +107,7 @@ pub fn dump_with(engine: &Engine, id: &str, images_dir: &Path, opts: DumpOptions
         let _ = std::fs::remove_file(&marker);
         return Err(e.into());
     }
+    crate::timing::mark("checkpoint: dumped");
     if !opts.leave_running && !engine.wait_exit(id, Some(std::time::Duration::from_secs(30)))? {
         return Err(Error::WrongState(format!(
             "container {} was dumped but its monitor did not record the exit",
@@ -138,7 +140,10 @@ pub fn restore_from(engine: &Engine, id: &str, images_dir: &Path) -> Result<i32>
         )));
     }
     let images = std::path::absolute(images_dir).at("resolve", images_dir)?;
-    engine.spawn_monitor_with(id, Some(&images))
+    crate::timing::mark("restore: spawn the monitor");
+    let pid = engine.spawn_monitor_with(id, Some(&images));
+    crate::timing::mark("restore: the monitor reported");
+    pid
 }
 
 /// The writable layer (overlay upper dir) of container `id`.
@@ -157,6 +162,14 @@ pub fn upper_dir(engine: &Engine, id: &str) -> PathBuf {
 ///
 /// Errors: [`Error::WrongState`] while it runs; [`Error::BadInput`] without images.
 pub fn export(engine: &Engine, id: &str, file: &Path) -> Result<()> {
+    export_with(engine, id, file, true)
+}
+
+/// [`export`]; `durable`: the archive is synced to disk before it is renamed into
+/// place (a migration's archive, sent at once and removed, is not).
+///
+/// Errors: those of [`export`].
+pub fn export_with(engine: &Engine, id: &str, file: &Path, durable: bool) -> Result<()> {
     let r = engine.db.get(id)?.ok_or_else(|| Error::NoSuchContainer(id.into()))?;
     let images = images_dir(engine, id);
     if !images.join("inventory.img").exists() {
@@ -171,6 +184,7 @@ pub fn export(engine: &Engine, id: &str, file: &Path) -> Result<()> {
         &engine.paths.bundle(id).join("config.json"),
         &images,
         &upper_dir(engine, id),
+        durable,
     )
 }
 
@@ -204,7 +218,26 @@ pub fn import_with(
     pages: Option<&Path>,
     made: &mut dyn FnMut(&Record) -> Result<()>,
 ) -> Result<Record> {
+    crate::timing::mark("import: verify the archive");
     let old = archive::verify(file)?;
+    let rec = prepare_import(engine, &old, name, pull, made)?;
+    restore_prepared(engine, file, &rec, pages)
+}
+
+/// The first half of an import: makes the container of the record `old` (from a
+/// checkpoint archive, or sent ahead by a migration's source while the container still
+/// runs there) under its name or `name`, with its bundle, root file system and config,
+/// and its overlay unmounted so that the writable layer can be filled; `made` is told
+/// the new record first. [`restore_prepared`] finishes it. On error nothing is left.
+///
+/// Errors: [`Error::NameInUse`] when the name is taken; image and bundle errors.
+pub fn prepare_import(
+    engine: &Engine,
+    old: &Record,
+    name: Option<&str>,
+    pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
+    made: &mut dyn FnMut(&Record) -> Result<()>,
+) -> Result<Record> {
     let mut opts = old.options.clone();
     let name = name.unwrap_or(&old.name).to_string();
     if engine.db.find(&name).is_ok() {
@@ -212,13 +245,31 @@ pub fn import_with(
     }
     opts.name = Some(name);
     opts.rm = old.options.rm;
+    crate::timing::mark("import: make the container");
     let rec = engine.make(opts, pull, false)?;
-    let restored = (|| -> Result<()> {
+    let done = (|| -> Result<()> {
         made(&rec)?;
         // The overlay is written only while unmounted; the monitor mounts it again.
-        crate::rootfs::unmount(&engine.paths.bundle(&rec.id))?;
+        crate::rootfs::unmount(&engine.paths.bundle(&rec.id))
+    })();
+    if let Err(e) = done {
+        let _ = engine.purge(&rec);
+        return Err(e);
+    }
+    Ok(rec)
+}
+
+/// The second half of an import: fills the writable layer and CRIU images of the
+/// container `rec` made by [`prepare_import`] from the archive `file` (checked by the
+/// caller with [`archive::verify`]), moves in the page images a page server received
+/// into `pages`, and restores it. On error nothing is left of it.
+///
+/// Errors: the archive's and the restore's errors.
+pub fn restore_prepared(engine: &Engine, file: &Path, rec: &Record, pages: Option<&Path>) -> Result<Record> {
+    let restored = (|| -> Result<()> {
         let images = images_dir(engine, &rec.id);
         std::fs::create_dir_all(&images).at("create", &images)?;
+        crate::timing::mark("import: extract the archive");
         archive::extract(file, &images, &upper_dir(engine, &rec.id))?;
         if let Some(pages) = pages {
             for e in std::fs::read_dir(pages).at("read", pages)? {
@@ -227,11 +278,13 @@ pub fn import_with(
                 std::fs::rename(e.path(), &to).at("move page image to", &to)?;
             }
         }
+        crate::timing::mark("import: restore through a new monitor");
         restore_from(engine, &rec.id, &images).map(|_| ())
     })();
     if let Err(e) = restored {
-        let _ = engine.purge(&rec);
+        let _ = engine.purge(rec);
         return Err(e);
     }
-    engine.db.get(&rec.id)?.ok_or(Error::NoSuchContainer(rec.id))
+    crate::timing::mark("import: running");
+    engine.db.get(&rec.id)?.ok_or(Error::NoSuchContainer(rec.id.clone()))
 }

@@ -72,8 +72,9 @@ fn member_digest<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<(Str
 }
 
 /// Writes the archive `out`: `record`, the bundle's config, the images in `images` and
-/// the upper dir `upper`. Written to a temp file beside `out`, then renamed.
-pub fn export(out: &Path, record: &Record, config: &Path, images: &Path, upper: &Path) -> Result<()> {
+/// the upper dir `upper`. Written to a temp file beside `out` (synced when `durable`),
+/// then renamed.
+pub fn export(out: &Path, record: &Record, config: &Path, images: &Path, upper: &Path, durable: bool) -> Result<()> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -123,7 +124,9 @@ pub fn export(out: &Path, record: &Record, config: &Path, images: &Path, upper: 
         let z = b.into_inner().at("write", tmp.path())?;
         let mut f = z.finish().at("compress", tmp.path())?;
         f.flush().at("write", tmp.path())?;
-        f.sync_all().at("sync", tmp.path())?;
+        if durable {
+            f.sync_all().at("sync", tmp.path())?;
+        }
     }
     tmp.persist(out).map_err(|e| Error::io("rename into", out, e.error))?;
     Ok(())

@@ -59,21 +59,28 @@ pub struct Probe {
 }
 
 /// Probes CRIU and the kernel for the memory-tracking modes: `criu check --feature
-/// mem_dirty_track` (pre-copy) and `uffd-noncoop` (post-copy).
-pub fn probe() -> Probe {
-    let short = |r: Result<(), vessel_runtime::Error>| match r {
+/// mem_dirty_track` (pre-copy) and `uffd-noncoop` (post-copy), both at once, their
+/// answers kept under the runroot for this criu binary and kernel
+/// ([`crate::criu_cache`]), so that only the first migration after a boot or a new
+/// criu pays for them.
+pub fn probe(engine: &Engine) -> Probe {
+    let short = |r: std::result::Result<(), String>| match r {
         Ok(()) => "available".to_string(),
-        Err(e) => {
-            let t = e.to_string();
+        Err(t) => {
             let t = t.rsplit_once("(criu check").map(|(_, b)| b).unwrap_or(&t);
             format!("missing ({})", t.trim_end_matches(')').trim())
         }
     };
-    let pre = short(vessel_runtime::checkpoint::require_feature(
-        "mem_dirty_track",
-        "pre-copy",
-    ));
-    let post = short(vessel_runtime::checkpoint::require_feature("uffd-noncoop", "post-copy"));
+    let run = &engine.paths.runroot;
+    let (pre, post) = std::thread::scope(|s| {
+        let post = s.spawn(|| crate::criu_cache::require_feature(run, "uffd-noncoop", "post-copy"));
+        let pre = crate::criu_cache::require_feature(run, "mem_dirty_track", "pre-copy");
+        let post = post
+            .join()
+            .unwrap_or_else(|_| Err("the uffd-noncoop probe failed".to_string()));
+        (pre, post)
+    });
+    let (pre, post) = (short(pre), short(post));
     Probe {
         mode: "stop-and-copy",
         why: format!(
@@ -403,7 +410,8 @@ pub fn migrate_via(
             r.state.as_str()
         )));
     }
-    let p = probe();
+    let p = probe(engine);
+    crate::timing::mark("migrate: probed criu");
     say(&format!("mode: {} ({})", p.mode, p.why));
     let token = token()?;
     let mut guard = Guard::spawn(engine, &r.id, url, opts, &token)?;
@@ -453,20 +461,36 @@ fn steps(
     start: Instant,
 ) -> Result<Summary> {
     let lost = |what: &str| Error::Migrate(format!("{}: the target's migrate-receive {what}", remote.describe()));
+    crate::timing::mark("migrate: start the target's receiver");
     let child = receiver.insert(remote.vessel(&["migrate-receive".into(), "--token".into(), token.into()])?);
     let mut to = child.stdin.take().ok_or_else(|| lost("has no input"))?;
     let mut from = BufReader::new(child.stdout.take().ok_or_else(|| lost("has no output"))?);
+    // The record goes first, while the container runs: the target makes the container
+    // (bundle, root file system, config) now, not while it is frozen.
+    let record = serde_json::to_vec(r).map_err(|e| Error::Migrate(format!("the record of {}: {e}", r.name)))?;
+    let io = |e: std::io::Error| Error::Migrate(format!("{}: send the record: {e}", remote.describe()));
+    writeln!(to, "PREPARE {}", record.len()).map_err(io)?;
+    to.write_all(&record).and_then(|()| to.flush()).map_err(io)?;
     let first = read_line(&mut from).ok_or_else(|| lost("ended before its page server was ready"))?;
     let port: u16 = first
         .strip_prefix("PAGES ")
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| lost(&format!("said {first:?}")))?;
+    crate::timing::mark("migrate: the target's page server listens");
+    let ready = read_line(&mut from).ok_or_else(|| lost("ended before it made the container"))?;
+    if ready != "READY" {
+        let why = ready.strip_prefix("FAILED ").unwrap_or(&ready);
+        return Err(Error::Migrate(format!("the target cannot take the container: {why}")));
+    }
+    crate::timing::mark("migrate: the target made the container");
     pause_point("migrate-before-freeze");
 
     // Freeze, then dump into the target's page server; the dump leaves it frozen.
     let (local, relay) = page_relay(remote, port)?;
+    crate::timing::mark("migrate: freeze");
     let frozen_at = Instant::now();
     engine.pause(r, true)?;
+    crate::timing::mark("migrate: frozen; dump");
     say(&format!("frozen {} after {} ms", r.name, start.elapsed().as_millis()));
     let images = crate::checkpoint::images_dir(engine, &r.id);
     crate::checkpoint::dump_with(
@@ -481,6 +505,7 @@ fn steps(
     )?;
     let page_bytes = relay.join().unwrap_or(0);
     let dump = frozen_at.elapsed();
+    crate::timing::mark("migrate: dumped");
     say(&format!(
         "round 1 (final dump, frozen): {} pages, {} bytes to the target's page server, {} ms",
         page_bytes / 4096,
@@ -495,7 +520,9 @@ fn steps(
         std::fs::create_dir_all(dir).at("create", dir)?;
     }
     let sent = (|| -> Result<u64> {
-        crate::checkpoint::export(engine, &r.id, &file)?;
+        // Not synced: it is sent at once and removed (a crash ends the migration anyway).
+        crate::checkpoint::export_with(engine, &r.id, &file, false)?;
+        crate::timing::mark("migrate: archive written");
         let data = std::fs::read(&file).at("read", &file)?;
         let half = data.len() / 2;
         let io = |e: std::io::Error| Error::Migrate(format!("{}: send the checkpoint: {e}", remote.describe()));
@@ -509,6 +536,7 @@ fn steps(
     })();
     let _ = std::fs::remove_file(&file);
     let archive_bytes = sent?;
+    crate::timing::mark("migrate: archive sent");
     say(&format!(
         "sent the checkpoint archive (record, config, other images, writable layer): {archive_bytes} bytes at {} ms",
         start.elapsed().as_millis()
@@ -519,6 +547,7 @@ fn steps(
         .and_then(|()| to.flush())
         .map_err(|e| Error::Migrate(format!("{}: send COMMIT: {e}", remote.describe())))?;
     let answer = read_line(&mut from).ok_or_else(|| lost("ended without an answer"))?;
+    crate::timing::mark("migrate: the target answered");
     let Some(name) = answer.strip_prefix("RUNNING ").map(str::to_string) else {
         let why = answer.strip_prefix("FAILED ").unwrap_or(&answer).to_string();
         return Err(Error::Migrate(format!("the target's restore failed: {why}")));
@@ -531,6 +560,7 @@ fn steps(
     ));
     pause_point("migrate-after-restore");
     remove_source(engine, &r.id)?;
+    crate::timing::mark("migrate: source removed");
     let _ = writeln!(to, "DONE").and_then(|()| to.flush());
     drop(to);
     if let Some(mut c) = receiver.take() {

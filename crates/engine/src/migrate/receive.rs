@@ -7,8 +7,12 @@
 //! connection) waits for the outcome and reports it once the receiver is gone.
 //!
 //! The protocol, one line each way at a time (stdout to the source):
-//! `PAGES <port>` → (the source dumps into the page server) ← `ARCHIVE <bytes>` +
-//! bytes ← `COMMIT` → `RUNNING <name>` | `FAILED <reason>` ← `DONE`.
+//! `PAGES <port>` ← `PREPARE <bytes>` + the container's record (JSON), sent while it
+//! still runs → `READY` (the container is made here: record, bundle, root file system,
+//! config; its name checked) → (the source freezes and dumps into the page server) ←
+//! `ARCHIVE <bytes>` + bytes ← `COMMIT` → `RUNNING <name>` | `FAILED <reason>` ←
+//! `DONE`. A source that sends `ARCHIVE` without `PREPARE` first (an older vessel)
+//! gets the container made after `COMMIT`.
 //! End of input before `COMMIT` aborts and leaves nothing; after `COMMIT` the restore
 //! goes on whatever happens to the source.
 
@@ -23,6 +27,7 @@ use std::time::Duration;
 use vessel_image::{ImageRecord, Store};
 
 use crate::checkpoint;
+use crate::db::Record;
 use crate::error::{Error, IoContext, Result};
 use crate::Engine;
 
@@ -119,17 +124,24 @@ impl PageServer {
     }
 
     /// Waits (up to `limit`) for the page server to end after the dump; true when it
-    /// ended well.
+    /// ended well. Waits on a pidfd (poll), not in sleeps.
     fn finish(&mut self, limit: Duration) -> bool {
-        let until = std::time::Instant::now() + limit;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(s)) => return s.success(),
-                Ok(None) if std::time::Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    self.stop();
-                    return false;
-                }
+        let exited = rustix::process::Pid::from_raw(self.child.id() as i32)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+            .map(|fd| {
+                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                let t = rustix::time::Timespec {
+                    tv_sec: limit.as_secs() as i64,
+                    tv_nsec: i64::from(limit.subsec_nanos()),
+                };
+                matches!(rustix::event::poll(&mut fds, Some(&t)), Ok(n) if n > 0)
+            });
+        match exited {
+            // No pidfd (an old kernel): wait without a limit, as the dump has ended.
+            None | Some(true) => self.child.wait().is_ok_and(|s| s.success()),
+            Some(false) => {
+                self.stop();
+                false
             }
         }
     }
@@ -180,7 +192,12 @@ pub fn receive(
     let dir = staging(engine, token)?;
     let _lock = lock(&dir)?;
     let mut committed = false;
-    let result = receive_locked(engine, &dir, input, out, pull, &mut committed);
+    let mut made = None;
+    let result = receive_locked(engine, &dir, input, out, pull, &mut committed, &mut made);
+    if let (Err(_), Some(r)) = (&result, &made) {
+        // Made before the freeze (PREPARE) and not restored: nothing of it stays.
+        let _ = engine.purge(r);
+    }
     let outcome = match &result {
         Ok(name) => format!("running {name}"),
         Err(e) => format!("failed {e}"),
@@ -216,12 +233,38 @@ fn receive_locked(
     out: &mut dyn Write,
     pull: &mut dyn FnMut(&Store, &str) -> vessel_image::Result<ImageRecord>,
     committed: &mut bool,
+    made: &mut Option<Record>,
 ) -> Result<String> {
     let pages = dir.join("pages");
     let mut server = PageServer::start(&pages, dir)?;
     send(out, &format!("PAGES {}", server.port))?;
+    crate::timing::mark("receive: page server listens");
     let gone = || Error::Migrate("the source went away before COMMIT: nothing was restored here".into());
-    let head = line(input).ok_or_else(gone)?;
+    let made_file = dir.join(MADE);
+    let mut head = line(input).ok_or_else(gone)?;
+    let mut source_id = None;
+    if let Some(n) = head.strip_prefix("PREPARE ") {
+        // The container's record, while it still runs at the source: make it here now
+        // (record, bundle, root file system, config), so that after the freeze only
+        // the restore is left to do.
+        let n: usize = n
+            .parse()
+            .ok()
+            .filter(|n| *n <= 16 << 20)
+            .ok_or_else(|| Error::Migrate(format!("the source said {head:?}, not PREPARE <bytes>")))?;
+        let mut text = vec![0u8; n];
+        input.read_exact(&mut text).map_err(|_| gone())?;
+        let old: Record = serde_json::from_slice(&text)
+            .map_err(|e| Error::Migrate(format!("the source's record does not parse: {e}")))?;
+        let rec = checkpoint::prepare_import(engine, &old, None, pull, &mut |r| {
+            fs::write(&made_file, &r.id).at("write", &made_file)
+        })?;
+        crate::timing::mark("receive: container made (before the freeze)");
+        *made = Some(rec);
+        source_id = Some(old.id);
+        send(out, "READY")?;
+        head = line(input).ok_or_else(gone)?;
+    }
     let size: u64 = head
         .strip_prefix("ARCHIVE ")
         .and_then(|n| n.parse().ok())
@@ -232,28 +275,44 @@ fn receive_locked(
         })?;
     let archive = dir.join("checkpoint.tar.zst");
     {
+        // Not synced: it is read back at once, and a crash here ends the receive anyway.
         let mut f = fs::File::create(&archive).at("create", &archive)?;
         let copied = std::io::copy(&mut input.take(size), &mut f).at("receive", &archive)?;
         if copied != size {
             return Err(gone());
         }
-        f.sync_all().at("sync", &archive)?;
     }
+    crate::timing::mark("receive: archive received");
     super::pause_point("receive-archived");
     if line(input).as_deref() != Some("COMMIT") {
         return Err(gone());
     }
     *committed = true;
+    crate::timing::mark("receive: COMMIT");
     if !server.finish(Duration::from_secs(60)) {
         return Err(Error::Migrate(format!(
             "the target's CRIU page server failed: {}",
             vessel_runtime::checkpoint::log_errors(&dir.join("page-server.log"))
         )));
     }
-    let made_file = dir.join(MADE);
-    let rec = checkpoint::import_with(engine, &archive, None, pull, Some(&pages), &mut |r| {
-        fs::write(&made_file, &r.id).at("write", &made_file)
-    })?;
+    crate::timing::mark("receive: page server done");
+    let rec = match made {
+        Some(rec) => {
+            let old = checkpoint::archive::verify(&archive)?;
+            if source_id.as_ref() != Some(&old.id) {
+                return Err(Error::Migrate(format!(
+                    "the checkpoint archive holds container {}, not the one prepared",
+                    old.id
+                )));
+            }
+            crate::timing::mark("receive: archive verified");
+            checkpoint::restore_prepared(engine, &archive, rec, Some(&pages))?
+        }
+        None => checkpoint::import_with(engine, &archive, None, pull, Some(&pages), &mut |r| {
+            fs::write(&made_file, &r.id).at("write", &made_file)
+        })?,
+    };
+    crate::timing::mark("receive: running");
     super::pause_point("receive-restored");
     Ok(rec.name)
 }

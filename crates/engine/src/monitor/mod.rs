@@ -168,6 +168,7 @@ fn create_with(
         )
     };
     let oci_root = paths.oci_root();
+    crate::timing::mark("monitor: runtime create or restore");
     let created = match restore {
         None => Container::create(
             &oci_root,
@@ -192,6 +193,7 @@ fn create_with(
             },
         ),
     };
+    crate::timing::mark("monitor: runtime done");
     // Our own stdio goes back to /dev/null: only the init keeps the pipes' write ends.
     set_stdio(null.as_fd(), null.as_fd(), null.as_fd()).map_err(io)?;
     let c = created.map_err(classify)?;
@@ -269,6 +271,7 @@ fn block_signals() -> Result<SignalFd> {
 fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Path>) -> Result<()> {
     let result = (|| {
         vessel_runtime::sealed_exe::ensure()?;
+        crate::timing::mark("monitor: started");
         let signals = block_signals()?;
         let rec = Db::open(&paths.root)?
             .get(id)?
@@ -292,6 +295,7 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Pa
         let run_dir = paths.run_dir(id);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io("create", &run_dir, e))?;
         let listener = wire::listen(&run_dir).map_err(|e| Error::io("listen on socket in", &run_dir, e))?;
+        crate::timing::mark("monitor: root file system mounted");
         let (c, stdio) = match create(paths, &rec, restore) {
             Ok(v) => v,
             Err(e) => {
@@ -323,6 +327,7 @@ fn run(paths: &Paths, id: &str, mut report: Option<OwnedFd>, restore: Option<&Pa
         db.set_running(id, &now())?;
     }
     drop(db);
+    crate::timing::mark("monitor: recorded; report");
     send_report(&mut report, &format!("ok {pid}\n"));
     let mut m = Monitor {
         paths,
