@@ -45,8 +45,9 @@ fn count(i: &Instance, id: &str) -> u64 {
 /// A running counter named `name`.
 fn counter(i: &Instance, name: &str) -> String {
     let img = i.busybox();
-    // CRIU dumps containers with the host's ids only.
-    i.ok(&["run", "-d", "--userns=host", "--name", name, img, "sh", "-c", COUNTER]);
+    // In its own user namespace (the default): idmapped lowers, the host's device nodes
+    // bound in, its own range of host ids.
+    i.ok(&["run", "-d", "--name", name, img, "sh", "-c", COUNTER]);
     let id = id_of(i, name);
     wait_for("the counter to count", || count(i, &id) >= 3);
     id

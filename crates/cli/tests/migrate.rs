@@ -55,11 +55,14 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
                  PidFile none\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nAllowTcpForwarding local\n\
-                 SetEnv VESSEL_NETWORK=none\n",
+                 SetEnv VESSEL_NETWORK=none VESSEL_SUBUID={d}/subid VESSEL_SUBGID={d}/subid\n",
                 d = d.display()
             ),
         )
         .unwrap();
+        // The target's id ranges: another block than the source's (run_vessel's), so a
+        // container in its own user namespace moves to other host ids.
+        fs::write(d.join("subid"), "vessel:1200000000:100000000\n").unwrap();
         let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
         let mut kh = host_pub.split_whitespace();
         fs::write(
@@ -626,11 +629,7 @@ fn vessel_runtime_criu() -> String {
         })
 }
 
-/// An instance whose containers keep the host's ids (`VESSEL_USERNS=host`): CRIU cannot
-/// dump a container in its own user namespace on these machines (see
-/// docs/design.md, "Ids"), and migration is a CRIU dump.
+/// A "host": an instance whose containers run in their own user namespace (the default).
 fn host_ids() -> Instance {
-    let mut i = Instance::new();
-    i.userns = Some("host");
-    i
+    Instance::new()
 }
