@@ -55,8 +55,9 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
                  PidFile none\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nAllowTcpForwarding local\n\
-                 SetEnv VESSEL_NETWORK=none VESSEL_SUBUID={d}/subid VESSEL_SUBGID={d}/subid\n",
-                d = d.display()
+                 SetEnv VESSEL_NETWORK=none VESSEL_SUBUID={d}/subid VESSEL_SUBGID={d}/subid VESSEL_CRIU={criu}\n",
+                d = d.display(),
+                criu = vessel_runtime_criu(),
             ),
         )
         .unwrap();
