@@ -321,3 +321,46 @@ fn bridge_container_keeps_its_network_namespace_and_address() {
     );
     i.ok(&["rm", "-f", "vessel-cr-net"]);
 }
+
+/// The numbers a `-t` ticker printed to its terminal, as `vessel logs` shows them.
+fn ticks(i: &Instance, name: &str) -> Vec<u64> {
+    i.ok(&["logs", name])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tick ")?.parse().ok())
+        .collect()
+}
+
+/// A container with a terminal (`-t`): its pty slave is dumped as an external terminal
+/// (the monitor holds the master); restore makes a new pty, the restored shell writes to
+/// its slave and the new monitor carries what it writes on into the same log.
+#[test]
+fn terminal_container_checkpoints_and_restores_its_output_going_on() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let name = "vessel-cr-tty";
+    let ticker = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+    i.ok(&["run", "-d", "-t", "--name", name, img, "sh", "-c", ticker]);
+    wait_for("the ticker to print", || ticks(&i, name).len() >= 3);
+    i.ok(&["checkpoint", name]);
+    assert_eq!(state(&i, name), "exited");
+    let at = *ticks(&i, name).last().unwrap();
+    i.ok(&["restore", name]);
+    assert_eq!(state(&i, name), "running");
+    wait_for("the restored ticker to print on", || {
+        ticks(&i, name).last().is_some_and(|n| *n >= at + 5)
+    });
+    // From where it stopped: the numbers after the checkpoint follow on.
+    let t = ticks(&i, name);
+    let k = t.iter().position(|n| *n == at).unwrap();
+    for w in t[k..].windows(2) {
+        assert!(w[1] == w[0] + 1, "ticks go on by one: {:?}", &t[k..]);
+    }
+    // Still a terminal inside.
+    let tty = i.ok(&["exec", name, "sh", "-c", "[ -t 0 ] < /proc/1/fd/0 && echo tty"]);
+    assert_eq!(tty.trim(), "tty");
+    i.ok(&["rm", "-f", name]);
+    assert!(i.mounts_under_root().is_empty(), "{:?}", i.mounts_under_root());
+}

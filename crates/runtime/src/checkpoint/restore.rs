@@ -157,7 +157,7 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
     // A new pty for a container with a terminal: its master goes to the console
     // socket (as runc's and crun's orphan-pts-master), its slave replaces the dumped one.
     let new_tty = match (&opts.console, has_tty) {
-        (Some(sock), true) => Some(new_pty(sock)?),
+        (Some(sock), true) => Some(new_pty(sock, host_root(spec))?),
         _ => None,
     };
     for (dest, src) in &external_mounts {
@@ -283,8 +283,10 @@ fn host_root(spec: &Spec) -> Option<(u32, u32)> {
 }
 
 /// Makes a pty from the host's /dev/ptmx, sends its master over the console socket
-/// `sock` and returns its slave (inheritable: CRIU gets it) and the slave's path.
-fn new_pty(sock: &OwnedFd) -> Result<(OwnedFd, String)> {
+/// `sock` and returns its slave (inheritable: CRIU gets it) and the slave's path. With
+/// `owner` (the host ids of a user namespace's root) the slave becomes its, so that
+/// CRIU, inside that namespace, can give it its dumped owner back.
+fn new_pty(sock: &OwnedFd, owner: Option<(u32, u32)>) -> Result<(OwnedFd, String)> {
     use rustix::pty::{self, OpenptFlags};
     let master =
         pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).ctx(|| "open /dev/ptmx")?;
@@ -294,6 +296,14 @@ fn new_pty(sock: &OwnedFd) -> Result<(OwnedFd, String)> {
     let name = name.to_string_lossy().into_owned();
     let slave = pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY)
         .ctx(|| format!("open pty slave {name} (TIOCGPTPEER)"))?;
+    if let Some((uid, gid)) = owner {
+        rustix::fs::fchown(
+            &slave,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .ctx(|| format!("chown pty slave {name}"))?;
+    }
     crate::console::send_fd(sock, &master, &name)?;
     Ok((slave, name))
 }
