@@ -220,8 +220,8 @@ fn tampered_or_truncated_archive_and_taken_name_are_refused_leaving_nothing() {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("vessel-cr-{}", std::process::id());
+    fn new(tag: &str) -> Netns {
+        let name = format!("vessel-cr{tag}-{}", std::process::id());
         let ok = std::process::Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -263,7 +263,7 @@ fn bridge_container_keeps_its_network_namespace_and_address() {
     if !have(&["umoci", "busybox"]) || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("");
     // Drop order: the instance (its containers) before the namespace.
     let mut i = Instance::new();
     i.netns = Some(ns.0.clone());
@@ -363,4 +363,89 @@ fn terminal_container_checkpoints_and_restores_its_output_going_on() {
     assert_eq!(tty.trim(), "tty");
     i.ok(&["rm", "-f", name]);
     assert!(i.mounts_under_root().is_empty(), "{:?}", i.mounts_under_root());
+}
+
+/// A client the test started (its own process group), killed with its group on drop.
+struct Client(std::process::Child);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // SAFETY: kill takes plain integers; the group is the client's own (process_group(0)).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// An echo server in a container on a bridge network and a client in the test's network
+/// namespace (the bridge's "host") that keeps talking to it over one connection: through
+/// `checkpoint --tcp-established` and `restore` the connection lives on (CRIU runs in the
+/// container's network namespace, where it locks the connection with iptables while the
+/// container is down; nothing is written to the host's firewall).
+#[test]
+fn established_tcp_connection_survives_checkpoint_and_restore() {
+    if !have(&["umoci", "busybox"]) || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        return;
+    }
+    let ns = Netns::new("t");
+    let mut i = Instance::new();
+    i.netns = Some(ns.0.clone());
+    let img = i.busybox();
+    let name = "vessel-cr-tcp";
+    i.ok(&[
+        "run",
+        "-d",
+        // A bridge network in a user namespace comes back without its sysfs (see docs).
+        "--userns=host",
+        "--network",
+        "bridge",
+        "--name",
+        name,
+        img,
+        "nc",
+        "-ll",
+        "-p",
+        "7007",
+        "-e",
+        "cat",
+    ]);
+    let ip = i
+        .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])
+        .trim()
+        .to_string();
+    let out = i.dir.path().join("echoed");
+    let script = format!(
+        "(i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done) | busybox nc {ip} 7007 > {}",
+        out.display()
+    );
+    let mut client = Client({
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "sh", "-c", &script])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    });
+    let echoed = || checked(&fs::read_to_string(&out).unwrap_or_default(), "echoed");
+    wait_for("the echo to flow", || echoed() >= 5);
+    i.ok(&["checkpoint", "--tcp-established", name]);
+    assert_eq!(state(&i, name), "exited");
+    let at = echoed();
+    i.ok(&["restore", name]);
+    assert_eq!(state(&i, name), "running");
+    // The same connection: the client never reconnects, and what it sent while the
+    // container was down arrives, in order, nothing lost or repeated.
+    wait_for("the echo to go on after the restore", || echoed() >= at + 10);
+    assert!(client.0.try_wait().unwrap().is_none(), "the client is still connected");
+    // The host's firewall was not touched (the rules lived in the container's namespace).
+    let host_rules = std::process::Command::new("iptables").args(["-S"]).output().unwrap();
+    assert!(
+        !stdout_of(&host_rules).contains("0xc114"),
+        "no CRIU lock left in the host's iptables"
+    );
+    drop(client);
+    i.ok(&["rm", "-f", name]);
+}
+
+fn stdout_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -249,6 +249,39 @@ fn stdio_keys(pid: i32) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// The network namespace of the init (`/proc/PID/ns/net`, opened) when the config joins
+/// one by path, for CRIU to run in with `--tcp-established`.
+///
+/// Errors: [`Error::Invalid`] with a page server (which CRIU reaches from the caller's
+/// network namespace); [`Error::Sys`] when it cannot be opened.
+pub(crate) fn tcp_netns(spec: &Spec, pid: i32, page_server: bool) -> Result<Option<OwnedFd>> {
+    if !external_namespaces(spec)
+        .iter()
+        .any(|(t, _, _)| *t == LinuxNamespaceType::Network)
+    {
+        return Ok(None);
+    }
+    if page_server {
+        return Err(Error::Invalid(
+            "--tcp-established with a page server: the container's network namespace is joined by path (a bridge network), \
+             where CRIU must lock its connections, and the page server is reached from the caller's; dump to an image dir instead"
+                .into(),
+        ));
+    }
+    let path = format!("/proc/{pid}/ns/net");
+    Ok(Some(fs::File::open(&path).ctx(|| format!("open {path}"))?.into()))
+}
+
+/// In CRIU's child, before exec: joins the network namespace `fd`.
+pub(crate) fn enter_netns(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns with an open namespace fd, in a freshly forked single-threaded child.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether `meta` is a pty slave (Unix98 ptys: majors 136-143, devices.txt).
 fn is_pty_slave(meta: &fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
@@ -422,12 +455,25 @@ impl Container {
             fs::write(&path, data).ctx(|| format!("write {}", path.display()))?;
             mounts::save(&images, &foreign)?;
         }
+        // Established connections in a network namespace joined by path (one vessel
+        // keeps for a bridge network): CRIU locks each with iptables rules in its own
+        // network namespace, so it runs in the container's, where they take effect
+        // (and never in the host's).
+        let netns = if opts.tcp_established && !opts.pre_dump {
+            tcp_netns(spec, pid, opts.page_server.is_some())?
+        } else {
+            None
+        };
+        let setup: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>> = match netns {
+            Some(fd) => Some(Box::new(move || enter_netns(&fd))),
+            None => None,
+        };
         Run {
             action: if opts.pre_dump { "pre-dump" } else { "dump" },
             args,
             log: work.join(log_name),
         }
-        .run(None)?;
+        .run(setup)?;
         if !opts.leave_running && !opts.pre_dump {
             let mut me = self;
             me.wait_stopped(std::time::Duration::from_secs(10));

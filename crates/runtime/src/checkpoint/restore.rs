@@ -203,7 +203,25 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
         CString::new(rootfs.as_os_str().as_bytes()).map_err(|_| Error::Invalid("rootfs path has a NUL".into()))?;
     let dst =
         CString::new(criu_root.as_os_str().as_bytes()).map_err(|_| Error::Invalid("state path has a NUL".into()))?;
-    let setup = move || private_root(&src, &dst);
+    // With established connections CRIU runs in the network namespace the container
+    // joins by path (see the dump): its iptables locks go there.
+    let netns: Option<OwnedFd> = match external_namespaces(spec)
+        .into_iter()
+        .find(|(t, _, _)| *t == LinuxNamespaceType::Network)
+    {
+        Some((_, path, _)) if opts.tcp_established && has_tcp_streams(&images) => Some(
+            fs::File::open(&path)
+                .ctx(|| format!("open namespace {}", path.display()))?
+                .into(),
+        ),
+        _ => None,
+    };
+    let setup = move || {
+        if let Some(fd) = &netns {
+            super::enter_netns(fd)?;
+        }
+        private_root(&src, &dst)
+    };
     let ran = Run {
         action: "restore",
         args,
@@ -268,6 +286,15 @@ fn private_root(src: &CString, dst: &CString) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the images hold established TCP connections (`tcp-stream-*.img`).
+fn has_tcp_streams(images: &Path) -> bool {
+    fs::read_dir(images)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("tcp-stream-")))
 }
 
 /// The host uid and gid of the container's root when the config has a user namespace
