@@ -45,8 +45,9 @@ fn count(i: &Instance, id: &str) -> u64 {
 /// A running counter named `name`.
 fn counter(i: &Instance, name: &str) -> String {
     let img = i.busybox();
-    // CRIU dumps containers with the host's ids only.
-    i.ok(&["run", "-d", "--userns=host", "--name", name, img, "sh", "-c", COUNTER]);
+    // In its own user namespace (the default): idmapped lowers, the host's device nodes
+    // bound in, its own range of host ids.
+    i.ok(&["run", "-d", "--name", name, img, "sh", "-c", COUNTER]);
     let id = id_of(i, name);
     wait_for("the counter to count", || count(i, &id) >= 3);
     id
@@ -219,8 +220,8 @@ fn tampered_or_truncated_archive_and_taken_name_are_refused_leaving_nothing() {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("vessel-cr-{}", std::process::id());
+    fn new(tag: &str) -> Netns {
+        let name = format!("vessel-cr{tag}-{}", std::process::id());
         let ok = std::process::Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -262,7 +263,7 @@ fn bridge_container_keeps_its_network_namespace_and_address() {
     if !have(&["umoci", "busybox"]) || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("");
     // Drop order: the instance (its containers) before the namespace.
     let mut i = Instance::new();
     i.netns = Some(ns.0.clone());
@@ -319,4 +320,132 @@ fn bridge_container_keeps_its_network_namespace_and_address() {
         "reachable from the host side"
     );
     i.ok(&["rm", "-f", "vessel-cr-net"]);
+}
+
+/// The numbers a `-t` ticker printed to its terminal, as `vessel logs` shows them.
+fn ticks(i: &Instance, name: &str) -> Vec<u64> {
+    i.ok(&["logs", name])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tick ")?.parse().ok())
+        .collect()
+}
+
+/// A container with a terminal (`-t`): its pty slave is dumped as an external terminal
+/// (the monitor holds the master); restore makes a new pty, the restored shell writes to
+/// its slave and the new monitor carries what it writes on into the same log.
+#[test]
+fn terminal_container_checkpoints_and_restores_its_output_going_on() {
+    if !have(&["umoci", "busybox"]) {
+        return;
+    }
+    let i = Instance::new();
+    let img = i.busybox();
+    let name = "vessel-cr-tty";
+    let ticker = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+    i.ok(&["run", "-d", "-t", "--name", name, img, "sh", "-c", ticker]);
+    wait_for("the ticker to print", || ticks(&i, name).len() >= 3);
+    i.ok(&["checkpoint", name]);
+    assert_eq!(state(&i, name), "exited");
+    let at = *ticks(&i, name).last().unwrap();
+    i.ok(&["restore", name]);
+    assert_eq!(state(&i, name), "running");
+    wait_for("the restored ticker to print on", || {
+        ticks(&i, name).last().is_some_and(|n| *n >= at + 5)
+    });
+    // From where it stopped: the numbers after the checkpoint follow on.
+    let t = ticks(&i, name);
+    let k = t.iter().position(|n| *n == at).unwrap();
+    for w in t[k..].windows(2) {
+        assert!(w[1] == w[0] + 1, "ticks go on by one: {:?}", &t[k..]);
+    }
+    // Still a terminal inside.
+    let tty = i.ok(&["exec", name, "sh", "-c", "[ -t 0 ] < /proc/1/fd/0 && echo tty"]);
+    assert_eq!(tty.trim(), "tty");
+    i.ok(&["rm", "-f", name]);
+    assert!(i.mounts_under_root().is_empty(), "{:?}", i.mounts_under_root());
+}
+
+/// A client the test started (its own process group), killed with its group on drop.
+struct Client(std::process::Child);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // SAFETY: kill takes plain integers; the group is the client's own (process_group(0)).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// An echo server in a container on a bridge network and a client in the test's network
+/// namespace (the bridge's "host") that keeps talking to it over one connection: through
+/// `checkpoint --tcp-established` and `restore` the connection lives on (CRIU runs in the
+/// container's network namespace, where it locks the connection with iptables while the
+/// container is down; nothing is written to the host's firewall).
+#[test]
+fn established_tcp_connection_survives_checkpoint_and_restore() {
+    if !have(&["umoci", "busybox"]) || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        return;
+    }
+    let ns = Netns::new("t");
+    let mut i = Instance::new();
+    i.netns = Some(ns.0.clone());
+    let img = i.busybox();
+    let name = "vessel-cr-tcp";
+    i.ok(&[
+        "run",
+        "-d",
+        // A bridge network in a user namespace comes back without its sysfs (see docs).
+        "--userns=host",
+        "--network",
+        "bridge",
+        "--name",
+        name,
+        img,
+        "nc",
+        "-ll",
+        "-p",
+        "7007",
+        "-e",
+        "cat",
+    ]);
+    let ip = i
+        .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])
+        .trim()
+        .to_string();
+    let out = i.dir.path().join("echoed");
+    let script = format!(
+        "(i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done) | busybox nc {ip} 7007 > {}",
+        out.display()
+    );
+    let mut client = Client({
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "sh", "-c", &script])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    });
+    let echoed = || checked(&fs::read_to_string(&out).unwrap_or_default(), "echoed");
+    wait_for("the echo to flow", || echoed() >= 5);
+    i.ok(&["checkpoint", "--tcp-established", name]);
+    assert_eq!(state(&i, name), "exited");
+    let at = echoed();
+    i.ok(&["restore", name]);
+    assert_eq!(state(&i, name), "running");
+    // The same connection: the client never reconnects, and what it sent while the
+    // container was down arrives, in order, nothing lost or repeated.
+    wait_for("the echo to go on after the restore", || echoed() >= at + 10);
+    assert!(client.0.try_wait().unwrap().is_none(), "the client is still connected");
+    // The host's firewall was not touched (the rules lived in the container's namespace).
+    let host_rules = std::process::Command::new("iptables").args(["-S"]).output().unwrap();
+    assert!(
+        !stdout_of(&host_rules).contains("0xc114"),
+        "no CRIU lock left in the host's iptables"
+    );
+    drop(client);
+    i.ok(&["rm", "-f", name]);
+}
+
+fn stdout_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

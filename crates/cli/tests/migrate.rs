@@ -2,10 +2,10 @@
 //! reached through the test's own sshd (`/usr/sbin/sshd -D -f TEMPCONF` on a free port
 //! of 127.0.0.1, a temp host key, a temp client key in a temp authorized_keys; killed
 //! by pid with its session processes at the end) or, for the faults of the target's
-//! vessel, `local:///ROOT`. Workloads: a counter (no number lost or repeated), a shell
-//! holding 100 MB it checks (same digest after), a terminal and an established TCP
-//! connection (refused with CRIU's error here, the source runs on). Faults: the migrate
-//! command killed (-9) at each step, the target's vessel killed before and after its
+//! vessel, `local:///ROOT`. Workloads, in their own user namespace: a counter (no number
+//! lost or repeated), a shell holding 100 MB it checks (same digest after), a terminal
+//! (its output goes on into the target's log) and an established TCP connection (the
+//! talk goes on on the target). Faults: the migrate command killed (-9) at each step, the target's vessel killed before and after its
 //! restore, the transport (sshd) killed during the transfer, a name taken on the
 //! target: afterwards exactly one side runs the container.
 
@@ -55,11 +55,15 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
                  PidFile none\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nAllowTcpForwarding local\n\
-                 SetEnv VESSEL_NETWORK=none\n",
-                d = d.display()
+                 SetEnv VESSEL_NETWORK=none VESSEL_SUBUID={d}/subid VESSEL_SUBGID={d}/subid VESSEL_CRIU={criu}\n",
+                d = d.display(),
+                criu = vessel_runtime_criu(),
             ),
         )
         .unwrap();
+        // The target's id ranges: another block than the source's (run_vessel's), so a
+        // container in its own user namespace moves to other host ids.
+        fs::write(d.join("subid"), "vessel:1200000000:100000000\n").unwrap();
         let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
         let mut kh = host_pub.split_whitespace();
         fs::write(
@@ -316,53 +320,65 @@ fn migrate_into_a_taken_name_is_refused_and_the_source_runs_on() {
     nothing_left(&src, &dst);
 }
 
+/// The numbers a `-t` ticker printed to its terminal, as `vessel logs` shows them.
+fn ticks(i: &Instance, name: &str) -> Vec<u64> {
+    i.ok(&["logs", name])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tick ")?.parse().ok())
+        .collect()
+}
+
 #[test]
-fn terminal_and_established_tcp_are_refused_clearly_here_and_the_source_runs_on() {
+fn terminal_and_established_tcp_containers_migrate() {
     if !have(&["umoci", "busybox"]) {
         return;
     }
-    let sshd = Sshd::start();
     let (src, dst) = two_hosts();
     let img = src.busybox();
-    src.ok(&["run", "-d", "-t", "--name", "vessel-mig-tty", img, "sh", "-c", COUNTER]);
-    let err = refused(&src, &dst, &sshd, "vessel-mig-tty", &[]);
-    eprintln!("terminal: {err}");
-    assert!(err.contains("thawed"), "{err}");
-    // An echo server with a client that keeps talking to it (inside the container's
-    // own network namespace).
+    let url = format!("local://{}", dst.root().display());
+    // A terminal: the target's monitor gets the new pty's master and logs what the
+    // shell goes on printing to it.
+    let ticker = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+    src.ok(&["run", "-d", "-t", "--name", "vessel-mig-tty", img, "sh", "-c", ticker]);
+    wait_for("the ticker to print", || ticks(&src, "vessel-mig-tty").len() >= 3);
+    let o = migrate_cmd(&src, None, "vessel-mig-tty", &url).output().unwrap();
+    eprintln!("terminal: {}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state(&dst, "vessel-mig-tty"), "running");
+    wait_for("the ticker to go on on the target", || {
+        ticks(&dst, "vessel-mig-tty").len() >= 5
+    });
+    let t = ticks(&dst, "vessel-mig-tty");
+    assert!(t[0] > 3, "it went on from where it was, not from 1: {t:?}");
+    for w in t.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "ticks go on by one: {t:?}");
+    }
+    dst.ok(&["rm", "-f", "vessel-mig-tty"]);
+    // An echo server with a client that keeps talking to it over one connection (inside
+    // the container's own network namespace, which CRIU moves with it, address and all).
     let echo = "busybox nc -ll -p 7007 -e cat & sleep 0.5; \
-                (while true; do echo ping; sleep 0.1; done) | busybox nc 127.0.0.1 7007 > /echoed";
+                (i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done) | busybox nc 127.0.0.1 7007 > /echoed";
     src.ok(&["run", "-d", "--name", "vessel-mig-tcp", img, "sh", "-c", echo]);
-    let echoed = |i: &Instance| {
+    let echoed = |i: &Instance| -> u64 {
         let id = id_of(i, "vessel-mig-tcp");
-        fs::read_to_string(i.root().join("snapshots/active").join(id).join("upper/echoed"))
-            .unwrap_or_default()
-            .lines()
-            .count()
+        let text =
+            fs::read_to_string(i.root().join("snapshots/active").join(id).join("upper/echoed")).unwrap_or_default();
+        let nums: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        for (k, n) in nums.iter().enumerate() {
+            assert_eq!(*n, k as u64 + 1, "echoed: a number lost or repeated");
+        }
+        nums.len() as u64
     };
     wait_for("the echo to flow", || echoed(&src) >= 5);
-    let o = migrate_cmd(&src, Some(&sshd), "vessel-mig-tcp", &sshd.url(&dst))
+    let o = migrate_cmd(&src, None, "vessel-mig-tcp", &url)
         .arg("--tcp-established")
         .output()
         .unwrap();
     eprintln!("tcp: {}{}", stdout(&o), stderr(&o));
-    if o.status.success() {
-        // Where CRIU can dump the connection: the client goes on talking on the target.
-        let n = echoed(&dst);
-        wait_for("the echo to go on on the target", || echoed(&dst) > n + 5);
-        dst.ok(&["rm", "-f", "vessel-mig-tcp"]);
-        return;
-    }
-    // criu 4.1.1 on kernel 6.18: `sockets: Can't get 1:16 opt: Operation not supported`
-    // (getsockopt SOL_SOCKET SO_PASSCRED of the TCP socket).
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(125), "{err}");
-    assert!(err.contains("sockets: Can't get"), "CRIU's error: {err}");
-    assert!(err.contains("thawed"), "{err}");
-    assert_eq!(state(&src, "vessel-mig-tcp"), "running", "the source runs on");
-    let n = echoed(&src);
-    wait_for("the echo to go on at the source", || echoed(&src) > n + 5);
-    assert_eq!(dst.ok(&["ps", "-aq"]).trim(), "", "nothing on the target");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n = echoed(&dst);
+    wait_for("the echo to go on on the target", || echoed(&dst) > n + 5);
+    dst.ok(&["rm", "-f", "vessel-mig-tcp"]);
     nothing_left(&src, &dst);
 }
 
@@ -700,11 +716,7 @@ fn vessel_runtime_criu() -> String {
         })
 }
 
-/// An instance whose containers keep the host's ids (`VESSEL_USERNS=host`): CRIU cannot
-/// dump a container in its own user namespace on these machines (see
-/// docs/design.md, "Ids"), and migration is a CRIU dump.
+/// A "host": an instance whose containers run in their own user namespace (the default).
 fn host_ids() -> Instance {
-    let mut i = Instance::new();
-    i.userns = Some("host");
-    i
+    Instance::new()
 }

@@ -369,11 +369,7 @@ fn balance_moves_a_container_to_an_api_remote() {
     nothing_left(&src, &dst);
 }
 
-/// An instance whose containers keep the host's ids (`VESSEL_USERNS=host`): CRIU cannot
-/// dump a container in its own user namespace on these machines (see
-/// docs/design.md, "Ids"), and migration is a CRIU dump.
+/// A "host": an instance whose containers run in their own user namespace (the default).
 fn host_ids() -> Instance {
-    let mut i = Instance::new();
-    i.userns = Some("host");
-    i
+    Instance::new()
 }

@@ -10,6 +10,7 @@
 //! child, so its exit is reaped and recorded as after `run`.
 
 pub mod archive;
+mod userns;
 
 use std::path::{Path, PathBuf};
 
@@ -45,8 +46,7 @@ pub fn images_dir(engine: &Engine, id: &str) -> PathBuf {
 /// first); unless `leave_running`, the container then is exited, its files kept.
 /// For stateful snapshots: the writable layer is not copied here.
 ///
-/// Errors: [`Error::WrongState`] unless running or paused, or for a container in its own
-/// user namespace (CRIU cannot dump it here: `--userns=host`); the runtime's CRIU errors.
+/// Errors: [`Error::WrongState`] unless running or paused; the runtime's CRIU errors.
 pub fn dump(engine: &Engine, id: &str, images_dir: &Path, leave_running: bool) -> Result<()> {
     dump_with(
         engine,
@@ -67,15 +67,6 @@ pub fn dump_with(engine: &Engine, id: &str, images_dir: &Path, opts: DumpOptions
             "cannot checkpoint container {}: it is {}, not running",
             r.name,
             r.state.as_str()
-        )));
-    }
-    if r.options.id_mappings.is_some() {
-        // CRIU 4.1 cannot dump a container whose mounts belong to its own user namespace
-        // ("doesn't have a proper root mount").
-        return Err(Error::WrongState(format!(
-            "cannot checkpoint container {}: it runs in its own user namespace, which CRIU cannot dump here; \
-             make it with --userns=host to checkpoint it",
-            r.name
         )));
     }
     let c = engine.runtime(id).ok_or_else(|| {
@@ -270,7 +261,17 @@ pub fn restore_prepared(engine: &Engine, file: &Path, rec: &Record, pages: Optio
         let images = images_dir(engine, &rec.id);
         std::fs::create_dir_all(&images).at("create", &images)?;
         crate::timing::mark("import: extract the archive");
-        archive::extract(file, &images, &upper_dir(engine, &rec.id))?;
+        let upper = upper_dir(engine, &rec.id);
+        archive::extract(file, &images, &upper)?;
+        // A container in its own user namespace got this root's range: its files and
+        // the user namespace CRIU restores move to it.
+        let (old_ids, new_ids) = (old.options.id_mappings.as_ref(), rec.options.id_mappings.as_ref());
+        if old_ids != new_ids {
+            crate::rootfs::idmapped::remap_tree(&upper, old_ids, new_ids)?;
+            if let Some(ids) = new_ids {
+                userns::remap(&images, ids)?;
+            }
+        }
         if let Some(pages) = pages {
             for e in std::fs::read_dir(pages).at("read", pages)? {
                 let e = e.at("read", pages)?;

@@ -14,9 +14,11 @@
 //! it is killed, and nothing of it reaches the host's mount table.
 
 mod criu;
+mod mounts;
 mod restore;
 
 pub use criu::{criu_path, log_errors, require_feature, PRIVATE_CRIU};
+pub use mounts::EXTERNAL_MOUNTS;
 pub use restore::restore;
 
 use std::ffi::OsString;
@@ -35,8 +37,8 @@ use crate::state::Status;
 use criu::Run;
 
 /// Name of the file in the image dir that says what the init's fds 0, 1 and 2 were:
-/// a JSON array of three CRIU keys (`pipe:[INODE]`, `file[MNT_ID:INODE]` in hex), or
-/// `""` for one that restore need not reconnect.
+/// a JSON array of three CRIU keys (`pipe:[INODE]`, `file[MNT_ID:INODE]` or
+/// `tty[RDEV:DEV]` in hex), or `""` for one that restore need not reconnect.
 pub const DESCRIPTORS: &str = "descriptors.json";
 /// CRIU's log of a dump or pre-dump, in the work dir.
 pub const DUMP_LOG: &str = "dump.log";
@@ -141,8 +143,9 @@ pub struct RestoreOptions {
     pub lazy_pages: bool,
     /// Accepted for runc compatibility: CRIU's restore sets up the root itself.
     pub no_pivot: bool,
-    /// A connected console socket (containers with `process.terminal`): not supported
-    /// yet, refused with an error.
+    /// A connected console socket (`--console-socket`), for a container with a
+    /// terminal: restore makes a new pty, sends its master there (as runc sends the
+    /// master CRIU makes for it) and gives CRIU its slave for the dumped one.
     pub console: Option<OwnedFd>,
 }
 
@@ -198,8 +201,9 @@ fn mount_ids(pid: i32) -> Result<Vec<u64>> {
 }
 
 /// The CRIU key of each of the init's fds 0, 1 and 2 that restore must reconnect to
-/// its own stdio: a pipe (`pipe:[INODE]`) or a file of a mount the container does not
-/// see (`file[MNT_ID:INODE]`, which the dump must also name with `--external`).
+/// its own stdio: a pipe (`pipe:[INODE]`), a file of a mount the container does not
+/// see (`file[MNT_ID:INODE]`) or a pty slave (`tty[RDEV:DEV]`, in hex); the dump must
+/// also name the last two with `--external`.
 fn stdio_keys(pid: i32) -> Result<Vec<String>> {
     let inside = mount_ids(pid)?;
     let mut keys = Vec::new();
@@ -214,6 +218,14 @@ fn stdio_keys(pid: i32) -> Result<Vec<String>> {
         let link = link.to_string_lossy().into_owned();
         if link.starts_with("pipe:") {
             keys.push(link);
+            continue;
+        }
+        let meta = fs::metadata(format!("/proc/{pid}/fd/{fd}")).ctx(|| format!("stat fd {fd} of {pid}"))?;
+        if is_pty_slave(&meta) {
+            // A terminal whose master is outside the container (the monitor's or the
+            // console socket's): external, as runc and podman declare it; restore
+            // hands in a new one with `--inherit-fd fd[N]:tty[RDEV:DEV]`.
+            keys.push(format!("tty[{:x}:{:x}]", meta.rdev(), meta.dev()));
             continue;
         }
         if !link.starts_with('/') {
@@ -235,6 +247,46 @@ fn stdio_keys(pid: i32) -> Result<Vec<String>> {
         keys.push(format!("file[{mnt_id:x}:{ino:x}]"));
     }
     Ok(keys)
+}
+
+/// The network namespace of the init (`/proc/PID/ns/net`, opened) when the config joins
+/// one by path, for CRIU to run in with `--tcp-established`.
+///
+/// Errors: [`Error::Invalid`] with a page server (which CRIU reaches from the caller's
+/// network namespace); [`Error::Sys`] when it cannot be opened.
+pub(crate) fn tcp_netns(spec: &Spec, pid: i32, page_server: bool) -> Result<Option<OwnedFd>> {
+    if !external_namespaces(spec)
+        .iter()
+        .any(|(t, _, _)| *t == LinuxNamespaceType::Network)
+    {
+        return Ok(None);
+    }
+    if page_server {
+        return Err(Error::Invalid(
+            "--tcp-established with a page server: the container's network namespace is joined by path (a bridge network), \
+             where CRIU must lock its connections, and the page server is reached from the caller's; dump to an image dir instead"
+                .into(),
+        ));
+    }
+    let path = format!("/proc/{pid}/ns/net");
+    Ok(Some(fs::File::open(&path).ctx(|| format!("open {path}"))?.into()))
+}
+
+/// In CRIU's child, before exec: joins the network namespace `fd`.
+pub(crate) fn enter_netns(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns with an open namespace fd, in a freshly forked single-threaded child.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `meta` is a pty slave (Unix98 ptys: majors 136-143, devices.txt).
+fn is_pty_slave(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let major = libc::major(meta.rdev());
+    meta.file_type().is_char_device() && (136..=143).contains(&major)
 }
 
 /// The freezer CRIU uses to stop the container's processes: the v1 freezer
@@ -340,8 +392,26 @@ impl Container {
             let ino = fs::metadata(&ns).ctx(|| format!("stat {ns}"))?.ino();
             externals.push(format!("{kind}[{ino}]:{key}"));
         }
+        // Binds of host files the container cannot see the file system of (a user
+        // namespace's device nodes and masked files), written for restore to map back.
+        let known: Vec<String> = externals
+            .iter()
+            .filter_map(|e| Some(e.strip_prefix("mnt[")?.split_once(']')?.0.to_string()))
+            .collect();
+        let foreign = mounts::foreign_binds(pid, &known)?;
+        for (d, _) in &foreign {
+            externals.push(format!("mnt[{d}]:{d}"));
+        }
         let keys = stdio_keys(pid)?;
-        for k in keys.iter().filter(|k| k.starts_with("file[")) {
+        // The console (a bind of the pty slave, runtime-spec "Console") goes with its
+        // terminal: restore binds the new slave there.
+        let console = "/dev/console".to_string();
+        let mut foreign = foreign;
+        if keys.iter().any(|k| k.starts_with("tty[")) && inside.contains(&console) && !known.contains(&console) {
+            externals.push(format!("mnt[{console}]:{console}"));
+            foreign.push((console, mounts::NEW_CONSOLE.into()));
+        }
+        for k in keys.iter().filter(|k| k.starts_with("file[") || k.starts_with("tty[")) {
             if !externals.contains(k) {
                 externals.push(k.clone());
             }
@@ -383,13 +453,27 @@ impl Container {
             let path = images.join(DESCRIPTORS);
             let data = serde_json::to_vec(&keys).map_err(|e| Error::Invalid(e.to_string()))?;
             fs::write(&path, data).ctx(|| format!("write {}", path.display()))?;
+            mounts::save(&images, &foreign)?;
         }
+        // Established connections in a network namespace joined by path (one vessel
+        // keeps for a bridge network): CRIU locks each with iptables rules in its own
+        // network namespace, so it runs in the container's, where they take effect
+        // (and never in the host's).
+        let netns = if opts.tcp_established && !opts.pre_dump {
+            tcp_netns(spec, pid, opts.page_server.is_some())?
+        } else {
+            None
+        };
+        let setup: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>> = match netns {
+            Some(fd) => Some(Box::new(move || enter_netns(&fd))),
+            None => None,
+        };
         Run {
             action: if opts.pre_dump { "pre-dump" } else { "dump" },
             args,
             log: work.join(log_name),
         }
-        .run(None)?;
+        .run(setup)?;
         if !opts.leave_running && !opts.pre_dump {
             let mut me = self;
             me.wait_stopped(std::time::Duration::from_secs(10));

@@ -187,6 +187,8 @@ pub fn verify(file: &Path) -> Result<Record> {
 /// Entry paths are checked to stay inside their target.
 pub fn extract(file: &Path, images: &Path, upper: &Path) -> Result<()> {
     let mut a = open(file)?;
+    // The writable layer's owners (a user namespace's range) come back as they were.
+    a.set_preserve_ownerships(true);
     for e in a.entries().map_err(|e| bad(file, e))? {
         let mut e = e.map_err(|e| bad(file, e))?;
         let path = e.path().map_err(|e| bad(file, e))?.into_owned();

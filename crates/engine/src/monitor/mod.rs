@@ -72,7 +72,8 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Makes the init's stdio and calls the runtime's create with it as our fds 0-2, or,
 /// with `restore` (a dir of CRIU images), restores the container from it: CRIU
-/// reconnects the dumped init's stdio pipes to the new ones (see
+/// reconnects the dumped init's stdio pipes to the new ones, or its terminal to a new
+/// pty whose master comes back over the console socket as after create (see
 /// [`vessel_runtime::checkpoint`]), and the restored init is our child.
 fn create(paths: &Paths, rec: &Record, restore: Option<&Path>) -> Result<(Container, Stdio)> {
     let bundle = paths.bundle(&rec.id);
@@ -103,12 +104,6 @@ fn create_with(
     restore: Option<&Path>,
 ) -> Result<(Container, Stdio)> {
     let bundle = paths.bundle(&rec.id);
-    if restore.is_some() && rec.options.tty {
-        return Err(Error::BadInput(format!(
-            "container {} has a terminal (-t): restoring its pty is not supported yet",
-            rec.name
-        )));
-    }
     let null = devnull().map_err(|e| Error::io("open", "/dev/null", e))?;
     let io = |e: std::io::Error| Error::io("set up stdio of", bundle.clone(), e);
     let set_stdio = |i: BorrowedFd<'_>, o: BorrowedFd<'_>, e: BorrowedFd<'_>| -> std::io::Result<()> {
@@ -189,6 +184,8 @@ fn create_with(
                 image_path: images.to_path_buf(),
                 // Harmless without such connections in the images; needed with them.
                 tcp_established: true,
+                // With -t: the runtime sends the new pty's master here.
+                console,
                 ..Default::default()
             },
         ),

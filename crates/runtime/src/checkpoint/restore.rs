@@ -29,12 +29,6 @@ use crate::{hooks, spec, OCI_VERSION};
 /// nothing is left: no state dir, cgroup or mount.
 pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreOptions) -> Result<Container> {
     state::check_id(id)?;
-    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) && !opts.shell_job {
-        return Err(Error::Invalid(format!(
-            "restore of container \"{id}\" with process.terminal is not supported yet: its pty cannot be handed to --console-socket"
-        )));
-    }
-    drop(opts.console);
     if opts.lazy_pages {
         require_feature("uffd-noncoop", "--lazy-pages")?;
     }
@@ -56,6 +50,19 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
             ))
         }
     };
+    let has_tty = keys.iter().any(|k| k.starts_with("tty["));
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    if terminal && !has_tty && !opts.shell_job {
+        return Err(Error::Invalid(format!(
+            "restore of container \"{id}\" with process.terminal: its checkpoint names no terminal (made by an older version?); check it out again"
+        )));
+    }
+    if has_tty && opts.console.is_none() && !opts.shell_job {
+        return Err(Error::Invalid(format!(
+            "restore of container \"{id}\": it has a terminal; give --console-socket to receive its new pty master"
+        )));
+    }
+    let external_mounts = super::mounts::load(&images)?;
     let bundle = fs::canonicalize(bundle).ctx(|| format!("bundle {}", bundle.display()))?;
     let rootfs = fs::canonicalize(spec::rootfs_path(spec, &bundle)?).ctx(|| "rootfs")?;
     let cgroup_path = cgroups::container_path(spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()), id)?;
@@ -98,6 +105,18 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
     manager.set(&cgroups::devices::effective_resources(spec))?;
     let work = absolute(opts.work_path.as_deref().unwrap_or(&images))?;
     make_dir(&work)?;
+    // In a user namespace the restored tasks open images themselves: first as host root
+    // in a namespace without maps yet (timens-0.img), then as the container's root
+    // (tty-info.img). The dirs stay root's and go to the group of the container's root,
+    // 0750: both get in, no other host user does.
+    if let Some((_, gid)) = host_root(spec) {
+        for d in [&images, &work] {
+            let me = rustix::process::geteuid().as_raw();
+            std::os::unix::fs::chown(d, Some(me), Some(gid)).ctx(|| format!("chown {}", d.display()))?;
+            fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+                .ctx(|| format!("chmod {}", d.display()))?;
+        }
+    }
     let criu_root = dir.join("criu-root");
     fs::create_dir(&criu_root).ctx(|| format!("create {}", criu_root.display()))?;
     let pid_file = dir.join("restore.pid");
@@ -135,6 +154,23 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
     }
     // Kept open (without close-on-exec) until CRIU has run: it inherits them.
     let mut inherited: Vec<OwnedFd> = Vec::new();
+    // A new pty for a container with a terminal: its master goes to the console
+    // socket (as runc's and crun's orphan-pts-master), its slave replaces the dumped one.
+    let new_tty = match (&opts.console, has_tty) {
+        (Some(sock), true) => Some(new_pty(sock, host_root(spec))?),
+        _ => None,
+    };
+    for (dest, src) in &external_mounts {
+        let src = if src == super::mounts::NEW_CONSOLE {
+            match &new_tty {
+                Some((_, path)) => path.clone(),
+                None => continue,
+            }
+        } else {
+            src.clone()
+        };
+        args.extend([os("--ext-mount-map"), os(format!("{dest}:{src}"))]);
+    }
     for (_, path, key) in external_namespaces(spec) {
         let fd: OwnedFd = fs::File::open(&path)
             .ctx(|| format!("open namespace {}", path.display()))?
@@ -149,6 +185,10 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
             continue;
         }
         seen.push(key.clone());
+        let fd = match (&new_tty, key.starts_with("tty[")) {
+            (Some((slave, _)), true) => slave.as_raw_fd(),
+            _ => fd as i32,
+        };
         args.extend([os("--inherit-fd"), os(format!("fd[{fd}]:{key}"))]);
     }
     let flags = [
@@ -163,7 +203,25 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
         CString::new(rootfs.as_os_str().as_bytes()).map_err(|_| Error::Invalid("rootfs path has a NUL".into()))?;
     let dst =
         CString::new(criu_root.as_os_str().as_bytes()).map_err(|_| Error::Invalid("state path has a NUL".into()))?;
-    let setup = move || private_root(&src, &dst);
+    // With established connections CRIU runs in the network namespace the container
+    // joins by path (see the dump): its iptables locks go there.
+    let netns: Option<OwnedFd> = match external_namespaces(spec)
+        .into_iter()
+        .find(|(t, _, _)| *t == LinuxNamespaceType::Network)
+    {
+        Some((_, path, _)) if opts.tcp_established && has_tcp_streams(&images) => Some(
+            fs::File::open(&path)
+                .ctx(|| format!("open namespace {}", path.display()))?
+                .into(),
+        ),
+        _ => None,
+    };
+    let setup = move || {
+        if let Some(fd) = &netns {
+            super::enter_netns(fd)?;
+        }
+        private_root(&src, &dst)
+    };
     let ran = Run {
         action: "restore",
         args,
@@ -171,6 +229,7 @@ pub fn restore(root: &Path, id: &str, bundle: &Path, spec: &Spec, opts: RestoreO
     }
     .run(Some(Box::new(setup)));
     drop(inherited);
+    drop(new_tty);
     let _ = fs::remove_dir(&criu_root);
     ran?;
     let pid: i32 = fs::read_to_string(&pid_file)
@@ -227,6 +286,53 @@ fn private_root(src: &CString, dst: &CString) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the images hold established TCP connections (`tcp-stream-*.img`).
+fn has_tcp_streams(images: &Path) -> bool {
+    fs::read_dir(images)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("tcp-stream-")))
+}
+
+/// The host uid and gid of the container's root when the config has a user namespace
+/// with maps (`linux.uidMappings`, `linux.gidMappings`).
+fn host_root(spec: &Spec) -> Option<(u32, u32)> {
+    let linux = spec.linux().as_ref()?;
+    let find =
+        |maps: &[oci_spec::runtime::LinuxIdMapping]| maps.iter().find(|m| m.container_id() == 0).map(|m| m.host_id());
+    Some((
+        find(linux.uid_mappings().as_deref()?)?,
+        find(linux.gid_mappings().as_deref()?)?,
+    ))
+}
+
+/// Makes a pty from the host's /dev/ptmx, sends its master over the console socket
+/// `sock` and returns its slave (inheritable: CRIU gets it) and the slave's path. With
+/// `owner` (the host ids of a user namespace's root) the slave becomes its, so that
+/// CRIU, inside that namespace, can give it its dumped owner back.
+fn new_pty(sock: &OwnedFd, owner: Option<(u32, u32)>) -> Result<(OwnedFd, String)> {
+    use rustix::pty::{self, OpenptFlags};
+    let master =
+        pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).ctx(|| "open /dev/ptmx")?;
+    pty::grantpt(&master).ctx(|| "grantpt")?;
+    pty::unlockpt(&master).ctx(|| "unlockpt")?;
+    let name = pty::ptsname(&master, Vec::new()).ctx(|| "ptsname")?;
+    let name = name.to_string_lossy().into_owned();
+    let slave = pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY)
+        .ctx(|| format!("open pty slave {name} (TIOCGPTPEER)"))?;
+    if let Some((uid, gid)) = owner {
+        rustix::fs::fchown(
+            &slave,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .ctx(|| format!("chown pty slave {name}"))?;
+    }
+    crate::console::send_fd(sock, &master, &name)?;
+    Ok((slave, name))
 }
 
 fn clear_cloexec(fd: &OwnedFd) -> Result<()> {
