@@ -504,3 +504,31 @@ fn rootless_run_host_image_and_pasta() {
     let st = server.0.wait().unwrap();
     assert!(st.success(), "the server container ended with {st}");
 }
+
+/// The session outlives a command (podman's pause process): two rootless `vessel run`
+/// in a row run their containers in the same user namespace, the one the pause process
+/// named by the runroot's pause.pid holds; the pause process keeps none of the
+/// command's descriptors (the command's output reaches EOF: this test would hang).
+#[test]
+fn rootless_commands_share_the_pause_process_session() {
+    let Some(s) = Setup::new('c', &[]) else { return };
+    let script = format!(
+        "set -e; for i in 1 2; do {v} run --rm --network none host readlink /proc/self/ns/user; done; \
+         cat \"$XDG_RUNTIME_DIR/vessel/pause.pid\"",
+        v = vessel()
+    );
+    let out = s.run(&script, true);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("user:["), "{text}");
+    assert_eq!(lines[0], lines[1], "both commands' containers in one user namespace");
+    let mut f = lines[2].split_whitespace();
+    let pid: i32 = f.next().unwrap().parse().unwrap();
+    let ino: u64 = f.next().unwrap().parse().unwrap();
+    assert_eq!(lines[0], format!("user:[{ino}]"), "the pause process's namespace");
+    let ns = fs::metadata(format!("/proc/{pid}/ns/user")).expect("the pause process is alive");
+    assert_eq!(ns.ino(), ino);
+    assert_eq!(fs::metadata(format!("/proc/{pid}")).unwrap().uid(), s.user.uid);
+}
