@@ -111,7 +111,7 @@ fn rootless_spec(c: &mut TestContainer, uid: u32, cgroups_path: &str, args: &[&s
     let out = run_cmd(
         as_user(c, uid, None)
             .args(["spec", "--rootless", "--bundle"])
-            .arg(&c.dir.join("spec")),
+            .arg(c.dir.join("spec")),
         TIMEOUT,
     );
     out.assert_ok("spec --rootless as the user");
