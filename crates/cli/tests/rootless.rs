@@ -85,17 +85,34 @@ impl TestUser {
     }
 }
 
+impl TestUser {
+    /// Pids of the user's processes.
+    fn pids(&self) -> Vec<i32> {
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| fs::metadata(e.path()).is_ok_and(|m| m.uid() == self.uid))
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .collect()
+    }
+}
+
 impl Drop for TestUser {
     fn drop(&mut self) {
-        // Every process of the user was started by this test: end them by pid.
-        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if fs::metadata(e.path()).is_ok_and(|m| m.uid() == self.uid) {
+        // Every process of the user was started by this test (the session's pause
+        // process included): end them by pid, and wait until they are gone, since
+        // userdel refuses a user with processes.
+        for _ in 0..250 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
                 // SAFETY: kill with a pid and a signal number.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // Mounts of the user's sessions die with their namespaces; a runroot in /tmp stays.
         let _ = fs::remove_dir_all(format!("/tmp/vessel-{}", self.uid));
