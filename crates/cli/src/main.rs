@@ -229,7 +229,7 @@ fn state_paths(cli: &Cli) -> anyhow::Result<vessel_engine::Paths> {
             .map_err(|e| anyhow::anyhow!("chmod 0700 {}: {e}", dir.display()))?;
     }
     if user {
-        vessel_engine::rootless::enter_session()?;
+        vessel_engine::rootless::enter_session(&paths.runroot)?;
     }
     Ok(paths)
 }

@@ -85,17 +85,34 @@ impl TestUser {
     }
 }
 
+impl TestUser {
+    /// Pids of the user's processes.
+    fn pids(&self) -> Vec<i32> {
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| fs::metadata(e.path()).is_ok_and(|m| m.uid() == self.uid))
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .collect()
+    }
+}
+
 impl Drop for TestUser {
     fn drop(&mut self) {
-        // Every process of the user was started by this test: end them by pid.
-        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if fs::metadata(e.path()).is_ok_and(|m| m.uid() == self.uid) {
+        // Every process of the user was started by this test (the session's pause
+        // process included): end them by pid, and wait until they are gone, since
+        // userdel refuses a user with processes.
+        for _ in 0..250 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
                 // SAFETY: kill with a pid and a signal number.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // Mounts of the user's sessions die with their namespaces; a runroot in /tmp stays.
         let _ = fs::remove_dir_all(format!("/tmp/vessel-{}", self.uid));
@@ -577,4 +594,32 @@ fn rootless_slirp4netns() {
         s.user.uid
     ));
     assert!(left.status.success(), "a slirp4netns of the user is still running");
+}
+
+/// The session outlives a command (podman's pause process): two rootless `vessel run`
+/// in a row run their containers in the same user namespace, the one the pause process
+/// named by the runroot's pause.pid holds; the pause process keeps none of the
+/// command's descriptors (the command's output reaches EOF: this test would hang).
+#[test]
+fn rootless_commands_share_the_pause_process_session() {
+    let Some(s) = Setup::new('c', &[]) else { return };
+    let script = format!(
+        "set -e; for i in 1 2; do {v} run --rm --network none host readlink /proc/self/ns/user; done; \
+         cat \"$XDG_RUNTIME_DIR/vessel/pause.pid\"",
+        v = vessel()
+    );
+    let out = s.run(&script, true);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("user:["), "{text}");
+    assert_eq!(lines[0], lines[1], "both commands' containers in one user namespace");
+    let mut f = lines[2].split_whitespace();
+    let pid: i32 = f.next().unwrap().parse().unwrap();
+    let ino: u64 = f.next().unwrap().parse().unwrap();
+    assert_eq!(lines[0], format!("user:[{ino}]"), "the pause process's namespace");
+    let ns = fs::metadata(format!("/proc/{pid}/ns/user")).expect("the pause process is alive");
+    assert_eq!(ns.ino(), ino);
+    assert_eq!(fs::metadata(format!("/proc/{pid}")).unwrap().uid(), s.user.uid);
 }

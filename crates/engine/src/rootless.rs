@@ -2,18 +2,19 @@
 //! with state under their home and runtime dir, inside a user namespace of their own.
 //!
 //! A `vessel` command run by a user who is not root first enters a *session*
-//! ([`enter_session`]): a child process in a new user namespace whose root is the user
-//! (container uid 0 = the user's uid) and whose ids 1..65536 are the user's first
-//! `/etc/subuid` and `/etc/subgid` range (written by `newuidmap`/`newgidmap`, see
-//! [`vessel_runtime::rootless`]), with a private mount namespace. Inside it the engine
+//! ([`enter_session`]): the user namespace and mount namespace held by the session's
+//! pause process (podman's model), started by the first command: a user namespace whose
+//! root is the user (container uid 0 = the user's uid) and whose ids 1..65536 are the
+//! user's first `/etc/subuid` and `/etc/subgid` range (written by `newuidmap`/`newgidmap`,
+//! see [`vessel_runtime::rootless`]), with a mount namespace of its own. Later commands
+//! join both with one setns(2) and pay no fork or set-uid helper. Inside it the engine
 //! works as it does for root: layers are unpacked with their owners (chown to ids of
 //! the range), overlayfs is mounted (kernel 5.11+ allows it in a user namespace) and
 //! the runtime starts containers, which share the session's user namespace (podman's
 //! rootless default). Seen from the host, a file of uid 0 in an image is the user's,
-//! one of uid N is subuid start + N - 1. The session's parent waits for it and exits
-//! with its code. See docs/design.md "Rootless".
+//! one of uid N is subuid start + N - 1. See docs/design.md "Rootless".
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder};
@@ -206,16 +207,100 @@ fn sys(what: &str) -> Error {
     }
 }
 
-/// Enters the rootless session (see the module's doc). Must be called while the
-/// process is single-threaded (before any async runtime). Returns in the session's
-/// process, as uid 0 of the new user namespace with a private mount namespace; the
-/// calling process stays outside, waits for it and exits with its exit code (128+N
-/// when it is killed by signal N). Errors reach the caller before the fork, or make the
-/// session exit 125 with the message.
+/// The runroot file naming the session's pause process: `PID USERNS_INODE`.
+pub const PAUSE_FILE: &str = "pause.pid";
+
+/// Enters the rootless session (see the module's doc) of the runroot `runroot`: joins
+/// the user and mount namespaces of its pause process, first starting one when none is
+/// alive (podman's pause process). Must be called while the process is single-threaded
+/// (before any async runtime; setns(2) into a user namespace requires it). Returns as
+/// uid 0 of the session's user namespace, in its mount namespace, in the same working
+/// directory.
+///
+/// The pause process (`vessel` forked, in its own session, every descriptor closed,
+/// sleeping) holds the namespaces between commands, so that a command pays neither a
+/// fork nor the two set-uid helpers once the first has run; it is found through
+/// `RUNROOT/pause.pid` and checked by its user namespace's inode, and ends only when
+/// killed (`kill $(cut -d' ' -f1 RUNROOT/pause.pid)`), after which the next command
+/// starts another.
 ///
 /// Errors: no /etc/subuid or /etc/subgid range for the user, a missing
-/// newuidmap/newgidmap, or a refused map.
-pub fn enter_session() -> Result<()> {
+/// newuidmap/newgidmap, a refused map, or a pause process that cannot be joined.
+pub fn enter_session(runroot: &Path) -> Result<()> {
+    let cwd = std::env::current_dir().ok();
+    let lock_path = runroot.join("pause.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Io {
+            op: "open",
+            path: lock_path.clone(),
+            source: e,
+        })?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| Error::Io {
+        op: "lock",
+        path: lock_path,
+        source: e.into(),
+    })?;
+    let pause = match live_pause(runroot) {
+        Some(fd) => fd,
+        None => start_pause(runroot)?,
+    };
+    drop(lock);
+    // SAFETY: setns with a pidfd this process owns and two namespace flags.
+    if unsafe { libc::setns(pause.as_raw_fd(), libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+        return Err(sys("join the pause process's user and mount namespaces"));
+    }
+    // setns gave this process every capability in the session; its ids become root's
+    // there (the user's own uid and gid are mapped to 0).
+    // SAFETY: plain id syscalls on this single-threaded process; setgroups with an
+    // empty list (allowed: newgidmap leaves setgroups "allow").
+    let root = unsafe {
+        libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0
+            && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
+            && libc::setgroups(0, std::ptr::null()) == 0
+    };
+    if !root {
+        return Err(sys("become root of the session's user namespace"));
+    }
+    // Joining a mount namespace moves the working directory to its root.
+    if let Some(d) = cwd {
+        if std::env::set_current_dir(&d).is_err() {
+            let _ = std::env::set_current_dir("/");
+        }
+    }
+    Ok(())
+}
+
+/// The pause process named by `RUNROOT/pause.pid`, as a pidfd, when it is alive, ours
+/// and still holds the user namespace recorded there.
+fn live_pause(runroot: &Path) -> Option<OwnedFd> {
+    let text = std::fs::read_to_string(runroot.join(PAUSE_FILE)).ok()?;
+    let mut f = text.split_whitespace();
+    let pid: i32 = f.next()?.parse().ok()?;
+    let ino: u64 = f.next()?.parse().ok()?;
+    let fd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid)?,
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok()?;
+    // The pidfd pins the process: checked after it is open, the pid cannot be reused.
+    let ns = std::fs::metadata(format!("/proc/{pid}/ns/user")).ok()?;
+    // SAFETY: getuid cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+    (ns.ino() == ino && owner == uid).then_some(fd)
+}
+
+/// Starts the pause process: a grandchild (not this command's child, so that nothing
+/// waits for it) in its own session that unshares a user namespace, is mapped by
+/// `newuidmap`/`newgidmap` from here, becomes its root, unshares a mount namespace
+/// (slave propagation: the host's later mounts still show) and sleeps. Writes
+/// `RUNROOT/pause.pid` (temp + rename) and returns a pidfd of it.
+fn start_pause(runroot: &Path) -> Result<OwnedFd> {
     // SAFETY: getuid and getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -229,56 +314,90 @@ pub fn enter_session() -> Result<()> {
     let (to_child_r, to_child_w) = rustix::pipe::pipe().map_err(|e| io_err("pipe", e))?;
     // SAFETY: fork in a single-threaded process (the caller's contract): the child's
     // copy of our memory, locks included, is consistent.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
+    let mid = unsafe { libc::fork() };
+    if mid < 0 {
         return Err(sys("fork"));
     }
-    if pid == 0 {
+    if mid == 0 {
         drop(to_parent_r);
         drop(to_child_w);
-        return session_child(to_parent_w, to_child_r);
+        // SAFETY: setsid and fork in the single-threaded child; _exit never returns.
+        unsafe {
+            libc::setsid();
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+        }
+        pause_child(to_parent_w, to_child_r);
     }
     drop(to_parent_w);
     drop(to_child_r);
-    // The terminal's signals reach the session too; the parent only waits.
-    // SAFETY: setting SIG_IGN for two signals touches no memory of ours.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
-    let mut byte = [0u8; 1];
-    let ok = matches!(rustix::io::read(&to_parent_r, &mut byte), Ok(1)) && byte[0] == 0;
-    let mapped = if ok {
-        vessel_runtime::rootless::write_id_maps(pid, &uid_map, &gid_map).map_err(Error::from)
-    } else {
-        Err(Error::BadInput(
-            "rootless session: could not create a user namespace (is kernel.unprivileged_userns_clone or \
-             user.max_user_namespaces 0?)"
-                .into(),
-        ))
-    };
-    let reply = [u8::from(mapped.is_err())];
-    let _ = rustix::io::write(&to_child_w, &reply);
-    drop(to_child_w);
     let mut status = 0;
     // SAFETY: waitpid on our own child with a valid status pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+    while unsafe { libc::waitpid(mid, &mut status, 0) } < 0 {
         if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
     }
-    if let Err(e) = mapped {
-        eprintln!("vessel: {e}");
-        std::process::exit(125);
+    // The pause process says its pid and whether it has its user namespace.
+    let mut msg = [0u8; 5];
+    let got = read_full(&to_parent_r, &mut msg);
+    let pid = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+    if !got || msg[4] != 0 || pid <= 0 {
+        return Err(Error::BadInput(
+            "rootless session: could not create a user namespace (is kernel.unprivileged_userns_clone or \
+             user.max_user_namespaces 0?)"
+                .into(),
+        ));
     }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        125
-    };
-    std::process::exit(code)
+    let mapped = vessel_runtime::rootless::write_id_maps(pid, &uid_map, &gid_map).map_err(Error::from);
+    let _ = rustix::io::write(&to_child_w, &[u8::from(mapped.is_err())]);
+    drop(to_child_w);
+    mapped?;
+    let mut ready = [1u8; 1];
+    if !read_full(&to_parent_r, &mut ready) || ready[0] != 0 {
+        return Err(Error::BadInput(format!(
+            "rootless session: the pause process {pid} could not set up its mount namespace"
+        )));
+    }
+    let fd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).ok_or_else(|| sys("pause process pid"))?,
+        rustix::process::PidfdFlags::empty(),
+    )
+    .map_err(|e| io_err("pidfd_open of the pause process", e))?;
+    use std::os::unix::fs::MetadataExt;
+    let ns = format!("/proc/{pid}/ns/user");
+    let ino = std::fs::metadata(&ns)
+        .map_err(|e| Error::Io {
+            op: "stat",
+            path: ns.into(),
+            source: e,
+        })?
+        .ino();
+    let file = runroot.join(PAUSE_FILE);
+    let tmp = runroot.join(format!("{PAUSE_FILE}.{pid}"));
+    std::fs::write(&tmp, format!("{pid} {ino}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &file))
+        .map_err(|e| Error::Io {
+            op: "write",
+            path: file,
+            source: e,
+        })?;
+    Ok(fd)
+}
+
+/// Reads exactly `buf.len()` bytes; false on EOF or error.
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> bool {
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::read(fd, &mut buf[n..]) {
+            Ok(0) => return false,
+            Ok(k) => n += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 fn io_err(what: &str, e: rustix::io::Errno) -> Error {
@@ -289,47 +408,62 @@ fn io_err(what: &str, e: rustix::io::Errno) -> Error {
     }
 }
 
-/// The session's side: new user namespace, wait for the maps, become its root, new
-/// mount namespace with private propagation.
-fn session_child(to_parent: OwnedFd, from_parent: OwnedFd) -> Result<()> {
-    // Ends with the command that started it.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    // SAFETY: unshare takes only flags.
-    let unshared = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
-    let _ = rustix::io::write(&to_parent, &[u8::from(!unshared)]);
-    drop(to_parent);
+/// The pause process: new user namespace, wait for the maps, become its root, new
+/// mount namespace, then sleep until killed. Never returns.
+fn pause_child(to_parent: OwnedFd, from_parent: OwnedFd) -> ! {
+    // SAFETY: unshare takes only flags; getpid cannot fail.
+    let (unshared, pid) = unsafe { (libc::unshare(libc::CLONE_NEWUSER) == 0, libc::getpid()) };
+    let mut msg = [0u8; 5];
+    msg[..4].copy_from_slice(&pid.to_ne_bytes());
+    msg[4] = u8::from(!unshared);
+    let _ = rustix::io::write(&to_parent, &msg);
     let mut byte = [1u8; 1];
-    let mapped = matches!(rustix::io::read(&from_parent, &mut byte), Ok(1)) && byte[0] == 0;
-    if !unshared || !mapped {
-        // The parent reports why.
-        std::process::exit(125);
+    let mapped = read_full(&from_parent, &mut byte) && byte[0] == 0;
+    // SAFETY: plain id and namespace syscalls on this single-threaded process;
+    // setgroups with an empty list (newgidmap leaves setgroups "allow").
+    let ok = unshared
+        && mapped
+        && unsafe {
+            libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0
+                && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
+                && libc::setgroups(0, std::ptr::null()) == 0
+                && libc::unshare(libc::CLONE_NEWNS) == 0
+        }
+        && nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .is_ok();
+    let _ = rustix::io::write(&to_parent, &[u8::from(!ok)]);
+    if !ok {
+        // SAFETY: _exit never returns.
+        unsafe { libc::_exit(1) };
     }
-    // SAFETY: plain id syscalls on this single-threaded process.
-    let root =
-        unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) == 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0 };
-    if !root {
-        return Err(sys("become root of the user namespace"));
+    drop(to_parent);
+    drop(from_parent);
+    // Nothing of the command that started it stays open: not its pipes (a caller
+    // reading them to EOF), not its working directory.
+    // SAFETY: open, dup2, close_range, chdir and signal with static strings and
+    // constants; pause sleeps until a signal ends the process.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::chdir(c"/".as_ptr());
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        loop {
+            libc::pause();
+        }
     }
-    // SAFETY: setgroups with an empty list (allowed: newgidmap leaves setgroups "allow").
-    unsafe { libc::setgroups(0, std::ptr::null()) };
-    // SAFETY: unshare takes only flags.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(sys("unshare the mount namespace"));
-    }
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| Error::Io {
-        op: "rootless session: make mounts private",
-        path: "/".into(),
-        source: e.into(),
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use oci_spec::runtime::LinuxIdMapping;
 
@@ -44,7 +44,9 @@ fn only_own_id(maps: &[LinuxIdMapping], own: u32) -> bool {
 /// Writes the id maps of the new user namespace of process `pid` for a caller that is
 /// not root on the host (`geteuid() != 0`): a map of only the caller's own uid and gid
 /// is written directly (setgroups is set to `deny` first, as the kernel requires);
-/// anything wider goes through `newuidmap PID ID HOSTID SIZE...` and `newgidmap`.
+/// anything wider goes through `newuidmap PID ID HOSTID SIZE...` and `newgidmap`. When
+/// both helpers are needed they run at the same time (they write different files of
+/// `pid`), so a rootless command waits for one set-uid exec instead of two in a row.
 ///
 /// Errors: [`Error::Sys`] naming the helper when it is missing (install Debian's
 /// `uidmap`) or the map file; [`Error::Invalid`] with the helper's own message when it
@@ -53,22 +55,37 @@ pub fn write_id_maps(pid: i32, uid_maps: &[LinuxIdMapping], gid_maps: &[LinuxIdM
     // SAFETY: geteuid and getegid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let proc = ProcFs::get()?;
-    if !uid_maps.is_empty() {
-        if only_own_id(uid_maps, uid) {
-            proc.write_pid(pid, "uid_map", map_line(uid_maps).as_bytes())?;
-        } else {
-            run_helper("newuidmap", pid, uid_maps)?;
+    let uid_direct = uid_maps.is_empty() || only_own_id(uid_maps, uid);
+    let gid_direct = gid_maps.is_empty() || only_own_id(gid_maps, gid);
+    // The helpers start first; the direct writes happen while they run.
+    let uid_helper = (!uid_direct)
+        .then(|| Helper::spawn("newuidmap", pid, uid_maps))
+        .transpose()?;
+    let gid_helper = match (!gid_direct)
+        .then(|| Helper::spawn("newgidmap", pid, gid_maps))
+        .transpose()
+    {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(h) = uid_helper {
+                let _ = h.finish();
+            }
+            return Err(e);
         }
+    };
+    let mut direct = Ok(());
+    if uid_direct && !uid_maps.is_empty() {
+        direct = proc.write_pid(pid, "uid_map", map_line(uid_maps).as_bytes());
     }
-    if !gid_maps.is_empty() {
-        if only_own_id(gid_maps, gid) {
-            proc.write_pid(pid, "setgroups", b"deny")?;
-            proc.write_pid(pid, "gid_map", map_line(gid_maps).as_bytes())?;
-        } else {
-            run_helper("newgidmap", pid, gid_maps)?;
-        }
+    if direct.is_ok() && gid_direct && !gid_maps.is_empty() {
+        direct = proc
+            .write_pid(pid, "setgroups", b"deny")
+            .and_then(|()| proc.write_pid(pid, "gid_map", map_line(gid_maps).as_bytes()));
     }
-    Ok(())
+    // Both helpers are waited for (none is left running), then the first error counts.
+    let uid_done = uid_helper.map_or(Ok(()), Helper::finish);
+    let gid_done = gid_helper.map_or(Ok(()), Helper::finish);
+    direct.and(uid_done).and(gid_done)
 }
 
 fn map_line(maps: &[LinuxIdMapping]) -> String {
@@ -86,34 +103,60 @@ fn find_helper(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs `newuidmap`/`newgidmap` for `pid` with `maps`.
-fn run_helper(name: &str, pid: i32, maps: &[LinuxIdMapping]) -> Result<()> {
-    let helper = find_helper(name).ok_or_else(|| {
-        Error::sys(
-            format!("find {name} (needed to map more than the caller's own id into a user namespace; install Debian's uidmap package)"),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        )
-    })?;
-    let mut cmd = Command::new(&helper);
-    cmd.arg(pid.to_string());
-    for m in maps {
-        cmd.args([
-            m.container_id().to_string(),
-            m.host_id().to_string(),
-            m.size().to_string(),
-        ]);
+/// A running `newuidmap`/`newgidmap` for one process, its output captured.
+struct Helper {
+    name: &'static str,
+    pid: i32,
+    map: String,
+    child: std::process::Child,
+}
+
+impl Helper {
+    /// Starts `name PID ID HOSTID SIZE...` for `maps`.
+    fn spawn(name: &'static str, pid: i32, maps: &[LinuxIdMapping]) -> Result<Helper> {
+        let helper = find_helper(name).ok_or_else(|| {
+            Error::sys(
+                format!("find {name} (needed to map more than the caller's own id into a user namespace; install Debian's uidmap package)"),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
+        let mut cmd = Command::new(&helper);
+        cmd.arg(pid.to_string());
+        for m in maps {
+            cmd.args([
+                m.container_id().to_string(),
+                m.host_id().to_string(),
+                m.size().to_string(),
+            ]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::sys(format!("run {}", helper.display()), e))?;
+        Ok(Helper {
+            name,
+            pid,
+            map: map_line(maps).trim().replace('\n', ", "),
+            child,
+        })
     }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::sys(format!("run {}", helper.display()), e))?;
-    if !out.status.success() {
-        let text: String = map_line(maps).trim().replace('\n', ", ");
-        return Err(Error::Invalid(format!(
-            "{name} {pid} refused the map ({text}): {}: the host ranges must be the caller's in /etc/subuid and /etc/subgid",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+
+    /// Waits for the helper; its stderr becomes the error when it refused the map.
+    fn finish(self) -> Result<()> {
+        let Helper { name, pid, map, child } = self;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::sys(format!("wait for {name} {pid}"), e))?;
+        if !out.status.success() {
+            return Err(Error::Invalid(format!(
+                "{name} {pid} refused the map ({map}): {}: the host ranges must be the caller's in /etc/subuid and /etc/subgid",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

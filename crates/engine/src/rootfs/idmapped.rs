@@ -118,9 +118,15 @@ fn idmapped_tree(dir: &Path, userns: &OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// Mounts overlayfs on `target` with `lowers` (topmost first) each through an idmapped
-/// mount with `userns`, and `upper`/`work` as they are. The idmapped mounts are attached
-/// under `stage` (made and removed here) while overlayfs takes its own clones of them:
-/// overlayfs refuses detached mounts as layers ("failed to clone lowerpath").
+/// mount with `userns`, and `upper`/`work` as they are.
+///
+/// Kernels whose overlayfs takes layers by file descriptor (`fsconfig(FSCONFIG_SET_FD,
+/// "lowerdir+")`, Linux 6.13+) get the detached idmapped mounts themselves: nothing is
+/// attached, so nothing has to be unmounted after (each umount(2) waits for an RCU grace
+/// period: 5 to 15 ms apiece on a loaded machine). Where that is refused (older kernels:
+/// EINVAL), the idmapped mounts are attached under `stage` (made and removed here) while
+/// overlayfs takes its own clones of them (overlayfs refuses detached mounts named by
+/// path: "failed to clone lowerpath").
 ///
 /// # Errors
 /// [`Error::Image`] `Mount` with the kernel's error (EINVAL: the lower's file system
@@ -133,37 +139,46 @@ pub fn mount_overlay(
     userns: &OwnedFd,
     stage: &Path,
 ) -> Result<()> {
-    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
     let joined = lowers
         .iter()
         .map(|l| l.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
+    let err = |source| {
+        Error::Image(vessel_image::ImageError::Mount {
+            target: target.to_path_buf(),
+            lowers: format!("{joined} (idmapped)"),
+            source,
+        })
+    };
+    let trees = lowers
+        .iter()
+        .map(|l| idmapped_tree(l, userns))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(err)?;
+    // Refused (layers by descriptor unknown to this kernel): stage them. A refusal for
+    // another reason comes back from the staged way with the kernel's error.
+    if overlay_from_fds(&trees, upper, work, target).is_ok() {
+        return Ok(());
+    }
     fs::create_dir_all(stage).at("create", stage)?;
     let mut staged = Vec::new();
     let mounted = (|| -> io::Result<()> {
-        let fsfd = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-        for (i, l) in lowers.iter().enumerate() {
-            let tree = idmapped_tree(l, userns)?;
+        use rustix::mount::MoveMountFlags;
+        let mut at_paths = Vec::new();
+        for (i, tree) in trees.iter().enumerate() {
             let at = stage.join(i.to_string());
             fs::create_dir_all(&at)?;
             staged.push(at.clone());
-            rustix::mount::move_mount(&tree, "", rustix::fs::CWD, &at, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
-            rustix::mount::fsconfig_set_string(&fsfd, "lowerdir+", &at)?;
+            rustix::mount::move_mount(tree, "", rustix::fs::CWD, &at, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
+            at_paths.push(at);
         }
-        rustix::mount::fsconfig_set_string(&fsfd, "upperdir", upper)?;
-        rustix::mount::fsconfig_set_string(&fsfd, "workdir", work)?;
-        let _ = rustix::mount::fsconfig_set_string(&fsfd, "index", "off");
-        rustix::mount::fsconfig_create(&fsfd)?;
-        let mfd = rustix::mount::fsmount(&fsfd, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-        rustix::mount::move_mount(
-            &mfd,
-            "",
-            rustix::fs::CWD,
-            target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )?;
-        Ok(())
+        overlay(upper, work, target, |fsfd| {
+            for at in &at_paths {
+                rustix::mount::fsconfig_set_string(fsfd, "lowerdir+", at)?;
+            }
+            Ok(())
+        })
     })();
     // The overlay holds private clones of its layers: the staged mounts can go.
     for at in &staged {
@@ -171,17 +186,48 @@ pub fn mount_overlay(
         let _ = fs::remove_dir(at);
     }
     let _ = fs::remove_dir(stage);
-    mounted.map_err(|source| {
-        Error::Image(vessel_image::ImageError::Mount {
-            target: target.to_path_buf(),
-            lowers: format!("{joined} (idmapped)"),
-            source,
-        })
+    mounted.map_err(err)
+}
+
+/// The overlay with the detached mounts `trees` as its lower layers, by descriptor.
+fn overlay_from_fds(trees: &[OwnedFd], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+    overlay(upper, work, target, |fsfd| {
+        for tree in trees {
+            rustix::mount::fsconfig_set_fd(fsfd, "lowerdir+", tree)?;
+        }
+        Ok(())
     })
 }
 
+/// fsopen("overlay"), `lowers` adds the lower layers, then upper and work dirs, index
+/// off, and the new mount is attached on `target`.
+fn overlay(
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    lowers: impl FnOnce(&OwnedFd) -> io::Result<()>,
+) -> io::Result<()> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    let fsfd = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    lowers(&fsfd)?;
+    rustix::mount::fsconfig_set_string(&fsfd, "upperdir", upper)?;
+    rustix::mount::fsconfig_set_string(&fsfd, "workdir", work)?;
+    let _ = rustix::mount::fsconfig_set_string(&fsfd, "index", "off");
+    rustix::mount::fsconfig_create(&fsfd)?;
+    let mfd = rustix::mount::fsmount(&fsfd, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    rustix::mount::move_mount(
+        &mfd,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
 /// Binds `dir` idmapped with `userns` onto `target` (`-v SRC:DST:idmap`,
-/// [`super::idmapped_volumes`]); `target` must exist and be of the same kind as `dir`.
+/// [`super::idmapped_volumes`]; the host image's /etc lower); `target` must exist and be
+/// of the same kind as `dir`.
 ///
 /// # Errors
 /// The kernel's error: EINVAL from mount_setattr(2) when the file system of `dir` cannot
