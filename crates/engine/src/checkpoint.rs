@@ -212,7 +212,7 @@ pub fn import_with(
     crate::timing::mark("import: verify the archive");
     let old = archive::verify(file)?;
     let rec = prepare_import(engine, &old, name, pull, made)?;
-    restore_prepared(engine, file, &rec, pages)
+    restore_prepared(engine, file, &old, &rec, pages)
 }
 
 /// The first half of an import: makes the container of the record `old` (from a
@@ -252,11 +252,18 @@ pub fn prepare_import(
 
 /// The second half of an import: fills the writable layer and CRIU images of the
 /// container `rec` made by [`prepare_import`] from the archive `file` (checked by the
-/// caller with [`archive::verify`]), moves in the page images a page server received
+/// caller with [`archive::verify`], which gave `old`, the record it holds; the writable
+/// layer and CRIU's user namespace images move from `old`'s id range to `rec`'s), moves in the page images a page server received
 /// into `pages`, and restores it. On error nothing is left of it.
 ///
 /// Errors: the archive's and the restore's errors.
-pub fn restore_prepared(engine: &Engine, file: &Path, rec: &Record, pages: Option<&Path>) -> Result<Record> {
+pub fn restore_prepared(
+    engine: &Engine,
+    file: &Path,
+    old: &Record,
+    rec: &Record,
+    pages: Option<&Path>,
+) -> Result<Record> {
     let restored = (|| -> Result<()> {
         let images = images_dir(engine, &rec.id);
         std::fs::create_dir_all(&images).at("create", &images)?;

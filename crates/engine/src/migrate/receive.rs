@@ -306,7 +306,7 @@ fn receive_locked(
                 )));
             }
             crate::timing::mark("receive: archive verified");
-            checkpoint::restore_prepared(engine, &archive, rec, Some(&pages))?
+            checkpoint::restore_prepared(engine, &archive, &old, rec, Some(&pages))?
         }
         None => checkpoint::import_with(engine, &archive, None, pull, Some(&pages), &mut |r| {
             fs::write(&made_file, &r.id).at("write", &made_file)
