@@ -73,11 +73,15 @@ pub fn probe() -> Probe {
         "mem_dirty_track",
         "pre-copy",
     ));
-    let post = short(vessel_runtime::checkpoint::require_feature("uffd-noncoop", "post-copy"));
+    // Post-copy also needs pipes CRIU can grow for its lazy-pages transfer.
+    let post = short(
+        vessel_runtime::checkpoint::require_feature("uffd-noncoop", "post-copy")
+            .and_then(|()| vessel_runtime::checkpoint::require_lazy_dump("post-copy")),
+    );
     Probe {
         mode: "stop-and-copy",
         why: format!(
-            "pre-copy needs CRIU's mem_dirty_track: {pre}; post-copy needs uffd-noncoop: {post}; this version of vessel migrate runs stop-and-copy only (pages streamed straight to the target's page server)"
+            "pre-copy needs CRIU's mem_dirty_track: {pre}; post-copy needs uffd-noncoop and pipes CRIU can grow: {post}; this version of vessel migrate runs stop-and-copy only (pages streamed straight to the target's page server)"
         ),
     }
 }
