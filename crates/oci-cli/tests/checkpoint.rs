@@ -92,8 +92,8 @@ fn restore(c: &TestContainer, images: &Path, out: &Path) -> Out {
 fn checkpoint_then_restore_continues_the_count() {
     let (c, _pipe) = counter("cr-count");
     let images = c.dir.join("images");
-    c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id])
-        .assert_ok("checkpoint");
+    let out = c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id]);
+    criu_ok(out, &images, "checkpoint");
     assert!(images.join("inventory.img").exists(), "CRIU images written");
     // Without --leave-running the container is gone, as with runc.
     assert!(c.state_of(&c.id).is_none(), "container removed by checkpoint");
@@ -329,6 +329,30 @@ fn killed_restore_leaves_no_mount_on_the_host() {
     assert!(!c.root.join(&c.id).exists(), "state dir removed");
 }
 
+/// `out` of a checkpoint or restore into `dir`, asserted to be a success; on failure
+/// CRIU's log there (its last 60 lines) goes to stderr first: in the VM nothing else
+/// keeps it.
+#[track_caller]
+fn criu_ok(out: Out, dir: &Path, what: &str) {
+    if !out.ok() {
+        show_criu_logs(dir);
+    }
+    out.assert_ok(what);
+}
+
+/// The last 60 lines of CRIU's logs in `dir`, to stderr.
+fn show_criu_logs(dir: &Path) {
+    for log in ["dump.log", "restore.log", "lazy-pages.log"] {
+        if let Ok(text) = fs::read_to_string(dir.join(log)) {
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- {} (tail) ---", dir.join(log).display());
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 /// A counter that also holds 2 MiB in a shell variable and checks its length on every
 /// round: a restore that loses or garbles that memory writes the round to /bad.
 const MEM_COUNTER: &str = "x=$(head -c 2097152 /dev/zero | tr '\\0' m); i=0; while true; do i=$((i+1)); [ ${#x} -eq 2097152 ] || echo $i >> /bad; echo $i >> /count; echo $i; sleep 0.05; done";
@@ -417,8 +441,9 @@ fn page_bytes(dir: &Path) -> u64 {
 /// After a restore: the count goes on from `stopped_at`, the restored stdout starts
 /// right after it, and the memory the counter checks is whole.
 #[track_caller]
-fn assert_continues(c: &TestContainer, stopped_at: u64, out: &Path) {
-    assert_eq!(c.status(), "running", "restored container runs");
+fn assert_continues(c: &TestContainer, id: &str, stopped_at: u64, out: &Path) {
+    let status = c.state_of(id).and_then(|s| s["status"].as_str().map(str::to_string));
+    assert_eq!(status.as_deref(), Some("running"), "restored container {id} runs");
     assert!(
         wait_until(TIMEOUT, || count(c) >= stopped_at + 5),
         "the count continues after restore"
@@ -466,22 +491,22 @@ fn pre_dump_then_dump_with_parent_restores() {
         eprintln!("skipped: pre-copy restore: {why}");
         return;
     }
-    pre.assert_ok("pre-dump");
+    criu_ok(pre, &d1, "pre-dump");
     assert_eq!(c.status(), "running", "a pre-dump leaves the container running");
     let n = count(&c);
     assert!(
         wait_until(TIMEOUT, || count(&c) > n + 2),
         "still counting after pre-dump"
     );
-    c.oci(&[
+    let out = c.oci(&[
         "checkpoint",
         "--parent-path",
         "../d1",
         "--image-path",
         d2.to_str().unwrap(),
         &c.id,
-    ])
-    .assert_ok("dump with --parent-path");
+    ]);
+    criu_ok(out, &d2, "dump with --parent-path");
     assert!(c.state_of(&c.id).is_none(), "container removed by checkpoint");
     let (full, dirty) = (page_bytes(&d1), page_bytes(&d2));
     eprintln!("pre-dump pages {full} bytes, dump with parent {dirty} bytes");
@@ -492,8 +517,8 @@ fn pre_dump_then_dump_with_parent_restores() {
     );
     let stopped_at = count(&c);
     let out = c.dir.join("restored.out");
-    restore(&c, &d2, &out).assert_ok("restore from the dump with parent");
-    assert_continues(&c, stopped_at, &out);
+    criu_ok(restore(&c, &d2, &out), &d2, "restore from the dump with parent");
+    assert_continues(&c, &c.id, stopped_at, &out);
     c.kill("KILL").assert_ok("kill");
     c.wait_status("stopped", Duration::from_secs(10));
     c.delete().assert_ok("delete");
@@ -524,15 +549,15 @@ fn page_server_receives_the_pages() {
     assert!(st.success(), "criu page-server --daemon");
     let ps_pid: i32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     c.record_pid(ps_pid);
-    c.oci(&[
+    let out = c.oci(&[
         "checkpoint",
         "--page-server",
         &format!("127.0.0.1:{port}"),
         "--image-path",
         images.to_str().unwrap(),
         &c.id,
-    ])
-    .assert_ok("checkpoint --page-server");
+    ]);
+    criu_ok(out, &images, "checkpoint --page-server");
     assert_eq!(page_bytes(&images), 0, "no page image in the image dir");
     assert!(page_bytes(&pages) >= 2 << 20, "the page server got the 2 MiB");
     assert!(wait_until(TIMEOUT, || !pid_alive(ps_pid)), "page server done");
@@ -544,8 +569,8 @@ fn page_server_receives_the_pages() {
     }
     let stopped_at = count(&c);
     let out = c.dir.join("restored.out");
-    restore(&c, &images, &out).assert_ok("restore");
-    assert_continues(&c, stopped_at, &out);
+    criu_ok(restore(&c, &images, &out), &images, "restore");
+    assert_continues(&c, &c.id, stopped_at, &out);
     c.kill("KILL").assert_ok("kill");
     c.wait_status("stopped", Duration::from_secs(10));
     c.delete().assert_ok("delete");
@@ -606,11 +631,28 @@ fn lazy_pages_restore() {
     .stdout(Stdio::null());
     with_inherited_fds(&mut cmd, vec![(fs::File::from(std::os::fd::OwnedFd::from(ready_w)), 3)]);
     let mut dump = ChildGuard(cmd.spawn().unwrap());
+    // The Command holds the pipe's writing end: gone, a dump that fails ends the read.
+    drop(cmd);
     let mut byte = [0u8; 1];
     use std::io::Read;
     let n = (&ready_r).read(&mut byte).unwrap();
+    if n != 1 {
+        show_criu_logs(&images);
+    }
     assert_eq!(n, 1, "the dump says on --status-fd that it serves the pages");
     let stopped_at = count(&c);
+    // The restoring side, as on another host: its own id and cgroup (the source stays
+    // frozen in its own until the dump ends), the same rootfs.
+    let id2 = format!("{}-r", c.id);
+    let cg2 = format!("/vessel-test-{id2}");
+    c.record_id(&id2);
+    c.record_cgroup(&cg2);
+    let bundle2 = c.dir.join("bundle2");
+    fs::create_dir_all(&bundle2).unwrap();
+    let mut spec2 = c.spec.clone();
+    spec2["root"]["path"] = serde_json::json!(c.rootfs.to_str().unwrap());
+    spec2["linux"]["cgroupsPath"] = serde_json::json!(cg2);
+    write_json(&bundle2.join("config.json"), &spec2);
     let daemon = ChildGuard(
         std::process::Command::new(vessel_criu())
             .args(["lazy-pages", "--page-server", "--address", "127.0.0.1", "--port"])
@@ -633,23 +675,31 @@ fn lazy_pages_restore() {
     cmd.args(["restore", "-d", "--lazy-pages", "--image-path"])
         .arg(&images)
         .arg("--bundle")
-        .arg(&c.bundle)
-        .arg(&c.id)
+        .arg(&bundle2)
+        .arg(&id2)
         .stdout(fs::File::create(&out).unwrap());
     let res = run_with_stdout(&mut cmd, true);
-    if let Some(pid) = c.state_of(&c.id).and_then(|s| s["pid"].as_i64()) {
+    if let Some(pid) = c.state_of(&id2).and_then(|s| s["pid"].as_i64()) {
         c.record_pid(pid as i32);
     }
-    res.assert_ok("restore --lazy-pages");
-    assert_continues(&c, stopped_at, &out);
+    criu_ok(res, &images, "restore --lazy-pages");
+    assert_continues(&c, &id2, stopped_at, &out);
     let st = wait_timeout(&mut dump.0, TIMEOUT).expect("the lazy dump ends once every page is pulled");
     assert!(st.success(), "checkpoint --lazy-pages exits 0 ({st})");
+    assert!(
+        c.state_of(&c.id).is_none(),
+        "the source container removed by checkpoint"
+    );
     let mut daemon = daemon;
     let st = wait_timeout(&mut daemon.0, TIMEOUT).expect("criu lazy-pages ends");
     assert!(st.success(), "criu lazy-pages exits 0 ({st})");
-    assert_continues(&c, stopped_at, &out);
-    c.kill("KILL").assert_ok("kill");
-    c.wait_status("stopped", Duration::from_secs(10));
-    c.delete().assert_ok("delete");
+    assert_continues(&c, &id2, stopped_at, &out);
+    c.oci(&["kill", &id2, "KILL"]).assert_ok("kill");
+    assert!(
+        wait_until(TIMEOUT, || c.state_of(&id2).is_some_and(|s| s["status"] == "stopped")),
+        "stopped"
+    );
+    c.oci(&["delete", &id2]).assert_ok("delete");
+    assert!(cgroup_dirs(&cg2).is_empty(), "restored cgroup removed");
     c.assert_no_leftovers("after a lazy-pages restore");
 }
