@@ -92,8 +92,8 @@ fn restore(c: &TestContainer, images: &Path, out: &Path) -> Out {
 fn checkpoint_then_restore_continues_the_count() {
     let (c, _pipe) = counter("cr-count");
     let images = c.dir.join("images");
-    c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id])
-        .assert_ok("checkpoint");
+    let out = c.oci(&["checkpoint", "--image-path", images.to_str().unwrap(), &c.id]);
+    criu_ok(out, &images, "checkpoint");
     assert!(images.join("inventory.img").exists(), "CRIU images written");
     // Without --leave-running the container is gone, as with runc.
     assert!(c.state_of(&c.id).is_none(), "container removed by checkpoint");
@@ -327,4 +327,379 @@ fn killed_restore_leaves_no_mount_on_the_host() {
     // What the killed restore left (a state dir without state) goes with delete.
     c.oci(&["delete", "--force", &c.id]).assert_ok("delete --force");
     assert!(!c.root.join(&c.id).exists(), "state dir removed");
+}
+
+/// `out` of a checkpoint or restore into `dir`, asserted to be a success; on failure
+/// CRIU's log there (its last 60 lines) goes to stderr first: in the VM nothing else
+/// keeps it.
+#[track_caller]
+fn criu_ok(out: Out, dir: &Path, what: &str) {
+    if !out.ok() {
+        show_criu_logs(dir);
+    }
+    out.assert_ok(what);
+}
+
+/// The last 60 lines of CRIU's logs in `dir`, to stderr.
+fn show_criu_logs(dir: &Path) {
+    for log in ["dump.log", "restore.log", "lazy-pages.log"] {
+        if let Ok(text) = fs::read_to_string(dir.join(log)) {
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- {} (tail) ---", dir.join(log).display());
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// A counter that also holds 2 MiB in a shell variable and checks its length on every
+/// round: a restore that loses or garbles that memory writes the round to /bad.
+const MEM_COUNTER: &str = "x=$(head -c 2097152 /dev/zero | tr '\\0' m); i=0; while true; do i=$((i+1)); [ ${#x} -eq 2097152 ] || echo $i >> /bad; echo $i >> /count; echo $i; sleep 0.05; done";
+
+/// A running MEM_COUNTER container (stdio a pipe, as in `counter`).
+fn mem_counter(test: &str) -> (TestContainer, std::io::PipeReader) {
+    let mut c = TestContainer::new(test);
+    c.readonly(false).sh(MEM_COUNTER);
+    c.write_spec();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut cmd = c.cmd();
+    cmd.args(["create", "--bundle"])
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer);
+    run_with_stdout(&mut cmd, false).assert_ok("create");
+    c.record_pid(c.pid());
+    c.start().assert_ok("start");
+    c.wait_status("running", Duration::from_secs(10));
+    assert!(wait_until(TIMEOUT, || count(&c) >= 3), "the counter counts");
+    (c, reader)
+}
+
+/// Why `criu check --feature FEATURE` fails here, or None when it passes.
+fn criu_lacks(feature: &str) -> Option<String> {
+    let out = std::process::Command::new(vessel_criu())
+        .args(["check", "--feature", feature])
+        .output()
+        .expect("run criu check");
+    if out.status.success() {
+        return None;
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(format!(
+        "criu check --feature {feature} fails: {}",
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    ))
+}
+
+/// Why a lazy-pages dump cannot grow its pipes here (no CAP_SYS_RESOURCE and
+/// fs.pipe-max-size under 4 MiB), or None.
+fn lazy_pipes_refused() -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    let max: u64 = fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if cap_eff & (1 << 24) != 0 || max >= 4 << 20 {
+        return None;
+    }
+    Some(format!(
+        "no CAP_SYS_RESOURCE (CapEff {cap_eff:x}) and fs.pipe-max-size {max} < 4 MiB: criu's lazy-pages tee pipe cannot grow"
+    ))
+}
+
+/// A loopback TCP port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Total bytes of CRIU's page images (`pages-*.img`) in `dir`.
+fn page_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// After a restore: the count goes on from `stopped_at`, the restored stdout starts
+/// right after it, and the memory the counter checks is whole.
+#[track_caller]
+fn assert_continues(c: &TestContainer, id: &str, stopped_at: u64, out: &Path) {
+    let status = c.state_of(id).and_then(|s| s["status"].as_str().map(str::to_string));
+    assert_eq!(status.as_deref(), Some("running"), "restored container {id} runs");
+    assert!(
+        wait_until(TIMEOUT, || count(c) >= stopped_at + 5),
+        "the count continues after restore"
+    );
+    let first: u64 = fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(first, stopped_at + 1, "restored stdout starts after {stopped_at}");
+    assert!(
+        !c.rootfs.join("bad").exists(),
+        "the counter's 2 MiB were garbled after restore (rounds in /bad)"
+    );
+}
+
+/// runc's pre-copy: `checkpoint --pre-dump --image-path D1` (memory only, tracking
+/// changes; the container runs on), then `checkpoint --parent-path ../D1 --image-path
+/// D2` dumps only the pages dirtied since, and `restore --image-path D2` brings the
+/// whole memory back. Where the kernel lacks soft-dirty bits both commands fail with
+/// CRIU's `mem_dirty_track` and the container runs on.
+#[test]
+fn pre_dump_then_dump_with_parent_restores() {
+    let (c, _pipe) = mem_counter("cr-parent");
+    let d1 = c.dir.join("images/d1");
+    let d2 = c.dir.join("images/d2");
+    let pre = c.oci(&["checkpoint", "--pre-dump", "--image-path", d1.to_str().unwrap(), &c.id]);
+    if let Some(why) = criu_lacks("mem_dirty_track") {
+        pre.assert_fail("pre-dump without memory tracking");
+        assert!(pre.mentions("mem_dirty_track"), "{pre}");
+        let out = c.oci(&[
+            "checkpoint",
+            "--parent-path",
+            "../d1",
+            "--image-path",
+            d2.to_str().unwrap(),
+            &c.id,
+        ]);
+        out.assert_fail("dump with a parent without memory tracking");
+        assert!(out.mentions("mem_dirty_track"), "{out}");
+        assert_eq!(c.status(), "running", "the container runs on");
+        let n = count(&c);
+        assert!(wait_until(TIMEOUT, || count(&c) > n + 2), "still counting");
+        eprintln!("skipped: pre-copy restore: {why}");
+        return;
+    }
+    criu_ok(pre, &d1, "pre-dump");
+    assert_eq!(c.status(), "running", "a pre-dump leaves the container running");
+    let n = count(&c);
+    assert!(
+        wait_until(TIMEOUT, || count(&c) > n + 2),
+        "still counting after pre-dump"
+    );
+    let out = c.oci(&[
+        "checkpoint",
+        "--parent-path",
+        "../d1",
+        "--image-path",
+        d2.to_str().unwrap(),
+        &c.id,
+    ]);
+    criu_ok(out, &d2, "dump with --parent-path");
+    assert!(c.state_of(&c.id).is_none(), "container removed by checkpoint");
+    let (full, dirty) = (page_bytes(&d1), page_bytes(&d2));
+    eprintln!("pre-dump pages {full} bytes, dump with parent {dirty} bytes");
+    assert!(full >= 2 << 20, "the pre-dump holds the 2 MiB ({full} bytes)");
+    assert!(
+        dirty < full / 2,
+        "the dump holds only dirty pages: {dirty} of {full} bytes"
+    );
+    let stopped_at = count(&c);
+    let out = c.dir.join("restored.out");
+    criu_ok(restore(&c, &d2, &out), &d2, "restore from the dump with parent");
+    assert_continues(&c, &c.id, stopped_at, &out);
+    c.kill("KILL").assert_ok("kill");
+    c.wait_status("stopped", Duration::from_secs(10));
+    c.delete().assert_ok("delete");
+    c.assert_no_leftovers("after pre-copy restore and delete");
+}
+
+/// `checkpoint --page-server 127.0.0.1:PORT` sends the pages to a `criu page-server`
+/// (the image dir keeps the rest); with the page server's files beside the others the
+/// container restores whole.
+#[test]
+fn page_server_receives_the_pages() {
+    let (c, _pipe) = mem_counter("cr-ps");
+    let images = c.dir.join("images");
+    let pages = c.dir.join("pages");
+    fs::create_dir_all(&pages).unwrap();
+    let port = free_port();
+    let pidfile = c.dir.join("ps.pid");
+    let st = std::process::Command::new(vessel_criu())
+        .args(["page-server", "--daemon", "--address", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--images-dir")
+        .arg(&pages)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .args(["-o", "ps.log", "-v4"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "criu page-server --daemon");
+    let ps_pid: i32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    c.record_pid(ps_pid);
+    let out = c.oci(&[
+        "checkpoint",
+        "--page-server",
+        &format!("127.0.0.1:{port}"),
+        "--image-path",
+        images.to_str().unwrap(),
+        &c.id,
+    ]);
+    criu_ok(out, &images, "checkpoint --page-server");
+    assert_eq!(page_bytes(&images), 0, "no page image in the image dir");
+    assert!(page_bytes(&pages) >= 2 << 20, "the page server got the 2 MiB");
+    assert!(wait_until(TIMEOUT, || !pid_alive(ps_pid)), "page server done");
+    for e in fs::read_dir(&pages).unwrap().flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".img") {
+            fs::rename(e.path(), images.join(&name)).unwrap();
+        }
+    }
+    let stopped_at = count(&c);
+    let out = c.dir.join("restored.out");
+    criu_ok(restore(&c, &images, &out), &images, "restore");
+    assert_continues(&c, &c.id, stopped_at, &out);
+    c.kill("KILL").assert_ok("kill");
+    c.wait_status("stopped", Duration::from_secs(10));
+    c.delete().assert_ok("delete");
+    c.assert_no_leftovers("after a page-server checkpoint");
+}
+
+/// runc's post-copy: `checkpoint --lazy-pages --page-server ADDR:PORT --status-fd FD`
+/// serves the pages from the dump (a byte on FD when ready), `criu lazy-pages` on the
+/// restoring side pulls them, and `restore --lazy-pages` runs the container before its
+/// memory has arrived. Without a page server the flag is refused; where the kernel or
+/// this host cannot (no userfaultfd, or pipes CRIU cannot grow) the checkpoint fails
+/// with that reason before it freezes anything.
+#[test]
+fn lazy_pages_restore() {
+    let (c, _pipe) = mem_counter("cr-lazy");
+    let images = c.dir.join("images");
+    let img = images.to_str().unwrap().to_string();
+    let out = c.oci(&["checkpoint", "--lazy-pages", "--image-path", &img, &c.id]);
+    out.assert_fail("--lazy-pages without --page-server");
+    assert!(out.mentions("--page-server"), "{out}");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let why = criu_lacks("uffd-noncoop").or_else(lazy_pipes_refused);
+    if let Some(why) = why {
+        let out = c.oci(&[
+            "checkpoint",
+            "--lazy-pages",
+            "--page-server",
+            &addr,
+            "--image-path",
+            &img,
+            &c.id,
+        ]);
+        out.assert_fail("--lazy-pages where it cannot work");
+        assert!(
+            out.mentions("uffd-noncoop") || (out.mentions("pipe-max-size") && out.mentions("CAP_SYS_RESOURCE")),
+            "names the reason: {out}"
+        );
+        assert_eq!(c.status(), "running", "the container runs on");
+        let n = count(&c);
+        assert!(wait_until(TIMEOUT, || count(&c) > n + 2), "still counting");
+        eprintln!("skipped: lazy-pages restore: {why}");
+        return;
+    }
+    let (ready_r, ready_w) = std::io::pipe().unwrap();
+    let mut cmd = c.cmd();
+    cmd.args([
+        "checkpoint",
+        "--lazy-pages",
+        "--page-server",
+        &addr,
+        "--status-fd",
+        "3",
+        "--image-path",
+        &img,
+        &c.id,
+    ])
+    .stdout(Stdio::null());
+    with_inherited_fds(&mut cmd, vec![(fs::File::from(std::os::fd::OwnedFd::from(ready_w)), 3)]);
+    let mut dump = ChildGuard(cmd.spawn().unwrap());
+    // The Command holds the pipe's writing end: gone, a dump that fails ends the read.
+    drop(cmd);
+    let mut byte = [0u8; 1];
+    use std::io::Read;
+    let n = (&ready_r).read(&mut byte).unwrap();
+    if n != 1 {
+        show_criu_logs(&images);
+    }
+    assert_eq!(n, 1, "the dump says on --status-fd that it serves the pages");
+    let stopped_at = count(&c);
+    // The restoring side, as on another host: its own id and cgroup (the source stays
+    // frozen in its own until the dump ends), the same rootfs.
+    let id2 = format!("{}-r", c.id);
+    let cg2 = format!("/vessel-test-{id2}");
+    c.record_id(&id2);
+    c.record_cgroup(&cg2);
+    let bundle2 = c.dir.join("bundle2");
+    fs::create_dir_all(&bundle2).unwrap();
+    let mut spec2 = c.spec.clone();
+    spec2["root"]["path"] = serde_json::json!(c.rootfs.to_str().unwrap());
+    spec2["linux"]["cgroupsPath"] = serde_json::json!(cg2);
+    write_json(&bundle2.join("config.json"), &spec2);
+    let daemon = ChildGuard(
+        std::process::Command::new(vessel_criu())
+            .args(["lazy-pages", "--page-server", "--address", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--images-dir")
+            .arg(&images)
+            .arg("--work-dir")
+            .arg(&images)
+            .args(["-o", "lazy-pages.log", "-v4"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(TIMEOUT, || images.join("lazy-pages.socket").exists()),
+        "criu lazy-pages listens"
+    );
+    let mut cmd = c.cmd();
+    let out = c.dir.join("restored.out");
+    cmd.args(["restore", "-d", "--lazy-pages", "--image-path"])
+        .arg(&images)
+        .arg("--bundle")
+        .arg(&bundle2)
+        .arg(&id2)
+        .stdout(fs::File::create(&out).unwrap());
+    let res = run_with_stdout(&mut cmd, true);
+    if let Some(pid) = c.state_of(&id2).and_then(|s| s["pid"].as_i64()) {
+        c.record_pid(pid as i32);
+    }
+    criu_ok(res, &images, "restore --lazy-pages");
+    assert_continues(&c, &id2, stopped_at, &out);
+    let st = wait_timeout(&mut dump.0, TIMEOUT).expect("the lazy dump ends once every page is pulled");
+    assert!(st.success(), "checkpoint --lazy-pages exits 0 ({st})");
+    assert!(
+        c.state_of(&c.id).is_none(),
+        "the source container removed by checkpoint"
+    );
+    let mut daemon = daemon;
+    let st = wait_timeout(&mut daemon.0, TIMEOUT).expect("criu lazy-pages ends");
+    assert!(st.success(), "criu lazy-pages exits 0 ({st})");
+    assert_continues(&c, &id2, stopped_at, &out);
+    c.oci(&["kill", &id2, "KILL"]).assert_ok("kill");
+    assert!(
+        wait_until(TIMEOUT, || c.state_of(&id2).is_some_and(|s| s["status"] == "stopped")),
+        "stopped"
+    );
+    c.oci(&["delete", &id2]).assert_ok("delete");
+    assert!(cgroup_dirs(&cg2).is_empty(), "restored cgroup removed");
+    c.assert_no_leftovers("after a lazy-pages restore");
 }

@@ -14,10 +14,12 @@
 //! it is killed, and nothing of it reaches the host's mount table.
 
 mod criu;
+mod lazy;
 mod mounts;
 mod restore;
 
 pub use criu::{criu_path, log_errors, require_feature, PRIVATE_CRIU};
+pub use lazy::{require_lazy_dump, LAZY_PIPE_BYTES};
 pub use mounts::EXTERNAL_MOUNTS;
 pub use restore::restore;
 
@@ -110,7 +112,8 @@ pub struct CheckpointOptions {
     pub pre_dump: bool,
     /// Images of an earlier pre-dump to diff against (`--prev-images-dir`).
     pub parent_path: Option<PathBuf>,
-    /// Send pages to a CRIU page server at ADDR:PORT.
+    /// Send pages to a CRIU page server at ADDR:PORT (`criu page-server`); with
+    /// `lazy_pages`, the address the dump itself listens on for `criu lazy-pages`.
     pub page_server: Option<String>,
     /// How CRIU handles cgroups.
     pub manage_cgroups_mode: CgroupMode,
@@ -118,7 +121,9 @@ pub struct CheckpointOptions {
     pub empty_ns: Vec<String>,
     /// An fd CRIU writes a byte to when lazy pages are ready to be served.
     pub status_fd: Option<i32>,
-    /// Leave memory pages to be fetched by a lazy-pages daemon (userfaultfd).
+    /// Leave memory pages to be fetched by a lazy-pages daemon (userfaultfd): the dump
+    /// serves them on `page_server` (required) and returns once the restoring side's
+    /// `criu lazy-pages` has taken them all.
     pub lazy_pages: bool,
 }
 
@@ -324,7 +329,9 @@ impl Container {
     ///
     /// Errors: [`Error::WrongState`] unless running or paused; [`Error::Criu`] when a
     /// needed CRIU feature is missing (pre-dump: `mem_dirty_track`; lazy pages:
-    /// `uffd-noncoop`) or the dump fails, with the log's last errors.
+    /// `uffd-noncoop` and pipes CRIU can grow, see [`require_lazy_dump`]) or the dump
+    /// fails, with the log's last errors; [`Error::Invalid`] for `lazy_pages` without
+    /// `page_server`.
     pub fn checkpoint(self, spec: &Spec, opts: &CheckpointOptions) -> Result<()> {
         if !matches!(self.state.status, Status::Running | Status::Paused) {
             return Err(Error::WrongState(format!(
@@ -339,7 +346,13 @@ impl Container {
             require_feature("mem_dirty_track", "--parent-path (memory tracking against a pre-dump)")?;
         }
         if opts.lazy_pages {
+            if opts.page_server.is_none() {
+                return Err(Error::Invalid(
+                    "--lazy-pages needs --page-server ADDRESS:PORT: where the dump serves the pages to `criu lazy-pages --page-server` on the restoring side".into(),
+                ));
+            }
             require_feature("uffd-noncoop", "--lazy-pages")?;
+            require_lazy_dump("--lazy-pages")?;
         }
         let pid = self.state.pid;
         let images = absolute(&opts.image_path)?;
@@ -437,7 +450,12 @@ impl Container {
             let (addr, port) = ps
                 .rsplit_once(':')
                 .ok_or_else(|| Error::Invalid(format!("--page-server {ps:?}: use ADDRESS:PORT")))?;
-            args.push(os("--page-server"));
+            // With --lazy-pages the dump itself listens there for `criu lazy-pages`
+            // (CRIU's RPC does the same with runc's page-server info); otherwise it
+            // sends its pages to a `criu page-server` listening there.
+            if !opts.lazy_pages {
+                args.push(os("--page-server"));
+            }
             if !addr.is_empty() {
                 args.extend([os("--address"), os(addr)]);
             }

@@ -73,7 +73,11 @@ pub fn probe(engine: &Engine) -> Probe {
     };
     let run = &engine.paths.runroot;
     let (pre, post) = std::thread::scope(|s| {
-        let post = s.spawn(|| crate::criu_cache::require_feature(run, "uffd-noncoop", "post-copy"));
+        // Post-copy also needs pipes CRIU can grow for its lazy-pages transfer.
+        let post = s.spawn(|| {
+            crate::criu_cache::require_feature(run, "uffd-noncoop", "post-copy")
+                .and_then(|()| vessel_runtime::checkpoint::require_lazy_dump("post-copy").map_err(|e| e.to_string()))
+        });
         let pre = crate::criu_cache::require_feature(run, "mem_dirty_track", "pre-copy");
         let post = post
             .join()
@@ -84,7 +88,7 @@ pub fn probe(engine: &Engine) -> Probe {
     Probe {
         mode: "stop-and-copy",
         why: format!(
-            "pre-copy needs CRIU's mem_dirty_track: {pre}; post-copy needs uffd-noncoop: {post}; this version of vessel migrate runs stop-and-copy only (pages streamed straight to the target's page server)"
+            "pre-copy needs CRIU's mem_dirty_track: {pre}; post-copy needs uffd-noncoop and pipes CRIU can grow: {post}; this version of vessel migrate runs stop-and-copy only (pages streamed straight to the target's page server)"
         ),
     }
 }

@@ -112,8 +112,17 @@ pub fn log_errors(log: &Path) -> String {
         .collect();
     let tail = &errors[errors.len().saturating_sub(5)..];
     if tail.is_empty() {
-        "no error line in the log".into()
-    } else {
-        tail.join("; ")
+        return "no error line in the log".into();
     }
+    // CRIU sometimes fails a step with a warning or a debug line only, then says
+    // "Dumping FAILED": quote the lines just before that too.
+    let generic = |l: &&str| l.contains("FAILED.");
+    if tail.iter().all(generic) {
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        if let Some(at) = lines.iter().rposition(|l| generic(l)) {
+            let before = &lines[at.saturating_sub(3)..at];
+            return before.iter().chain(tail.iter()).copied().collect::<Vec<_>>().join("; ");
+        }
+    }
+    tail.join("; ")
 }
