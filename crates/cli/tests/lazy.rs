@@ -760,10 +760,19 @@ fn lazy_prefetch_span_is_fetched_first_in_one_request() {
             &name,
             "sh",
             "-c",
-            "cat /data/big | wc -c",
+            "cat /data/big | wc -c; cat /proc/self/uid_map",
         ],
     );
-    assert_eq!(stdout(&out).trim(), BIG.to_string());
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next().map(str::trim), Some(BIG.to_string().as_str()), "{text}");
+    // The default user namespace (a private id range), over the idmapped FUSE lower.
+    let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(map.len(), 3, "{text}");
+    assert!(
+        map[1] != "0" && map[2] != "4294967295",
+        "host ids, not a private range: {text}"
+    );
     let ranges = proxy.ranges(&sha(&l.blob));
     eprintln!("ranges asked, in order: {ranges:?}");
     let data: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.0 < toc_start).collect();
