@@ -149,7 +149,7 @@ fn convert_estargz_push_lazy_pull_and_independent_reader() {
     // TOC (no background fetch, so every byte read comes through range requests).
     let other = Instance::new();
     let servers = Servers(other.root());
-    let env = [("VESSEL_LAZY_BACKGROUND", "0"), ("VESSEL_USERNS", "host")];
+    let env = [("VESSEL_LAZY_BACKGROUND", "0")];
     let run = |args: &[&str]| {
         let o = other.cmd().envs(env).args(args).output().unwrap();
         eprintln!("vessel {args:?}: {}\n{}{}", o.status, stdout(&o), stderr(&o));
@@ -230,17 +230,7 @@ fn optimize_puts_the_files_read_first_then_the_prefetch_landmark() {
     inst.ok(&["push", &dest]);
     let other = Instance::new();
     let servers = Servers(other.root());
-    let out = other.ok(&[
-        "run",
-        "--lazy",
-        "--userns=host",
-        "--rm",
-        "--network",
-        "none",
-        &dest,
-        "cat",
-        "/etc/other",
-    ]);
+    let out = other.ok(&["run", "--lazy", "--rm", "--network", "none", &dest, "cat", "/etc/other"]);
     assert_eq!(out, "other\n");
     drop(servers);
 }

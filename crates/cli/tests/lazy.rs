@@ -300,15 +300,9 @@ extern "C" {
 
 /// `vessel ARGS` with the lazy knobs in its environment (its servers inherit them).
 fn lv(inst: &Instance, env: &[(&str, &str)], args: &[&str]) -> Output {
-    // Host ids: overlayfs refuses an idmapped FUSE lower (EINVAL), so a lazy layer's
-    // containers run without the default user namespace (README, lazy pulling).
-    let out = inst
-        .cmd()
-        .env("VESSEL_USERNS", "host")
-        .envs(env.iter().copied())
-        .args(args)
-        .output()
-        .unwrap();
+    // The default user namespace: the FUSE lower is idmapped like every other lower (the
+    // server opts in with FUSE_ALLOW_IDMAP).
+    let out = inst.cmd().envs(env.iter().copied()).args(args).output().unwrap();
     eprintln!("vessel {args:?}: {}\n{}{}", out.status, stdout(&out), stderr(&out));
     out
 }
@@ -653,5 +647,148 @@ fn lazy_run_of_an_image_converted_by_ctr_remote() {
     assert_eq!(stdout(&out), "converted by ctr-remote\n");
     let v: serde_json::Value = serde_json::from_str(&stdout(&lv(&inst, &env, &["image", "inspect", &esgz]))).unwrap();
     assert_eq!(v[0]["Lazy"]["State"], "lazy");
+    drop(servers);
+}
+
+/// An HTTP proxy in front of a registry that logs each request's path and `Range` header
+/// in order and sends the answers on at about 8 MB/s (a 2 MB span takes a quarter of a
+/// second, so that a request sent while another is under way shows in the log). Its
+/// threads end with the connections; the listener's thread with the test process.
+struct RangeLog {
+    addr: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<(u64, u64)>)>>>,
+}
+
+impl RangeLog {
+    fn start(upstream: &str) -> RangeLog {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (upstream, l2) = (upstream.to_string(), log.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
+                let (mut s_in, mut s_out) = (server.try_clone().unwrap(), server);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 || c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+                let log = l2.clone();
+                std::thread::spawn(move || {
+                    let (mut buf, mut pending) = ([0u8; 16 << 10], Vec::new());
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                        // GET and HEAD requests only (no bodies): each ends at a blank line.
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                            pending.drain(..end + 4);
+                            let mut lines = head.lines();
+                            let path = lines.next().unwrap_or("").to_string();
+                            let range = lines
+                                .filter_map(|l| l.split_once(':'))
+                                .find(|(k, _)| k.trim().eq_ignore_ascii_case("range"))
+                                .and_then(|(_, v)| v.trim().strip_prefix("bytes=").map(str::to_string))
+                                .and_then(|v| {
+                                    let (a, b) = v.split_once('-')?;
+                                    Some((a.parse().ok()?, b.parse::<u64>().ok()? + 1))
+                                });
+                            log.lock().unwrap().push((path, range));
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        RangeLog { addr, log }
+    }
+
+    /// The ranges asked of blob `digest`, in the order the requests came.
+    fn ranges(&self, digest: &str) -> Vec<(u64, u64)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.contains(&format!("/blobs/{digest}")))
+            .filter_map(|(_, r)| *r)
+            .collect()
+    }
+}
+
+#[test]
+fn lazy_prefetch_span_is_fetched_first_in_one_request() {
+    if !ready() {
+        eprintln!("skipped: docker-registry or curl missing");
+        return;
+    }
+    let inst = Instance::new();
+    let servers = Servers(inst.root());
+    let reg = Registry::start(inst.dir.path(), None);
+    let (name, l, _chain) = push(inst.dir.path(), &reg, "lazy-prefetch", true);
+    let proxy = RangeLog::start(&reg.addr);
+    let name = name.replacen(&reg.addr, &proxy.addr, 1);
+    // The prefetch span: every member up to the first of /data/big (after the landmark);
+    // the TOC and footer: from the end of /data/big's last member.
+    let span_end = l.chunks.iter().find(|c| c.0 == "data/big").unwrap().2 as u64;
+    let toc_start = l.chunks.last().unwrap().3 as u64;
+    // No background fetch: every request after the prefetch is a read the program made.
+    let env = [("VESSEL_LAZY_BACKGROUND", "0")];
+    let out = lv(
+        &inst,
+        &env,
+        &[
+            "run",
+            "--lazy",
+            "--rm",
+            "--network",
+            "none",
+            &name,
+            "sh",
+            "-c",
+            "cat /data/big | wc -c; cat /proc/self/uid_map",
+        ],
+    );
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next().map(str::trim), Some(BIG.to_string().as_str()), "{text}");
+    // The default user namespace (a private id range), over the idmapped FUSE lower.
+    let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(map.len(), 3, "{text}");
+    assert!(
+        map[1] != "0" && map[2] != "4294967295",
+        "host ids, not a private range: {text}"
+    );
+    let ranges = proxy.ranges(&sha(&l.blob));
+    eprintln!("ranges asked, in order: {ranges:?}");
+    let data: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.0 < toc_start).collect();
+    // First the whole prefetch span in one request (busybox, /etc/hello, the landmark),
+    // then only reads outside it: nothing in the span was asked again on demand.
+    assert_eq!(data.first(), Some(&(0, span_end)), "{ranges:?}");
+    assert!(
+        data.len() > 1,
+        "/data/big was not read through range requests: {ranges:?}"
+    );
+    assert!(
+        data[1..].iter().all(|r| r.0 >= span_end),
+        "an on-demand read inside the prefetch span: {ranges:?}"
+    );
+    // /data/big (6 chunks) read sequentially: its first chunk alone, then the rest in one
+    // read-ahead request, not one round trip per chunk.
+    assert!(data.len() <= 3, "{ranges:?}");
     drop(servers);
 }

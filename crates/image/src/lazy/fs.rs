@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 use super::toc::{chunks_of, member_ends, Chunk, Toc};
@@ -29,7 +29,19 @@ pub struct Refused;
 pub trait ChunkSource: Send + Sync + 'static {
     /// The uncompressed bytes of `chunk` of file `name`, checked against its digest.
     fn chunk(&self, name: &str, chunk: &Chunk) -> std::result::Result<Arc<Vec<u8>>, Refused>;
+
+    /// Whether the blob span of `chunk` is local (no request needed to serve it).
+    fn is_local(&self, chunk: &Chunk) -> bool;
+
+    /// Makes the blob span of `chunks` (consecutive chunks of file `name`, adjacent in the
+    /// blob) local with as few requests as possible (one when all of it is missing).
+    fn load(&self, name: &str, chunks: &[Chunk]) -> std::result::Result<(), Refused>;
 }
+
+/// How far a file read sequentially is fetched ahead of the reader, bytes of blob: one
+/// request of that size keeps the link busy (at 100 Mbit/s and 40 ms round trip, 8 MiB is
+/// about 95% of the link) instead of one round trip per chunk.
+pub const READ_AHEAD: u64 = 8 << 20;
 
 struct Node {
     kind: FileType,
@@ -267,6 +279,7 @@ impl<S: ChunkSource> LayerFs<S> {
         let n = self.node(ino);
         let end = (offset + size).min(n.size);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        self.load_ahead(n, offset, end)?;
         for c in &n.chunks {
             let (cs, ce) = (c.file_offset, c.file_offset + c.size);
             if ce <= offset || cs >= end {
@@ -281,6 +294,31 @@ impl<S: ChunkSource> LayerFs<S> {
     }
 }
 
+impl<S: ChunkSource> LayerFs<S> {
+    /// Before serving `[offset, end)` of `n`: when a chunk it needs is missing, fetches it
+    /// in one request together with the missing chunks after it, as far as
+    /// [`READ_AHEAD`] when the file is being read sequentially (the chunk before the
+    /// first one needed is local), else only the chunks the read needs.
+    fn load_ahead(&self, n: &Node, offset: u64, end: u64) -> std::result::Result<(), Refused> {
+        let first = n.chunks.iter().position(|c| c.file_offset + c.size > offset);
+        let Some(i) = first else { return Ok(()) };
+        let mut j = i;
+        while j < n.chunks.len() && n.chunks[j].file_offset < end {
+            j += 1;
+        }
+        if n.chunks[i..j].iter().all(|c| self.source.is_local(c)) {
+            return Ok(());
+        }
+        if i > 0 && self.source.is_local(&n.chunks[i - 1]) {
+            let from = n.chunks[i].start;
+            while j < n.chunks.len() && n.chunks[j].end - from <= READ_AHEAD && !self.source.is_local(&n.chunks[j]) {
+                j += 1;
+            }
+        }
+        self.source.load(&n.name, &n.chunks[i..j.max(i + 1)])
+    }
+}
+
 fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
     if size == 0 {
         reply.size(value.len() as u32);
@@ -292,6 +330,19 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
 }
 
 impl<S: ChunkSource> Filesystem for LayerFs<S> {
+    /// Opts in to idmapped mounts (`FUSE_ALLOW_IDMAP`, Linux 6.12+; the mount has
+    /// `default_permissions`, which the kernel requires for it): a container in its own
+    /// user namespace gets this mount as an idmapped overlay lower like any other layer.
+    /// An older kernel without the flag leaves the mount as it was.
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if config.add_capabilities(InitFlags::FUSE_ALLOW_IDMAP).is_err() {
+            eprintln!(
+                "vessel-lazy: the kernel has no FUSE_ALLOW_IDMAP (Linux 6.12+): no idmapped mounts of this layer"
+            );
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.get(parent).and_then(|p| p.children.get(name)) {
             Some(ino) => reply.entry(&TTL, &self.attr(*ino), Generation(0)),

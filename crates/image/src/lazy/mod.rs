@@ -7,6 +7,8 @@
 //! - [`toc`]: the footer and the TOC JSON.
 //! - [`fetch`]: range requests with `vessel pull`'s credentials and a bounded retry time.
 //! - [`cache`]: the local blob copy (every chunk checked against its `chunkDigest`).
+//! - [`load`]: missing spans into the copy, each byte fetched once (readers, prefetch and
+//!   background fetch share it; the background yields to readers).
 //! - [`fs`]: the FUSE file system; [`serve`]: the server process's life.
 //!
 //! On disk, per layer: `ROOT/snapshots/lazy/<chain-id hex>/` with `layer.json` (where the
@@ -17,6 +19,7 @@
 pub mod cache;
 pub mod fetch;
 pub mod fs;
+pub mod load;
 pub mod serve;
 pub mod toc;
 

@@ -7,12 +7,13 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::cache::BlobCache;
 use super::fetch::Fetcher;
 use super::fs::{ChunkSource, LayerFs, Refused};
+use super::load::{Loader, Why};
 use super::toc::{Chunk, Toc, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 use super::{detach, is_mount_point, LazyLayer, LazyPaths};
 use crate::digest::Digest;
@@ -24,43 +25,23 @@ use crate::unpack::{DeviceNodes, UnpackOptions};
 
 /// Size of one background request, bytes.
 const PIECE: u64 = 1 << 20;
-/// The background fetch waits while a read fetched from the registry this recently, ms:
-/// the program's next reads then do not queue behind a background piece on the link.
-const YIELD_MS: u64 = 200;
-
-/// When a read last fetched from the registry, ms since the server started.
-struct Demand {
-    start: std::time::Instant,
-    last: std::sync::atomic::AtomicU64,
-}
-
-impl Demand {
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-    fn touch(&self) {
-        self.last.store(self.now().max(1), std::sync::atomic::Ordering::Relaxed);
-    }
-    /// Waits until no read has fetched for [`YIELD_MS`].
-    fn wait_quiet(&self) {
-        loop {
-            let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
-            if last == 0 || self.now().saturating_sub(last) >= YIELD_MS {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(YIELD_MS / 4));
-        }
-    }
-}
+/// Largest request of the prefetch span, bytes: a longer span goes in several requests,
+/// each well inside the fetcher's retry time at 100 Mbit/s (64 MiB: about 5 s).
+const PREFETCH_REQUEST: u64 = 64 << 20;
+/// How long the server waits for the prefetch span before it says the mount is ready
+/// (stargz-snapshotter's `prefetch_timeout_sec`, 10 s by default): the container starts
+/// once the files it reads first are local, or after this time with the rest arriving.
+const PREFETCH_WAIT: Duration = Duration::from_secs(10);
 /// Decompressed chunks kept in memory.
 const RECENT: usize = 32;
 
 struct Source {
     layer: Digest,
-    cache: Arc<BlobCache>,
-    fetcher: Arc<Fetcher>,
+    loader: Arc<Loader>,
     recent: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
-    demand: Arc<Demand>,
+    /// Chunks (by blob start) being decompressed now: a second reader waits for them.
+    decoding: Mutex<Vec<u64>>,
+    decoded: Condvar,
 }
 
 /// The chunk's bytes from its gzip member, or why they are not the chunk.
@@ -96,46 +77,32 @@ impl Source {
             r.push_back((start, data));
         }
     }
-}
 
-impl ChunkSource for Source {
-    fn chunk(&self, name: &str, c: &Chunk) -> std::result::Result<Arc<Vec<u8>>, Refused> {
-        if let Ok(r) = self.recent.lock() {
-            if let Some((_, d)) = r.iter().find(|(s, _)| *s == c.start) {
-                return Ok(d.clone());
-            }
-        }
-        if let Some(raw) = self.cache.get(c.start, c.end) {
+    fn recent(&self, start: u64) -> Option<Arc<Vec<u8>>> {
+        let r = self.recent.lock().ok()?;
+        r.iter().find(|(s, _)| *s == start).map(|(_, d)| d.clone())
+    }
+
+    /// The chunk decompressed and checked, from the local copy (fetched when missing or
+    /// when the local bytes fail their check).
+    fn decode_chunk(&self, name: &str, c: &Chunk) -> std::result::Result<Arc<Vec<u8>>, Refused> {
+        let cache = self.loader.cache();
+        if let Some(raw) = cache.get(c.start, c.end) {
             match decode(&raw, c) {
-                Ok(d) => {
-                    let d = Arc::new(d);
-                    self.remember(c.start, d.clone());
-                    return Ok(d);
-                }
+                Ok(d) => return Ok(Arc::new(d)),
                 Err(why) => {
                     eprintln!(
                         "vessel-lazy: layer {}: local copy of chunk {name}@{} (blob bytes {}-{}) failed its check ({why}): fetching it again",
                         self.layer, c.file_offset, c.start, c.end - 1
                     );
-                    let _ = self.cache.forget(c.start, c.end);
+                    let _ = cache.forget(c.start, c.end);
                 }
             }
         }
-        self.demand.touch();
-        let raw = self.fetcher.range(c.start, c.end).map_err(|e| {
-            eprintln!("vessel-lazy: {name}@{}: {e}", c.file_offset);
-            Refused
-        })?;
-        self.demand.touch();
+        self.load(name, std::slice::from_ref(c))?;
+        let raw = cache.get(c.start, c.end).ok_or(Refused)?;
         match decode(&raw, c) {
-            Ok(d) => {
-                if let Err(e) = self.cache.put(c.start, &raw) {
-                    eprintln!("vessel-lazy: layer {}: {e}", self.layer);
-                }
-                let d = Arc::new(d);
-                self.remember(c.start, d.clone());
-                Ok(d)
-            }
+            Ok(d) => Ok(Arc::new(d)),
             Err(why) => {
                 eprintln!(
                     "vessel-lazy: layer {}: chunk {name}@{} (blob bytes {}-{}) refused: {why}",
@@ -144,9 +111,60 @@ impl ChunkSource for Source {
                     c.start,
                     c.end - 1
                 );
+                let _ = cache.forget(c.start, c.end);
                 Err(Refused)
             }
         }
+    }
+}
+
+/// Takes a chunk off the decoding list when its decoding ends, however it ends.
+struct Decoding<'a>(&'a Source, u64);
+
+impl Drop for Decoding<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.0.decoding.lock() {
+            d.retain(|s| *s != self.1);
+        }
+        self.0.decoded.notify_all();
+    }
+}
+
+impl ChunkSource for Source {
+    fn chunk(&self, name: &str, c: &Chunk) -> std::result::Result<Arc<Vec<u8>>, Refused> {
+        // One decoding per chunk: readers of the same chunk (the kernel's read-ahead sends
+        // several reads at once) wait for the first.
+        let _mine = {
+            let mut d = self.decoding.lock().map_err(|_| Refused)?;
+            loop {
+                if let Some(data) = self.recent(c.start) {
+                    return Ok(data);
+                }
+                if !d.contains(&c.start) {
+                    break;
+                }
+                d = self.decoded.wait(d).map_err(|_| Refused)?;
+            }
+            d.push(c.start);
+            Decoding(self, c.start)
+        };
+        let data = self.decode_chunk(name, c)?;
+        self.remember(c.start, data.clone());
+        Ok(data)
+    }
+
+    fn is_local(&self, c: &Chunk) -> bool {
+        self.loader.cache().ranges().contains(c.start, c.end)
+    }
+
+    fn load(&self, name: &str, chunks: &[Chunk]) -> std::result::Result<(), Refused> {
+        let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
+            return Ok(());
+        };
+        self.loader.ensure(first.start, last.end, Why::Read).map_err(|e| {
+            eprintln!("vessel-lazy: {name}@{}: {e}", first.file_offset);
+            Refused
+        })
     }
 }
 
@@ -196,16 +214,13 @@ pub fn serve(root: &Path, chain: &Digest, ready: impl FnOnce()) -> Result<()> {
     let cache = Arc::new(BlobCache::open(&paths.dir, meta.size)?);
     let reference = Reference::parse(&meta.reference)?;
     let fetcher = Arc::new(Fetcher::new(&store, &reference, meta.tls_verify, meta.digest.clone())?);
-    let demand = Arc::new(Demand {
-        start: std::time::Instant::now(),
-        last: std::sync::atomic::AtomicU64::new(0),
-    });
+    let loader = Arc::new(Loader::new(cache.clone(), fetcher));
     let source = Source {
         layer: meta.digest.clone(),
-        cache: cache.clone(),
-        fetcher: fetcher.clone(),
+        loader: loader.clone(),
         recent: Mutex::new(VecDeque::new()),
-        demand: demand.clone(),
+        decoding: Mutex::new(Vec::new()),
+        decoded: Condvar::new(),
     };
     let fs = LayerFs::new(&meta.digest, &toc, meta.toc_offset, source)?;
     let mut config = fuser::Config::default();
@@ -222,13 +237,21 @@ pub fn serve(root: &Path, chain: &Digest, ready: impl FnOnce()) -> Result<()> {
     let session = fuser::spawn_mount(fs, paths.mnt(), &config).ctx("mount FUSE on", paths.mnt())?;
     let pid_file = paths.dir.join("serve.pid");
     std::fs::write(&pid_file, std::process::id().to_string()).ctx("write", &pid_file)?;
+    // The prefetch span first, in one or few requests, before the container starts.
+    let prefetcher = prefetch(&loader, &toc, &meta);
+    if let Some((_, done)) = &prefetcher {
+        let _ = done.recv_timeout(PREFETCH_WAIT);
+    }
     ready();
+    if let Some((t, _)) = prefetcher {
+        let _ = t.join();
+    }
     if !background() {
         // Only what is read is fetched: served until the mount goes away.
         let _ = session.join();
         return Ok(());
     }
-    match fill(&cache, &fetcher, &toc, &meta, &demand) {
+    match fill(&loader, &meta) {
         Ok(()) => match complete(&store, &cache, &meta) {
             Ok(()) => {
                 eprintln!(
@@ -259,37 +282,49 @@ fn background() -> bool {
     std::env::var(BACKGROUND_ENV).map(|v| v != "0").unwrap_or(true)
 }
 
-/// Fetches every missing byte of the blob, the prefetch span first, retrying a piece that
-/// fails every few seconds (a registry that comes back is used again); after the prefetch
-/// span, each piece waits until reads have not fetched for [`YIELD_MS`].
-fn fill(cache: &BlobCache, fetcher: &Fetcher, toc: &Toc, meta: &LazyLayer, demand: &Demand) -> Result<()> {
-    let mut spans = Vec::new();
-    let prefetch = std::env::var(PREFETCH_ENV).map(|v| v != "0").unwrap_or(true);
-    if let Some(end) = prefetch_end(toc, meta.toc_offset).filter(|_| prefetch) {
-        spans.push((0, end));
-    }
-    spans.push((0, meta.size));
-    for (from, to) in spans {
-        for (s, e) in cache.ranges().gaps(from, to) {
-            let mut at = s;
-            while at < e {
-                // The prefetch span goes in one request; the rest in pieces, each after
-                // the program's own reads have paused.
-                let end = if to < meta.size {
-                    e
-                } else {
-                    demand.wait_quiet();
-                    (at + PIECE).min(e)
-                };
-                match fetcher.range(at, end) {
-                    Ok(b) => {
-                        cache.put(at, &b)?;
-                        at = end;
-                    }
-                    Err(err) => {
-                        eprintln!("vessel-lazy: background fetch: {err}");
-                        std::thread::sleep(Duration::from_secs(2));
-                    }
+/// Starts fetching the prefetch span (up to the end of the prefetch landmark's member;
+/// [`PREFETCH_ENV`]`=0` turns it off) in requests of at most [`PREFETCH_REQUEST`] bytes;
+/// returns the thread and a channel that hears when it is done.
+fn prefetch(
+    loader: &Arc<Loader>,
+    toc: &Toc,
+    meta: &LazyLayer,
+) -> Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>)> {
+    let on = std::env::var(PREFETCH_ENV).map(|v| v != "0").unwrap_or(true);
+    let end = prefetch_end(toc, meta.toc_offset).filter(|_| on)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let loader = loader.clone();
+    let t = std::thread::spawn(move || {
+        let mut at = 0;
+        while at < end {
+            let to = (at + PREFETCH_REQUEST).min(end);
+            match loader.ensure(at, to, Why::Background) {
+                Ok(()) => at = to,
+                Err(e) => {
+                    eprintln!("vessel-lazy: prefetch: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = tx.send(());
+    });
+    Some((t, rx))
+}
+
+/// Fetches every missing byte of the blob in pieces of [`PIECE`], each once readers have
+/// not needed the registry for [`super::load::YIELD_MS`], retrying a piece that fails
+/// every few seconds (a registry that comes back is used again).
+fn fill(loader: &Loader, meta: &LazyLayer) -> Result<()> {
+    for (s, e) in loader.cache().ranges().gaps(0, meta.size) {
+        let mut at = s;
+        while at < e {
+            loader.demand.wait_quiet();
+            let end = (at + PIECE).min(e);
+            match loader.ensure(at, end, Why::Background) {
+                Ok(()) => at = end,
+                Err(err) => {
+                    eprintln!("vessel-lazy: background fetch: {err}");
+                    std::thread::sleep(Duration::from_secs(2));
                 }
             }
         }
