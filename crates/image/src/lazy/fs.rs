@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -84,7 +85,10 @@ impl Node {
 /// A lazy layer's tree, served read only.
 pub struct LayerFs<S: ChunkSource> {
     nodes: Vec<Node>,
-    source: S,
+    source: Arc<S>,
+    /// Set while a background read-ahead ([`LayerFs::read_ahead_next`]) runs: at most
+    /// one at a time.
+    ahead: Arc<AtomicBool>,
 }
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -103,7 +107,8 @@ impl<S: ChunkSource> LayerFs<S> {
         // Inode n is nodes[n - 1]: the root is 1 (FUSE's root inode).
         let mut fs = LayerFs {
             nodes: vec![Node::dir(1)],
-            source,
+            source: Arc::new(source),
+            ahead: Arc::new(AtomicBool::new(false)),
         };
         let starts = member_ends(toc, toc_offset);
         for (i, e) in toc.entries.iter().enumerate() {
@@ -306,16 +311,59 @@ impl<S: ChunkSource> LayerFs<S> {
         while j < n.chunks.len() && n.chunks[j].file_offset < end {
             j += 1;
         }
+        let sequential = i > 0 && self.source.is_local(&n.chunks[i - 1]);
         if n.chunks[i..j].iter().all(|c| self.source.is_local(c)) {
+            if sequential {
+                self.read_ahead_next(n, i, j);
+            }
             return Ok(());
         }
-        if i > 0 && self.source.is_local(&n.chunks[i - 1]) {
+        if sequential {
             let from = n.chunks[i].start;
             while j < n.chunks.len() && n.chunks[j].end - from <= READ_AHEAD && !self.source.is_local(&n.chunks[j]) {
                 j += 1;
             }
         }
-        self.source.load(&n.name, &n.chunks[i..j.max(i + 1)])
+        self.source.load(&n.name, &n.chunks[i..j.max(i + 1)])?;
+        if sequential {
+            self.read_ahead_next(n, i, j.max(i + 1));
+        }
+        Ok(())
+    }
+
+    /// Starts fetching the next [`READ_AHEAD`] bytes of blob of `n` from the first chunk
+    /// from `k` on that is not local, in the background, when that chunk is less than
+    /// [`READ_AHEAD`] of blob past chunk `at` (where the reader is) and no other
+    /// read-ahead runs: a reader
+    /// going through a file sequentially then finds the next window arriving while it
+    /// reads this one, and the link never idles between requests (one request at a time
+    /// left it idle for a round trip and a TCP slow start each window). Errors are the
+    /// reader's to meet: it fetches what is still missing itself.
+    fn read_ahead_next(&self, n: &Node, at: usize, k: usize) {
+        let Some(first) = (k..n.chunks.len()).find(|&x| !self.source.is_local(&n.chunks[x])) else {
+            return;
+        };
+        let from = n.chunks[first].start;
+        if from.saturating_sub(n.chunks[at].start) > READ_AHEAD {
+            return;
+        }
+        let mut last = first + 1;
+        while last < n.chunks.len() && n.chunks[last].end - from <= READ_AHEAD && !self.source.is_local(&n.chunks[last])
+        {
+            last += 1;
+        }
+        if self.ahead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (source, ahead, name) = (Arc::clone(&self.source), Arc::clone(&self.ahead), n.name.clone());
+        let chunks = n.chunks[first..last].to_vec();
+        let started = std::thread::Builder::new().name("read-ahead".into()).spawn(move || {
+            let _ = source.load(&name, &chunks);
+            ahead.store(false, Ordering::Release);
+        });
+        if started.is_err() {
+            self.ahead.store(false, Ordering::Release);
+        }
     }
 }
 
