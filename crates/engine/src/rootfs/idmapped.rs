@@ -5,7 +5,7 @@
 //! its maps; only the empty upper dirs are chowned to the range's root.
 //!
 //! The user namespace for the idmapped mounts is made before the container's own (which
-//! the runtime makes later): a short-lived child unshares one, its maps are written, and
+//! the runtime makes later): a short-lived child is cloned into one, its maps are written, and
 //! its `/proc/PID/ns/user` is kept open for as long as the mounts are being made.
 
 use std::fs;
@@ -31,44 +31,59 @@ fn map_text(maps: &[IdMap]) -> String {
 /// [`Error::Io`] when the child cannot be made or its maps cannot be written (a map the
 /// kernel refuses: overlapping lines, more than 340 lines).
 pub fn userns_fd(ids: &IdMappings) -> Result<OwnedFd> {
-    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).at("make a pipe for", "user namespace");
-    // `go`: the parent closes its end when the child may exit; `ready`: the child writes
-    // one byte once it is in its new namespace.
-    let (go_r, go_w) = pipe()?;
-    let (ready_r, ready_w) = pipe()?;
-    // SAFETY: the child calls only async-signal-safe functions (unshare, write, read,
-    // _exit) before it exits, so forking a process that has threads is sound.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Error::io("fork for", "user namespace", io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // SAFETY: raw syscalls on fds this process owns; _exit never returns.
+    // `go`: the parent closes its end when the child may exit.
+    let (go_r, go_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).at("make a pipe for", "user namespace")?;
+    // The child is born in its new user namespace (clone(2) CLONE_NEWUSER) and shares
+    // this process's memory (CLONE_VM, its own small stack), so neither a page-table
+    // copy nor a handshake is paid: the maps can be written at once. It only waits for
+    // `go` to close, then exits.
+    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+        // Both ends of `go`, passed by value: read end in the high half.
+        let fds = arg as usize as u64;
+        let (read_end, write_end) = ((fds >> 32) as libc::c_int, (fds & 0xffff_ffff) as libc::c_int);
+        let mut r = 0u8;
+        // SAFETY: raw close and read on this child's copies of the pipe's ends, into a
+        // local byte, then exit (which never returns); the child touches nothing of the
+        // parent's memory. Its copy of the write end goes first, else the read never
+        // sees the end of the pipe.
         unsafe {
-            // The parent's end: while this copy is open, the read below never sees EOF.
-            libc::close(go_w.as_raw_fd());
-            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                libc::_exit(1);
-            }
-            let b = 1u8;
-            libc::write(ready_w.as_raw_fd(), (&b as *const u8).cast(), 1);
-            let mut r = 0u8;
-            libc::read(go_r.as_raw_fd(), (&mut r as *mut u8).cast(), 1);
-            libc::_exit(0);
+            libc::syscall(libc::SYS_close, write_end);
+            libc::syscall(
+                libc::SYS_read,
+                read_end,
+                (&mut r as *mut u8).cast::<libc::c_void>(),
+                1usize,
+            );
+            libc::syscall(libc::SYS_exit, 0);
         }
+        0
     }
-    drop(ready_w);
+    let mut stack = vec![0u8; 64 << 10];
+    // The stack grows down: its top, 16-byte aligned.
+    let top = {
+        let end = stack.as_mut_ptr() as usize + stack.len();
+        (end & !15) as *mut libc::c_void
+    };
+    // SAFETY: `child` runs on `stack`, which outlives it (the child is reaped below
+    // before `stack` is dropped); it calls only raw read and exit syscalls.
+    let pid = unsafe {
+        libc::clone(
+            child,
+            top,
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
+            (((go_r.as_raw_fd() as u64) << 32) | go_w.as_raw_fd() as u64) as usize as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(Error::io(
+            "clone a child in a new",
+            "user namespace",
+            io::Error::last_os_error(),
+        ));
+    }
     drop(go_r);
     let made = (|| -> Result<OwnedFd> {
-        let mut b = [0u8; 1];
-        let n = rustix::io::read(&ready_r, &mut b).at("wait for", "user namespace child")?;
-        if n != 1 {
-            return Err(Error::io(
-                "unshare",
-                "user namespace",
-                io::Error::other("the child could not make a user namespace"),
-            ));
-        }
         let proc = PathBuf::from(format!("/proc/{pid}"));
         for (file, maps) in [("uid_map", &ids.uid), ("gid_map", &ids.gid)] {
             let p = proc.join(file);
@@ -82,6 +97,7 @@ pub fn userns_fd(ids: &IdMappings) -> Result<OwnedFd> {
     let mut status = 0;
     // SAFETY: pid is our child; status is a valid pointer.
     unsafe { libc::waitpid(pid, &mut status, 0) };
+    drop(stack);
     made
 }
 
